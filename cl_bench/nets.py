@@ -1,0 +1,142 @@
+"""The reference's base networks, shared by every strategy so parameter counts stay comparable.
+
+Both networks are a body of "masked layers" (units a strategy may gate, as HAT does) followed by one
+linear head per task. ``forward(x, t, masks)`` multiplies the output of masked layer ``l`` by
+``masks[l]`` (shape: units) where the reference applies HAT's masks (reference §2.2, §2.4); with
+``masks=None`` the network is the plain baseline net. Initialisation is PyTorch's default,
+U(+-1/sqrt(fan_in)), as the reference code (reference §9 #1); Xavier is an option.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class MultiHeadNet(nn.Module):
+    """A body of masked layers and one linear head per task.
+
+    Subclasses fill ``self.layers`` (the nn.Linear/nn.Conv2d modules whose output units can be masked,
+    in forward order) and implement ``features(x, masks)``. ``flatten_spatial`` tells strategies how
+    many input positions of the first fc layer each channel of the last conv layer feeds.
+    """
+
+    layers: nn.ModuleList
+    heads: nn.ModuleList
+    flatten_spatial: int = 1
+
+    def features(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, t: int, masks: Sequence[Tensor] | None = None) -> Tensor:
+        return self.heads[t](self.features(x, masks))
+
+    @property
+    def units(self) -> list[int]:
+        """Number of output units (neurons or conv filters) of each masked layer."""
+        return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in self.layers]
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        head_params = {id(p) for p in self.heads.parameters()}
+        return [p for p in self.parameters() if id(p) not in head_params]
+
+
+def _gate(h: Tensor, masks: Sequence[Tensor] | None, l: int) -> Tensor:
+    if masks is None:
+        return h
+    m = masks[l]
+    return h * (m.view(1, -1, 1, 1) if h.dim() == 4 else m.view(1, -1))
+
+
+class MLP(MultiHeadNet):
+    """Flatten -> [Dropout(p_in)] -> (Linear -> ReLU -> Dropout(p) -> mask) x L -> heads.
+
+    Baselines on (split/permuted) MNIST use 3x800 without input dropout (reference §2.3); HAT uses
+    2x2000 with input dropout 0.2 (reference §2.4, §9 #8).
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], head_sizes: Sequence[int],
+                 input_dropout: float = 0.0, dropout: float = 0.5):
+        super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.dropout = nn.Dropout(dropout)
+        sizes = [in_features, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.heads = nn.ModuleList(nn.Linear(sizes[-1], n) for n in head_sizes)
+
+    def features(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
+        h = self.input_dropout(x.reshape(x.shape[0], -1))
+        for l, fc in enumerate(self.layers):
+            h = _gate(self.dropout(torch.relu(fc(h))), masks, l)
+        return h
+
+
+class AlexNet(MultiHeadNet):
+    """The AlexNet-like net of the mixture and CIFAR setups (reference §2.1).
+
+    conv(64, S//8) -> conv(128, S//10) -> conv(256, 2), each ReLU -> Dropout -> MaxPool(2) -> mask,
+    then fc 2048 -> fc 2048 (ReLU -> Dropout -> mask), then heads. Dropout 0.2 after conv1/conv2,
+    0.5 elsewhere. ``fc2_dropout=False`` gives LFL's variant (reference §2.5).
+    """
+
+    def __init__(self, input_shape: Sequence[int], head_sizes: Sequence[int],
+                 fc2_dropout: bool = True, width: float = 1.0):
+        super().__init__()
+        c, s, _ = input_shape
+        k1, k2, k3 = s // 8, s // 10, 2
+        w = [int(64 * width), int(128 * width), int(256 * width), int(2048 * width), int(2048 * width)]
+        self.layers = nn.ModuleList([
+            nn.Conv2d(c, w[0], k1), nn.Conv2d(w[0], w[1], k2), nn.Conv2d(w[1], w[2], k3),
+        ])
+        size = s
+        for k in (k1, k2, k3):
+            size = (size - k + 1) // 2
+        self.flatten_spatial = size * size
+        self.layers.append(nn.Linear(w[2] * self.flatten_spatial, w[3]))
+        self.layers.append(nn.Linear(w[3], w[4]))
+        self.drop_conv = nn.Dropout(0.2)
+        self.drop = nn.Dropout(0.5)
+        self.drop_fc2 = nn.Dropout(0.5) if fc2_dropout else nn.Identity()
+        self.pool = nn.MaxPool2d(2)
+        self.heads = nn.ModuleList(nn.Linear(w[4], n) for n in head_sizes)
+
+    def features(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
+        c1, c2, c3, fc1, fc2 = self.layers
+        h = _gate(self.pool(self.drop_conv(torch.relu(c1(x)))), masks, 0)
+        h = _gate(self.pool(self.drop_conv(torch.relu(c2(h)))), masks, 1)
+        h = _gate(self.pool(self.drop(torch.relu(c3(h)))), masks, 2)
+        h = h.flatten(1)  # channel-major: input k of fc1 comes from channel k // flatten_spatial
+        h = _gate(self.drop(torch.relu(fc1(h))), masks, 3)
+        return _gate(self.drop_fc2(torch.relu(fc2(h))), masks, 4)
+
+
+def xavier_init_(net: nn.Module) -> None:
+    """The paper's Xavier-uniform init (reference §9 #1: the code used PyTorch's default)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_network(scenario, variant: str = "base", **kwargs) -> MultiHeadNet:
+    """The reference's network for a scenario.
+
+    ``variant``: "base" (what SGD, EWC, ... use), "hat" (HAT's own MLP on the MNIST setups, reference
+    §2.4; identical to "base" on image setups) or "lfl" (no dropout on fc2, reference §2.5).
+    """
+    heads = [task.n_classes for task in scenario.tasks]
+    shape = tuple(scenario.input_shape)
+    if scenario.arch == "mlp":
+        n_in = math.prod(shape)
+        if variant == "hat":
+            return MLP(n_in, [2000, 2000], heads, input_dropout=0.2, **kwargs)
+        return MLP(n_in, [800, 800, 800], heads, **kwargs)
+    if scenario.arch == "alexnet":
+        return AlexNet(shape, heads, fc2_dropout=(variant != "lfl"), **kwargs)
+    raise ValueError(f"unknown architecture {scenario.arch!r}; known: 'mlp', 'alexnet'")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,123 @@
+"""One run: a strategy x scenario x seed under a protocol, from configuration to stored record."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import cl_bench
+from cl_bench.scenario import build_scenario
+from cl_bench.store import RunRecord, Store, config_hash
+from cl_bench.strategy import Strategy, get_strategy
+from cl_bench.trainer import DivergedError, EpochLog, Protocol, Trainer
+
+
+@dataclass
+class RunConfig:
+    strategy: str
+    scenario: str
+    seed: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)
+    protocol: Protocol = field(default_factory=Protocol)
+    scenario_options: dict[str, Any] = field(default_factory=dict)  # incl. max_train_per_task, tasks
+    tags: list[str] = field(default_factory=list)
+
+    def resolved_hparams(self) -> dict[str, Any]:
+        """Every hyperparameter with its value (defaults filled in), validated."""
+        return dataclasses.asdict(get_strategy(self.strategy).parse_hparams(self.hparams))
+
+    def run_id(self) -> str:
+        """Hash of what determines the result (tags and device excluded)."""
+        return config_hash({"strategy": self.strategy, "scenario": self.scenario, "seed": self.seed,
+                            "hparams": self.resolved_hparams(),
+                            "protocol": dataclasses.asdict(self.protocol),
+                            "scenario_options": self.scenario_options})
+
+
+class RunFailed(RuntimeError):
+    def __init__(self, record: RunRecord):
+        self.record = record
+        super().__init__(record.error)
+
+
+def code_version() -> str:
+    version = cl_bench.__version__
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        return f"{version}+g{commit}" if commit else version
+    except (OSError, subprocess.SubprocessError):
+        return version
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def execute(config: RunConfig, store: Store | None = None, data_root=None, download: bool = False,
+            device: str = "cpu", force: bool = False,
+            on_epoch: Callable[[EpochLog], None] | None = None,
+            on_task: Callable[[int, np.ndarray], None] | None = None) -> RunRecord:
+    """Run one configuration and store it. A finished identical configuration is returned from the
+    store unless ``force``. Divergence or any error is stored as a failed run, then raised as RunFailed."""
+    strategy_cls = get_strategy(config.strategy)
+    hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
+    run_id = config.run_id()
+    if store is not None and not force and store.status(run_id) == "finished":
+        return store.get(run_id)
+
+    started = time.time()
+    record = RunRecord(run_id, config.strategy, config.scenario, config.seed, dataclasses.asdict(hparams),
+                       dataclasses.asdict(config.protocol), config.scenario_options, "running",
+                       tags=list(config.tags), code_version=code_version(), started=started)
+    trainer = None
+    try:
+        seed_everything(config.seed)
+        scenario = build_scenario(config.scenario, seed=config.seed, data_root=data_root,
+                                  download=download, **config.scenario_options).to(device)
+        record.data = scenario.info
+        seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
+        strategy: Strategy = strategy_cls(scenario, hparams, device=device)
+        trainer = Trainer(scenario, config.protocol, seed=config.seed, on_epoch=on_epoch)
+        T = len(scenario.tasks)
+        acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
+        for t in range(T):
+            strategy.before_task(t)
+            strategy.train_task(t, trainer)
+            strategy.after_task(t)
+            for tau in range(t + 1):
+                acc[t, tau] = trainer.test_accuracy(strategy, tau)
+            if on_task:
+                on_task(t, acc)
+        record.monitoring = strategy.monitoring()
+        record.status = "finished"
+    except DivergedError as e:
+        record.status, record.error = "failed", f"diverged: {e}"
+    except Exception as e:  # stored with its traceback, then re-raised below
+        record.status = "failed"
+        record.error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        if store is None:
+            raise
+    finally:
+        record.finished = time.time()
+        record.wall_s = record.finished - started
+        if trainer is not None:
+            record.history = [dataclasses.asdict(h) for h in trainer.history]
+        if store is not None and record.status in ("finished", "failed"):
+            store.save(record)
+    if record.status == "failed":
+        raise RunFailed(record)
+    return record
+
+
+def default_threads() -> int:
+    return int(os.environ.get("CL_BENCH_THREADS", 0)) or torch.get_num_threads()

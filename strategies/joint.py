@@ -1,0 +1,45 @@
+"""Joint: multitask training on all tasks seen so far, the A_J reference of Eq. 6 (reference §5).
+
+For every t the network restarts from the same initial weights and trains on the union of tasks
+0..t, in shuffled mixed-task batches; each sample's loss uses its own task's head.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cl_bench.scenario import Data
+from cl_bench.strategy import Strategy, register_strategy
+
+
+@register_strategy
+class Joint(Strategy):
+    """Multitask upper reference: retrained from the initial weights on tasks 0..t for each t."""
+
+    name = "joint"
+    clip_grad = 10000.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def train_task(self, t: int, trainer) -> None:
+        self.model.load_state_dict(self.initial_state)
+        tasks, ids = self.scenario.tasks[:t + 1], list(range(t + 1))
+        trainer.fit(self, t, Data.union(tasks, "train", ids), Data.union(tasks, "valid", ids))
+
+    def loss(self, x: Tensor, y: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(t, int):
+            return super().loss(x, y, t)
+        # Mixed-task batch: sum of per-task CE sums / batch size = per-sample CE with its own head.
+        h = self.model.features(x)
+        width = max(head.out_features for head in self.model.heads)
+        logits = torch.full((len(y), width), float("-inf"), device=x.device)  # padded, for argmax
+        total = torch.zeros((), device=x.device)
+        for u in torch.unique(t).tolist():
+            sel = t == u
+            out = self.model.heads[u](h[sel])
+            total = total + F.cross_entropy(out, y[sel], reduction="sum")
+            logits[sel, :out.shape[1]] = out
+        return total / len(y), logits

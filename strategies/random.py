@@ -1,0 +1,38 @@
+"""Random: the stratified random classifier, the A_R reference of Eq. 6 (reference §5, §9 #17).
+
+Predictions are the task's training labels, shuffled and repeated until they cover the batch, then
+truncated and shuffled again: labels follow the training distribution drawn without replacement, so
+the expected accuracy is sum_c p_train(c) p_test(c). (The reference draws once per test set with
+numpy's global RNG; here each evaluation batch draws from a seeded torch generator.)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from cl_bench.strategy import Strategy, register_strategy
+
+
+@register_strategy
+class Random(Strategy):
+    """Stratified random classifier; only its diagonal acc[t, t] is used as A_R."""
+
+    name = "random"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
+        self.train_labels: dict[int, Tensor] = {}
+
+    def build_model(self) -> nn.Module:
+        return nn.Module()  # nothing to learn
+
+    def train_task(self, t: int, trainer) -> None:
+        self.train_labels[t] = self.scenario.tasks[t].train.y.cpu()
+
+    def predict(self, x: Tensor, t: int) -> Tensor:
+        labels = self.train_labels[t]
+        copies = -(-len(x) // len(labels))  # ceil
+        drawn = torch.cat([labels[torch.randperm(len(labels), generator=self.generator)]
+                           for _ in range(copies)])[:len(x)]
+        return drawn[torch.randperm(len(x), generator=self.generator)].to(x.device)

@@ -1,0 +1,10 @@
+"""SGD: plain fine-tuning of the whole network, dropout on, one head per task (reference §5)."""
+from cl_bench.strategy import Strategy, register_strategy
+
+
+@register_strategy
+class SGD(Strategy):
+    """Sequential fine-tuning: the lower bound every continual-learning method must beat."""
+
+    name = "sgd"
+    clip_grad = 10000.0
