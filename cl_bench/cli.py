@@ -5,7 +5,6 @@ import dataclasses
 import sys
 
 import click
-import numpy as np
 import torch
 
 from cl_bench.report import format_accuracy_matrix

@@ -5,8 +5,8 @@ Matrices are square (T x T) with NaN above the diagonal (tau > t is never measur
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats

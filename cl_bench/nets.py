@@ -9,7 +9,7 @@ U(+-1/sqrt(fan_in)), as the reference code (reference §9 #1); Xavier is an opti
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

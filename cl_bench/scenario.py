@@ -6,8 +6,9 @@ batch by a fused multiply-add with the task's constants, so a batch is one index
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,7 +28,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device) -> "Split":
+    def to(self, device) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
@@ -52,7 +53,7 @@ class Task:
             scale, shift = scale.view(-1, 1, 1), shift.view(-1, 1, 1)
         return scale.to(self.train.x.device), shift.to(self.train.x.device)
 
-    def to(self, device) -> "Task":
+    def to(self, device) -> Task:
         return Task(self.name, self.n_classes, self.train.to(device), self.valid.to(device),
                     self.test.to(device), self.mean, self.std)
 
@@ -75,7 +76,7 @@ class Scenario:
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def to(self, device) -> "Scenario":
+    def to(self, device) -> Scenario:
         return Scenario(self.name, [t.to(device) for t in self.tasks], self.input_shape, self.arch,
                         self.seed, self.info)
 
@@ -91,13 +92,13 @@ class Data:
         self.x, self.y, self.task, self.scale, self.shift = x, y, task, scale, shift
 
     @classmethod
-    def of(cls, task: Task, split: str, t: int) -> "Data":
+    def of(cls, task: Task, split: str, t: int) -> Data:
         s = getattr(task, split)
         scale, shift = task.scale_shift()
         return cls(s.x, s.y, t, scale, shift)
 
     @classmethod
-    def union(cls, tasks: Sequence[Task], split: str, task_ids: Sequence[int]) -> "Data":
+    def union(cls, tasks: Sequence[Task], split: str, task_ids: Sequence[int]) -> Data:
         """Concatenate a split of several tasks, keeping each sample's task id (Joint's data)."""
         splits = [getattr(task, split) for task in tasks]
         x = torch.cat([s.x for s in splits])

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +35,7 @@ class Protocol:
     eval_train_each_epoch: bool = False  # the reference did it only to print; +~20% time (§9 #19)
     clip_grad: float | None = None  # None: the strategy's own threshold (reference §3 table)
 
-    def replace(self, **changes) -> "Protocol":
+    def replace(self, **changes) -> Protocol:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown protocol setting(s) {sorted(unknown)}; valid: "
