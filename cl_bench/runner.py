@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import time
 import traceback
@@ -118,7 +117,3 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
     if record.status == "failed":
         raise RunFailed(record)
     return record
-
-
-def default_threads() -> int:
-    return int(os.environ.get("CL_BENCH_THREADS", 0)) or torch.get_num_threads()
