@@ -1,0 +1,41 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cl_bench.scenario import Scenario, Split, Task
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+os.environ.setdefault("CL_BENCH_DATA", str(SHARED_DATA))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def make_scenario(n_tasks=2, n_classes=3, n_train=90, n_test=60, shape=(1, 6, 6), arch="mlp", seed=0,
+                  learnable=True) -> Scenario:
+    """A tiny synthetic scenario: uint8 images whose class is written in a few pixels (so nets can learn
+    it) plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    tasks = []
+    for t in range(n_tasks):
+        splits = []
+        for n in (n_train, n_train // 3, n_test):
+            y = torch.randint(n_classes, (n,), generator=g)
+            x = torch.randint(0, 60, (n, *shape), generator=g, dtype=torch.uint8)
+            if learnable:
+                flat = x.view(n, -1)
+                code = (y + t) % n_classes  # tasks disagree, so sequential training forgets
+                for c in range(n_classes):
+                    flat[code == c, c * 3:(c + 1) * 3] = 250
+            splits.append(Split(x, y))
+        tasks.append(Task(f"task{t}", n_classes, *splits, mean=(0.2,) * shape[0], std=(0.3,) * shape[0]))
+    return Scenario("tiny", tasks, shape, arch, seed)
+
+
+@pytest.fixture
+def tiny_scenario():
+    return make_scenario
+
+
+requires_mnist = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
+                                    reason=f"MNIST not found under {SHARED_DATA}")
