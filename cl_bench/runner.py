@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import cl_bench
+from cl_bench import checkpoint as ckpt
 from cl_bench.scenario import build_scenario
 from cl_bench.store import RunRecord, Store, config_hash
 from cl_bench.strategy import Strategy, get_strategy
@@ -66,19 +67,28 @@ def seed_everything(seed: int) -> None:
 def execute(config: RunConfig, store: Store | None = None, data_root=None, download: bool = False,
             device: str = "cpu", force: bool = False,
             on_epoch: Callable[[EpochLog], None] | None = None,
-            on_task: Callable[[int, np.ndarray], None] | None = None) -> RunRecord:
+            on_task: Callable[[int, np.ndarray], None] | None = None,
+            checkpoints: bool = True) -> RunRecord:
     """Run one configuration and store it. A finished identical configuration is returned from the
-    store unless ``force``. Divergence or any error is stored as a failed run, then raised as RunFailed."""
+    store unless ``force``. Divergence or any error is stored as a failed run, then raised as RunFailed.
+
+    With a store and ``checkpoints``, the state after each task is checkpointed beside the store
+    (cl_bench.checkpoint) and a run killed before it was stored resumes from its last finished task
+    (``force`` starts afresh); strategies that cannot be resumed exactly are not checkpointed."""
     strategy_cls = get_strategy(config.strategy)
     hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
     run_id = config.run_id()
     if store is not None and not force and store.status(run_id) == "finished":
         return store.get(run_id)
+    ckpt_path = None
+    if store is not None and checkpoints and ckpt.resume_refusal(strategy_cls) is None:
+        ckpt_path = ckpt.checkpoint_path(store.path, run_id)
 
     started = time.time()
+    version = code_version()
     record = RunRecord(run_id, config.strategy, config.scenario, config.seed, dataclasses.asdict(hparams),
                        dataclasses.asdict(config.protocol), config.scenario_options, "running",
-                       tags=list(config.tags), code_version=code_version(), started=started)
+                       tags=list(config.tags), code_version=version, started=started)
     trainer = None
     try:
         seed_everything(config.seed)
@@ -90,12 +100,21 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
         trainer = Trainer(scenario, config.protocol, seed=config.seed, on_epoch=on_epoch)
         T = len(scenario.tasks)
         acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
-        for t in range(T):
+        first = 0
+        saved = ckpt.load(ckpt_path, run_id) if ckpt_path is not None and not force else None
+        if saved is not None:  # resume after the last checkpointed task, every RNG as it was then
+            first = ckpt.restore(saved, strategy, trainer, acc)
+            if saved["code_version"] != version:
+                record.code_version = f"{version} (tasks 1-{first} by {saved['code_version']})"
+        for t in range(first, T):
             strategy.before_task(t)
             strategy.train_task(t, trainer)
             strategy.after_task(t)
             for tau in range(t + 1):
                 acc[t, tau] = trainer.test_accuracy(strategy, tau)
+            if ckpt_path is not None and t < T - 1:
+                ckpt.save(ckpt_path, run_id=run_id, code_version=version, next_task=t + 1,
+                          strategy=strategy, trainer=trainer, accuracy=acc)
             if on_task:
                 on_task(t, acc)
         record.monitoring = strategy.monitoring()
@@ -114,6 +133,7 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
             record.history = [dataclasses.asdict(h) for h in trainer.history]
         if store is not None and record.status in ("finished", "failed"):
             store.save(record)
+            ckpt.remove(ckpt_path)
     if record.status == "failed":
         raise RunFailed(record)
     return record
