@@ -5,6 +5,7 @@ import dataclasses
 import sys
 
 import click
+import numpy as np
 import torch
 
 from cl_bench.report import format_accuracy_matrix
@@ -136,6 +137,36 @@ def list_(what, details):
                 for k, v in scenario_options(name).items():
                     click.echo(f"      option {k} = {v!r}")
                 click.echo("      every scenario also takes --max-train-per-task and --tasks")
+
+
+@main.command()
+@click.option("--store", default="cl-bench-demo.db", show_default=True)
+@click.option("--scenario", default="split_mnist", show_default=True)
+@click.option("--max-train-per-task", type=int, default=2000, show_default=True)
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="e.g. 0,1,2")
+@click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
+@click.option("--download/--no-download", default=False, show_default=True)
+def demo(store, scenario, max_train_per_task, epochs, seeds, data_root, download):
+    """A few-minute, reduced-scale demo: SGD and HAT against the Joint and Random references,
+    then the rho table. Reduced scale (capped samples, few epochs): not the paper's numbers."""
+    from cl_bench.report import format_markdown, rho_table
+    from cl_bench.results import with_rho
+    from cl_bench.runner import RunConfig, execute
+
+    names = [s for s in ("random", "joint", "sgd", "hat") if s in all_strategies()]
+    protocol = PRESETS["quick"].replace(epochs=epochs)
+    db = Store(store)
+    for seed in (int(x) for x in seeds.split(",")):
+        for name in names:
+            config = RunConfig(name, scenario, seed, {}, protocol, {"max_train_per_task": max_train_per_task})
+            try:
+                rec = execute(config, db, data_root=data_root, download=download)
+            except (ValueError, FileNotFoundError) as e:
+                raise click.ClickException(str(e))
+            click.echo(f"{name:>8} seed {seed}: A<=T {100 * np.nanmean(rec.accuracy[-1]):.1f}%  "
+                       f"({rec.wall_s:.1f} s)")
+    click.echo(format_markdown(rho_table(with_rho(db.query("scenario = ?", (scenario,))))))
 
 
 COMMANDS = [  # (module, click command object, name): commands that live beside the code they drive

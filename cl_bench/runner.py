@@ -89,12 +89,13 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
     record = RunRecord(run_id, config.strategy, config.scenario, config.seed, dataclasses.asdict(hparams),
                        dataclasses.asdict(config.protocol), config.scenario_options, "running",
                        tags=list(config.tags), code_version=version, started=started)
+    # Bad scenario options or missing data are configuration errors, raised before the run exists.
+    seed_everything(config.seed)
+    scenario = build_scenario(config.scenario, seed=config.seed, data_root=data_root,
+                              download=download, **config.scenario_options).to(device)
+    record.data = scenario.info
     trainer = None
     try:
-        seed_everything(config.seed)
-        scenario = build_scenario(config.scenario, seed=config.seed, data_root=data_root,
-                                  download=download, **config.scenario_options).to(device)
-        record.data = scenario.info
         seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
         strategy: Strategy = strategy_cls(scenario, hparams, device=device)
         trainer = Trainer(scenario, config.protocol, seed=config.seed, on_epoch=on_epoch)
