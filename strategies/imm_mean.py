@@ -1,0 +1,75 @@
+"""IMM-mean: mean-based Incremental Moment Matching (Lee et al., NIPS 2017, arXiv:1703.08475), as the
+HAT reference ran it (hat_reference.md §5, §9 #10).
+
+Training task t > 0 uses the IMM paper's L2-transfer toward the previous model θ_{t-1}:
+
+    L(θ) = CE_t(θ) + λ Σ_i (θ_{t-1,i} − θ_i)² / 2                      # IMM L2-transfer, reference §5
+
+and after task t > 0 the model is replaced by the running mean of the task models with equal weights
+α_k = 1/(t+1) ("same alpha for all tasks" in the reference):
+
+    θ <- (θ_t + t · θ_{t-1}) / (t+1)                                    # IMM Eq. 3 (mean-IMM)
+
+``faithful=True`` (default, reproduces the published numbers): the merge runs over **every**
+parameter, so the head of the new task t, which θ_{t-1} holds at its untrained random
+initialisation, ends up as (1/(t+1))·trained + (t/(t+1))·random init (reference §9 #10).
+``faithful=False`` (corrected): head t keeps its trained weights, since no previous model has learnt
+it; everything else is averaged as above. (Heads of earlier tasks are equal in θ_t and θ_{t-1}, since
+only the L2 term touches them and it is stationary there; heads of later tasks are untouched
+initialisations in both, so averaging them is a no-op either way.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from cl_bench.strategies.ewc import quadratic_penalty, snapshot
+from cl_bench.strategy import Strategy, hparam, register_strategy
+
+
+def mean_merge(current: dict[str, Tensor], previous: dict[str, Tensor], t: int,
+               keep: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+    """(current + t·previous)/(t+1) per parameter, except names in ``keep`` (taken from ``current``)."""
+    return {name: current[name] if name in keep else (current[name] + t * previous[name]) / (t + 1)
+            for name in current}
+
+
+@dataclass
+class IMMMeanHparams:
+    lamb: float = hparam(1e-4, "L2-transfer coefficient toward the previous model",
+                         grid=[0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.000001])
+    faithful: bool = hparam(True, "True: the reference's merge, which averages the new head with its "
+                                  "random init (§9 #10); False: keep the trained new head")
+
+
+@register_strategy
+class IMMMean(Strategy):
+    """L2-transfer while training, then an equal-weight running mean of the task models."""
+
+    name = "imm_mean"
+    Hparams = IMMMeanHparams
+    clip_grad = 10000.0  # reference §3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.previous: dict[str, Tensor] | None = None  # θ_{t-1}, the merged model after task t-1
+
+    def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """CE of head t + λ Σ (θ_{t-1} − θ)² / 2 (also the validation loss, as in the reference)."""
+        ce, logits = super().loss(x, y, t)
+        if self.previous is None:
+            return ce, logits
+        return ce + self.hp.lamb * quadratic_penalty(self.model, self.previous), logits
+
+    def after_task(self, t: int) -> None:
+        """Merge with the previous model (t > 0), then remember the result as θ_t."""
+        if self.previous is not None:
+            keep = frozenset() if self.hp.faithful else self._head_names(t)
+            merged = mean_merge(snapshot(self.model), self.previous, t, keep)  # IMM Eq. 3
+            for name, p in self.model.named_parameters():
+                p.data.copy_(merged[name])
+        self.previous = snapshot(self.model)
+
+    def _head_names(self, t: int) -> frozenset[str]:
+        return frozenset(f"heads.{t}.{name}" for name, _ in self.model.heads[t].named_parameters())

@@ -1,0 +1,99 @@
+"""LFL: Less-Forgetting Learning (Jung et al., 2016, arXiv:1607.00122), as the HAT reference ran it
+(hat_reference.md §5, §2.5).
+
+Training task t > 0 keeps the current model's last hidden representation h (the input of the heads)
+close to the one of the frozen model after task t−1, on the new task's data:
+
+    L = CE(head_t(h), y) + λ Σ_{n in batch} Σ_j (h_old,nj − h_nj)² / 2     # LFL Eq. 4, reference §5
+
+The sum runs over the batch, not a mean, exactly as the reference. The old model runs in eval mode,
+the current one in train mode (dropout on in the layers below h). The network is the reference's
+``alexnet_lfl`` (``nets.build_network(variant="lfl")``): the AlexNet-like net without dropout on fc2,
+so that h is not perturbed by dropout (reference §2.5).
+
+MLP setups (split/permuted MNIST): the reference cannot run LFL there (its ``run.py`` gives every
+non-HAT approach the plain ``mlp``, whose forward returns no features, so LFL's
+``outputs, h = model(x)`` fails). Here LFL uses the 3x800 baseline MLP with the same change as
+``alexnet_lfl``: no dropout after the last hidden layer, whose output is h.
+
+Validation loss: the reference evaluates in batches of 64, so its per-sample validation loss is
+CE + λ·64·mean_n Σ_j (h_old − h)²/2. The trainer evaluates in batches of 1024; in eval mode the
+penalty is therefore scaled by (training batch size)/len(batch), which gives the same per-sample
+value for any evaluation batch size. Training batches use the plain sum, as the reference.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cl_bench import nets
+from cl_bench.strategy import Strategy, hparam, register_strategy
+
+
+class MLPWithoutFeatureDropout(nets.MLP):
+    """``nets.MLP`` without the dropout after the last hidden layer: the MLP analogue of the
+    reference's ``alexnet_lfl``. Workaround until ``nets.build_network(variant="lfl")`` does this."""
+
+    def features(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
+        if masks is not None:
+            raise ValueError("LFL's MLP takes no unit masks")
+        h = self.input_dropout(x.reshape(x.shape[0], -1))
+        last = len(self.layers) - 1
+        for l, fc in enumerate(self.layers):
+            h = torch.relu(fc(h))
+            if l < last:
+                h = self.dropout(h)
+        return h
+
+
+@dataclass
+class LFLHparams:
+    lamb: float = hparam(0.05, "weight λ of the feature-distance penalty (reference: 'none of them "
+                               "really worked')", grid=[1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4, 1e-4, 5e-5])
+
+
+@register_strategy
+class LFL(Strategy):
+    """Cross-entropy plus an L2 penalty between the old and the new model's last hidden features."""
+
+    name = "lfl"
+    Hparams = LFLHparams
+    clip_grad = 200.0  # reference §3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.old: nn.Module | None = None  # the frozen model after the previous task, in eval mode
+        self.train_batch_size = 64  # the reference's; set from the protocol in train_task
+
+    def build_model(self) -> nn.Module:
+        net = nets.build_network(self.scenario, variant="lfl")
+        if type(net) is nets.MLP:  # same parameters and init; only the forward changes
+            net.__class__ = MLPWithoutFeatureDropout
+        return net
+
+    def train_task(self, t: int, trainer) -> None:
+        self.train_batch_size = trainer.protocol.batch_size
+        super().train_task(t, trainer)
+
+    def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """CE on head t + λ Σ_batch Σ_units (h_old − h)²/2 (also the validation loss)."""
+        h = self.model.features(x)
+        logits = self.model.heads[t](h)
+        loss = F.cross_entropy(logits, y)
+        if self.old is not None:
+            with torch.no_grad():
+                h_old = self.old.features(x)
+            penalty = (h_old - h).pow(2).sum() / 2  # LFL Eq. 4: summed over the batch too
+            if not self.model.training:  # per-sample validation loss as with the reference's batches
+                penalty = penalty * (self.train_batch_size / len(x))
+            loss = loss + self.hp.lamb * penalty
+        return loss, logits
+
+    def after_task(self, t: int) -> None:
+        """The model with its best weights restored becomes the frozen reference for h."""
+        self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
