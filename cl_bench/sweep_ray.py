@@ -1,0 +1,119 @@
+"""The Ray backend of ``cl-bench sweep`` (``--backend ray``): the same sweep on a Ray cluster.
+
+Imported only when asked for, so the core never needs Ray (``pip install cl-bench[ray]``). Each run is a
+Ray task reserving ``threads`` CPUs; it returns its RunRecord and the driver writes it to the one
+store, so workers need no access to the store's filesystem, only the package and the data
+(``--data-root`` must exist at the same path on every node, or set CL_BENCH_DATA in the cluster's
+runtime environment). A task whose worker process dies is retried once by Ray (``max_retries=1``); a
+run that raises or diverges comes back as a failed record and is stored as such.
+
+Workers checkpoint after each task beside the store path when that path is writable on their node
+(always on a single machine), so a retried or re-submitted run resumes there; elsewhere it restarts.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cl_bench.store import RunRecord
+from cl_bench.sweep import Outcome, Scheduler, _Progress, run_label
+
+
+class _Capture:
+    """A stand-in store for ``execute`` inside a Ray task: it remembers the record instead of writing
+    it, and lends its path to the checkpoints."""
+
+    def __init__(self, path: str):
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.record: RunRecord | None = None
+
+    def status(self, run_id: str) -> None:
+        return None  # the driver only submits runs missing from the real store
+
+    def get(self, run_id: str) -> None:
+        return None
+
+    def save(self, record: RunRecord) -> None:
+        self.record = record
+
+
+def _ray_run(config, store_path: str, device: str, data_root, threads: int, checkpoints: bool) -> RunRecord:
+    """The Ray task: run one configuration, return its record (finished or failed)."""
+    import torch
+
+    from cl_bench.runner import RunFailed, execute
+
+    torch.set_num_threads(threads)
+    capture = _Capture(store_path)
+    try:
+        return execute(config, capture, data_root=data_root, device=device, checkpoints=checkpoints)
+    except RunFailed as e:
+        return e.record
+
+
+def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_root=None,
+            checkpoints: bool = True, address: str | None = None, progress: bool = True,
+            echo=print, init_kwargs: dict[str, Any] | None = None) -> list[Outcome]:
+    """Run the scheduler's runs as Ray tasks; records are written to the store by this driver.
+
+    Uses the Ray session already initialised in this process if any, else ``ray.init(address)``
+    (``None``: a local Ray on this machine), shut down again at the end."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the Ray backend needs Ray: pip install 'cl-bench[ray]'") from None
+    from cl_bench.checkpoint import checkpoint_path
+
+    own_session = not ray.is_initialized()
+    if own_session:
+        ray.init(address=address, include_dashboard=False, **(init_kwargs or {}))
+    gpus = 1 if str(device).startswith("cuda") else 0
+    task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=1)(_ray_run)
+    store = scheduler.store
+    store_path = str(store.path.resolve())
+    if data_root is not None:
+        from pathlib import Path
+
+        data_root = str(Path(data_root).resolve())
+    ui = _Progress(progress, 0, 0)
+    outcomes: list[Outcome] = []
+    in_flight: dict[Any, Any] = {}  # ObjectRef -> PlanItem
+    started: dict[Any, float] = {}
+    try:
+        todo = scheduler.next_runs()
+        while todo or in_flight:
+            for item in todo:
+                ref = task.remote(item.config, store_path, device, data_root, threads, checkpoints)
+                in_flight[ref], started[ref] = item, time.perf_counter()
+            todo = []
+            ui.bar.total = scheduler.expected_total()
+            ui.bar.set_postfix(running=len(in_flight), refresh=True)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                item = in_flight.pop(ref)
+                label = run_label(item.config)
+                wall = time.perf_counter() - started.pop(ref)
+                try:
+                    record: RunRecord = ray.get(ref)
+                except Exception as e:  # the worker died twice, or Ray lost the task
+                    outcome = Outcome(item.run_id, label, "error", f"{type(e).__name__}: {e}".splitlines()[0])
+                else:
+                    store.save(record)  # one transaction per run, on the driver
+                    checkpoint_path(store.path, record.run_id).unlink(missing_ok=True)
+                    message = "" if record.status == "finished" else (record.error or "").splitlines()[0]
+                    outcome = Outcome(record.run_id, label, record.status, message, wall)
+                outcomes.append(outcome)
+                ui.done(outcome, scheduler.expected_total())
+            if ready:
+                todo = scheduler.next_runs()
+    except KeyboardInterrupt:
+        for ref in in_flight:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        ui.close()
+        if own_session:
+            ray.shutdown()
+    return outcomes
