@@ -1,58 +1,246 @@
-"""Tables from the store: the paper's Table 1 (rho^{<=2}, rho^{<=T}) with mean, std and 95% CI."""
+"""Tables and figures from the store: the paper's Table 1 and Figs. 3-7, one command (`cl-bench report`).
+
+Data flow: the store's records -> ``select_records`` (CLI filters) -> ``analyse`` (rho per run against
+the Joint/Random references of the same scenario, options and seed, reference §7.1; runs grouped into
+sections = scenario + scenario options, and variants = strategy + hyperparameters + protocol) ->
+tables (``rho_table``, ``format_markdown``/``format_latex``, CSV) and figures (``build_figures``, drawn
+by cl_bench.plots) -> files (``--figures DIR``) and one self-contained HTML page (``--html``).
+
+A strategy run under several hyperparameter settings in one section (a HAT sweep) has several variants;
+Table 1, Fig. 3 and the matrices show its main variant (most seeds, then its registered defaults) and
+say how many others they hide (``--all-variants`` shows them); Fig. 4 is drawn from the HAT variants.
+Missing references are never faked: rho cells are n/a, the accuracy-based views are still shown, and
+the exact ``cl-bench run`` commands that would complete them are printed.
+"""
 from __future__ import annotations
 
+import json
+import re
 import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 import numpy as np
 import pandas as pd
 
+from cl_bench import plots
 from cl_bench.metrics import summarize
 from cl_bench.results import REFERENCES, MissingReferences, RunMetrics, with_rho
-from cl_bench.store import DEFAULT_STORE, Store, StoreError
+from cl_bench.store import DEFAULT_STORE, RunRecord, Store, StoreError
+
+HAT = "hat"
+GRID_KEYS = ("s_max", "c")  # Fig. 4 axes: HAT's stability and compressibility hyperparameters
 
 
-def rho_table(metrics: list[RunMetrics], include_references: bool = False) -> pd.DataFrame:
-    """One row per (scenario, strategy): mean over seeds of rho^{<=2}, rho^{<=T} and A^{<=T}, with
-    numpy's std (ddof 0) and the 95% t-interval half-width, sorted by rho^{<=T} (best last, as Table 1)."""
-    groups: dict[tuple[str, str], list[RunMetrics]] = {}
+# ---- selection and grouping -----------------------------------------------------------------------
+
+def select_records(records: Sequence[RunRecord], scenarios: Sequence[str] = (), strategies: Sequence[str] = (),
+                   seeds: set[int] | None = None, tags: Sequence[str] = ()) -> list[RunRecord]:
+    """The CLI filters. Joint and Random are kept whatever the strategy/tag filter: rho needs them."""
+    return [r for r in records
+            if (not scenarios or r.scenario in scenarios)
+            and (not strategies or r.strategy in strategies or r.strategy in REFERENCES)
+            and (seeds is None or r.seed in seeds)
+            and (not tags or set(tags) & set(r.tags) or r.strategy in REFERENCES)]
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def section_key(r: RunRecord) -> tuple[str, str]:
+    """Runs comparable in one table: same scenario and scenario options (as results.with_rho matches)."""
+    return r.scenario, _json(r.scenario_options)
+
+
+def section_title(key: tuple[str, str]) -> str:
+    opts = {k: v for k, v in json.loads(key[1]).items() if v is not None}
+    return key[0] + (" (" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")" if opts else "")
+
+
+def section_slug(key: tuple[str, str]) -> str:
+    """A file-name-safe section name, e.g. ``split_mnist__max_train_per_task-5000``."""
+    opts = {k: v for k, v in json.loads(key[1]).items() if v is not None}
+    parts = [key[0]] + [f"{k}-{'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in opts.items()]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "__".join(parts))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A strategy under one configuration (hyperparameters + protocol) in one section."""
+
+    section: tuple[str, str]
+    strategy: str
+    config: str  # JSON of {"hparams", "protocol"}
+    settings: str  # ' (k=v, ...)': the settings that differ from its other variants in the section, or ''
+    main: bool  # the one Table 1 / Fig. 3 show by default
+
+    @property
+    def label(self) -> str:
+        return self.strategy + self.settings
+
+    def display(self, all_variants: bool) -> str:
+        """The paper's name (HAT, SGD-F, ...), with the settings when several variants are shown."""
+        return plots.strategy_label(self.strategy) + (self.settings if all_variants else "")
+
+
+def _config(r: RunRecord) -> str:
+    return _json({"hparams": r.hparams, "protocol": r.protocol})
+
+
+def _default_hparams(strategy: str) -> dict | None:
+    try:
+        from cl_bench.strategy import get_strategy
+        import dataclasses
+        return dataclasses.asdict(get_strategy(strategy).Hparams())
+    except Exception:  # an unregistered (e.g. file-loaded) strategy: no defaults to prefer
+        return None
+
+
+def variants(records: Sequence[RunRecord]) -> dict[str, Variant]:
+    """run_id -> Variant. The main variant of a strategy in a section has the most seeds; ties go to
+    the registered default hyperparameters, then to the first label."""
+    groups: dict[tuple, dict[str, list[RunRecord]]] = {}
+    for r in records:
+        groups.setdefault((section_key(r), r.strategy), {}).setdefault(_config(r), []).append(r)
+    out: dict[str, Variant] = {}
+    for (sec, strategy), configs in groups.items():
+        parsed = {c: json.loads(c) for c in configs}
+        flat = {c: {**p["hparams"], **p["protocol"]} for c, p in parsed.items()}
+        keys = sorted(set().union(*flat.values()))
+        differing = [k for k in keys if len({_json(f.get(k)) for f in flat.values()}) > 1]
+        settings = {c: (" (" + ", ".join(f"{k}={f.get(k)}" for k in differing) + ")" if differing else "")
+                    for c, f in flat.items()}
+        defaults = _default_hparams(strategy)
+        main = min(configs, key=lambda c: (-len({r.seed for r in configs[c]}),
+                                           parsed[c]["hparams"] != defaults, settings[c]))
+        for c, rs in configs.items():
+            for r in rs:
+                out[r.run_id] = Variant(sec, strategy, c, settings[c], c == main)
+    return out
+
+
+@dataclass
+class Section:
+    """The finished runs of one scenario + options, with rho where the references exist."""
+
+    key: tuple[str, str]
+    metrics: list[RunMetrics]
+    variants: dict[str, Variant]
+    missing: list[str]  # `cl-bench run ...` commands for the absent references
+
+    @property
+    def title(self) -> str:
+        return section_title(self.key)
+
+    @property
+    def slug(self) -> str:
+        return section_slug(self.key)
+
+    def runs(self, strategy: str | None = None, main_only: bool = True,
+             references: bool = True) -> list[RunMetrics]:
+        return [m for m in self.metrics
+                if (strategy is None or m.record.strategy == strategy)
+                and (references or m.record.strategy not in REFERENCES)
+                and (not main_only or self.variants[m.record.run_id].main)]
+
+    def hidden(self) -> list[str]:
+        """'hat: shown (c=0.75, s_max=400.0), 11 other setting(s) hidden' for each strategy run under
+        several settings in this section."""
+        others: dict[str, set[str]] = {}
+        main: dict[str, str] = {}
+        for v in self.variants.values():
+            if v.main:
+                main[v.strategy] = v.settings
+            else:
+                others.setdefault(v.strategy, set()).add(v.config)
+        return [f"{s}: shown{main.get(s, '')}, {len(c)} other setting(s) hidden" for s, c in sorted(others.items())]
+
+    def task_names(self) -> list[str]:
+        """Task names by position if every run agrees (the mixture's order depends on the seed)."""
+        T = max(m.record.n_tasks for m in self.metrics)
+        names = {tuple(t.get("name", "") for t in m.record.data.get("tasks", [])) for m in self.metrics}
+        if len(names) == 1:
+            only = next(iter(names))
+            if len(only) == T:
+                return list(only)
+        return [f"task {i + 1}" for i in range(T)]
+
+
+def analyse(records: Sequence[RunRecord]) -> list[Section]:
+    """Sections of finished runs, each with rho where its references exist (results.with_rho)."""
+    finished = [r for r in records if r.status == "finished" and r.accuracy is not None]
+    by_section: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in finished:
+        by_section.setdefault(section_key(r), []).append(r)
+    sections = []
+    for key in sorted(by_section):
+        recs = by_section[key]
+        try:
+            metrics, missing = with_rho(recs), []
+        except MissingReferences as e:
+            metrics, missing = with_rho(recs, require_references=False), list(e.commands)
+        sections.append(Section(key, metrics, variants(recs), missing))
+    return sections
+
+
+# ---- Table 1 ---------------------------------------------------------------------------------------
+
+def rho_table(metrics: list[RunMetrics], include_references: bool = False,
+              all_variants: bool = False) -> pd.DataFrame:
+    """One row per (scenario + options, strategy variant): mean over seeds of rho^{<=2}, rho^{<=T} and
+    A^{<=T}, with numpy's std (ddof 0) and the 95% t-interval half-width (reference §7.1), sorted by
+    rho^{<=T} (best last, as Table 1). ``seeds`` counts the runs, ``rho seeds`` those with references."""
+    var = variants([m.record for m in metrics])
+    groups: dict[tuple, list[RunMetrics]] = {}
     for m in metrics:
-        if include_references or m.record.strategy not in REFERENCES:
-            groups.setdefault((m.record.scenario, m.record.strategy), []).append(m)
+        v = var[m.record.run_id]
+        if (include_references or m.record.strategy not in REFERENCES) and (all_variants or v.main):
+            groups.setdefault((v.section, m.record.strategy, v.label), []).append(m)
     rows = []
-    for (scenario, strategy), ms in groups.items():
+    for ((scenario, options), strategy, label), ms in groups.items():
         T = ms[0].record.n_tasks
-        row = {"scenario": scenario, "strategy": strategy, "seeds": len(ms), "T": T}
-        for label, values in [
-            ("rho<=2", [m.rho_upto[min(1, T - 1)] for m in ms if m.rho_upto is not None]),
-            ("rho<=T", [m.rho_upto[-1] for m in ms if m.rho_upto is not None]),
+        with_refs = [m for m in ms if m.rho_upto is not None]
+        row = {"scenario": scenario, "options": options, "strategy": strategy, "variant": label,
+               "name": label if all_variants else strategy,
+               "seeds": len(ms), "rho seeds": len(with_refs), "T": T}
+        for label_, values in [
+            ("rho<=2", [m.rho_upto[min(1, T - 1)] for m in with_refs]),  # after the second task
+            ("rho<=T", [m.rho_upto[-1] for m in with_refs]),  # after the last task
             ("A<=T", [m.acc_upto[-1] for m in ms]),
         ]:
             s = summarize(values)
-            row |= {label: s.mean, f"{label} std": s.std, f"{label} ci95": s.ci95}
+            row |= {label_: s.mean, f"{label_} std": s.std, f"{label_} ci95": s.ci95}
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    return df.sort_values(["scenario", "rho<=T", "A<=T"], na_position="first").reset_index(drop=True)
+    return df.sort_values(["scenario", "options", "rho<=T", "A<=T", "variant"],
+                          na_position="first").reset_index(drop=True)
 
 
 def format_markdown(df: pd.DataFrame) -> str:
-    """Table 1 style: 'mean (std) [+-ci95]' per cell."""
+    """Table 1 style: 'mean (std) [+-ci95]' per cell, a block per scenario + options."""
     if df.empty:
         return "(no finished runs match)"
     lines = []
-    for scenario, part in df.groupby("scenario", sort=False):
+    for (scenario, options), part in df.groupby(["scenario", "options"], sort=False):
         T = int(part["T"].iloc[0])
-        lines += [f"### {scenario} (T = {T})", "",
+        lines += [f"### {section_title((scenario, options))} (T = {T})", "",
                   f"| strategy | seeds | rho<=2 | rho<={T} | A<={T} (%) |", "|---|---:|---:|---:|---:|"]
         for _, r in part.iterrows():
             cells = [_cell(r, "rho<=2"), _cell(r, "rho<=T"), _cell(r, "A<=T", 100)]
-            lines.append(f"| {r['strategy']} | {r['seeds']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r['name']} | {_seeds(r)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("mean (std) [+-95% t-interval half-width] over seeds; std is numpy's (ddof 0), as the "
                  "reference's plot script. rho needs Joint and Random runs of the same seed.")
     return "\n".join(lines)
+
+
+def _seeds(r) -> str:
+    return str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['seeds']} (rho: {r['rho seeds']})"
 
 
 def _cell(r, key: str, scale: float = 1.0) -> str:
@@ -60,6 +248,47 @@ def _cell(r, key: str, scale: float = 1.0) -> str:
         return "n/a"
     ci = "" if np.isnan(r[f"{key} ci95"]) else f" [+-{r[f'{key} ci95'] * scale:.2f}]"
     return f"{r[key] * scale:.2f} ({r[f'{key} std'] * scale:.2f}){ci}"
+
+
+def _tex(s: str) -> str:
+    return re.sub(r"([_%&#$])", r"\\\1", s)
+
+
+def _tex_cell(r, key: str, scale: float = 1.0) -> str:
+    if np.isnan(r[key]):
+        return "--"
+    std = f" ({r[f'{key} std'] * scale:.2f})"
+    ci = "" if np.isnan(r[f"{key} ci95"]) else f" $\\pm${r[f'{key} ci95'] * scale:.2f}"
+    return f"${r[key] * scale:.2f}${std}{ci}"
+
+
+def format_latex(df: pd.DataFrame) -> str:
+    """Table 1 as the paper sets it (booktabs): one table per scenario + options, rows sorted with the
+    best rho^{<=T} last; cells 'mean (std) +-ci95'."""
+    if df.empty:
+        return "% (no finished runs match)"
+    out = ["% needs \\usepackage{booktabs}"]
+    for (scenario, options), part in df.groupby(["scenario", "options"], sort=False):
+        T = int(part["T"].iloc[0])
+        title = _tex(section_title((scenario, options)))
+        n = sorted(set(part["seeds"]))
+        out += [
+            "\\begin{table}[t]", "\\centering",
+            f"\\caption{{Average forgetting ratio after the second ($\\rho^{{\\leq 2}}$) and the last "
+            f"($\\rho^{{\\leq {T}}}$) task, and mean accuracy $A^{{\\leq {T}}}$, on {title} "
+            f"({'/'.join(map(str, n))} runs; standard deviation in parentheses, half-width of the 95\\% "
+            f"Student-$t$ interval after $\\pm$).}}",
+            f"\\label{{tab:rho-{section_slug((scenario, options)).replace('_', '-')}}}",
+            "\\begin{tabular}{lrlll}", "\\toprule",
+            f"Approach & $n$ & $\\rho^{{\\leq 2}}$ & $\\rho^{{\\leq {T}}}$ & $A^{{\\leq {T}}}$ (\\%) \\\\",
+            "\\midrule"]
+        for _, r in part.iterrows():
+            name = _tex(plots.strategy_label(r["strategy"]) + r["name"][len(r["strategy"]):])
+            n_cell = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['rho seeds']}/{r['seeds']}"
+            out.append(f"{name} & {n_cell} & {_tex_cell(r, 'rho<=2')} & {_tex_cell(r, 'rho<=T')} & "
+                       f"{_tex_cell(r, 'A<=T', 100)} \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out)
 
 
 def format_accuracy_matrix(acc: np.ndarray, names: list[str] | None = None) -> str:
@@ -73,45 +302,310 @@ def format_accuracy_matrix(acc: np.ndarray, names: list[str] | None = None) -> s
     return "\n".join(lines)
 
 
+# ---- per-t curves, matrices, HAT grid and monitoring ------------------------------------------------
+
+def _by_variant(ms: Sequence[RunMetrics], var: dict[str, Variant]) -> dict[Variant, list[RunMetrics]]:
+    out: dict[Variant, list[RunMetrics]] = {}
+    for m in ms:
+        out.setdefault(var[m.record.run_id], []).append(m)
+    return out
+
+
+def curves(section: Section, kind: str = "rho", all_variants: bool = False) -> list[plots.Curve]:
+    """Fig. 3 data: per variant, mean and std (ddof 0) over seeds of rho^{<=t} (kind 'rho', runs with
+    references only, Joint/Random left out) or A^{<=t} (kind 'acc', Joint/Random included as bounds).
+    Ordered by the last value, best first (the legend's order)."""
+    ms = section.runs(main_only=not all_variants, references=kind == "acc")
+    out = []
+    for v, group in _by_variant(ms, section.variants).items():
+        values = [m.rho_upto if kind == "rho" else m.acc_upto for m in group]
+        values = [x for x in values if x is not None]
+        if not values:
+            continue
+        stack = np.stack(values)
+        out.append(plots.Curve(v.display(all_variants), v.strategy, stack.mean(axis=0), stack.std(axis=0),
+                               len(values)))
+    return sorted(out, key=lambda c: (-c.mean[-1], c.label))
+
+
+def mean_matrices(section: Section, all_variants: bool = False) -> list[tuple[str, str, np.ndarray, int]]:
+    """(label, strategy, mean accuracy matrix over seeds, seeds) per variant, sorted by A^{<=T},
+    Joint and Random last."""
+    out = []
+    for v, group in _by_variant(section.runs(main_only=not all_variants), section.variants).items():
+        with warnings.catch_warnings():  # NaN above the diagonal
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(np.stack([m.record.accuracy for m in group]), axis=0)
+        out.append((v.display(all_variants), v.strategy, mean, len(group)))
+    return sorted(out, key=lambda x: (x[1] in REFERENCES, -np.nanmean(x[2][-1]), x[0]))  # references last
+
+
+@dataclass
+class HatGrid:
+    """Fig. 4 data: ``values[i, j]`` (mean over seeds) at s_max[i], c[j]; NaN where not run."""
+
+    label: str  # the settings shared by the grid's runs, when the section has several grids
+    s_max: list[float]
+    c: list[float]
+    values: np.ndarray
+    counts: np.ndarray
+    metric: str  # 'rho<=T' or 'A<=T' (when some cell lacks its references)
+    seeds: list[int]
+
+
+def hat_grids(section: Section) -> list[HatGrid]:
+    """HAT runs grouped by every setting except s_max and c; a group with >= 2 (s_max, c) cells is a grid."""
+    groups: dict[str, list[RunMetrics]] = {}
+    for m in section.runs(HAT, main_only=False):
+        hp = m.record.hparams
+        if all(k in hp for k in GRID_KEYS):
+            rest = {k: v for k, v in hp.items() if k not in GRID_KEYS}
+            groups.setdefault(_json({"hparams": rest, "protocol": m.record.protocol}), []).append(m)
+    grids = []
+    for key, ms in groups.items():
+        cells = {(float(m.record.hparams["s_max"]), float(m.record.hparams["c"])) for m in ms}
+        if len(cells) < 2:
+            continue
+        # Compare cells on the same seeds (the paper's grid is seed 0): the seeds every cell has, if any.
+        seed_sets = [{m.record.seed for m in ms if (float(m.record.hparams["s_max"]),
+                                                    float(m.record.hparams["c"])) == cell} for cell in cells]
+        common = set.intersection(*seed_sets)
+        if common:
+            ms = [m for m in ms if m.record.seed in common]
+        s_vals, c_vals = sorted({s for s, _ in cells}), sorted({c for _, c in cells})
+        use_rho = all(m.rho_upto is not None for m in ms)
+        values = np.full((len(s_vals), len(c_vals)), np.nan)
+        counts = np.zeros_like(values)
+        for i, s in enumerate(s_vals):
+            for j, c in enumerate(c_vals):
+                cell = [m for m in ms if float(m.record.hparams["s_max"]) == s and float(m.record.hparams["c"]) == c]
+                if cell:
+                    values[i, j] = np.mean([m.rho_upto[-1] if use_rho else m.acc_upto[-1] for m in cell])
+                    counts[i, j] = len(cell)
+        label = "" if len(groups) == 1 else f" [{len(grids) + 1}]"
+        grids.append(HatGrid(label, s_vals, c_vals, values, counts, "rho<=T" if use_rho else "A<=T",
+                             sorted({m.record.seed for m in ms})))
+    return grids
+
+
+def hat_monitored(section: Section) -> list[RunMetrics]:
+    """Main-variant HAT runs that stored HAT's monitoring, lowest seed first (the paper shows seed 0)."""
+    return sorted((m for m in section.runs(HAT) if "hat" in (m.record.monitoring or {})),
+                  key=lambda m: m.record.seed)
+
+
+def sgd_single_task_accuracy(section: Section, seed: int) -> dict[int, float]:
+    """Fig. 7's triangles: per task, SGD's validation accuracy at its best (lowest) validation loss while
+    learning that task (the weights the trainer restores), from the SGD run of the same seed."""
+    runs = [m for m in section.runs("sgd") if m.record.seed == seed]
+    if not runs:
+        return {}
+    best: dict[int, dict] = {}
+    for h in runs[0].record.history:
+        t = int(h["task"])
+        if t not in best or h["valid_loss"] < best[t]["valid_loss"]:
+            best[t] = h
+    return {t: float(h["valid_acc"]) for t, h in best.items()}
+
+
+# ---- figures ----------------------------------------------------------------------------------------
+
+@dataclass
+class FigureItem:
+    """A figure the selected runs support (``figure`` set) or a one-line note saying why not."""
+
+    name: str  # file stem
+    caption: str
+    section: str
+    figure: object | None = None  # matplotlib Figure
+    note: str = ""
+    png: bytes | None = None  # the rendered figure, for the HTML report
+
+
+def _fmt_seeds(seeds) -> str:
+    seeds = sorted(set(seeds))
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
+
+
+def build_figures(sections: Sequence[Section], all_variants: bool = False) -> Iterator[FigureItem]:
+    """Every figure of the report, one at a time (the caller saves and closes each)."""
+    colors = plots.strategy_colors(m.record.strategy for s in sections for m in s.metrics)
+    for sec in sections:
+        slug, title = sec.slug, sec.title
+        # Fig. 3: rho^{<=t}
+        rho = curves(sec, "rho", all_variants)
+        name = f"fig3_rho_{slug}"
+        cap = f"Fig. 3: average forgetting ratio ρ≤t after learning task t, {title}"
+        if rho:
+            yield FigureItem(name, cap + " (mean and +-1 std over seeds; n = seeds with references).", title,
+                             plots.curves_figure(rho, "forgetting ratio $\\rho^{\\leq t}$",
+                                                 f"Forgetting ratio, {title}", colors))
+        else:
+            yield FigureItem(name, cap, title, note=(
+                "no run has its Joint and Random references: launch " + "; ".join(sec.missing)
+                if sec.missing else "no strategy run besides the references"))
+        # A^{<=t}: what the paper reports for the MNIST setups, and all that can be shown without refs
+        acc = curves(sec, "acc", all_variants)
+        yield FigureItem(f"fig3_acc_{slug}", f"Mean accuracy A≤t over tasks 1..t after learning task t, "
+                         f"{title} (mean and +-1 std over seeds; Joint and Random dashed/dotted).", title,
+                         plots.curves_figure(acc, "mean accuracy $A^{\\leq t}$ (%)",
+                                             f"Mean accuracy, {title}", colors, percent=True))
+        # raw accuracy matrices
+        names = sec.task_names()
+        yield FigureItem(f"accuracy_matrices_{slug}", f"Test accuracy (%) after task t (rows) on task τ "
+                         f"(columns), mean over seeds, {title}. Tasks: "
+                         + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)) + ".", title,
+                         plots.accuracy_matrices_figure(mean_matrices(sec, all_variants), names,
+                                                        f"Accuracy matrices, {title}"))
+        # Fig. 4: HAT's s_max x c grid
+        grids = hat_grids(sec)
+        if not grids:
+            yield FigureItem(f"fig4_hat_grid_{slug}", "Fig. 4: HAT over s_max × c", title,
+                             note="no HAT sweep (needs finished hat runs at >= 2 (s_max, c) settings)")
+        for k, g in enumerate(grids):
+            what = "forgetting ratio $\\rho^{\\leq T}$" if g.metric == "rho<=T" else "mean accuracy $A^{\\leq T}$"
+            note = "" if g.metric == "rho<=T" else (" ρ needs the Joint/Random references of every "
+                                                     "cell's seed; showing A≤T instead.")
+            yield FigureItem(f"fig4_hat_grid_{slug}" + (f"_{k + 1}" if len(grids) > 1 else ""),
+                             f"Fig. 4: HAT's {g.metric.replace('<=', '≤')} over s_max × c{g.label}, {title}, "
+                             f"{_fmt_seeds(g.seeds)} (mean over seeds per cell).{note}", title,
+                             plots.hat_grid_figure(g.values, g.s_max, g.c, what,
+                                                   f"HAT{g.label}, {title}, {_fmt_seeds(g.seeds)}", g.counts))
+        # Figs. 5-7: HAT's monitoring (main variant, lowest seed)
+        monitored = hat_monitored(sec)
+        if not monitored:
+            why = ("no HAT run" if not sec.runs(HAT) else "the HAT runs stored no monitoring")
+            for fig, what in [("fig5_capacity", "Fig. 5: capacity usage"), ("fig6_reuse", "Fig. 6: weight reuse"),
+                              ("fig7_compression", "Fig. 7: accuracy vs compression")]:
+                yield FigureItem(f"{fig}_{slug}", what, title, note=why)
+            continue
+        m = monitored[0]
+        mon, seed = m.record.monitoring["hat"], m.record.seed
+        label = "HAT" + (" (" + ", ".join(f"{k}={m.record.hparams[k]:g}" for k in GRID_KEYS) + ")"
+                         if all(k in m.record.hparams for k in GRID_KEYS) else "")
+        run_names = [t.get("name", f"task {i + 1}") for i, t in enumerate(m.record.data.get("tasks", []))] \
+            or [f"task {i + 1}" for i in range(m.record.n_tasks)]
+        thr = mon.get("threshold", 0.5)
+        cap = mon.get("capacity") or []
+        if cap:
+            yield FigureItem(f"fig5_capacity_{slug}", f"Fig. 5: network capacity usage of {label} (share of "
+                             f"weights whose cumulative mask a≤t is above {thr:g}) over training steps, "
+                             f"{title}, seed {seed}. Dashed lines: task switches; task numbers on top.", title,
+                             plots.capacity_figure([p["step"] for p in cap], [p["task"] for p in cap],
+                                                   [p["usage"] for p in cap],
+                                                   f"Capacity usage, {label}, {title}, seed {seed}"))
+        else:
+            yield FigureItem(f"fig5_capacity_{slug}", "Fig. 5", title, note="HAT monitoring has no capacity log")
+        reuse = mon.get("reuse")
+        if reuse and len(reuse) > 1:
+            yield FigureItem(f"fig6_reuse_{slug}", f"Fig. 6: percentage of task t_i's weights (mask above "
+                             f"{thr:g}) also active for the later task t_j, {label}, {title}, seed {seed}.",
+                             title, plots.reuse_figure(reuse, run_names,
+                                                       f"Weight reuse, {label}, {title}, seed {seed}"))
+        else:
+            yield FigureItem(f"fig6_reuse_{slug}", "Fig. 6", title,
+                             note="weight reuse needs >= 2 tasks of HAT monitoring")
+        comp = mon.get("compression") or []
+        if comp:
+            sgd = sgd_single_task_accuracy(sec, seed)
+            yield FigureItem(f"fig7_compression_{slug}", f"Fig. 7: validation accuracy against compression "
+                             f"(share of weights in the task's own mask) per epoch, {label} "
+                             f"(c = {m.record.hparams.get('c', '?')}), {title}, seed {seed}; "
+                             + ("triangles: SGD's best-epoch validation accuracy, no compression."
+                                if sgd else "no SGD run of this seed for the uncompressed reference."),
+                             title, plots.compression_figure(comp, run_names,
+                                                             f"Accuracy vs compression, {label}, {title}, seed {seed}",
+                                                             sgd))
+        else:
+            yield FigureItem(f"fig7_compression_{slug}", "Fig. 7", title,
+                             note="HAT monitoring has no per-epoch compression log")
+
+
+# ---- the command ------------------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    records: list[RunRecord]  # selected, failed ones included
+    sections: list[Section]
+    table: pd.DataFrame
+    filters: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> list[str]:
+        return sorted({c for s in self.sections for c in s.missing})
+
+
+def build_report(records: Sequence[RunRecord], all_variants: bool = False,
+                 filters: dict[str, object] | None = None) -> Report:
+    sections = analyse(records)
+    metrics = [m for s in sections for m in s.metrics]
+    return Report(list(records), sections, rho_table(metrics, all_variants=all_variants),
+                  dict(filters or {}, all_variants=all_variants))
+
+
 @click.command()
 @click.option("--store", default=DEFAULT_STORE, show_default=True)
 @click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios.")
-@click.option("--strategy", "strategies", multiple=True, help="Only these strategies.")
+@click.option("--strategy", "strategies", multiple=True, help="Only these strategies (Joint/Random are kept).")
 @click.option("--seeds", help="Only these seeds, e.g. 0,1,2.")
-@click.option("--tag", "tags", multiple=True, help="Only runs with this tag.")
+@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (Joint/Random are kept).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV instead of markdown.")
-@click.option("--latex", "as_latex", is_flag=True, help="LaTeX instead of markdown.")
+@click.option("--latex", "as_latex", is_flag=True, help="LaTeX (booktabs) instead of markdown.")
 @click.option("--matrices", is_flag=True, help="Also print the mean accuracy matrix per strategy.")
-def report_command(store, scenarios, strategies, seeds, tags, as_csv, as_latex, matrices):
-    """Table 1: rho<=2 and rho<=T per strategy, mean (std) [95% CI] over seeds."""
+@click.option("--all-variants", is_flag=True,
+              help="Show every hyperparameter setting of a strategy (default: its main one).")
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False),
+              help="Write every supported figure here as PNG and PDF.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write one self-contained HTML report (tables, figures, run metadata).")
+def report_command(store, scenarios, strategies, seeds, tags, as_csv, as_latex, matrices, all_variants,
+                   figures_dir, html_path):
+    """Table 1 (rho<=2, rho<=T per strategy, mean (std) [95% CI] over seeds); with --figures/--html
+    also Figs. 3-7 and the accuracy matrices."""
     try:
         records = Store(store).query()
     except StoreError as e:
         raise click.ClickException(str(e))
-    seed_set = {int(s) for s in seeds.split(",")} if seeds else None
-    keep = [r for r in records
-            if (not scenarios or r.scenario in scenarios)
-            and (not strategies or r.strategy in strategies or r.strategy in ("joint", "random"))
-            and (seed_set is None or r.seed in seed_set)
-            and (not tags or set(tags) & set(r.tags) or r.strategy in ("joint", "random"))]
     try:
-        metrics = with_rho(keep)
-    except MissingReferences as e:
-        click.echo(str(e), err=True)
-        metrics = with_rho(keep, require_references=False)
-    df = rho_table(metrics)
+        seed_set = {int(s) for s in seeds.split(",")} if seeds else None
+    except ValueError:
+        raise click.BadParameter(f"--seeds takes integers separated by commas, got {seeds!r}")
+    keep = select_records(records, scenarios, strategies, seed_set, tags)
+    filters = {"store": str(store), "scenario": list(scenarios), "strategy": list(strategies),
+               "seeds": sorted(seed_set) if seed_set else [], "tag": list(tags)}
+    rep = build_report(keep, all_variants, filters)
+    if rep.missing:
+        click.echo(str(MissingReferences(rep.missing)), err=True)
+    for sec in rep.sections:
+        if sec.hidden() and not all_variants:
+            click.echo(f"{sec.title}: strategies run under several settings: {'; '.join(sec.hidden())} "
+                       f"(--all-variants shows them all)", err=True)
     if as_csv:
-        click.echo(df.to_csv(index=False), nl=False)
+        click.echo(rep.table.to_csv(index=False), nl=False)
     elif as_latex:
-        click.echo(df.to_latex(index=False, float_format="%.3f", na_rep="--"))
+        click.echo(format_latex(rep.table))
     else:
-        click.echo(format_markdown(df))
+        click.echo(format_markdown(rep.table))
     if matrices:
-        for (scenario, strategy) in sorted({(m.record.scenario, m.record.strategy) for m in metrics}):
-            accs = [m.record.accuracy for m in metrics
-                    if m.record.scenario == scenario and m.record.strategy == strategy]
-            click.echo(f"\n{strategy} on {scenario}, mean accuracy (%) over {len(accs)} seed(s):")
-            with warnings.catch_warnings():  # NaN above the diagonal
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(np.stack(accs), axis=0)
-            click.echo(format_accuracy_matrix(mean))
+        for sec in rep.sections:
+            for label, _strategy, mean, n in mean_matrices(sec, all_variants):
+                click.echo(f"\n{label} on {sec.title}, mean accuracy (%) over {n} seed(s):")
+                click.echo(format_accuracy_matrix(mean))
+    if figures_dir or html_path:
+        items = []
+        for item in build_figures(rep.sections, all_variants):
+            if item.figure is None:
+                click.echo(f"skipped {item.name}: {item.note}", err=True)
+            else:
+                png = plots.png_bytes(item.figure, close=False) if html_path else None
+                if figures_dir:
+                    paths = plots.save_figure(item.figure, figures_dir, item.name)
+                    click.echo(f"wrote {paths[0]} (+ .pdf)", err=True)
+                else:
+                    plots.plt.close(item.figure)
+                item.figure, item.png = None, png
+            items.append(item)
+        if html_path:
+            from cl_bench.html_report import write_html
+            write_html(rep, items, html_path)
+            click.echo(f"wrote {html_path}", err=True)

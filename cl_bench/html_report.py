@@ -1,0 +1,201 @@
+"""One self-contained HTML page: Table 1, every figure (base64 PNG), the accuracy matrices and the run
+metadata (code versions, data checksums, protocol, hyperparameters). No external CSS, JS or fonts, so
+it opens offline and can be mailed as one file. Written by ``cl-bench report --html out.html``."""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import html
+import json
+import platform
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cl_bench import plots
+
+if TYPE_CHECKING:  # report imports this module lazily; types only here
+    from cl_bench.report import FigureItem, Report, Section
+    from cl_bench.store import RunRecord
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:2em auto;
+ max-width:1100px;padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+h3{margin-top:1.5em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;vertical-align:top}
+th{background:#f4f4f4} td.l,th.l{text-align:left}
+figure{margin:1.2em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.88em;color:#444;margin-top:.3em}
+.note{color:#8a5300;background:#fff7e6;border-left:3px solid #f0a000;padding:.3em .6em;margin:.4em 0}
+.missing{background:#fdecea;border-left:3px solid #d62728;padding:.5em .8em}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
+pre{background:#f7f7f7;padding:.5em;overflow-x:auto}
+.swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;vertical-align:-1px}
+details{margin:.2em 0} summary{cursor:pointer}
+.meta td{text-align:left}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("cl-bench", "torch", "numpy", "pandas", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _cell(r, key: str, scale: float = 1.0) -> str:
+    if np.isnan(r[key]):
+        return "n/a"
+    ci = "" if np.isnan(r[f"{key} ci95"]) else f" &plusmn;{r[f'{key} ci95'] * scale:.2f}"
+    return f"{r[key] * scale:.2f} ({r[f'{key} std'] * scale:.2f}){ci}"
+
+
+def table_html(part, colors: dict[str, str]) -> str:
+    """Table 1 rows of one section (already sorted, best rho last)."""
+    T = int(part["T"].iloc[0])
+    rows = [f"<tr><th class=l>strategy</th><th>seeds</th><th>&rho;<sup>&le;2</sup></th>"
+            f"<th>&rho;<sup>&le;{T}</sup></th><th>A<sup>&le;{T}</sup> (%)</th></tr>"]
+    for _, r in part.iterrows():
+        seeds = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['seeds']} (&rho;: {r['rho seeds']})"
+        swatch = f"<span class=swatch style='background:{colors.get(r['strategy'], '#999')}'></span>"
+        name = plots.strategy_label(r["strategy"]) + r["name"][len(r["strategy"]):]
+        rows.append(f"<tr><td class=l>{swatch}{_e(name)}</td><td>{seeds}</td>"
+                    f"<td>{_cell(r, 'rho<=2')}</td><td>{_cell(r, 'rho<=T')}</td>"
+                    f"<td>{_cell(r, 'A<=T', 100)}</td></tr>")
+    return ("<table class=t1>" + "".join(rows) + "</table><p><small>mean (std) &plusmn;95% Student-t "
+            "half-width over seeds; std is numpy's (ddof 0), as the reference's plot script; sorted by "
+            "&rho;<sup>&le;T</sup>, best last (Table 1).</small></p>")
+
+
+def matrix_html(label: str, acc: np.ndarray, n: int, names: Sequence[str]) -> str:
+    T = acc.shape[0]
+    head = "<tr><th class=l>after \\ on</th>" + "".join(f"<th title='{_e(names[i])}'>{i + 1}</th>"
+                                                          for i in range(T)) + "</tr>"
+    body = "".join("<tr><th class=l>" + f"{t + 1}" + "</th>" + "".join(
+        f"<td>{'' if np.isnan(acc[t, tau]) else f'{100 * acc[t, tau]:.1f}'}</td>" for tau in range(T)) + "</tr>"
+        for t in range(T))
+    return (f"<details><summary>{_e(label)}: mean accuracy (%) over {n} seed(s)</summary>"
+            f"<table>{head}{body}</table></details>")
+
+
+def _data_fingerprint(r: RunRecord) -> tuple[str, dict]:
+    datasets = (r.data or {}).get("datasets", {})
+    key = hashlib.sha256(json.dumps(datasets, sort_keys=True).encode()).hexdigest()[:8]
+    return key, datasets
+
+
+def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) -> str:
+    """Run metadata: one row per run, details (hparams, protocol, options, error) on demand, and the
+    distinct data sources with their checksums once."""
+    sources: dict[str, dict] = {}
+    rows = ["<tr><th class=l>run</th><th class=l>strategy</th><th class=l>scenario</th><th>seed</th>"
+            "<th class=l>status</th><th class=l>tags</th><th class=l>code version</th><th>wall (s)</th>"
+            "<th>A<sup>&le;T</sup> (%)</th><th class=l>data</th><th class=l>configuration</th></tr>"]
+    for r in sorted(records, key=lambda r: (r.scenario, r.strategy, r.seed, r.run_id)):
+        key, datasets = _data_fingerprint(r)
+        if datasets:
+            sources[key] = datasets
+        acc = table_accuracy.get(r.run_id)
+        conf = {"hparams": r.hparams, "protocol": r.protocol, "scenario_options": r.scenario_options}
+        details = f"<pre>{_e(json.dumps(conf, indent=1, sort_keys=True))}</pre>"
+        if r.error:
+            details += f"<pre>{_e(r.error[:2000])}</pre>"
+        status = r.status if not r.error else f"{r.status}: {r.error.splitlines()[0][:80]}"
+        rows.append(
+            f"<tr><td class=l><code>{_e(r.run_id)}</code></td><td class=l>{_e(r.strategy)}</td>"
+            f"<td class=l>{_e(r.scenario)}</td><td>{r.seed}</td><td class=l>{_e(status)}</td>"
+            f"<td class=l>{_e(','.join(r.tags))}</td><td class=l><code>{_e(r.code_version or '?')}</code></td>"
+            f"<td>{'' if r.wall_s is None else f'{r.wall_s:.0f}'}</td>"
+            f"<td>{'' if acc is None else f'{100 * acc:.2f}'}</td>"
+            f"<td class=l>{f'<code>{key}</code>' if datasets else '-'}</td>"
+            f"<td class=l><details><summary>show</summary>{details}</details></td></tr>")
+    src = ["<tr><th class=l>data id</th><th class=l>dataset</th><th class=l>file</th>"
+           "<th class=l>sha256</th><th class=l>complete</th></tr>"]
+    for key, datasets in sorted(sources.items()):
+        for name, info in sorted(datasets.items()):
+            files = info.get("files", {}) if isinstance(info, dict) else {}
+            for path, sha in sorted(files.items()) or [("-", "-")]:
+                src.append(f"<tr><td class=l><code>{key}</code></td><td class=l>{_e(name)}</td>"
+                           f"<td class=l><code>{_e(Path(path).name)}</code></td><td class=l><code>{_e(sha)}"
+                           f"</code></td><td class=l>{_e(info.get('complete', '?'))}</td></tr>")
+    return ("<h3>Runs</h3><table class=meta>" + "".join(rows) + "</table>"
+            "<h3>Data sources</h3><table class=meta>" + "".join(src) + "</table>")
+
+
+def render_html(report: Report, items: Sequence[FigureItem]) -> str:
+    from cl_bench.report import mean_matrices  # noqa: avoid an import cycle at module load
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    colors = plots.strategy_colors(r.strategy for r in report.records)
+    filters = {k: v for k, v in report.filters.items() if v not in ([], None, False, "")}
+    out = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+           "<meta name=viewport content='width=device-width, initial-scale=1'>",
+           "<title>cl-bench report</title><style>" + CSS + "</style></head><body>",
+           "<h1>cl-bench report</h1>",
+           f"<p>Generated {now} from <code>{_e(filters.pop('store', '?'))}</code>"
+           + (f", filters <code>{_e(json.dumps(filters))}</code>" if filters else "") + ". "
+           f"{len(report.records)} selected run(s), "
+           f"{sum(r.status == 'finished' for r in report.records)} finished.</p>",
+           "<p><small>Report built with " + ", ".join(f"{k} {_e(v)}" for k, v in _versions().items())
+           + ". Each run's own code version is in the run table.</small></p>"]
+    if report.missing:
+        out.append("<div class=missing><b>Missing references.</b> The forgetting ratio &rho; (Eq. 6) needs "
+                   "the Joint and Random runs of the same scenario, options and seed; the cells and figures "
+                   "that need them are marked n/a or left out. Launch:<pre>"
+                   + "\n".join(_e(c) for c in report.missing) + "</pre></div>")
+    if not report.sections:
+        out.append("<p class=note>No finished runs match.</p>")
+    table_accuracy = {m.record.run_id: float(m.acc_upto[-1]) for s in report.sections for m in s.metrics}
+    all_variants = bool(report.filters.get("all_variants"))
+    for sec in report.sections:
+        out.append(f"<h2>{_e(sec.title)}</h2>")
+        part = report.table[(report.table["scenario"] == sec.key[0]) & (report.table["options"] == sec.key[1])] \
+            if not report.table.empty else report.table
+        out.append("<h3>Table 1: forgetting ratio</h3>")
+        out.append(table_html(part, colors) if len(part) else
+                   "<p class=note>Only reference runs (Joint/Random) in this section.</p>")
+        if sec.hidden() and not all_variants:
+            out.append("<p class=note>Strategies run under several settings (a sweep); Table 1 and the "
+                       "figures show the setting with the most seeds: " + _e("; ".join(sec.hidden()))
+                       + " (<code>--all-variants</code> shows them all).</p>")
+        if sec.missing:
+            out.append("<p class=note>Missing references here: <code>" + "</code>; <code>".join(
+                _e(c) for c in sec.missing) + "</code></p>")
+        out.append("<h3>Figures</h3>")
+        for item in (i for i in items if i.section == sec.title):
+            if item.png is None:
+                out.append(f"<p class=note><b>{_e(item.name)}</b> not drawn: {_e(item.note)}</p>")
+                continue
+            b64 = base64.b64encode(item.png).decode("ascii")
+            out.append(f"<figure id='{_e(item.name)}'><img alt='{_e(item.name)}' "
+                       f"src='data:image/png;base64,{b64}'><figcaption><b>{_e(item.name)}</b>: "
+                       f"{_e(item.caption)}</figcaption></figure>")
+        out.append("<h3>Accuracy matrices (rows: after task t; columns: task &tau;)</h3>")
+        names = sec.task_names()
+        out.append("<p><small>Tasks: " + _e(", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)))
+                   + "</small></p>")
+        out += [matrix_html(label, acc, n, names) for label, _s, acc, n in mean_matrices(sec, all_variants)]
+    out.append("<h2>Run metadata</h2>")
+    out.append(runs_html(report.records, table_accuracy))
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_html(report: Report, items: Sequence[FigureItem], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(report, items), encoding="utf-8")
+    return path

@@ -1,0 +1,278 @@
+"""The paper's figures as functions that return a matplotlib Figure (Agg backend, PNG and PDF).
+
+Every function takes plain arrays or lists (computed in cl_bench.report from the store), so a figure's
+data can be checked on its Axes before it is saved:
+
+- Fig. 3: ``curves_figure``: rho^{<=t} (or A^{<=t}) against t, mean over seeds with a +-1 std band.
+- accuracy matrices: ``accuracy_matrices_figure``: one heatmap per strategy (mean over seeds).
+- Fig. 4: ``hat_grid_figure``: HAT's rho^{<=T} over s_max x c.
+- Fig. 5: ``capacity_figure``: HAT's capacity usage over training steps, dashed task switches.
+- Fig. 6: ``reuse_figure``: HAT's weight reuse from task t_i to t_j (j > i).
+- Fig. 7: ``compression_figure``: HAT's validation accuracy against compression, a dot per epoch.
+
+A strategy has one colour in every figure (``strategy_colors``).
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+# Fixed colours of the known strategies (tab20 pairs: a baseline and its variant share a hue).
+KNOWN_COLORS = {
+    "sgd": "#1f77b4", "sgd_frozen": "#6baed6",
+    "ewc": "#2ca02c", "imm_mean": "#98df8a", "imm_mode": "#bcbd22",
+    "lwf": "#ff7f0e", "lfl": "#f4a460",
+    "pathnet": "#9467bd", "pnn": "#c5b0d5",
+    "hat": "#d62728",
+    "joint": "#000000", "random": "#7f7f7f",
+}
+# Handed in order to strategies not in KNOWN_COLORS (sorted by name), then cycled.
+FREE_COLORS = ["#e377c2", "#17becf", "#8c564b", "#393b79", "#637939", "#843c39", "#7b4173",
+               "#9edae5", "#c49c94", "#f7b6d2"]
+LABELS = {"sgd": "SGD", "sgd_frozen": "SGD-F", "ewc": "EWC", "imm_mean": "IMM-mean",
+          "imm_mode": "IMM-mode", "lwf": "LwF", "lfl": "LFL", "pathnet": "PathNet", "pnn": "PNN",
+          "hat": "HAT", "joint": "Joint", "random": "Random"}
+REFERENCE_STYLE = {"joint": "--", "random": ":"}
+
+# Sized for a two-column paper: full width is ~7 in, so 9 pt text stays readable when printed.
+RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
+      "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": 200,
+      "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42}
+
+
+def strategy_label(name: str) -> str:
+    """The paper's spelling of a strategy name (SGD-F, IMM-mean, ...); unknown names unchanged."""
+    return LABELS.get(name, name)
+
+
+def strategy_colors(names: Iterable[str]) -> dict[str, str]:
+    """strategy -> colour: fixed for the known names; the others, sorted, take FREE_COLORS in order."""
+    names = sorted(set(names))
+    colors = {n: KNOWN_COLORS[n] for n in names if n in KNOWN_COLORS}
+    others = [n for n in names if n not in KNOWN_COLORS]
+    for i, n in enumerate(others):
+        colors[n] = FREE_COLORS[i % len(FREE_COLORS)]
+    return colors
+
+
+@dataclass
+class Curve:
+    """One strategy's per-t values over seeds: ``mean[t]`` and ``std[t]`` (ddof 0), t = 1..T."""
+
+    label: str
+    strategy: str
+    mean: np.ndarray
+    std: np.ndarray
+    n: int  # seeds
+
+
+def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
+                  colors: dict[str, str] | None = None, percent: bool = False) -> Figure:
+    """Fig. 3: a line per strategy (mean over seeds, markers at each t) and a band of +-1 std."""
+    colors = colors or strategy_colors(c.strategy for c in curves)
+    scale = 100.0 if percent else 1.0
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(6.0, 3.4), layout="constrained")
+        T = max((len(c.mean) for c in curves), default=1)
+        for c in curves:
+            t = np.arange(1, len(c.mean) + 1)
+            color = colors[c.strategy]
+            ax.plot(t, c.mean * scale, marker="o", ms=3.5, lw=1.5, color=color,
+                    ls=REFERENCE_STYLE.get(c.strategy, "-"), label=f"{c.label} (n={c.n})")
+            if c.n > 1:
+                ax.fill_between(t, (c.mean - c.std) * scale, (c.mean + c.std) * scale, color=color,
+                                alpha=0.15, lw=0)
+        ax.set_xticks(range(1, T + 1))
+        ax.set_xlim(0.8, T + 0.2)
+        ax.set_xlabel("task t (after learning tasks 1..t)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, lw=0.5)
+        if not percent:
+            ax.axhline(0.0, color="0.3", lw=0.6)  # rho = 0: as good as Joint
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                  title="mean $\\pm$ 1 std over seeds", title_fontsize=8)
+    return fig
+
+
+def _heatmap(ax, values: np.ndarray, fmt: str, cmap: str, vmin: float | None, vmax: float | None,
+             fontsize: float = 7):
+    """imshow with NaN cells blank and each defined cell annotated (white text on dark cells)."""
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            r, g, b, _ = im.cmap(im.norm(v))
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "black")
+    return im
+
+
+def accuracy_matrices_figure(matrices: Sequence[tuple[str, str, np.ndarray, int]],
+                             task_names: Sequence[str], title: str) -> Figure:
+    """Raw accuracy matrices: (label, strategy, mean matrix (T x T, NaN above the diagonal), seeds)
+    per panel; rows = after task t, columns = task tau, cells in %."""
+    n = len(matrices)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    T = len(task_names)
+    size = max(1.9, 0.42 * T + 0.9)
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.9, size * rows + 0.5),
+                                 squeeze=False, layout="constrained")
+        im = None
+        for ax, (label, _strategy, acc, seeds) in zip(axes.flat, matrices):
+            im = _heatmap(ax, 100 * np.asarray(acc, dtype=float), ".0f" if T > 4 else ".1f",
+                          "viridis", 0, 100, fontsize=6.5 if T > 6 else 7)
+            ax.set_title(f"{label} (n={seeds})")
+            ax.set_xticks(range(T), [str(i + 1) for i in range(T)])
+            ax.set_yticks(range(T), [str(i + 1) for i in range(T)])
+            ax.set_xlabel("tested on task $\\tau$")
+            ax.set_ylabel("after task t")
+        for ax in list(axes.flat)[n:]:
+            ax.set_visible(False)
+        if im is not None:
+            fig.colorbar(im, ax=axes, shrink=0.8, label="test accuracy (%), mean over seeds")
+        fig.suptitle(title)
+    return fig
+
+
+def hat_grid_figure(values: np.ndarray, s_max: Sequence[float], c: Sequence[float], value_label: str,
+                    title: str, counts: np.ndarray | None = None) -> Figure:
+    """Fig. 4: ``values[i, j]`` at s_max[i] (rows) and c[j] (columns); NaN where not run."""
+    values = np.asarray(values, dtype=float)
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(max(3.4, 0.62 * len(c) + 1.8), max(2.4, 0.42 * len(s_max) + 1.2)),
+                               layout="constrained")
+        im = _heatmap(ax, values, ".2f", "RdYlGn", None, None)
+        ax.set_xticks(range(len(c)), [f"{v:g}" for v in c])
+        ax.set_yticks(range(len(s_max)), [f"{v:g}" for v in s_max])
+        ax.set_xlabel("compressibility c")
+        ax.set_ylabel("stability $s_{\\max}$")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label=value_label)
+        if counts is not None and np.nanmax(counts) != np.nanmin(counts[counts > 0]):
+            ax.text(1.0, -0.22, "cells average different numbers of seeds", transform=ax.transAxes,
+                    ha="right", fontsize=7)
+    return fig
+
+
+def task_switches(steps: Sequence[int], tasks: Sequence[int]) -> list[tuple[int, int]]:
+    """(first step, task) of each task, in training order."""
+    out: list[tuple[int, int]] = []
+    for s, t in zip(steps, tasks):
+        if not out or out[-1][1] != t:
+            out.append((int(s), int(t)))
+    return out
+
+
+def capacity_figure(steps: Sequence[int], tasks: Sequence[int], usage: Sequence[float],
+                    title: str) -> Figure:
+    """Fig. 5: capacity usage (% of weights whose cumulative mask is 1) against the training step,
+    dashed vertical lines at each task switch, task numbers along the top."""
+    steps, usage = np.asarray(steps), 100 * np.asarray(usage, dtype=float)
+    switches = task_switches(steps, tasks)
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(6.0, 2.8), layout="constrained")
+        ax.plot(steps, usage, color=KNOWN_COLORS["hat"], lw=1.3)
+        for k, (s, t) in enumerate(switches):
+            if k > 0:
+                ax.axvline(s, color="0.35", ls="--", lw=0.8)
+            end = switches[k + 1][0] if k + 1 < len(switches) else steps.max()
+            ax.text((s + end) / 2, 1.01, f"task {t + 1}", transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=7, color="0.3")
+        ax.set_ylim(0, 100)
+        ax.set_xlim(steps.min(), steps.max())
+        ax.set_xlabel("training step (batches)")
+        ax.set_ylabel("capacity usage (%)")
+        ax.set_title(title, pad=14)
+        ax.grid(alpha=0.3, lw=0.5)
+    return fig
+
+
+def reuse_figure(reuse: Sequence[Sequence[float | None]], task_names: Sequence[str], title: str) -> Figure:
+    """Fig. 6: reuse[i][j] (%) = share of task t_i's active weights also active for t_j, j > i. Drawn
+    for rows t_1..t_{T-1} and columns t_2..t_T, the part where j > i can hold."""
+    values = 100 * np.array([[np.nan if v is None else v for v in row] for row in reuse], dtype=float)
+    T = values.shape[0]
+    names = [f"{i + 1}: {n}" for i, n in enumerate(task_names)]
+    with plt.rc_context(RC):
+        side = max(2.6, 0.5 * (T - 1) + 1.6)
+        fig, ax = plt.subplots(figsize=(side + 1.6, side), layout="constrained")
+        im = _heatmap(ax, values[:-1, 1:], ".0f", "Blues", 0, 100)
+        ax.set_xticks(range(T - 1), names[1:], rotation=30 if T > 4 else 0, ha="right" if T > 4 else "center")
+        ax.set_yticks(range(T - 1), names[:-1])
+        ax.set_xlabel("later task $t_j$")
+        ax.set_ylabel("task $t_i$")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label="weights of $t_i$ reused in $t_j$ (%)")
+    return fig
+
+
+def compression_figure(points: Sequence[dict], task_names: Sequence[str], title: str,
+                       sgd_accuracy: dict[int, float] | None = None) -> Figure:
+    """Fig. 7: validation accuracy against compression (% of weights active in the task's mask), a dot
+    per epoch joined in epoch order, one colour per task; triangles: SGD's accuracy (no compression)."""
+    tasks = sorted({int(p["task"]) for p in points})
+    palette = plt.get_cmap("tab10")
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(6.0, 3.4), layout="constrained")
+        comp_all = []
+        for k, t in enumerate(tasks):
+            pts = sorted((p for p in points if int(p["task"]) == t), key=lambda p: p["epoch"])
+            x = np.array([100 * p["compression"] for p in pts])
+            y = np.array([100 * p["valid_acc"] for p in pts])
+            comp_all.extend(x)
+            name = task_names[t] if t < len(task_names) else f"task {t + 1}"
+            color = palette(k % 10)
+            ax.plot(x, y, marker="o", ms=3, lw=0.6, color=color, label=f"{t + 1}: {name}")
+            if sgd_accuracy and t in sgd_accuracy:
+                ax.plot([100.0], [100 * sgd_accuracy[t]], marker="^", ms=7, ls="none", color=color,
+                        markeredgecolor="black", markeredgewidth=0.5)
+        if sgd_accuracy:
+            ax.plot([], [], marker="^", ls="none", color="0.6", markeredgecolor="black",
+                    label="SGD, no compression")
+        positive = [v for v in comp_all if v > 0]
+        if positive and min(positive) < 5:  # the paper's range, 1-21 %, needs a log axis
+            ax.set_xscale("log")
+        ax.set_xlabel("compression: weights active in the task's mask (%)")
+        ax.set_ylabel("validation accuracy $A^1$ (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, lw=0.5, which="both")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="task (dot = epoch)",
+                  title_fontsize=8)
+    return fig
+
+
+def save_figure(fig: Figure, directory: str | Path, name: str) -> list[Path]:
+    """Write ``name``.png and ``name``.pdf in ``directory``; closes the figure."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
+    try:
+        for p in paths:
+            fig.savefig(p, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def png_bytes(fig: Figure, close: bool = True) -> bytes:
+    """The figure as PNG bytes (for embedding in the HTML report)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", bbox_inches="tight", dpi=130)
+    finally:
+        if close:
+            plt.close(fig)
+    return buf.getvalue()
