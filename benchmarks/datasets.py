@@ -436,7 +436,7 @@ def _read_ppms(paths: list[Path]) -> np.ndarray:
     for i, p in enumerate(paths):  # once per data root (the result is cached)
         try:
             with Image.open(p) as im:
-                out[i] = _resize_bilinear_32(np.asarray(im.convert("RGB")))
+                out[i] = _resize_bilinear_32(np.array(im.convert("RGB")))
         except OSError as e:
             raise _corrupt(p, e) from e
     return out
