@@ -34,7 +34,8 @@ ParamLoss = Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]
 _FISHER_CHUNK_FLOATS = 2 ** 25  # per-batch gradients held at once: 128 MB of float32
 
 
-def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data, batch: int = 20) -> dict[str, Tensor]:
+def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data,
+                     batch: int = 20) -> dict[str, Tensor]:
     """Diagonal empirical Fisher of the reference (its ``utils.fisher_matrix_diag``):
 
         F = (1/N) Σ_b batch · (∇θ mean_{n in b} loss_n)²   over consecutive batches b of size ``batch``
@@ -120,7 +121,8 @@ class EWC(Strategy):
         ce, logits = super().loss(x, y, t)
         if self.anchor is None:
             return ce, logits
-        return ce + self.hp.lamb * quadratic_penalty(self.model, self.anchor, self.fisher), logits  # EWC Eq. 3
+        penalty = quadratic_penalty(self.model, self.anchor, self.fisher)  # EWC Eq. 3
+        return ce + self.hp.lamb * penalty, logits
 
     def after_task(self, t: int) -> None:
         """Fisher of the task just learned, merged as a running mean; the model becomes the anchor."""

@@ -8,7 +8,7 @@ Training task t > 0 uses the IMM paper's L2-transfer toward the previous model �
 and after task t > 0 the model is replaced by the running mean of the task models with equal weights
 α_k = 1/(t+1) ("same alpha for all tasks" in the reference):
 
-    θ <- (θ_t + t · θ_{t-1}) / (t+1)                                    # IMM Eq. 3 (mean-IMM)
+    θ <- (θ_t + t · θ_{t-1}) / (t+1)                                    # mean-IMM, equal weights
 
 ``faithful=True`` (default, reproduces the published numbers): the merge runs over **every**
 parameter, so the head of the new task t, which θ_{t-1} holds at its untrained random
@@ -66,7 +66,7 @@ class IMMMean(Strategy):
         """Merge with the previous model (t > 0), then remember the result as θ_t."""
         if self.previous is not None:
             keep = frozenset() if self.hp.faithful else self._head_names(t)
-            merged = mean_merge(snapshot(self.model), self.previous, t, keep)  # IMM Eq. 3
+            merged = mean_merge(snapshot(self.model), self.previous, t, keep)  # mean-IMM
             for name, p in self.model.named_parameters():
                 p.data.copy_(merged[name])
         self.previous = snapshot(self.model)

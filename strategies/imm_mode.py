@@ -9,7 +9,7 @@ The method then merges the task models at the mode of their Laplace approximatio
 Fishers F_k and equal weights (which cancel):
 
     θ <- Σ_k F_k θ_k / Σ_k F_k  =  (F_t θ_t + F_{<t} θ_{t-1}) / (F_t + F_{<t}),  F_{<t+1} = F_{<t} + F_t
-                                                                         # IMM Eq. 7 (mode-IMM)
+                                                                         # mode-IMM
 
 ``faithful=True`` (default, reproduces the published numbers): **no merge**. The reference computes
 the Fishers but writes the merged value into a rebound local name, so the model never changes
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
-import torch.nn.functional as F
 
 from cl_bench.scenario import Data
 from cl_bench.strategies.ewc import empirical_fisher, quadratic_penalty, snapshot
@@ -43,7 +43,7 @@ def mode_merge(current: dict[str, Tensor], previous: dict[str, Tensor], fisher_n
     for name, theta in current.items():
         total = fisher_new[name] + fisher_old[name]
         mode = (fisher_new[name] * theta + fisher_old[name] * previous[name]) / total.where(total > 0, 1.0)
-        merged[name] = mode.where(total > 0, theta)  # IMM Eq. 7
+        merged[name] = mode.where(total > 0, theta)  # mode-IMM
     return merged
 
 

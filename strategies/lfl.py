@@ -4,7 +4,7 @@
 Training task t > 0 keeps the current model's last hidden representation h (the input of the heads)
 close to the one of the frozen model after task t−1, on the new task's data:
 
-    L = CE(head_t(h), y) + λ Σ_{n in batch} Σ_j (h_old,nj − h_nj)² / 2     # LFL Eq. 4, reference §5
+    L = CE(head_t(h), y) + λ Σ_{n in batch} Σ_j (h_old,nj − h_nj)² / 2     # LFL, reference §5
 
 The sum runs over the batch, not a mean, exactly as the reference. The old model runs in eval mode,
 the current one in train mode (dropout on in the layers below h). The network is the reference's
@@ -43,12 +43,10 @@ class MLPWithoutFeatureDropout(nets.MLP):
         if masks is not None:
             raise ValueError("LFL's MLP takes no unit masks")
         h = self.input_dropout(x.reshape(x.shape[0], -1))
-        last = len(self.layers) - 1
-        for l, fc in enumerate(self.layers):
-            h = torch.relu(fc(h))
-            if l < last:
-                h = self.dropout(h)
-        return h
+        *below, last = self.layers
+        for fc in below:
+            h = self.dropout(torch.relu(fc(h)))
+        return torch.relu(last(h))  # h: no dropout, as on alexnet_lfl's fc2
 
 
 @dataclass
@@ -88,7 +86,7 @@ class LFL(Strategy):
         if self.old is not None:
             with torch.no_grad():
                 h_old = self.old.features(x)
-            penalty = (h_old - h).pow(2).sum() / 2  # LFL Eq. 4: summed over the batch too
+            penalty = (h_old - h).pow(2).sum() / 2  # summed over the batch too (reference)
             if not self.model.training:  # per-sample validation loss as with the reference's batches
                 penalty = penalty * (self.train_batch_size / len(x))
             loss = loss + self.hp.lamb * penalty

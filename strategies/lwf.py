@@ -4,7 +4,7 @@ ran it (hat_reference.md §5, §9 #20).
 Training task t > 0 distils, on the new task's data, the outputs of every earlier head of the frozen
 model after task t−1 (run in eval mode) into the same heads of the current model:
 
-    L = CE(head_t(x), y) + λ Σ_{u<t} KD(head_u(x), head_u^old(x))      # LwF Eq. 2, reference §5
+    L = CE(head_t(x), y) + λ Σ_{u<t} KD(head_u(x), head_u^old(x))      # LwF, reference §5
 
 with the reference's KD (its ``utils.cross_entropy``): both softmaxes raised to the power 1/T and
 renormalised (that is softmax(z/T)), 1e-5/n_classes added to the student's probabilities and

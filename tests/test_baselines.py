@@ -3,8 +3,6 @@
 Each extra loss or merge is compared with a plain, independent computation (explicit per-batch loops,
 hand-written formulas), and the behaviour that defines each method is asserted.
 """
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -161,7 +159,8 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_the_plain_formula_elsewhere():
     grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     ce_grads = torch.autograd.grad(F.cross_entropy(model(x, 1), y), list(model.parameters()),
                                    allow_unused=True)
-    for p, g, g_ce in zip(model.parameters(), grads, ce_grads):  # the penalty's gradient vanishes at θ*
+    # the penalty's gradient vanishes at θ* too
+    for p, g, g_ce in zip(model.parameters(), grads, ce_grads, strict=True):
         assert torch.allclose(g, torch.zeros_like(p) if g_ce is None else g_ce, atol=1e-8)
     anchor = params(model)
     perturb(model)
@@ -260,7 +259,8 @@ def test_imm_mode_corrected_is_the_fisher_weighted_mean():
     merged = params(model)
     for n in theta1:
         total = fisher0[n] + fisher1[n]
-        expected = torch.where(total > 0, (fisher1[n] * theta1[n] + fisher0[n] * theta0[n]) / total, theta1[n])
+        mode = (fisher1[n] * theta1[n] + fisher0[n] * theta0[n]) / total
+        expected = torch.where(total > 0, mode, theta1[n])
         torch.testing.assert_close(merged[n], expected, rtol=1e-4, atol=1e-7, msg=n)
     assert torch.equal(merged["heads.2.weight"], theta1["heads.2.weight"])  # zero Fisher: kept
     assert not torch.allclose(merged["layers.0.weight"], theta1["layers.0.weight"])
@@ -319,7 +319,7 @@ def test_lwf_without_distillation_weight_is_plain_cross_entropy():
     strategy.after_task(0)
     perturb(strategy.model)
     x, y = batch(scenario, 1)
-    loss, logits = strategy.loss(x, y, 1)
+    loss, _ = strategy.loss(x, y, 1)
     assert loss.item() == pytest.approx(F.cross_entropy(strategy.model(x, 1), y).item(), abs=ATOL)
 
 
