@@ -169,7 +169,16 @@ class Section:
         return [f"task {i + 1}" for i in range(T)]
 
 
-def analyse(records: Sequence[RunRecord]) -> list[Section]:
+def runnable(command: str, store: str | None = None) -> str:
+    """A launch command from results.with_rho, made runnable: the protocol's unset (None) fields are
+    dropped, since `cl-bench run` cannot parse `--set clip_grad=None` and None is their default anyway
+    (workaround until results._launch_command skips them); ``--store`` added so the run lands where the
+    report reads."""
+    command = re.sub(r" --set \w+=None(?=\s|$)", "", command)
+    return command + (f" --store {store}" if store and store != DEFAULT_STORE else "")
+
+
+def analyse(records: Sequence[RunRecord], store: str | None = None) -> list[Section]:
     """Sections of finished runs, each with rho where its references exist (results.with_rho)."""
     finished = [r for r in records if r.status == "finished" and r.accuracy is not None]
     by_section: dict[tuple[str, str], list[RunRecord]] = {}
@@ -181,7 +190,7 @@ def analyse(records: Sequence[RunRecord]) -> list[Section]:
         try:
             metrics, missing = with_rho(recs), []
         except MissingReferences as e:
-            metrics, missing = with_rho(recs, require_references=False), list(e.commands)
+            metrics, missing = with_rho(recs, require_references=False), [runnable(c, store) for c in e.commands]
         sections.append(Section(key, metrics, variants(recs), missing))
     return sections
 
@@ -228,8 +237,9 @@ def format_markdown(df: pd.DataFrame) -> str:
     lines = []
     for (scenario, options), part in df.groupby(["scenario", "options"], sort=False):
         T = int(part["T"].iloc[0])
+        last = f"rho<={T}" if T != 2 else "rho<=T (T=2)"
         lines += [f"### {section_title((scenario, options))} (T = {T})", "",
-                  f"| strategy | seeds | rho<=2 | rho<={T} | A<={T} (%) |", "|---|---:|---:|---:|---:|"]
+                  f"| strategy | seeds | rho<=2 | {last} | A<={T} (%) |", "|---|---:|---:|---:|---:|"]
         for _, r in part.iterrows():
             cells = [_cell(r, "rho<=2"), _cell(r, "rho<=T"), _cell(r, "A<=T", 100)]
             lines.append(f"| {r['name']} | {_seeds(r)} | " + " | ".join(cells) + " |")
@@ -536,8 +546,8 @@ class Report:
 
 
 def build_report(records: Sequence[RunRecord], all_variants: bool = False,
-                 filters: dict[str, object] | None = None) -> Report:
-    sections = analyse(records)
+                 filters: dict[str, object] | None = None, store: str | None = None) -> Report:
+    sections = analyse(records, store)
     metrics = [m for s in sections for m in s.metrics]
     return Report(list(records), sections, rho_table(metrics, all_variants=all_variants),
                   dict(filters or {}, all_variants=all_variants))
@@ -573,7 +583,7 @@ def report_command(store, scenarios, strategies, seeds, tags, as_csv, as_latex, 
     keep = select_records(records, scenarios, strategies, seed_set, tags)
     filters = {"store": str(store), "scenario": list(scenarios), "strategy": list(strategies),
                "seeds": sorted(seed_set) if seed_set else [], "tag": list(tags)}
-    rep = build_report(keep, all_variants, filters)
+    rep = build_report(keep, all_variants, filters, store)
     if rep.missing:
         click.echo(str(MissingReferences(rep.missing)), err=True)
     for sec in rep.sections:

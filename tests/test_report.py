@@ -254,3 +254,13 @@ def test_main_variant_has_most_seeds():
 def test_bad_seeds_option_is_a_clear_error(store_path):
     res = CliRunner().invoke(main, ["report", "--store", str(store_path), "--seeds", "0,x"])
     assert res.exit_code != 0 and "--seeds takes integers" in res.output
+
+
+def test_launch_commands_are_runnable_and_name_the_store(tmp_path):
+    store = Store(tmp_path / "y.db")
+    protocol = dict(PROTOCOL, clip_grad=None)  # an unset protocol field: `--set clip_grad=None` can't parse
+    store.save(RunRecord("s", "sgd", SCENARIO, 0, {}, protocol, dict(OPTIONS), "finished", matrix("sgd", 0)))
+    res = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "y.db")])
+    joint = next(line for line in res.stderr.splitlines() if "--strategy joint" in line)
+    assert "=None" not in joint and "--set epochs=2 --set lr=0.05" in joint
+    assert joint.endswith(f"--store {tmp_path / 'y.db'}")
