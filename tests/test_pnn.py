@@ -10,6 +10,15 @@ from cl_bench.trainer import Protocol, Trainer
 MIXTURE_SEED0_HEADS = [100, 10, 100, 10, 10, 10, 43, 10]  # facescrub, mnist, cifar100, ... (reference §6.1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is much faster than several on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def synthetic(arch, shape, heads, n=32, seed=0):
     """Random uint8 images and labels: one task per head size, valid = train, a separate test split."""
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,277 @@
+"""PathNet (Fernando et al., 2017, arXiv:1701.08734), as the HAT reference codes it
+(hat_reference.md §2.6, §5; network ``alexnet_pathnet``, approach ``pathnet``).
+
+Each of the L layers of the base body (reference §2.1 AlexNet: L = 5; §2.3 MLP: L = 3) is replaced by
+M modules, narrow copies of that layer (conv -> ReLU -> Dropout [-> MaxPool], or fc -> ReLU ->
+Dropout). A path picks N modules per layer (an L x N matrix of module indices; a module may appear
+twice after mutation, and then counts twice); a layer's output is the *sum* of its N modules'
+outputs, and every module of the next layer reads that sum. Each task has its own head.
+
+Per task t, a tournament genetic algorithm over P paths (reference §5):
+
+1. modules not in any earlier task's best path are reset to their initial weights (t > 0);
+2. each path starts as N distinct random modules per layer, with its own lr, patience and best loss;
+3. per generation, each path (unless its lr fell below lr_min) trains ``epochs // G`` epochs of the
+   protocol; only its modules that are not in an earlier best path train (plus head t). After every
+   epoch, the validation loss drives that path's lr schedule, and a new lowest loss over all paths and
+   generations stores the model and makes that path the winner;
+4. after each generation the stored best model is restored, and every other path becomes a copy of
+   the winner with each gene mutated with probability 1/(N L) by adding U{-2..2} modulo M; it takes
+   the winner's lr, with patience reset and best loss infinite;
+5. the task stops after G generations or when every path's lr is below lr_min; the winner is the
+   task's best path, whose modules stay frozen from then on. Task tau is evaluated with its path.
+
+The fitness is the validation loss (``trainer.data(t, "valid")``), never the test set. The protocol's
+budget is at most P x G x (epochs // G) epochs per task: 400 with the paper's 200 epochs (§9 #12).
+
+Module width: int(factor x base width) per layer, with the reference's factor for its three (M, N)
+configurations on the AlexNet (0.258 for M=16, N=3: conv 16, 33, 66, fc 528, 528; §2.6). The
+reference has no MLP PathNet; its analogue here uses the module width whose total parameter count
+(M modules per layer plus heads) is closest to the base 3x800 MLP's:
+
+==========================================  =================  ===============  ===========
+scenario (M = 16, N = 3)                    module widths      PathNet params   base params
+==========================================  =================  ===============  ===========
+split_mnist (2 tasks x 5 classes)           117 x 3            1,912,492        1,917,610
+permuted_mnist (10 tasks x 10 classes)      120 x 3            1,983,940        1,989,700
+AlexNet, 8 tasks x 10 classes, 3x32x32      16,33,66,528,528   6,979,584        6,667,792
+AlexNet, mixture heads (293 classes)        16,33,66,528,528   7,092,261        7,104,229
+==========================================  =================  ===============  ===========
+
+That is -0.27%, -0.29%, +4.68% and -0.17% of the base; the mixture row is the reference's count
+(§2.6). Each run stores its widths and counts in ``monitoring``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from cl_bench import nets
+from cl_bench.strategies.pnn import (Block, activate, base_blocks, count_parameters, layer_inputs,
+                                     make_layer, matched_widths)
+from cl_bench.strategy import Strategy, hparam, register_strategy
+from cl_bench.trainer import DivergedError, EpochLog
+
+# The reference's (M, N) configurations and their width factors on the AlexNet (§2.6).
+REFERENCE_WIDTH_FACTOR = {("alexnet", 16, 3): 0.258, ("alexnet", 10, 3): 0.325, ("alexnet", 20, 5): 0.231}
+
+Path = tuple[tuple[int, ...], ...]  # L x N module indices
+
+
+class PathNetwork(nn.Module):
+    """``layers[l][k]``: module k of layer l; ``heads[t]``: task t's head (on no path)."""
+
+    def __init__(self, blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int],
+                 head_sizes: Sequence[int], n_modules: int):
+        super().__init__()
+        self.blocks = list(blocks)
+        sizes, n_features = layer_inputs(blocks, widths, input_shape)
+        self.dropouts = nn.ModuleList(nn.Dropout(b.dropout) for b in blocks)
+        self.layers = nn.ModuleList(
+            nn.ModuleList(make_layer(b, n, w) for _ in range(n_modules)) for b, n, w in zip(blocks, sizes, widths))
+        self.heads = nn.ModuleList(nn.Linear(n_features, n) for n in head_sizes)
+
+    def forward(self, x: Tensor, t: int, path: Path) -> Tensor:
+        h = x
+        for l, block in enumerate(self.blocks):
+            if block.kind == "fc":
+                h = h.flatten(1)
+            outs = [activate(block, self.layers[l][k](h), self.dropouts[l]) for k in path[l]]
+            h = outs[0]
+            for o in outs[1:]:
+                h = h + o  # reference §2.6: a layer's output is the sum of its modules' outputs
+        return self.heads[t](h)
+
+
+# ---- the genetic algorithm's operators (pure functions of tensors and a generator) ---------------
+def random_path(n_layers: int, n_modules: int, n_active: int, generator: torch.Generator) -> Tensor:
+    """N distinct modules per layer, drawn uniformly (reference: shuffle 0..M-1, take N)."""
+    return torch.stack([torch.randperm(n_modules, generator=generator)[:n_active] for _ in range(n_layers)])
+
+
+def mutate(path: Tensor, n_modules: int, probability: float, step: int, generator: torch.Generator) -> Tensor:
+    """Each gene, with ``probability``, moves by a uniform integer in [-step, step], modulo M (§5).
+
+    Draws, in this order: one uniform per gene (hit if < probability), one step per gene."""
+    hit = torch.rand(path.shape, generator=generator) < probability
+    delta = torch.randint(-step, step + 1, path.shape, generator=generator)
+    return torch.where(hit, (path + delta) % n_modules, path)
+
+
+def next_generation(paths: Sequence[Tensor], winner: int, n_modules: int, probability: float, step: int,
+                    generator: torch.Generator) -> list[Tensor]:
+    """The winner survives unchanged; every other path becomes a mutated copy of it (§5)."""
+    return [paths[winner].clone() if i == winner else mutate(paths[winner], n_modules, probability, step, generator)
+            for i in range(len(paths))]
+
+
+def as_path(path: Tensor) -> Path:
+    return tuple(tuple(row) for row in path.tolist())
+
+
+# ---- the strategy ---------------------------------------------------------------------------------
+@dataclass
+class PathNetHparams:
+    modules: int = hparam(16, "M: modules per layer (reference configs (M, N): (16, 3), (10, 3), (20, 5))",
+                          grid=[10, 16, 20])
+    active: int = hparam(3, "N: modules per layer in a path", grid=[3, 5])
+    generations: int = hparam(20, "G: generations per task; a path trains protocol epochs // G epochs "
+                                  "per generation", grid=[5, 10, 20, 50, 100, 200])
+    population: int = hparam(2, "P: paths in the tournament (reference: 2)")
+    mutation_step: int = hparam(2, "a mutated gene moves by a uniform integer in [-step, step] (reference: 2)")
+    width_factor: float = hparam(
+        0.0, "Module width = int(width_factor x base width); 0 = the reference's factor for (M, N) on the "
+             "AlexNet, else the width whose total parameter count is closest to the base network's")
+
+
+@register_strategy
+class PathNet(Strategy):
+    """PathNet: a tournament GA over paths of modules; each task's best path is frozen."""
+
+    name = "pathnet"
+    Hparams = PathNetHparams
+    clip_grad = 1000.0  # reference §3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        n_layers = len(self.model.blocks)
+        self.mutation_probability = 1.0 / (self.hp.active * n_layers)  # reference §5: 1 / (N L)
+        self.initial_state = [[{k: v.detach().clone() for k, v in m.state_dict().items()} for m in layer]
+                              for layer in self.model.layers]
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))  # seeded run
+        self.paths: dict[int, Path] = {}  # the path forward uses per task: candidate while training t
+        self.best_paths: dict[int, Path] = {}
+        self.ga_log: dict[int, list[dict]] = {}
+
+    def build_model(self) -> nn.Module:
+        hp, sc = self.hp, self.scenario
+        for name in ("modules", "active", "generations", "population"):
+            if getattr(hp, name) < 1:
+                raise ValueError(f"PathNet's {name} must be >= 1, got {getattr(hp, name)}")
+        if hp.active > hp.modules:
+            raise ValueError(f"a path picks N = {hp.active} distinct modules of M = {hp.modules} at start: "
+                             "N must be <= M")
+        if hp.mutation_step < 0 or hp.width_factor < 0:
+            raise ValueError("mutation_step and width_factor must be >= 0")
+        blocks, heads = base_blocks(sc), [task.n_classes for task in sc.tasks]
+
+        def build(widths):
+            return PathNetwork(blocks, widths, sc.input_shape, heads, hp.modules)
+
+        self.base_parameters = count_parameters(lambda: nets.build_network(sc))
+        factor = hp.width_factor or REFERENCE_WIDTH_FACTOR.get((sc.arch, hp.modules, hp.active))
+        if factor:
+            self.widths = [max(1, int(factor * b.width)) for b in blocks]
+        else:
+            self.widths = matched_widths(blocks, lambda w: count_parameters(lambda: build(w)),
+                                         self.base_parameters)
+        return build(self.widths)
+
+    # ---- which modules a task uses and trains -----------------------------------------------------
+    def forward(self, x: Tensor, t: int) -> Tensor:
+        return self.model(x, t, self.paths[t])
+
+    def frozen(self, t: int) -> list[set[int]]:
+        """Per layer, the modules of the best paths of tasks < t."""
+        return [set().union(*(self.best_paths[u][l] for u in range(t))) for l in range(len(self.model.blocks))]
+
+    def trainable_parameters(self, t: int) -> list[nn.Parameter]:
+        """The active path's modules outside earlier best paths, and head t."""
+        params = []
+        for l, used in enumerate(self.frozen(t)):
+            for k in sorted(set(self.paths[t][l]) - used):
+                params.extend(self.model.layers[l][k].parameters())
+        return params + list(self.model.heads[t].parameters())
+
+    def use_path(self, t: int, path: Tensor) -> None:
+        """Make ``path`` task t's active path; only its trainable modules keep requires_grad."""
+        self.paths[t] = as_path(path)
+        for layer in self.model.layers:
+            layer.requires_grad_(False)
+        for p in self.trainable_parameters(t):
+            p.requires_grad_(True)
+
+    def before_task(self, t: int) -> None:
+        """Reset the modules outside every earlier best path to their initial weights (reference §5)."""
+        for l, used in enumerate(self.frozen(t)):
+            for k, module in enumerate(self.model.layers[l]):
+                if k not in used:
+                    module.load_state_dict(self.initial_state[l][k])
+
+    # ---- the tournament ---------------------------------------------------------------------------
+    def train_task(self, t: int, trainer) -> None:
+        hp, p = self.hp, trainer.protocol
+        epochs = p.epochs // hp.generations  # reference §5: nepochs // G per path per generation
+        if epochs < 1:
+            raise ValueError(f"PathNet trains protocol epochs // generations = {p.epochs} // {hp.generations} "
+                             "= 0 epochs per path per generation: lower `generations` or raise `epochs`")
+        train, valid = trainer.data(t, "train"), trainer.data(t, "valid")  # fitness: validation loss
+        P, L = hp.population, len(self.model.blocks)
+        paths = [random_path(L, hp.modules, hp.active, self.generator) for _ in range(P)]
+        lr, patience, best = [p.lr] * P, [p.lr_patience] * P, [math.inf] * P
+        winner, best_overall, best_state = 0, math.inf, _snapshot(self.model)
+        self.ga_log[t] = []
+        n_epochs = 0
+        for g in range(hp.generations):
+            if max(lr) < p.lr_min:
+                break
+            for i in range(P):
+                if lr[i] < p.lr_min:
+                    continue
+                self.use_path(t, paths[i])
+                for _ in range(epochs):
+                    log = self._epoch(trainer, t, train, valid, lr[i], n_epochs)
+                    n_epochs += 1
+                    if log.valid_loss < best_overall:  # the stored model and winner over all paths
+                        best_overall, best_state, winner = log.valid_loss, _snapshot(self.model), i
+                    if log.valid_loss < best[i]:  # this path's own lr schedule (trainer.fit's rule)
+                        best[i], patience[i] = log.valid_loss, p.lr_patience
+                    else:
+                        patience[i] -= 1
+                        if patience[i] <= 0:
+                            lr[i] /= p.lr_factor
+                            if lr[i] < p.lr_min:
+                                break
+                            patience[i] = p.lr_patience
+            self.model.load_state_dict(best_state)  # reference §5: restore the best model per generation
+            self.ga_log[t].append({"generation": g + 1, "epochs": n_epochs, "winner": winner,
+                                   "best_valid_loss": best_overall,
+                                   "paths": [path.tolist() for path in paths]})
+            paths = next_generation(paths, winner, hp.modules, self.mutation_probability, hp.mutation_step,
+                                    self.generator)
+            for i in range(P):
+                if i != winner:
+                    lr[i], patience[i], best[i] = lr[winner], p.lr_patience, math.inf
+        self.use_path(t, paths[winner])
+        self.best_paths[t] = self.paths[t]
+
+    def _epoch(self, trainer, t: int, train, valid, lr: float, epoch: int) -> EpochLog:
+        """One protocol epoch of the active path, logged in the trainer's history as fit does."""
+        start = time.perf_counter()
+        train_loss = trainer.train_epoch(self, t, train, lr, epoch)
+        train_eval = trainer.evaluate(self, t, train) if trainer.protocol.eval_train_each_epoch else (None, None)
+        valid_loss, valid_acc = trainer.evaluate(self, t, valid)
+        if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
+            raise DivergedError(f"loss is not finite at task {t} epoch {epoch + 1} "
+                                f"(train {train_loss}, valid {valid_loss}, lr {lr:g})")
+        log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss, valid_acc, time.perf_counter() - start,
+                       *train_eval)
+        trainer.history.append(log)
+        self.after_epoch(t, log)
+        trainer.on_epoch(log)
+        return log
+
+    def monitoring(self) -> dict:
+        return {"module_widths": self.widths, "parameters": nets.count_parameters(self.model),
+                "base_parameters": self.base_parameters,
+                "best_paths": {str(t): [list(row) for row in path] for t, path in self.best_paths.items()},
+                "generations": {str(t): log for t, log in self.ga_log.items()}}
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
