@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cl_bench import nets
 from cl_bench.scenario import Data
 from cl_bench.strategy import get_strategy
 from cl_bench.trainer import Protocol, Trainer
@@ -17,10 +18,16 @@ from conftest import make_scenario
 ATOL = 1e-6
 
 
-def build(name, scenario, **hp):
+def build(name, scenario, small=True, **hp):
+    """The strategy; with ``small``, its network is swapped for a 2x16 MLP of the same kind, so the
+    tests take seconds (the methods only see ``strategy.model``)."""
     cls = get_strategy(name)
     torch.manual_seed(0)
-    return cls(scenario, cls.parse_hparams(hp))
+    strategy = cls(scenario, cls.parse_hparams(hp))
+    if small and isinstance(strategy.model, nets.MLP):
+        n_in, heads = strategy.model.layers[0].in_features, [h.out_features for h in strategy.model.heads]
+        strategy.model = type(strategy.model)(n_in, [16, 16], heads)  # keeps LFL's MLP class
+    return strategy
 
 
 def no_dropout(model):
@@ -378,14 +385,15 @@ def test_lfl_validation_loss_does_not_depend_on_the_evaluation_batch_size():
 
 
 def test_lfl_features_have_no_dropout_on_the_mlp_and_alexnet():
-    strategy = build("lfl", make_scenario(n_tasks=2))
+    strategy = build("lfl", make_scenario(n_tasks=2), small=False)
     model = strategy.model.train()
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 1.0  # everything below the last hidden layer is zeroed...
     h = model.features(torch.randn(4, 1, 6, 6))
     torch.testing.assert_close(h, torch.relu(model.layers[-1].bias).expand(4, -1))  # ...but h is not
-    alex = build("lfl", make_scenario(n_tasks=2, n_train=6, n_test=3, shape=(3, 32, 32), arch="alexnet"))
+    alex = build("lfl", make_scenario(n_tasks=2, n_train=6, n_test=3, shape=(3, 32, 32), arch="alexnet"),
+                 small=False)
     assert isinstance(alex.model.drop_fc2, nn.Identity)  # reference §2.5
-    sgd = build("sgd", make_scenario(n_tasks=2))
+    sgd = build("sgd", make_scenario(n_tasks=2), small=False)
     assert [p.shape for p in sgd.model.parameters()] == [p.shape for p in strategy.model.parameters()]
