@@ -59,6 +59,8 @@ def _versions() -> dict[str, str]:
 def _cell(r, key: str, scale: float = 1.0) -> str:
     if np.isnan(r[key]):
         return "n/a"
+    if int(r["rho seeds"] if key.startswith("rho") else r["seeds"]) < 2:  # one seed: no spread
+        return f"{r[key] * scale:.2f}"
     ci = "" if np.isnan(r[f"{key} ci95"]) else f" &plusmn;{r[f'{key} ci95'] * scale:.2f}"
     return f"{r[key] * scale:.2f} ({r[f'{key} std'] * scale:.2f}){ci}"
 
@@ -171,6 +173,8 @@ def render_html(report: Report, items: Sequence[FigureItem]) -> str:
             out.append("<p class=note>Strategies run under several settings (a sweep); Table 1 and the "
                        "figures show the setting with the most seeds: " + _e("; ".join(sec.hidden()))
                        + " (<code>--all-variants</code> shows them all).</p>")
+        for note in sec.notes:
+            out.append(f"<p class=note>{_e(note)}</p>")
         if sec.missing:
             out.append("<p class=note>Missing references here: <code>" + "</code>; <code>".join(
                 _e(c) for c in sec.missing) + "</code></p>")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cl_bench import plots
-from cl_bench.metrics import summarize
+from cl_bench.metrics import UndefinedRatioError, summarize
 from cl_bench.results import REFERENCES, MissingReferences, RunMetrics, with_rho
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store, StoreError
 
@@ -130,6 +130,7 @@ class Section:
     metrics: list[RunMetrics]
     variants: dict[str, Variant]
     missing: list[str]  # `cl-bench run ...` commands for the absent references
+    notes: list[str] = field(default_factory=list)  # runs whose rho is undefined, and why
 
     @property
     def title(self) -> str:
@@ -190,9 +191,29 @@ def analyse(records: Sequence[RunRecord], store: str | None = None) -> list[Sect
         try:
             metrics, missing = with_rho(recs), []
         except MissingReferences as e:
-            metrics, missing = with_rho(recs, require_references=False), [runnable(c, store) for c in e.commands]
-        sections.append(Section(key, metrics, variants(recs), missing))
+            metrics, missing = _with_rho_each(recs), [runnable(c, store) for c in e.commands]
+        except UndefinedRatioError:
+            metrics, missing = _with_rho_each(recs), []
+        notes = [f"{m.record.strategy} seed {m.record.seed} ({m.record.run_id}): rho undefined: {m.error}"
+                 for m in metrics if getattr(m, "error", None) and m.record.strategy not in REFERENCES]
+        sections.append(Section(key, metrics, variants(recs), missing, notes))
     return sections
+
+
+def _with_rho_each(recs: Sequence[RunRecord]) -> list[RunMetrics]:
+    """rho run by run, so one run whose Eq. 6 is undefined (Joint no better than Random on a task)
+    loses only its own rho; its error is kept on the RunMetrics as ``error``."""
+    refs = [r for r in recs if r.strategy in REFERENCES]
+    out = []
+    for r in recs:
+        try:
+            own = [x for x in refs if x.seed == r.seed and x is not r]  # same section, so same scenario
+            (m,) = [m for m in with_rho([r] + own, require_references=False) if m.record is r]
+        except UndefinedRatioError as e:
+            (m,) = [m for m in with_rho([r], require_references=False) if m.record is r]
+            m.error = str(e)
+        out.append(m)
+    return out
 
 
 # ---- Table 1 ---------------------------------------------------------------------------------------
@@ -253,9 +274,16 @@ def _seeds(r) -> str:
     return str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['seeds']} (rho: {r['rho seeds']})"
 
 
+def _n(r, key: str) -> int:
+    """Seeds behind a cell: rho cells count the runs with references."""
+    return int(r["rho seeds"] if key.startswith("rho") else r["seeds"])
+
+
 def _cell(r, key: str, scale: float = 1.0) -> str:
     if np.isnan(r[key]):
         return "n/a"
+    if _n(r, key) < 2:  # one seed: no spread to show
+        return f"{r[key] * scale:.2f}"
     ci = "" if np.isnan(r[f"{key} ci95"]) else f" [+-{r[f'{key} ci95'] * scale:.2f}]"
     return f"{r[key] * scale:.2f} ({r[f'{key} std'] * scale:.2f}){ci}"
 
@@ -267,6 +295,8 @@ def _tex(s: str) -> str:
 def _tex_cell(r, key: str, scale: float = 1.0) -> str:
     if np.isnan(r[key]):
         return "--"
+    if _n(r, key) < 2:
+        return f"${r[key] * scale:.2f}$"
     std = f" ({r[f'{key} std'] * scale:.2f})"
     ci = "" if np.isnan(r[f"{key} ci95"]) else f" $\\pm${r[f'{key} ci95'] * scale:.2f}"
     return f"${r[key] * scale:.2f}${std}{ci}"
@@ -587,6 +617,8 @@ def report_command(store, scenarios, strategies, seeds, tags, as_csv, as_latex, 
     if rep.missing:
         click.echo(str(MissingReferences(rep.missing)), err=True)
     for sec in rep.sections:
+        for note in sec.notes:
+            click.echo(f"{sec.title}: {note}", err=True)
         if sec.hidden() and not all_variants:
             click.echo(f"{sec.title}: strategies run under several settings: {'; '.join(sec.hidden())} "
                        f"(--all-variants shows them all)", err=True)

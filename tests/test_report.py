@@ -215,7 +215,7 @@ def test_missing_references_name_the_commands_and_keep_accuracy(tmp_path):
 
 def test_without_any_reference_rho_is_na_and_figures_say_what_to_launch(tmp_path):
     synthetic_store(tmp_path / "x.db", references=False)
-    res = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "x.db"),
+    res = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "x.db"), "--strategy", "sgd",
                                     "--figures", str(tmp_path / "figs")])
     assert res.exit_code == 0, res.output
     assert "| sgd | 3 (rho: 0) | n/a | n/a |" in res.stdout
@@ -264,3 +264,27 @@ def test_launch_commands_are_runnable_and_name_the_store(tmp_path):
     joint = next(line for line in res.stderr.splitlines() if "--strategy joint" in line)
     assert "=None" not in joint and "--set epochs=2 --set lr=0.05" in joint
     assert joint.endswith(f"--store {tmp_path / 'y.db'}")
+
+
+def test_undefined_rho_of_one_seed_keeps_the_others(tmp_path):
+    """Joint no better than Random on a task of seed 1: Eq. 6 divides by zero for that seed only."""
+    recs = synthetic_records()
+    bad_joint = next(r for r in recs if r.strategy == "joint" and r.seed == 1)
+    bad_joint.accuracy[2, 1] = matrix("random", 1)[1, 1]
+    store = Store(tmp_path / "x.db")
+    for r in recs:
+        store.save(r)
+    rows, err = _csv(tmp_path / "x.db", "--strategy", "sgd")
+    assert "sgd seed 1 (sgd-1-): rho undefined: forgetting ratio undefined" in err
+    (row,) = rows
+    assert (int(row["seeds"]), int(row["rho seeds"])) == (3, 2)
+    expected = [hand_rho_upto("sgd", s)[T - 1] for s in (0, 2)]
+    assert float(row["rho<=T"]) == pytest.approx(sum(expected) / 2, abs=1e-12)
+
+
+def test_single_seed_cells_show_no_spread(store_path):
+    metrics = [m for s in analyse(Store(store_path).query()) for m in s.metrics]
+    md = format_markdown(rho_table(metrics, all_variants=True))
+    r2, rT = hand_rho_upto("hat", 0, s_max=25.0, c=0.1)[1:]
+    acc = sum(matrix("hat", 0, 25.0, 0.1)[T - 1]) / T
+    assert f"| hat (c=0.1, s_max=25.0) | 1 | {r2:.2f} | {rT:.2f} | {100 * acc:.2f} |" in md
