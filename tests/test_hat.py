@@ -17,8 +17,6 @@ from cl_bench.strategies.sgd import SGD
 from cl_bench.strategy import BatchInfo, HparamError
 from cl_bench.trainer import Protocol, Trainer
 
-from conftest import make_scenario
-
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -66,10 +64,10 @@ def random_cumulative(hat: HAT, seed=0) -> list[torch.Tensor]:
     return masks
 
 
-def backward_once(hat: HAT, t: int, batch=8, info=BatchInfo(0, 3, 10, 192, 640)):
+def backward_once(hat: HAT, t: int, batch=8, info: BatchInfo | None = None):
     """One training forward/backward of task t; returns the raw gradients before HAT's hooks."""
     hat.model.train()
-    hat.before_batch(info)
+    hat.before_batch(info or BatchInfo(0, 3, 10, 192, 640))
     data = Trainer(hat.scenario, Protocol()).data(t, "train")
     x, y, _ = data.batch(torch.arange(batch))
     hat.model.zero_grad(set_to_none=True)
@@ -111,9 +109,9 @@ def test_annealing_first_and_last_batch(s_max):
 
 
 @pytest.mark.parametrize("annealing", ["reference", "paper"])
-def test_trainer_anneals_s_each_epoch_and_evaluates_at_s_max(annealing):
+def test_trainer_anneals_s_each_epoch_and_evaluates_at_s_max(annealing, tiny_scenario):
     torch.manual_seed(0)
-    sc = make_scenario(n_tasks=1, n_train=90)
+    sc = tiny_scenario(n_tasks=1, n_train=90)
     hat = SmallHAT(sc, HAT.parse_hparams({"annealing": annealing, "s_max": 50}))
     seen = []
     original = hat.before_batch
@@ -140,6 +138,10 @@ def _expected_keep(a_out, a_in):
     return torch.maximum((1 - a_out)[:, None], (1 - a_in)[None, :])
 
 
+def _w(l):
+    return f"net.layers.{l}.weight"
+
+
 def _spot_check(grad, raw, a_out, a_in, n=200, seed=0, spatial=1):
     """Scalar arithmetic on random weights: g' = (1 - min(a_out[i], a_in[j // spatial])) g."""
     g = torch.Generator().manual_seed(seed)
@@ -150,9 +152,9 @@ def _spot_check(grad, raw, a_out, a_in, n=200, seed=0, spatial=1):
         assert grad[idx].item() == pytest.approx((1 - m) * raw[idx].item(), rel=1e-5, abs=1e-12)
 
 
-def test_eq2_masks_fc_gradients_of_the_mlp():
+def test_eq2_masks_fc_gradients_of_the_mlp(tiny_scenario):
     torch.manual_seed(0)
-    hat = HAT(make_scenario(shape=(1, 6, 6)))  # HAT's own 2x2000 MLP
+    hat = HAT(tiny_scenario(shape=(1, 6, 6)))  # HAT's own 2x2000 MLP
     a1, a2 = random_cumulative(hat)
     raw = backward_once(hat, 1)
     hat.after_backward(1)
@@ -167,30 +169,29 @@ def test_eq2_masks_fc_gradients_of_the_mlp():
     assert torch.equal(grads["net.heads.1.weight"], raw["net.heads.1.weight"])  # heads are not masked
 
 
-def test_eq2_masks_conv_and_flatten_gradients_of_the_alexnet():
+def test_eq2_masks_conv_and_flatten_gradients_of_the_alexnet(tiny_scenario):
     torch.manual_seed(0)
-    hat = HAT(make_scenario(shape=(3, 32, 32), arch="alexnet", n_train=12, n_test=6))
+    hat = HAT(tiny_scenario(shape=(3, 32, 32), arch="alexnet", n_train=12, n_test=6))
     assert hat.model.net.flatten_spatial == 4  # 256 x 2 x 2 -> fc1 (reference §2.1)
     c1, c2, c3, f1, f2 = random_cumulative(hat)
     raw = backward_once(hat, 1, batch=4)
     hat.after_backward(1)
     grads = {n: p.grad for n, p in hat.model.named_parameters() if p.grad is not None}
-    w = lambda l: f"net.layers.{l}.weight"  # noqa: E731
-    assert torch.equal(grads[w(0)], (1 - c1)[:, None, None, None] * raw[w(0)])
+    assert torch.equal(grads[_w(0)], (1 - c1)[:, None, None, None] * raw[_w(0)])
     for l, (out, inp) in enumerate([(c2, c1), (c3, c2)], start=1):  # per (filter, channel), all taps
-        assert torch.equal(grads[w(l)], _expected_keep(out, inp)[:, :, None, None] * raw[w(l)])
-        _spot_check(grads[w(l)], raw[w(l)], out, inp)
+        assert torch.equal(grads[_w(l)], _expected_keep(out, inp)[:, :, None, None] * raw[_w(l)])
+        _spot_check(grads[_w(l)], raw[_w(l)], out, inp)
     channel_of_input = torch.arange(1024) // 4  # channel-major flatten
-    assert torch.equal(grads[w(3)], _expected_keep(f1, c3[channel_of_input]) * raw[w(3)])
-    _spot_check(grads[w(3)], raw[w(3)], f1, c3, spatial=4)
-    assert torch.equal(grads[w(4)], _expected_keep(f2, f1) * raw[w(4)])
+    assert torch.equal(grads[_w(3)], _expected_keep(f1, c3[channel_of_input]) * raw[_w(3)])
+    _spot_check(grads[_w(3)], raw[_w(3)], f1, c3, spatial=4)
+    assert torch.equal(grads[_w(4)], _expected_keep(f2, f1) * raw[_w(4)])
     for l, a in enumerate([c1, c2, c3, f1, f2]):
         assert torch.equal(grads[f"net.layers.{l}.bias"], (1 - a) * raw[f"net.layers.{l}.bias"])
 
 
-def test_first_task_gradients_are_untouched():
+def test_first_task_gradients_are_untouched(tiny_scenario):
     torch.manual_seed(0)
-    hat = SmallHAT(make_scenario())
+    hat = SmallHAT(tiny_scenario())
     raw = backward_once(hat, 0)
     hat.after_backward(0)
     for n, p in hat.model.named_parameters():
@@ -199,9 +200,9 @@ def test_first_task_gradients_are_untouched():
 
 
 # ---- Sec. 2.5: embedding gradient compensation ------------------------------------------------------
-def test_embedding_compensation_closed_forms_and_clamps():
+def test_embedding_compensation_closed_forms_and_clamps(tiny_scenario):
     torch.manual_seed(0)
-    hat = SmallHAT(make_scenario())
+    hat = SmallHAT(tiny_scenario())
     s_max = hat.hp.s_max
     info = BatchInfo(0, 1, 4, 100, 400)  # s = 1/s_max + (s_max - 1/s_max) / 4, about 100
     s = 1 / s_max + (s_max - 1 / s_max) * 100 / 400
@@ -244,9 +245,9 @@ def test_regularizer_hand_made_values():
     assert full.item() == 0.0  # defined as 0 (the reference would give NaN)
 
 
-def test_loss_is_ce_plus_c_times_r_at_the_current_s():
+def test_loss_is_ce_plus_c_times_r_at_the_current_s(tiny_scenario):
     torch.manual_seed(0)
-    hat = SmallHAT(make_scenario(n_tasks=2), HAT.parse_hparams({"c": 1.5}))
+    hat = SmallHAT(tiny_scenario(n_tasks=2), HAT.parse_hparams({"c": 1.5}))
     previous = random_cumulative(hat)
     data = Trainer(hat.scenario, Protocol()).data(1, "valid")
     x, y, _ = data.batch(torch.arange(20))
@@ -319,9 +320,9 @@ def test_capacity_reuse_compression_hand_made():
     assert capacity_usage(cumulative, shapes) == pytest.approx(12 / 12)
 
 
-def test_monitoring_schema_is_json_and_complete():
+def test_monitoring_schema_is_json_and_complete(tiny_scenario):
     torch.manual_seed(0)
-    sc = make_scenario(n_tasks=3, n_train=90)
+    sc = tiny_scenario(n_tasks=3, n_train=90)
     hat = SmallHAT(sc)
     trainer = Trainer(sc, Protocol(epochs=2, batch_size=16), seed=0)
     for t in range(3):
@@ -352,17 +353,17 @@ def test_hparams_are_validated_and_parsed_from_strings():
             HAT.parse_hparams(bad)
 
 
-def test_uniform_embedding_init_and_xavier_option():
+def test_uniform_embedding_init_and_xavier_option(tiny_scenario):
     torch.manual_seed(0)
-    hat = SmallHAT(make_scenario(), HAT.parse_hparams({"embedding_init": "uniform"}))
+    hat = SmallHAT(tiny_scenario(), HAT.parse_hparams({"embedding_init": "uniform"}))
     w = torch.cat([e.weight.flatten() for e in hat.model.embeddings])
     assert w.min() >= 0 and w.max() <= 2 and w.mean().item() == pytest.approx(1, abs=0.1)
-    hat = HAT(make_scenario(), HAT.parse_hparams({"init": "xavier"}))
+    hat = HAT(tiny_scenario(), HAT.parse_hparams({"init": "xavier"}))
     assert (hat.model.net.layers[0].bias == 0).all()  # nets.xavier_init_ zeroes biases
 
 
-def test_refuses_optimisers_that_bypass_the_gradient_masks():
-    hat = SmallHAT(make_scenario())
+def test_refuses_optimisers_that_bypass_the_gradient_masks(tiny_scenario):
+    hat = SmallHAT(tiny_scenario())
 
     class FakeTrainer:
         protocol = type("P", (), {"momentum": 0.9})()
@@ -371,14 +372,14 @@ def test_refuses_optimisers_that_bypass_the_gradient_masks():
         hat.train_task(0, FakeTrainer())
 
 
-def test_state_round_trip_restores_masks_and_gradient_factors(tmp_path):
+def test_state_round_trip_restores_masks_and_gradient_factors(tmp_path, tiny_scenario):
     torch.manual_seed(0)
-    hat = SmallHAT(make_scenario(n_tasks=3))
+    hat = SmallHAT(tiny_scenario(n_tasks=3))
     hat.after_task(0)
     hat.after_task(1)
     path = tmp_path / "state.pt"
     torch.save(hat.state_dict(), path)
-    fresh = SmallHAT(make_scenario(n_tasks=3))
+    fresh = SmallHAT(tiny_scenario(n_tasks=3))
     fresh.load_state_dict(torch.load(path, weights_only=True))
     for a, b in zip(hat.cumulative, fresh.cumulative):
         assert torch.equal(a, b)
