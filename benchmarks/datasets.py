@@ -9,22 +9,19 @@ Two entry points:
 
 Where a data set is looked for, in order (``<root>`` = ``--data-root`` / ``$CL_BENCH_DATA``):
 
-=============  =================================================  =====================  ============
-name           1. official files (torchvision's / HAT's layout)   2. plain arrays        3. download
-=============  =================================================  =====================  ============
-cifar10        cifar-10-batches-py/{data_batch_1..5,test_batch}   cifar10/{train,test}.npz   torchvision
-cifar100       cifar-100-python/{train,test}                      cifar100/...npz        torchvision
-mnist          MNIST/raw/*-idx?-ubyte[.gz]                        MNIST/ or mnist/...npz torchvision
-svhn           {train,test}_32x32.mat in <root> or <root>/svhn    svhn/...npz            torchvision
-fashion_mnist  FashionMNIST/raw/*-idx?-ubyte[.gz]                 FashionMNIST/...npz    torchvision
-gtsrb          gtsrb/GTSRB/Training, Final_Test (torchvision);    gtsrb/...npz           torchvision
-               Udacity train.p/test.p (HAT's source)
-facescrub      facescrub/facescrub_{train,test}_100.pkl or .zip   facescrub/...npz       HAT's URL
-notmnist       notmnist/notmnist_{train,test}.pkl or .zip         notmnist/...npz        HAT's URL
-=============  =================================================  =====================  ============
+  name           1. official files (torchvision's or HAT's layout)      2. plain arrays    3. download
+  cifar10        cifar-10-batches-py/{data_batch_1..5,test_batch}       cifar10/           torchvision
+  cifar100       cifar-100-python/{train,test}                          cifar100/          torchvision
+  mnist          MNIST/raw/{train,t10k}-*-ubyte[.gz]                    MNIST/ or mnist/   torchvision
+  svhn           {train,test}_32x32.mat in <root> or <root>/svhn        svhn/              torchvision
+  fashion_mnist  FashionMNIST/raw/{train,t10k}-*-ubyte[.gz]             FashionMNIST/      torchvision
+  gtsrb          gtsrb/GTSRB/{Training,Final_Test} (torchvision), or    gtsrb/             torchvision
+                 HAT's Udacity {train,test}.p in gtsrb/ or traffic_signs/lab 2 data/
+  facescrub      facescrub/facescrub_{train,test}_100.pkl, or their zip facescrub/         HAT's URL
+  notmnist       notmnist/notmnist_{train,test}.pkl, or their zip       notmnist/          HAT's URL
 
-The plain-array format is the one ../shared/data uses: ``x`` uint8 NHWC at the source's own
-resolution, ``y`` int64 labels 0..C-1.
+The plain arrays are ``<folder>/{train,test}.npz``, the format of ../shared/data: ``x`` uint8 NHWC
+at the source's own resolution, ``y`` int64 labels 0..C-1.
 
 FaceScrub and notMNIST are not in torchvision. Real users get the HAT authors' own pickles:
 github.com/nkundiushuti/facescrub_subset ``data/facescrub_100.zip`` (holds
