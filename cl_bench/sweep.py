@@ -58,6 +58,7 @@ from cl_bench.trainer import PRESETS, Protocol
 REFERENCE_STRATEGIES = ("joint", "random")
 METRICS = {"valid_acc": max, "valid_loss": min}  # how to pick the best value of each score
 COMMON_SCENARIO_OPTIONS = ("max_train_per_task", "tasks")  # build_scenario takes these for every scenario
+NOTHING_TO_CHOOSE = "every search run failed"
 SWEEP_KEYS = ("name", "scenario", "scenarios", "strategies", "seeds", "protocol", "references", "tags",
               "select")
 
@@ -116,6 +117,7 @@ class PlanItem:
 class Plan:
     items: list[PlanItem]
     waiting: list[tuple[Cell, str]]  # cells whose selection is not decided yet, and why
+    unselectable: list[Cell] = field(default_factory=list)  # every search run failed: nothing to choose
 
     def pending(self, retry_failed: bool = False) -> list[PlanItem]:
         return [i for i in self.items if i.status is None or (retry_failed and i.status == "failed")]
@@ -132,7 +134,7 @@ class Sweep:
     def plan(self, store: Store) -> Plan:
         """Every run this sweep needs that is known now, with its status in ``store``. With ``select``,
         a cell's selected runs appear once its whole search grid is in the store."""
-        items, waiting = [], []
+        items, waiting, unselectable = [], [], []
         for cell in self.cells:
             if cell.role == "reference" or self.select is None:
                 seeds = self.final_seeds() if cell.role == "reference" else self.seeds
@@ -146,7 +148,9 @@ class Sweep:
             else:
                 _fill_status(store, search)
                 chosen, why = choose(search, store, self.select.metric)
-            if chosen is None:
+            if chosen is None and why == NOTHING_TO_CHOOSE:
+                unselectable.append(cell)
+            elif chosen is None:
                 waiting.append((cell, why))
             else:
                 items += [self._item(cell, chosen, s, "selected") for s in self.select.then_seeds]
@@ -155,7 +159,7 @@ class Sweep:
             unique.setdefault(item.run_id, item)
         items = list(unique.values())
         _fill_status(store, items)
-        return Plan(items, waiting)
+        return Plan(items, waiting, unselectable)
 
     def final_seeds(self) -> tuple[int, ...]:
         return self.select.then_seeds if self.select else self.seeds
@@ -212,7 +216,7 @@ def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | N
             if not math.isnan(score):
                 scored.append((score, item.point))
     if not scored:
-        return None, "every search run failed (see `cl-bench status --errors`)"
+        return None, NOTHING_TO_CHOOSE
     best = METRICS[metric](s for s, _ in scored)
     return next(p for s, p in scored if s == best), ""
 
@@ -468,7 +472,7 @@ class Outcome:
 
     run_id: str
     label: str
-    status: str  # "finished" | "failed" | "error" (not stored: store unreachable, ...)
+    status: str  # "finished" | "failed" | "error" (not stored: missing data, bad option, store unreachable)
     message: str = ""
     wall_s: float = 0.0
 
@@ -571,6 +575,10 @@ def _worker_run(config, store_path: str, device: str, data_root, checkpoints: bo
         return Outcome(record.run_id, label, "finished", wall_s=time.perf_counter() - start)
     except RunFailed as e:
         return Outcome(e.record.run_id, label, "failed", (e.record.error or "").splitlines()[0],
+                       time.perf_counter() - start)
+    except Exception as e:  # raised before the run existed (missing data, bad option): not stored,
+        # so the next sweep tries again once the cause is fixed
+        return Outcome(config.run_id(), label, "error", f"{type(e).__name__}: {e}".splitlines()[0],
                        time.perf_counter() - start)
     finally:
         _emit("end")
@@ -863,6 +871,10 @@ def status_rows(sweep: Sweep, store: Store) -> list[dict[str, Any]]:
         out.append({"cell": cell.key, "point": f"(selection waits: {why})", "phase": "selected",
                     "seeds": list(sweep.final_seeds()), "finished": 0, "failed": 0,
                     "pending": len(sweep.final_seeds()), "partial": 0})
+    for cell in plan.unselectable:
+        out.append({"cell": cell.key, "point": f"(nothing to select: {NOTHING_TO_CHOOSE}, see --errors)",
+                    "phase": "selected", "seeds": [], "finished": 0, "failed": 0, "pending": 0,
+                    "partial": 0})
     return out
 
 

@@ -1,0 +1,164 @@
+"""Per-task checkpoints: a run killed after a task resumes there and ends exactly as if never killed."""
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_scenario
+
+from cl_bench import checkpoint as ckpt
+from cl_bench.runner import RunConfig, execute
+from cl_bench.scenario import register_scenario
+from cl_bench.store import Store
+from cl_bench.strategy import Strategy, all_strategies
+from cl_bench.trainer import PRESETS
+
+
+@register_scenario("tiny_checkpoint", "3 synthetic tasks (tests only)")
+def _tiny(seed=0, data_root_path=None, download=False):
+    return make_scenario(n_tasks=3, seed=seed)
+
+
+PROTOCOL = PRESETS["quick"].replace(epochs=2)
+
+
+class Interrupt(BaseException):
+    """Stands for SIGKILL/Ctrl-C: not an Exception, so execute stores nothing, as when killed."""
+
+
+def kill_after(task):
+    """An on_task callback that 'kills' the run once ``task`` is checkpointed."""
+    def on_task(t, acc):
+        if t == task:
+            raise Interrupt
+    return on_task
+
+
+def interrupted_then_resumed(config, store, after_task):
+    """Run until task ``after_task`` is checkpointed, 'kill' it, run again; returns (record, tasks
+    trained by the second invocation)."""
+    with pytest.raises(Interrupt):
+        execute(config, store, on_task=kill_after(after_task))
+    assert store.status(config.run_id()) is None  # nothing stored for the killed run
+    assert ckpt.checkpoint_path(store.path, config.run_id()).exists()
+    trained = []
+    record = execute(config, store, on_epoch=lambda log: trained.append(log.task))
+    return record, sorted(set(trained))
+
+
+def without_timings(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+@pytest.mark.parametrize("strategy,after_task", [("sgd", 0), ("sgd", 1), ("joint", 1)])
+def test_resumed_run_equals_uninterrupted(tmp_path, strategy, after_task):
+    config = RunConfig(strategy, "tiny_checkpoint", 3, {}, PROTOCOL)
+    reference = execute(config, Store(tmp_path / "ref.db"))
+    store = Store(tmp_path / "runs.db")
+    record, trained = interrupted_then_resumed(config, store, after_task)
+    assert trained == list(range(after_task + 1, 3))  # only the missing tasks were trained again
+    np.testing.assert_array_equal(record.accuracy, reference.accuracy)
+    # every epoch's losses and accuracies, restored ones included
+    assert without_timings(record.history) == without_timings(reference.history)
+    assert not ckpt.checkpoint_path(store.path, config.run_id()).exists()  # deleted once stored
+    np.testing.assert_array_equal(store.get(config.run_id()).accuracy, reference.accuracy)
+
+
+def test_resume_without_the_random_states_would_differ(tmp_path, monkeypatch):
+    """The test above can fail: not restoring torch/numpy RNGs (dropout masks) changes the result."""
+    config = RunConfig("sgd", "tiny_checkpoint", 4, {}, PROTOCOL)
+    reference = execute(config, Store(tmp_path / "ref.db"))
+    monkeypatch.setattr(ckpt, "_set_rng_state", lambda state, device: None)
+    record, _ = interrupted_then_resumed(config, Store(tmp_path / "runs.db"), 0)
+    assert without_timings(record.history) != without_timings(reference.history)
+
+
+def test_force_ignores_a_checkpoint(tmp_path):
+    config = RunConfig("sgd", "tiny_checkpoint", 0, {}, PROTOCOL)
+    store = Store(tmp_path / "runs.db")
+    with pytest.raises(Interrupt):
+        execute(config, store, on_task=kill_after(0))
+    trained = []
+    execute(config, store, force=True, on_epoch=lambda log: trained.append(log.task))
+    assert sorted(set(trained)) == [0, 1, 2]
+    assert not ckpt.checkpoint_path(store.path, config.run_id()).exists()
+
+
+def test_checkpoint_holds_plain_tensors_only(tmp_path):
+    """weights_only loading refuses pickled objects: the file is tensors, numbers, strings, lists."""
+    config = RunConfig("joint", "tiny_checkpoint", 0, {}, PROTOCOL)
+    store = Store(tmp_path / "runs.db")
+    with pytest.raises(Interrupt):
+        execute(config, store, on_task=kill_after(1))
+    path = ckpt.checkpoint_path(store.path, config.run_id())
+    payload = torch.load(path, weights_only=True)
+    assert payload["next_task"] == 2 and payload["run_id"] == config.run_id()
+    assert payload["accuracy"].shape == (2, 3)
+    assert [h["task"] for h in payload["history"]] == [0, 0, 1, 1]
+    assert path.parent == Path(str(store.path) + ".checkpoints")
+
+
+def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    config = RunConfig("sgd", "tiny_checkpoint", 0, {}, PROTOCOL)
+    store = Store(tmp_path / "runs.db")
+    with pytest.raises(Interrupt):
+        execute(config, store, on_task=kill_after(0))
+    path = ckpt.checkpoint_path(store.path, config.run_id())
+    before = path.read_bytes()
+
+    def dying_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise Interrupt  # killed in the middle of writing
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(Interrupt):
+        execute(config, store)  # resumes at task 1, dies while checkpointing after it
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
+
+
+def test_unreadable_or_foreign_checkpoint_is_ignored_with_a_warning(tmp_path):
+    path = tmp_path / "x.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        assert ckpt.load(path, "abc") is None
+    torch.save({"format": ckpt.FORMAT_VERSION, "run_id": "other"}, path)
+    with pytest.warns(UserWarning, match="run other"):
+        assert ckpt.load(path, "abc") is None
+
+
+def test_strategies_with_state_beyond_the_model_are_not_checkpointed(tmp_path):
+    class Counting(Strategy):
+        """Keeps a count outside its model: resuming it from the model alone would be wrong."""
+        name = "counting_test"
+
+    if callable(getattr(Strategy, "state_dict", None)):
+        pytest.skip("Strategy has state_dict hooks: every strategy is resumable")
+    reason = ckpt.resume_refusal(Counting)
+    assert "counting_test" in reason and "state_dict()/load_state_dict()" in reason
+    assert ckpt.resume_refusal(all_strategies()["sgd"]) is None
+
+    class WithHooks(Counting):
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    assert ckpt.resume_refusal(WithHooks) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", sorted(all_strategies()))
+def test_every_resumable_strategy_resumes_exactly(tmp_path, strategy):
+    """Guards the state_dict() contract: a strategy that keeps state outside its model and does not
+    save it fails here."""
+    cls = all_strategies()[strategy]
+    if ckpt.resume_refusal(cls):
+        pytest.skip(ckpt.resume_refusal(cls))
+    config = RunConfig(strategy, "tiny_checkpoint", 1, {}, dataclasses.replace(PROTOCOL, epochs=1))
+    reference = execute(config, Store(tmp_path / "ref.db"))
+    record, _ = interrupted_then_resumed(config, Store(tmp_path / "runs.db"), 0)
+    np.testing.assert_array_equal(record.accuracy, reference.accuracy)

@@ -1,0 +1,259 @@
+"""Sweeps: grid expansion and hashing, validation-only selection, failures that do not stop a sweep,
+and a sweep killed with SIGKILL that a second invocation completes exactly."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import make_scenario, requires_mnist
+
+from cl_bench.runner import RunConfig
+from cl_bench.scenario import register_scenario
+from cl_bench.store import Store
+from cl_bench.strategy import get_strategy
+from cl_bench.sweep import (SweepError, choose, load_sweep, parse_sweep, run_sweep, status_command,
+                            validation_score)
+from cl_bench.trainer import PRESETS, Protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+CL_BENCH = Path(sys.executable).with_name("cl-bench")
+
+
+@register_scenario("tiny_sweep", "2 synthetic tasks (tests only)")
+def _tiny(seed=0, data_root_path=None, download=False, n_tasks: int = 2):
+    return make_scenario(n_tasks=n_tasks, seed=seed)
+
+
+def sweep_of(text: str, **kw):
+    return parse_sweep(yaml.safe_load(textwrap.dedent(text)), **kw)
+
+
+# ---- expansion and hashing ---------------------------------------------------------------------------
+def test_grid_is_the_product_of_axes_times_seeds(tmp_path):
+    sweep = sweep_of("""
+        scenario: {name: tiny_sweep, max_train_per_task: 50}
+        strategies:
+          ewc: {lamb: [100, 5000], fisher_batch: 10}
+          sgd:
+        seeds: [0, 1, 2]
+        protocol: {preset: quick, lr: [0.05, 0.1]}
+        tags: [t1]
+    """, default_name="demo")
+    plan = sweep.plan(Store(tmp_path / "s.db"))
+    configs = [i.config for i in plan.items]
+    assert len(configs) == (2 * 2 + 2) * 3  # ewc: lamb x lr; sgd: lr; times seeds
+    assert len({c.run_id() for c in configs}) == len(configs)
+    ewc = {(c.hparams["lamb"], c.protocol.lr, c.seed) for c in configs if c.strategy == "ewc"}
+    assert ewc == {(l, lr, s) for l in (100.0, 5000.0) for lr in (0.05, 0.1) for s in (0, 1, 2)}
+    assert all(c.hparams["fisher_batch"] == 10 for c in configs if c.strategy == "ewc")
+    assert all(c.protocol.epochs == PRESETS["quick"].epochs for c in configs)
+    assert all(c.scenario_options == {"max_train_per_task": 50} for c in configs)
+    assert all(c.tags == ["t1", "sweep:demo"] for c in configs)
+    assert all(i.status is None for i in plan.items)
+
+
+def test_run_id_depends_on_what_determines_the_result_only():
+    base = RunConfig("ewc", "tiny_sweep", 0, {"lamb": 100.0}, Protocol(), {"max_train_per_task": 50})
+    same = dataclasses.replace(base, hparams={"lamb": 100}, tags=["other", "tags"])  # int 100 == 100.0
+    assert same.run_id() == base.run_id()
+    default = get_strategy("ewc").Hparams().lamb
+    assert (dataclasses.replace(base, hparams={}).run_id()
+            == dataclasses.replace(base, hparams={"lamb": default}).run_id())  # explicit default
+    for changed in (dataclasses.replace(base, hparams={"lamb": 101.0}),
+                    dataclasses.replace(base, seed=1),
+                    dataclasses.replace(base, protocol=Protocol(lr=0.1)),
+                    dataclasses.replace(base, scenario_options={"max_train_per_task": 51})):
+        assert changed.run_id() != base.run_id()
+
+
+def test_paper_grid_expands_the_declared_grid(tmp_path):
+    declared = next(f for f in dataclasses.fields(get_strategy("ewc").Hparams)
+                    if f.name == "lamb").metadata["grid"]
+    sweep = sweep_of("{scenario: tiny_sweep, strategies: {ewc: {lamb: paper}}}")
+    assert [p.hparams["lamb"] for p in sweep.cells[0].points] == [float(v) for v in declared]
+    assert len(sweep_of("{scenario: tiny_sweep, strategies: {ewc: paper}}").cells[0].points) == len(declared)
+
+
+def test_references_add_joint_and_random_per_scenario_and_final_seed(tmp_path):
+    sweep = sweep_of("""
+        scenarios: [tiny_sweep, {name: tiny_sweep, n_tasks: 3}]
+        strategies: {ewc: {lamb: [1, 2]}}
+        protocol: {lr: [0.05, 0.1]}
+        select: {seed: 5, then_seeds: [0, 1]}
+        references: true
+    """)
+    refs = [i.config for i in sweep.plan(Store(tmp_path / "s.db")).items if i.phase == "reference"]
+    joint = {(str(c.scenario_options), c.seed, c.protocol.lr) for c in refs if c.strategy == "joint"}
+    random = {(str(c.scenario_options), c.seed) for c in refs if c.strategy == "random"}
+    assert joint == {(o, s, lr) for o in ("{}", "{'n_tasks': 3}") for s in (0, 1) for lr in (0.05, 0.1)}
+    assert random == {(o, s) for o in ("{}", "{'n_tasks': 3}") for s in (0, 1)}
+    assert len(refs) == len(joint) + len(random)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{scenario: tiny_sweep, strategies: {ewc: {lamda: [1]}}}", "no hyperparameter lamda; it accepts: lamb"),
+    ("{scenario: tiny_sweep, strategies: {ewc: {lamb: [1, abc]}}}", "'lamb' of 'ewc' must be float"),
+    ("{scenario: tiny_sweep, strategies: {sgd: {lr: 0.1}}}", "it accepts: none"),
+    ("{scenario: tiny_sweep, strategies: {sgd: paper}}", "no hyperparameter declares one"),
+    ("{scenario: tiny_sweep, strategies: {nope: }}", "unknown strategy 'nope'"),
+    ("{scenario: {name: tiny_sweep, colour: 1}, strategies: {sgd: }}", "no option colour; it accepts: n_tasks"),
+    ("{scenario: {name: tiny_sweep, n_tasks: two}, strategies: {sgd: }}", "'n_tasks' must be int"),
+    ("{scenario: nowhere, strategies: {sgd: }}", "unknown scenario 'nowhere'"),
+    ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {lrr: 1}}", "unknown protocol setting(s) lrr"),
+    ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {epochs: 1.5}}", "'epochs' must be int"),
+    ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {preset: fast}}", "unknown protocol preset"),
+    ("{scenario: tiny_sweep, strategies: {sgd: }, seed: [0]}", "unknown key(s) seed"),
+    ("{scenario: tiny_sweep, strategies: {sgd: }, seeds: [0], select: {}}", "select.then_seeds"),
+    ("{scenario: tiny_sweep, strategies: {sgd: }, select: {metric: test_acc}}", "never selects"),
+    ("{scenario: tiny_sweep, strategies: {sgd: }, references: [sgd]}", "references must be"),
+])
+def test_bad_sweep_files_fail_before_running_with_a_clear_message(text, message):
+    with pytest.raises(SweepError, match=None) as err:
+        sweep_of(text)
+    assert message in str(err.value)
+
+
+# ---- selection -----------------------------------------------------------------------------------------
+def _log(task, epoch, valid_loss, valid_acc):
+    return {"task": task, "epoch": epoch, "valid_loss": valid_loss, "valid_acc": valid_acc}
+
+
+def test_validation_score_uses_each_tasks_kept_epoch():
+    history = [_log(0, 1, 0.9, 0.50), _log(0, 2, 0.4, 0.70), _log(0, 3, 0.6, 0.90),  # kept: epoch 2
+               _log(1, 1, 0.3, 0.80), _log(1, 2, 0.3, 0.99)]  # tie: the first minimum is kept
+    assert validation_score(history, "valid_acc") == pytest.approx((0.70 + 0.80) / 2)
+    assert validation_score(history, "valid_loss") == pytest.approx((0.4 + 0.3) / 2)
+
+
+def test_selection_waits_for_the_whole_search_then_picks_by_validation(tmp_path):
+    sweep = sweep_of("""
+        scenario: tiny_sweep
+        strategies: {ewc: {lamb: [1, 2, 3]}, sgd: }
+        select: {seed: 7, then_seeds: [0, 7]}
+    """)
+    store = Store(tmp_path / "s.db")
+    plan = sweep.plan(store)
+    ewc = [i for i in plan.items if i.config.strategy == "ewc"]
+    assert [i.phase for i in ewc] == ["search"] * 3 and [i.config.seed for i in ewc] == [7] * 3
+    assert [c.strategy for c, _ in plan.waiting] == ["ewc"]
+    sgd = sorted((i.phase, i.config.seed) for i in plan.items if i.config.strategy == "sgd")
+    assert sgd == [("search", 7), ("selected", 0)]  # one point: no need to wait; seed 7 run once
+
+    from cl_bench.store import RunRecord
+    scores = {1.0: 0.6, 2.0: 0.9, 3.0: 0.8}  # validation accuracy per lamb
+    tests = {1.0: 0.99, 2.0: 0.10, 3.0: 0.99}  # test accuracy must play no part
+    for item in ewc[:2]:
+        lamb = item.config.hparams["lamb"]
+        store.save(RunRecord(item.run_id, "ewc", "tiny_sweep", 7, {"lamb": lamb}, {}, {}, "finished",
+                             accuracy=np.array([[tests[lamb]]]), history=[_log(0, 1, 0.5, scores[lamb])]))
+    assert [c.strategy for c, _ in sweep.plan(store).waiting] == ["ewc"]  # lamb=3 still missing
+    item = ewc[2]
+    store.save(RunRecord(item.run_id, "ewc", "tiny_sweep", 7, {"lamb": 3.0}, {}, {}, "finished",
+                         accuracy=np.array([[0.99]]), history=[_log(0, 1, 0.5, scores[3.0])]))
+    plan = sweep.plan(store)
+    assert not plan.waiting
+    selected = [i for i in plan.items if i.config.strategy == "ewc" and i.phase == "selected"]
+    assert [(i.config.hparams["lamb"], i.config.seed) for i in selected] == [(2.0, 0)]  # seed 7 is done
+    assert {i.config.seed for i in plan.items if i.config.hparams.get("lamb") == 2.0} == {0, 7}
+
+
+# ---- running -------------------------------------------------------------------------------------------
+def test_sweep_runs_everything_skips_what_is_stored_and_survives_failing_runs(tmp_path):
+    file = tmp_path / "sweep.yaml"
+    file.write_text(textwrap.dedent("""
+        name: demo
+        scenarios: [tiny_sweep, {name: tiny_sweep, tasks: [0, 5]}]   # the second cannot be built
+        strategies: {sgd: }
+        protocol: {preset: quick, epochs: 1, lr: [0.05, 1.0e+30]}    # lr 1e30 diverges
+        select: {seed: 0, then_seeds: [0, 1]}
+    """))
+    store_path = tmp_path / "runs.db"
+    outcomes = run_sweep(load_sweep(file), store_path, workers=0, threads=1, progress=False)
+    assert sorted(o.status for o in outcomes) == ["error", "error", "failed", "finished", "finished"]
+    assert all("task positions [5] out of range" in o.message for o in outcomes if o.status == "error")
+    store = Store(store_path)
+    [diverged] = store.query("status = 'failed'")
+    assert diverged.protocol["lr"] == 1e30 and diverged.error.startswith("diverged: loss is not finite")
+    # the diverged point cannot be selected; the other one then runs on seed 1
+    assert [(r.seed, r.protocol["lr"]) for r in store.query("status = 'finished'")] == [(0, 0.05), (1, 0.05)]
+
+    again = run_sweep(load_sweep(file), store_path, workers=0, threads=1, progress=False)
+    assert sorted(o.status for o in again) == ["error", "error"]  # only the unstored runs are retried
+    retried = run_sweep(load_sweep(file), store_path, workers=0, threads=1, progress=False, retry_failed=True)
+    assert sorted(o.status for o in retried) == ["error", "error", "failed"]
+
+    result = CliRunner().invoke(status_command, [str(file), "--store", str(store_path)])
+    assert result.exit_code == 0, result.output
+    assert "total: 2 finished, 1 failed, 4 pending" in result.output  # 2 search + 2 selected of the bad one
+
+
+# ---- killed with SIGKILL, then completed ------------------------------------------------------------------
+KILL_SWEEP = """
+name: kill-test
+scenario: {name: split_mnist, max_train_per_task: 100}
+strategies: {sgd: , joint: }
+seeds: [0, 1]
+protocol: {preset: quick, epochs: 1}
+"""
+
+
+def _finished(store_path):
+    if not Path(store_path).exists():
+        return {}
+    return {r.run_id: r for r in Store(store_path).query("status = 'finished'")}
+
+
+def _sweep_cli(file, store, **kw):
+    env = {**os.environ, "CL_BENCH_DATA": os.environ["CL_BENCH_DATA"]}
+    return subprocess.Popen([str(CL_BENCH), "sweep", str(file), "--store", str(store), "--workers", "1",
+                             "--threads", "1", "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@requires_mnist
+@pytest.mark.slow
+def test_sigkilled_sweep_is_completed_exactly_by_a_second_invocation(tmp_path):
+    file = tmp_path / "sweep.yaml"
+    file.write_text(KILL_SWEEP)
+    store = tmp_path / "runs.db"
+    driver = _sweep_cli(file, store, start_new_session=True)
+    deadline = time.time() + 120
+    while not _finished(store) and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGKILL)  # the driver only: its worker must notice and exit
+    driver.wait()
+    for _ in range(100):  # the orphaned worker's watchdog ends it within a second or so
+        try:
+            os.killpg(driver.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(driver.pid, signal.SIGKILL)
+        pytest.fail("a worker outlived the killed driver")
+    first = _finished(store)
+    assert 1 <= len(first) < 4, "the kill should land mid-sweep"
+    started = {k: r.started for k, r in first.items()}
+
+    second = _sweep_cli(file, store)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    assert f"{4 - len(first)} run(s) finished, 0 failed in this call" in out  # only the missing ones
+    final = _finished(store)
+    assert {k: final[k].started for k in first} == started  # the first invocation's runs untouched
+
+    reference = tmp_path / "reference.db"  # the same sweep, never interrupted (in this process)
+    run_sweep(load_sweep(file), reference, workers=0, threads=1, progress=False)
+    uninterrupted = _finished(reference)
+    assert sorted(final) == sorted(uninterrupted)
+    for run_id, rec in final.items():
+        np.testing.assert_array_equal(rec.accuracy, uninterrupted[run_id].accuracy)
+    assert not Path(str(store) + ".checkpoints").exists() or not os.listdir(str(store) + ".checkpoints")
