@@ -25,6 +25,11 @@ an option where there is a choice:
 - PyTorch's default init, not Xavier (``init="xavier"`` for the paper's; §9 #1);
 - on the MNIST setups HAT uses its own 2x2000 MLP with input dropout 0.2 (§2.4, §9 #8).
 
+The compression experiment (Sec. 4.4, Fig. 7) is a single-task run with U(0,2) embeddings and c = 1.5
+(``--tasks 0 --hp embedding_init=uniform --hp c=1.5``); its reference script also evaluated at
+s = 10000 s_max, which is not reproduced here (at s_max = 400 a mask is already within 2e-9 of 0 or 1
+once |e| > 0.05).
+
 The trainer owns the loop (plain SGD, clipping, lr schedule, best-weight restore); HAT is the hooks
 below, in the order the trainer calls them. It must be trained with plain SGD: see ``train_task``.
 
@@ -53,6 +58,8 @@ from cl_bench.strategy import BatchInfo, HparamError, Strategy, hparam, register
 # a mask below 1e-20 changes a unit's output by less than 1e-20 of its value, 13 orders of magnitude
 # under float32's resolution (6e-8), so no sum it enters changes in practice; and it leaves 18
 # orders of magnitude of headroom before a product mask x activation (or x gradient) is denormal.
+# (Counted on one step of the 2x2000 MLP with N(0,1) embeddings: 67,000 denormal gradient entries
+# without the floor, 436 with it, and no denormal activation.)
 # It is local to HAT's tensors: unlike torch.set_flush_denormal, which sets the calling thread's
 # floating-point mode for every later computation in the process (and not the intra-op worker
 # threads), it changes nothing for other strategies and works the same on every device.
@@ -206,8 +213,7 @@ class HAT(Strategy):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        hp = self.hp
-        self.s = hp.s_max  # the current s; before_batch anneals it while training (Eq. 3)
+        self.s = self.hp.s_max  # the current s; before_batch anneals it while training (Eq. 3)
         self.task_masks: list[list[Tensor]] = []  # a^t = sigmoid(s_max e^t) of each finished task
         self.cumulative: list[Tensor] | None = None  # a^{<=t} after the last finished task
         self._prepare_next_task()
@@ -242,7 +248,7 @@ class HAT(Strategy):
         grows an optimiser option.
         """
         p = trainer.protocol
-        for knob in ("momentum", "weight_decay", "dampening", "nesterov"):
+        for knob in ("momentum", "weight_decay", "nesterov"):
             if getattr(p, knob, 0):
                 raise ValueError(f"hat needs plain SGD, but the protocol sets {knob}={getattr(p, knob)!r}: "
                                  f"it would move the weights that HAT's gradient masks protect (Eq. 2)")
