@@ -14,7 +14,7 @@ from cl_bench.strategy import get_strategy
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)  # the command sets --threads for the whole process
