@@ -121,6 +121,12 @@ def test_bad_sweep_files_fail_before_running_with_a_clear_message(text, message)
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("file", sorted((ROOT / "examples" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_sweeps_expand(file, tmp_path):
+    plan = load_sweep(file).plan(Store(tmp_path / "s.db"))
+    assert plan.items and len({i.run_id for i in plan.items}) == len(plan.items)
+
+
 # ---- selection -----------------------------------------------------------------------------------------
 def _log(task, epoch, valid_loss, valid_acc):
     return {"task": task, "epoch": epoch, "valid_loss": valid_loss, "valid_acc": valid_acc}
