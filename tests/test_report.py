@@ -79,7 +79,7 @@ def record(strategy: str, seed: int, hp: dict | None = None, **kw) -> RunRecord:
     hp = dict(hp or {})
     acc = matrix(strategy, seed, hp.get("s_max", 400.0), hp.get("c", 0.75)) if strategy == "hat" \
         else matrix(strategy, seed)
-    run_id = f"{strategy}-{seed}-" + "-".join(f"{v:g}" for v in hp.values())
+    run_id = f"{strategy}-{seed}-" + "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in hp.values())
     return RunRecord(run_id, strategy, SCENARIO, seed, hp, dict(PROTOCOL), dict(OPTIONS), "finished", acc,
                      tags=["r1"], code_version="0.1.0+gtest", data=DATA, wall_s=12.0, **kw)
 
@@ -288,3 +288,15 @@ def test_single_seed_cells_show_no_spread(store_path):
     r2, rT = hand_rho_upto("hat", 0, s_max=25.0, c=0.1)[1:]
     acc = sum(matrix("hat", 0, 25.0, 0.1)[T - 1]) / T
     assert f"| hat (c=0.1, s_max=25.0) | 1 | {r2:.2f} | {rT:.2f} | {100 * acc:.2f} |" in md
+
+
+def test_fig7_prefers_the_papers_compression_setting():
+    recs = synthetic_records()
+    comp = record("hat", 1, {"s_max": 400.0, "c": 1.5, "embedding_init": "uniform"}, monitoring=monitoring())
+    (sec,) = analyse(recs)
+    from cl_bench.report import hat_compression_run
+    assert hat_compression_run(sec).record.run_id == "hat-0-400-0.75"  # main variant, seed 0
+    (sec,) = analyse(recs + [comp])
+    assert hat_compression_run(sec).record is comp
+    (item,) = [i for i in build_figures([sec]) if i.name.startswith("fig7")]
+    assert "c=1.5" in item.caption and "The paper's Fig. 7 uses" not in item.caption
