@@ -19,7 +19,7 @@ import numpy as np
 from cl_bench import plots
 
 if TYPE_CHECKING:  # report imports this module lazily; types only here
-    from cl_bench.report import FigureItem, Report, Section
+    from cl_bench.report import FigureItem, Report
     from cl_bench.store import RunRecord
 
 CSS = """
@@ -68,8 +68,8 @@ def _cell(r, key: str, scale: float = 1.0) -> str:
 def table_html(part, colors: dict[str, str]) -> str:
     """Table 1 rows of one section (already sorted, best rho last)."""
     T = int(part["T"].iloc[0])
-    rows = [f"<tr><th class=l>strategy</th><th>seeds</th><th>&rho;<sup>&le;2</sup></th>"
-            f"<th>&rho;<sup>&le;{T}</sup></th><th>A<sup>&le;{T}</sup> (%)</th></tr>"]
+    rows = [(f"<tr><th class=l>strategy</th><th>seeds</th><th>&rho;<sup>&le;2</sup></th>"
+             f"<th>&rho;<sup>&le;{T}</sup></th><th>A<sup>&le;{T}</sup> (%)</th></tr>")]
     for _, r in part.iterrows():
         seeds = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['seeds']} (&rho;: {r['rho seeds']})"
         swatch = f"<span class=swatch style='background:{colors.get(r['strategy'], '#999')}'></span>"
@@ -103,9 +103,9 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
     """Run metadata: one row per run, details (hparams, protocol, options, error) on demand, and the
     distinct data sources with their checksums once."""
     sources: dict[str, dict] = {}
-    rows = ["<tr><th class=l>run</th><th class=l>strategy</th><th class=l>scenario</th><th>seed</th>"
-            "<th class=l>status</th><th class=l>tags</th><th class=l>code version</th><th>wall (s)</th>"
-            "<th>A<sup>&le;T</sup> (%)</th><th class=l>data</th><th class=l>configuration</th></tr>"]
+    rows = [("<tr><th class=l>run</th><th class=l>strategy</th><th class=l>scenario</th><th>seed</th>"
+             "<th class=l>status</th><th class=l>tags</th><th class=l>code version</th><th>wall (s)</th>"
+             "<th>A<sup>&le;T</sup> (%)</th><th class=l>data</th><th class=l>configuration</th></tr>")]
     for r in sorted(records, key=lambda r: (r.scenario, r.strategy, r.seed, r.run_id)):
         key, datasets = _data_fingerprint(r)
         if datasets:
@@ -124,8 +124,8 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
             f"<td>{'' if acc is None else f'{100 * acc:.2f}'}</td>"
             f"<td class=l>{f'<code>{key}</code>' if datasets else '-'}</td>"
             f"<td class=l><details><summary>show</summary>{details}</details></td></tr>")
-    src = ["<tr><th class=l>data id</th><th class=l>dataset</th><th class=l>file</th>"
-           "<th class=l>sha256</th><th class=l>complete</th></tr>"]
+    src = [("<tr><th class=l>data id</th><th class=l>dataset</th><th class=l>file</th>"
+            "<th class=l>sha256</th><th class=l>complete</th></tr>")]
     for key, datasets in sorted(sources.items()):
         for name, info in sorted(datasets.items()):
             files = info.get("files", {}) if isinstance(info, dict) else {}
@@ -138,9 +138,11 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
 
 
 def render_html(report: Report, items: Sequence[FigureItem]) -> str:
-    from cl_bench.report import mean_matrices  # noqa: avoid an import cycle at module load
+    from cl_bench.report import (
+        mean_matrices,  # here, not at the top: report imports this module
+    )
 
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     colors = plots.strategy_colors(r.strategy for r in report.records)
     filters = {k: v for k, v in report.filters.items() if v not in ([], None, False, "")}
     out = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",

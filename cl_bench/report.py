@@ -14,12 +14,12 @@ the exact ``cl-bench run`` commands that would complete them are printed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import click
 import numpy as np
@@ -29,6 +29,7 @@ from cl_bench import plots
 from cl_bench.metrics import UndefinedRatioError, summarize
 from cl_bench.results import REFERENCES, MissingReferences, RunMetrics, with_rho
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store, StoreError
+from cl_bench.strategy import get_strategy
 
 HAT = "hat"
 GRID_KEYS = ("s_max", "c")  # Fig. 4 axes: HAT's stability and compressibility hyperparameters
@@ -92,10 +93,8 @@ def _config(r: RunRecord) -> str:
 
 def _default_hparams(strategy: str) -> dict | None:
     try:
-        from cl_bench.strategy import get_strategy
-        import dataclasses
         return dataclasses.asdict(get_strategy(strategy).Hparams())
-    except Exception:  # an unregistered (e.g. file-loaded) strategy: no defaults to prefer
+    except (ValueError, TypeError):  # unregistered (e.g. file-loaded), or Hparams without defaults
         return None
 
 
@@ -314,10 +313,10 @@ def format_latex(df: pd.DataFrame) -> str:
         n = sorted(set(part["seeds"]))
         out += [
             "\\begin{table}[t]", "\\centering",
-            f"\\caption{{Average forgetting ratio after the second ($\\rho^{{\\leq 2}}$) and the last "
-            f"($\\rho^{{\\leq {T}}}$) task, and mean accuracy $A^{{\\leq {T}}}$, on {title} "
-            f"({'/'.join(map(str, n))} runs; standard deviation in parentheses, half-width of the 95\\% "
-            f"Student-$t$ interval after $\\pm$).}}",
+            (f"\\caption{{Average forgetting ratio after the second ($\\rho^{{\\leq 2}}$) and the last "
+             f"($\\rho^{{\\leq {T}}}$) task, and mean accuracy $A^{{\\leq {T}}}$, on {title} "
+             f"({'/'.join(map(str, n))} runs; standard deviation in parentheses, half-width of the 95\\% "
+             f"Student-$t$ interval after $\\pm$).}}"),
             f"\\label{{tab:rho-{section_slug((scenario, options)).replace('_', '-')}}}",
             "\\begin{tabular}{lrlll}", "\\toprule",
             f"Approach & $n$ & $\\rho^{{\\leq 2}}$ & $\\rho^{{\\leq {T}}}$ & $A^{{\\leq {T}}}$ (\\%) \\\\",
@@ -402,7 +401,7 @@ def hat_grids(section: Section) -> list[HatGrid]:
             rest = {k: v for k, v in hp.items() if k not in GRID_KEYS}
             groups.setdefault(_json({"hparams": rest, "protocol": m.record.protocol}), []).append(m)
     grids = []
-    for key, ms in groups.items():
+    for ms in groups.values():
         cells = {(float(m.record.hparams["s_max"]), float(m.record.hparams["c"])) for m in ms}
         if len(cells) < 2:
             continue

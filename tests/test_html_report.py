@@ -15,9 +15,9 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
+from test_report import SEEDS, T, hand_rho_upto, mean_std_ci, synthetic_store
 
 from cl_bench.cli import main
-from test_report import SEEDS, T, hand_rho_upto, mean_std_ci, synthetic_store
 
 N_FIGURES = 7  # fig3 rho, fig3 acc, matrices, fig4, fig5, fig6, fig7
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -95,9 +95,9 @@ def test_chromium_renders_every_figure(report, tmp_path):
              "i.naturalWidth+'x'+i.naturalHeight}).join(' ');document.body.appendChild(p)})</script>")
     probed = tmp_path / "probed.html"
     probed.write_text(html.replace("</body>", probe + "</body>"))
-    run = lambda *args: subprocess.run(  # noqa: E731
+    run = lambda *args: subprocess.run(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, check=False)
     dom = run("--dump-dom", probed.as_uri()).stdout
     found = re.search(r'<pre id="probe">([^<]*)</pre>', dom)
     assert found, f"probe did not run; chromium printed: {dom[-500:]}"

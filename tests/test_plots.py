@@ -7,10 +7,25 @@ import math
 import matplotlib.colors as mcolors
 import numpy as np
 import pytest
+from test_report import (
+    SEEDS,
+    SWEEP,
+    T,
+    hand_acc_upto,
+    hand_rho_upto,
+    matrix,
+    monitoring,
+    synthetic_records,
+)
 
 from cl_bench import plots
-from cl_bench.report import analyse, curves, hat_grids, mean_matrices, sgd_single_task_accuracy
-from test_report import SEEDS, SWEEP, T, hand_acc_upto, hand_rho_upto, matrix, monitoring, synthetic_records
+from cl_bench.report import (
+    analyse,
+    curves,
+    hat_grids,
+    mean_matrices,
+    sgd_single_task_accuracy,
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from cl_bench.cli import main
-from cl_bench.report import analyse, build_figures, format_latex, format_markdown, rho_table, variants
+from cl_bench.report import (
+    analyse,
+    build_figures,
+    format_latex,
+    format_markdown,
+    rho_table,
+    variants,
+)
 from cl_bench.store import RunRecord, Store
 
 T = 3
