@@ -138,9 +138,8 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
 
 
 def render_html(report: Report, items: Sequence[FigureItem]) -> str:
-    from cl_bench.report import (
-        mean_matrices,  # here, not at the top: report imports this module
-    )
+    # imported here, not at the top: cl_bench.report imports this module
+    from cl_bench.report import mean_matrices
 
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     colors = plots.strategy_colors(r.strategy for r in report.records)
