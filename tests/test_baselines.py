@@ -397,3 +397,12 @@ def test_lfl_features_have_no_dropout_on_the_mlp_and_alexnet():
     assert isinstance(alex.model.drop_fc2, nn.Identity)  # reference §2.5
     sgd = build("sgd", make_scenario(n_tasks=2), small=False)
     assert [p.shape for p in sgd.model.parameters()] == [p.shape for p in strategy.model.parameters()]
+
+
+@pytest.mark.slow
+def test_empirical_fisher_on_the_alexnet_matches_the_loop():
+    from cl_bench.strategies.ewc import cross_entropy_of, empirical_fisher
+    scenario = make_scenario(n_tasks=2, n_train=7, n_test=3, shape=(3, 32, 32), arch="alexnet")
+    model = no_dropout(build("ewc", scenario, small=False).model)
+    fisher = empirical_fisher(model, cross_entropy_of(model, 1), Data.of(scenario.tasks[1], "train", 1), 3)
+    assert_dicts_close(fisher, loop_fisher(model, scenario, 1, batch_size=3), rtol=1e-4, atol=1e-10)
