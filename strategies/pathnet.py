@@ -21,8 +21,13 @@ Per task t, a tournament genetic algorithm over P paths (reference §5):
 5. the task stops after G generations or when every path's lr is below lr_min; the winner is the
    task's best path, whose modules stay frozen from then on. Task tau is evaluated with its path.
 
+The layer-by-layer description of the base bodies (``Block``, ``base_blocks``) is shared with
+cl_bench.strategies.pnn, which builds its columns from the same description.
+
 The fitness is the validation loss (``trainer.data(t, "valid")``), never the test set. The protocol's
 budget is at most P x G x (epochs // G) epochs per task: 400 with the paper's 200 epochs (§9 #12).
+With fewer protocol epochs than generations the reference would train nothing (epochs // G = 0);
+here the GA then runs ``epochs`` generations of one epoch per path (budget P x epochs), with a warning.
 
 Module width: int(factor x base width) per layer, with the reference's factor for its three (M, N)
 configurations on the AlexNet (0.258 for M=16, N=3: conv 16, 33, 66, fc 528, 528; §2.6). The
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,7 +127,7 @@ class PathNetHparams:
                           grid=[10, 16, 20])
     active: int = hparam(3, "N: modules per layer in a path", grid=[3, 5])
     generations: int = hparam(20, "G: generations per task; a path trains protocol epochs // G epochs "
-                                  "per generation", grid=[5, 10, 20, 50, 100, 200])
+                                  "per generation (at most `epochs` generations)", grid=[5, 10, 20, 50, 100, 200])
     population: int = hparam(2, "P: paths in the tournament (reference: 2)")
     mutation_step: int = hparam(2, "a mutated gene moves by a uniform integer in [-step, step] (reference: 2)")
     width_factor: float = hparam(
@@ -206,10 +212,11 @@ class PathNet(Strategy):
     # ---- the tournament ---------------------------------------------------------------------------
     def train_task(self, t: int, trainer) -> None:
         hp, p = self.hp, trainer.protocol
-        epochs = p.epochs // hp.generations  # reference §5: nepochs // G per path per generation
-        if epochs < 1:
-            raise ValueError(f"PathNet trains protocol epochs // generations = {p.epochs} // {hp.generations} "
-                             "= 0 epochs per path per generation: lower `generations` or raise `epochs`")
+        generations = min(hp.generations, p.epochs)
+        if generations < hp.generations:  # the reference would train 0 epochs: keep its P x epochs budget
+            warnings.warn(f"PathNet: protocol epochs // generations = {p.epochs} // {hp.generations} = 0; "
+                          f"running {generations} generations of 1 epoch per path instead", stacklevel=2)
+        epochs = p.epochs // generations  # reference §5: nepochs // G per path per generation
         train, valid = trainer.data(t, "train"), trainer.data(t, "valid")  # fitness: validation loss
         P, L = hp.population, len(self.model.blocks)
         paths = [random_path(L, hp.modules, hp.active, self.generator) for _ in range(P)]
@@ -217,7 +224,7 @@ class PathNet(Strategy):
         winner, best_overall, best_state = 0, math.inf, _snapshot(self.model)
         self.ga_log[t] = []
         n_epochs = 0
-        for g in range(hp.generations):
+        for g in range(generations):
             if max(lr) < p.lr_min:
                 break
             for i in range(P):
@@ -265,6 +272,17 @@ class PathNet(Strategy):
         self.after_epoch(t, log)
         trainer.on_epoch(log)
         return log
+
+    # ---- state a resumed run needs beyond the model (cl_bench.checkpoint) ---------------------------
+    def state_dict(self) -> dict:
+        return {"best_paths": {t: torch.tensor(path) for t, path in self.best_paths.items()},
+                "generator": self.generator.get_state(), "ga_log": self.ga_log}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_paths = {int(t): as_path(path) for t, path in state["best_paths"].items()}
+        self.paths = dict(self.best_paths)
+        self.generator.set_state(state["generator"])
+        self.ga_log = {int(t): log for t, log in state["ga_log"].items()}
 
     def monitoring(self) -> dict:
         return {"module_widths": self.widths, "parameters": nets.count_parameters(self.model),

@@ -260,6 +260,13 @@ class PNN(Strategy):
     def trainable_parameters(self, t: int) -> list[nn.Parameter]:
         return [*self.model.columns[t].parameters(), *self.model.laterals[t].parameters()]
 
+    def state_dict(self) -> dict:
+        """Nothing beyond the model: widths are rebuilt by the constructor, flags by ``before_task``."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def monitoring(self) -> dict:
         return {"column_widths": self.widths, "parameters": nets.count_parameters(self.model),
                 "base_parameters": self.base_parameters}

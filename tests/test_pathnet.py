@@ -159,11 +159,14 @@ def test_ga_per_path_lr_and_inheritance():
     assert strategy.model.heads[0].bias[0].item() == 3
 
 
-def test_epochs_per_generation_must_be_positive():
-    sc = synthetic("mlp", (1, 4, 4), [3], n=4)
+def test_fewer_epochs_than_generations_runs_one_epoch_generations():
+    """The reference would train 0 epochs (epochs // G = 0); here: `epochs` generations of 1 epoch."""
+    sc = synthetic("mlp", (1, 4, 4), [3], n=1)
     strategy = pathnet(sc, width_factor=0.01)  # G = 20
-    with pytest.raises(ValueError, match="10 // 20 = 0"):
-        strategy.train_task(0, Trainer(sc, Protocol(epochs=10)))
+    trainer = ScriptedTrainer([1.0 - i / 100 for i in range(6)], epochs=3)
+    with pytest.warns(UserWarning, match="3 // 20 = 0"):
+        strategy.train_task(0, trainer)
+    assert len(strategy.ga_log[0]) == 3 and len(trainer.history) == 3 * 2
 
 
 def test_earlier_best_paths_frozen_others_reinitialised():
