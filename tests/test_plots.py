@@ -137,8 +137,9 @@ def test_fig7_dots_per_epoch_and_sgd_triangles(section):
         pts = [p for p in comp if p["task"] == t]
         np.testing.assert_allclose(ln.get_xdata(), [100 * p["compression"] for p in pts])
         np.testing.assert_allclose(ln.get_ydata(), [100 * p["valid_acc"] for p in pts])
-    assert [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in triangles] == \
-        [(100.0, pytest.approx(81.0)), (100.0, pytest.approx(77.0)), (100.0, pytest.approx(88.0))]
+    assert [ln.get_ydata()[0] for ln in triangles] == [pytest.approx(81.0), pytest.approx(77.0),
+                                                       pytest.approx(88.0)]
+    assert all(100 <= ln.get_xdata()[0] < 115 for ln in triangles)  # at 100 %, nudged apart
     plots.plt.close(fig)
 
 
