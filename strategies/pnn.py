@@ -5,12 +5,12 @@ One column per task, each a narrow copy of the scenario's base body (reference �
 MLP) with its own head. Column t > 0 also receives, at every layer l >= 1 and at its head, a lateral
 adapter from all earlier columns (Rusu et al. Eq. 2)::
 
-    h_l^t = f( W_l^t h_{l-1}^t + U_l^t σ( V_l^t [α_1 h_{l-1}^1, ..., α_{t-1} h_{l-1}^{t-1}] ) )
+    h_l^t = f( W_l^t h_{l-1}^t + U_l^t σ( V_l^t [α_0 h_{l-1}^0, ..., α_{t-1} h_{l-1}^{t-1}] ) )
 
-with one learnable scalar α per earlier column (initialised N(0, 1)), V a 1x1 conv (conv targets) or a
-linear map (fc targets) back to one column's width followed by ReLU, and U a layer of the target's
-own type and kernel whose output is added to column t's pre-activation. The head's adapter has no
-ReLU (V then U, both linear). Training task t trains column t and its adapters only: earlier columns
+(columns and tasks 0-based) with f the layer's ReLU -> Dropout [-> MaxPool], one learnable scalar α
+per earlier column (initialised N(0, 1)), V a 1x1 conv (conv targets) or a linear map (fc targets)
+back to one column's width, σ a ReLU, and U a layer of the target's own type and kernel whose output
+is added to column t's pre-activation. The head's adapter has no σ (V then U, both linear). Training task t trains column t and its adapters only: earlier columns
 are frozen, so forgetting is zero by construction; task tau is always evaluated with column tau.
 
 Faithful to the reference code, with two of its properties kept and noted:
