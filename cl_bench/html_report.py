@@ -34,6 +34,7 @@ figure{margin:1.2em 0} figure img{max-width:100%;height:auto;border:1px solid #e
 figcaption{font-size:.88em;color:#444;margin-top:.3em}
 .note{color:#8a5300;background:#fff7e6;border-left:3px solid #f0a000;padding:.3em .6em;margin:.4em 0}
 .missing{background:#fdecea;border-left:3px solid #d62728;padding:.5em .8em}
+.missing pre,.note code{white-space:pre-wrap;word-break:break-all}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
 pre{background:#f7f7f7;padding:.5em;overflow-x:auto}
 .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;vertical-align:-1px}

@@ -100,9 +100,28 @@ def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
         ax.grid(alpha=0.3, lw=0.5)
         if not percent:
             ax.axhline(0.0, color="0.3", lw=0.6)  # rho = 0: as good as Joint
+        _zoom_past_chance(ax, curves, scale)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                   title="mean $\\pm$ 1 std over seeds", title_fontsize=8)
     return fig
+
+
+def _zoom_past_chance(ax, curves: Sequence[Curve], scale: float) -> None:
+    """When Random lies far below every other curve (it squashes them into a strip), zoom the y axis on
+    the others and say Random's range in its legend entry instead of drawing it off the scale."""
+    chance = [c for c in curves if c.strategy == "random"]
+    others = [c for c in curves if c.strategy != "random"]
+    if not chance or not others:
+        return
+    lo = min(float(np.min(c.mean - c.std)) for c in others) * scale
+    hi = max(float(np.max(c.mean + c.std)) for c in others) * scale
+    span = max(hi - lo, 1e-9)
+    r = chance[0].mean * scale
+    if r.max() < lo - span:  # including Random would give the others less than half the axis
+        ax.set_ylim(lo - 0.08 * span, hi + 0.08 * span)
+        line = next(ln for ln in ax.get_lines() if ln.get_label().startswith(chance[0].label + " "))
+        values = f"{r.min():.3g}" if f"{r.min():.3g}" == f"{r.max():.3g}" else f"{r.min():.3g}-{r.max():.3g}"
+        line.set_label(f"{line.get_label()}: {values}, below")
 
 
 def _heatmap(ax, values: np.ndarray, fmt: str, cmap: str, vmin: float | None, vmax: float | None,

@@ -493,7 +493,7 @@ def build_figures(sections: Sequence[Section], all_variants: bool = False) -> It
                                                  f"Forgetting ratio, {title}", colors))
         else:
             yield FigureItem(name, cap, title, note=(
-                "no run has its Joint and Random references: launch " + "; ".join(sec.missing)
+                f"no run has its Joint and Random references ({len(sec.missing)} launch command(s) above)"
                 if sec.missing else "no strategy run besides the references"))
         # A^{<=t}: what the paper reports for the MNIST setups, and all that can be shown without refs
         acc = curves(sec, "acc", all_variants)

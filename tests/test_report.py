@@ -226,8 +226,9 @@ def test_without_any_reference_rho_is_na_and_figures_say_what_to_launch(tmp_path
                                     "--figures", str(tmp_path / "figs")])
     assert res.exit_code == 0, res.output
     assert "| sgd | 3 (rho: 0) | n/a | n/a |" in res.stdout
-    assert "skipped fig3_rho_toy__max_train_per_task-50: no run has its Joint and Random references: " \
-           "launch cl-bench run --strategy joint --scenario toy --seed 0" in res.stderr
+    assert "skipped fig3_rho_toy__max_train_per_task-50: no run has its Joint and Random references " \
+           "(6 launch command(s) above)" in res.stderr
+    assert "cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50" in res.stderr
     assert (tmp_path / "figs" / "fig3_acc_toy__max_train_per_task-50.png").stat().st_size > 0
     assert not (tmp_path / "figs" / "fig3_rho_toy__max_train_per_task-50.png").exists()
 
