@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import queue
@@ -530,14 +531,15 @@ def run_sweep(sweep: Sweep, store: str | os.PathLike = DEFAULT_STORE, *, backend
 
 # ---- local backend: a pool of spawned worker processes -----------------------------------------------
 _EVENTS = None  # in a worker: the queue of progress events to the driver
+_IN_WORKER = False  # True in the processes of the local pool
 
 
 def _worker_init(threads: int, events) -> None:
     import torch
 
-    global _EVENTS
+    global _EVENTS, _IN_WORKER
     torch.set_num_threads(threads)
-    _EVENTS = events
+    _EVENTS, _IN_WORKER = events, True
     parent = os.getppid()
 
     def watchdog():  # the driver was killed (kill -9): do not live on as an orphan
@@ -580,6 +582,10 @@ def _worker_run(config, store_path: str, device: str, data_root, checkpoints: bo
         # so the next sweep tries again once the cause is fixed
         return Outcome(config.run_id(), label, "error", f"{type(e).__name__}: {e}".splitlines()[0],
                        time.perf_counter() - start)
+    except KeyboardInterrupt:
+        if _IN_WORKER:  # stop now: else the pool would go on with the calls already queued to it
+            os._exit(130)  # the run is not stored; its checkpoint stays for the next sweep
+        raise
     finally:
         _emit("end")
 
@@ -709,8 +715,8 @@ def _run_local(scheduler: Scheduler, workers: int, threads: int, device: str, da
     except KeyboardInterrupt:
         ui.write("interrupted: runs in flight stop; finished runs are in the store and each run in flight "
                  "resumes from its last checkpointed task next time")
-        drain()
-        for pid in worker_pids:  # a Ctrl-C in a terminal reached them already; `kill -INT` did not
+        # A Ctrl-C in a terminal reached the workers already; `kill -INT <driver>` did not.
+        for pid in {p.pid for p in mp.active_children()} | worker_pids:
             try:
                 os.kill(pid, signal.SIGINT)
             except OSError:
@@ -776,7 +782,11 @@ def _load_or_fail(file: str) -> Sweep:
 
 def measure_split(sweep: Sweep, cores: int, device: str, data_root, echo=click.echo) -> list[tuple[int, int, float]]:
     """Run the sweep once per split workers x threads = cores, each into a fresh store; runs/hour."""
+    from cl_bench.scenario import build_scenario
+
     splits = [(w, cores // w) for w in range(1, cores + 1) if cores % w == 0]
+    for cell in {(c.scenario, json.dumps(c.options, sort_keys=True)): c for c in sweep.cells}.values():
+        build_scenario(cell.scenario, data_root=data_root, **cell.options)  # warm the dataset caches
     results = []
     for workers, threads in splits:
         with tempfile.TemporaryDirectory() as tmp:

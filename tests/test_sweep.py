@@ -263,3 +263,50 @@ def test_sigkilled_sweep_is_completed_exactly_by_a_second_invocation(tmp_path):
     for run_id, rec in final.items():
         np.testing.assert_array_equal(rec.accuracy, uninterrupted[run_id].accuracy)
     assert not Path(str(store) + ".checkpoints").exists() or not os.listdir(str(store) + ".checkpoints")
+
+
+# ---- a worker killed by the OS -----------------------------------------------------------------------------
+KILLERS = '''
+import os, signal
+from pathlib import Path
+from cl_bench.strategy import Strategy
+
+
+class KilledOnce(Strategy):
+    """Its worker is killed (as by the OOM killer) the first time it trains, then it runs normally."""
+    name = "killed_once"
+
+    def before_task(self, t):
+        marker = Path(__file__).with_suffix(".killed")
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class AlwaysKilled(Strategy):
+    name = "always_killed"
+
+    def before_task(self, t):
+        os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@requires_mnist
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_once_then_its_run_stored_as_failed(tmp_path):
+    killers = tmp_path / "killers.py"
+    killers.write_text(KILLERS)
+    file = tmp_path / "sweep.yaml"
+    file.write_text(textwrap.dedent(f"""
+        scenario: {{name: split_mnist, max_train_per_task: 100, tasks: [0]}}
+        strategies: {{"{killers}:KilledOnce": , "{killers}:AlwaysKilled": , sgd: }}
+        protocol: {{preset: quick, epochs: 1}}
+    """))
+    outcomes = run_sweep(load_sweep(file), tmp_path / "runs.db", workers=1, threads=1, progress=False)
+    status = {o.label.split()[0].rpartition(":")[2]: o for o in outcomes}
+    assert killers.with_suffix(".killed").exists()  # its worker was killed once
+    assert status["KilledOnce"].status == "finished"  # retried once, then fine
+    assert status["sgd"].status == "finished"
+    assert status["AlwaysKilled"].status == "failed" and "died twice" in status["AlwaysKilled"].message
+    [failed] = Store(tmp_path / "runs.db").query("status = 'failed'")
+    assert failed.strategy.endswith(":AlwaysKilled") and "died twice" in failed.error
