@@ -68,16 +68,22 @@ def _cell(r, key: str, scale: float = 1.0) -> str:
 
 def table_html(part, colors: dict[str, str]) -> str:
     """Table 1 rows of one section (already sorted, best rho last)."""
+    # imported here, not at the top: cl_bench.report imports this module
+    from cl_bench.report import table_columns
+
     T = int(part["T"].iloc[0])
-    rows = [(f"<tr><th class=l>strategy</th><th>seeds</th><th>&rho;<sup>&le;2</sup></th>"
-             f"<th>&rho;<sup>&le;{T}</sup></th><th>A<sup>&le;{T}</sup> (%)</th></tr>")]
+    cols = table_columns(T)
+    head = {"rho<=2": "&rho;<sup>&le;2</sup>", "rho<=T": f"&rho;<sup>&le;{T}</sup>",
+            "A<=T": f"A<sup>&le;{T}</sup> (%)"}
+    rows = ["<tr><th class=l>strategy</th><th>seeds</th>" + "".join(f"<th>{head[c]}</th>" for c in cols)
+            + "</tr>"]
     for _, r in part.iterrows():
         seeds = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['seeds']} (&rho;: {r['rho seeds']})"
         swatch = f"<span class=swatch style='background:{colors.get(r['strategy'], '#999')}'></span>"
         name = plots.strategy_label(r["strategy"]) + r["name"][len(r["strategy"]):]
         rows.append(f"<tr><td class=l>{swatch}{_e(name)}</td><td>{seeds}</td>"
-                    f"<td>{_cell(r, 'rho<=2')}</td><td>{_cell(r, 'rho<=T')}</td>"
-                    f"<td>{_cell(r, 'A<=T', 100)}</td></tr>")
+                    + "".join(f"<td>{_cell(r, c, 100 if c.startswith('A') else 1)}</td>" for c in cols)
+                    + "</tr>")
     return ("<table class=t1>" + "".join(rows) + "</table><p><small>mean (std) &plusmn;95% Student-t "
             "half-width over seeds; std is numpy's (ddof 0), as the reference's plot script; sorted by "
             "&rho;<sup>&le;T</sup>, best last (Table 1).</small></p>")

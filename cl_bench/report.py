@@ -250,6 +250,11 @@ def rho_table(metrics: list[RunMetrics], include_references: bool = False,
                           na_position="first").reset_index(drop=True)
 
 
+def table_columns(T: int) -> list[str]:
+    """Table 1's metric columns: rho<=2 and rho<=T, one column when T <= 2 (they coincide), and A<=T."""
+    return (["rho<=2", "rho<=T"] if T > 2 else ["rho<=T"]) + ["A<=T"]
+
+
 def format_markdown(df: pd.DataFrame) -> str:
     """Table 1 style: 'mean (std) [+-ci95]' per cell, a block per scenario + options."""
     if df.empty:
@@ -257,11 +262,12 @@ def format_markdown(df: pd.DataFrame) -> str:
     lines = []
     for (scenario, options), part in df.groupby(["scenario", "options"], sort=False):
         T = int(part["T"].iloc[0])
-        last = f"rho<={T}" if T != 2 else "rho<=T (T=2)"
+        cols = table_columns(T)
+        head = [c.replace("<=T", f"<={T}") + (" (%)" if c.startswith("A") else "") for c in cols]
         lines += [f"### {section_title((scenario, options))} (T = {T})", "",
-                  f"| strategy | seeds | rho<=2 | {last} | A<={T} (%) |", "|---|---:|---:|---:|---:|"]
+                  "| strategy | seeds | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cols)]
         for _, r in part.iterrows():
-            cells = [_cell(r, "rho<=2"), _cell(r, "rho<=T"), _cell(r, "A<=T", 100)]
+            cells = [_cell(r, c, 100 if c.startswith("A") else 1) for c in cols]
             lines.append(f"| {r['name']} | {_seeds(r)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("mean (std) [+-95% t-interval half-width] over seeds; std is numpy's (ddof 0), as the "
@@ -301,31 +307,37 @@ def _tex_cell(r, key: str, scale: float = 1.0) -> str:
     return f"${r[key] * scale:.2f}${std}{ci}"
 
 
+def _tex_head(column: str, T: int) -> str:
+    return {"rho<=2": r"$\rho^{\leq 2}$", "rho<=T": rf"$\rho^{{\leq {T}}}$", "A<=T": rf"$A^{{\leq {T}}}$ (\%)"}[column]
+
+
 def format_latex(df: pd.DataFrame) -> str:
     """Table 1 as the paper sets it (booktabs): one table per scenario + options, rows sorted with the
-    best rho^{<=T} last; cells 'mean (std) +-ci95'."""
+    best rho^{<=T} last; cells 'mean (std) +-ci95'; n = runs (seeds) per row, 'k/n' when only k of
+    them have their references."""
     if df.empty:
         return "% (no finished runs match)"
     out = ["% needs \\usepackage{booktabs}"]
     for (scenario, options), part in df.groupby(["scenario", "options"], sort=False):
         T = int(part["T"].iloc[0])
+        cols = table_columns(T)
         title = _tex(section_title((scenario, options)))
-        n = sorted(set(part["seeds"]))
+        what = ("after the second ($\\rho^{\\leq 2}$) and the last " if T > 2 else "after the last ") + \
+            f"($\\rho^{{\\leq {T}}}$) task"
         out += [
             "\\begin{table}[t]", "\\centering",
-            (f"\\caption{{Average forgetting ratio after the second ($\\rho^{{\\leq 2}}$) and the last "
-             f"($\\rho^{{\\leq {T}}}$) task, and mean accuracy $A^{{\\leq {T}}}$, on {title} "
-             f"({'/'.join(map(str, n))} runs; standard deviation in parentheses, half-width of the 95\\% "
-             f"Student-$t$ interval after $\\pm$).}}"),
+            (f"\\caption{{Average forgetting ratio {what}, and mean accuracy $A^{{\\leq {T}}}$, on {title}: "
+             f"mean over $n$ runs, standard deviation in parentheses, half-width of the 95\\% Student-$t$ "
+             f"interval after $\\pm$.}}"),
             f"\\label{{tab:rho-{section_slug((scenario, options)).replace('_', '-')}}}",
-            "\\begin{tabular}{lrlll}", "\\toprule",
-            f"Approach & $n$ & $\\rho^{{\\leq 2}}$ & $\\rho^{{\\leq {T}}}$ & $A^{{\\leq {T}}}$ (\\%) \\\\",
+            "\\begin{tabular}{lr" + "l" * len(cols) + "}", "\\toprule",
+            "Approach & $n$ & " + " & ".join(_tex_head(c, T) for c in cols) + " \\\\",
             "\\midrule"]
         for _, r in part.iterrows():
             name = _tex(plots.strategy_label(r["strategy"]) + r["name"][len(r["strategy"]):])
             n_cell = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['rho seeds']}/{r['seeds']}"
-            out.append(f"{name} & {n_cell} & {_tex_cell(r, 'rho<=2')} & {_tex_cell(r, 'rho<=T')} & "
-                       f"{_tex_cell(r, 'A<=T', 100)} \\\\")
+            cells = [_tex_cell(r, c, 100 if c.startswith("A") else 1) for c in cols]
+            out.append(f"{name} & {n_cell} & " + " & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(out)
 

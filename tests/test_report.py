@@ -308,3 +308,20 @@ def test_fig7_prefers_the_papers_compression_setting():
     assert hat_compression_run(sec).record is comp
     (item,) = [i for i in build_figures([sec]) if i.name.startswith("fig7")]
     assert "c=1.5" in item.caption and "The paper's Fig. 7 uses" not in item.caption
+
+
+def test_two_task_table_has_one_rho_column(tmp_path):
+    """rho<=2 is rho<=T when T = 2 (split MNIST): one column, not the same one twice."""
+    store = Store(tmp_path / "two.db")
+    for r in synthetic_records():
+        if r.accuracy is not None and r.hparams.get("s_max", 400.0) == 400.0:  # no sweep
+            r.accuracy = r.accuracy[:2, :2]
+            store.save(r)
+    res = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "two.db")])
+    assert "| strategy | seeds | rho<=2 | A<=2 (%) |" in res.stdout
+    mean, std, ci = mean_std_ci([hand_rho_upto("sgd", s)[1] for s in SEEDS])
+    acc = mean_std_ci([hand_acc_upto("sgd", s)[1] for s in SEEDS])
+    assert f"| sgd | 3 | {mean:.2f} ({std:.2f}) [+-{ci:.2f}] | {100 * acc[0]:.2f} ({100 * acc[1]:.2f}) " \
+           f"[+-{100 * acc[2]:.2f}] |" in res.stdout
+    tex = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "two.db"), "--latex"]).stdout
+    assert "Approach & $n$ & $\\rho^{\\leq 2}$ & $A^{\\leq 2}$ (\\%) \\\\" in tex
