@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class Point:
     hparams: dict[str, Any]
     protocol: Protocol
     label: str  # the values that vary or were set, e.g. "c=0.75 smax=400 | lr=0.05"
+    resolved: dict[str, Any] = field(default_factory=dict, compare=False)  # every field, defaults filled
 
 
 @dataclass
@@ -107,11 +108,8 @@ class PlanItem:
     cell: Cell
     point: Point
     phase: str  # "all seeds" | "search" (select.seed) | "selected" (then_seeds) | "reference"
+    run_id: str
     status: str | None = None  # "finished" | "failed" | None (not in the store)
-
-    @property
-    def run_id(self) -> str:
-        return self.config.run_id()
 
 
 @dataclass
@@ -170,7 +168,17 @@ class Sweep:
 
         config = RunConfig(cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol,
                            dict(cell.options), [*self.tags, f"sweep:{self.name}"])
-        return PlanItem(config, cell, point, phase)
+        return PlanItem(config, cell, point, phase, _run_id(config, point.resolved))
+
+
+def _run_id(config, resolved_hparams: dict[str, Any]) -> str:
+    """``config.run_id()`` from hyperparameters resolved once per grid point: the same hash, without
+    looking the strategy up again for every run (entry points make that slow)."""
+    from cl_bench.store import config_hash
+
+    return config_hash({"strategy": config.strategy, "scenario": config.scenario, "seed": config.seed,
+                        "hparams": resolved_hparams, "protocol": dataclasses.asdict(config.protocol),
+                        "scenario_options": config.scenario_options})
 
 
 def _fill_status(store: Store, items: list[PlanItem]) -> None:
@@ -261,7 +269,8 @@ def parse_sweep(data: Any, default_name: str = "sweep", source: str = "sweep") -
     cells = []
     for scenario, options in scenarios:
         for strategy, hp_points in strategies:
-            points = [_point(hp, proto, label_keys) for hp, label_keys in hp_points for proto in protocols]
+            points = [_point(hp, proto, shown, resolved) for hp, shown, resolved in hp_points
+                      for proto in protocols]
             cells.append(Cell(scenario, options, strategy, points))
     refs = data.get("references", False)
     if refs:
@@ -273,10 +282,10 @@ def parse_sweep(data: Any, default_name: str = "sweep", source: str = "sweep") -
             raise SweepError(f"{source}: references must be true or a list of {REFERENCE_STRATEGIES}")
         for scenario, options in scenarios:
             for ref in wanted:
-                get_strategy(ref)
                 # Random ignores the protocol: one run per seed, with the first protocol.
                 protos = protocols if ref == "joint" else protocols[:1]
-                cells.append(Cell(scenario, options, ref, [_point({}, p, ()) for p in protos],
+                resolved = dataclasses.asdict(get_strategy(ref).parse_hparams({}))
+                cells.append(Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos],
                                   role="reference"))
     return Sweep(name, cells, tuple(seeds), select, tuple(tags))
 
@@ -341,8 +350,8 @@ def _protocols(value: Any, source: str) -> list[Protocol]:
     return [base.replace(**dict(combo)) for combo in itertools.product(*axes)]
 
 
-def _strategies(value: Any, source: str) -> list[tuple[str, list[tuple[dict[str, Any], tuple[str, ...]]]]]:
-    """[(strategy, [(hparams, keys worth showing in labels), ...])], validated against each Hparams."""
+def _strategies(value: Any, source: str) -> list[tuple[str, list[tuple[dict, tuple[str, ...], dict]]]]:
+    """[(strategy, expand_grid's points)], validated against each strategy's Hparams."""
     if isinstance(value, dict):
         entries = [(k, v) for k, v in value.items()]
     elif isinstance(value, list):
@@ -367,9 +376,10 @@ def _strategies(value: Any, source: str) -> list[tuple[str, list[tuple[dict[str,
     return out
 
 
-def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[dict, tuple[str, ...], dict]]:
     """Grid points of a strategy spec: None (defaults), ``paper`` (every declared grid), or a mapping
-    of hyperparameter -> value | list of values (an axis) | ``paper`` (that field's declared grid)."""
+    of hyperparameter -> value | list of values (an axis) | ``paper`` (that field's declared grid).
+    Each point: (the values set, the names to show in labels, every hyperparameter resolved)."""
     fields = {f.name: f for f in cls.hparam_fields()}
     accepted = ", ".join(f"{n}: {type(f.default).__name__} = {f.default!r}" for n, f in fields.items()) or "none"
     if spec is None:
@@ -408,17 +418,18 @@ def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[d
             parsed = dataclasses.asdict(cls.parse_hparams(hp))
         except HparamError as e:
             raise SweepError(f"{where}: {e}") from None
-        points.append(({k: parsed[k] for k in hp}, tuple(shown)))
+        points.append(({k: parsed[k] for k in hp}, tuple(shown), parsed))
     return points
 
 
-def _point(hparams: dict[str, Any], protocol: Protocol, label_keys: Iterable[str]) -> Point:
+def _point(hparams: dict[str, Any], protocol: Protocol, label_keys: Iterable[str],
+           resolved: dict[str, Any]) -> Point:
     hp = " ".join(f"{k}={hparams[k]:g}" if isinstance(hparams[k], float) else f"{k}={hparams[k]}"
                   for k in label_keys)
     changed = [f"{f.name}={getattr(protocol, f.name)}" for f in dataclasses.fields(Protocol)
                if getattr(protocol, f.name) != f.default]
     label = " | ".join(part for part in (hp or "defaults", " ".join(changed)) if part)
-    return Point(hparams, protocol, label)
+    return Point(hparams, protocol, label, resolved)
 
 
 def _select(value: Any, source: str) -> Select | None:
@@ -508,7 +519,7 @@ def run_label(config) -> str:
 def run_sweep(sweep: Sweep, store: str | os.PathLike = DEFAULT_STORE, *, backend: str = "local",
               workers: int = 1, threads: int | None = None, device: str = "cpu", data_root=None,
               retry_failed: bool = False, checkpoints: bool = True, ray_address: str | None = None,
-              progress: bool = True, echo: Callable[[str], None] = print) -> list[Outcome]:
+              progress: bool = True) -> list[Outcome]:
     """Run what the sweep still needs; returns an Outcome per run attempted in this call."""
     store = Store(store)
     scheduler = Scheduler(sweep, store, retry_failed)
@@ -518,12 +529,12 @@ def run_sweep(sweep: Sweep, store: str | os.PathLike = DEFAULT_STORE, *, backend
     if backend == "local" and workers == 0:
         outcomes = _run_inline(scheduler, threads, device, data_root, checkpoints, progress)
     elif backend == "local":
-        outcomes = _run_local(scheduler, workers, threads, device, data_root, checkpoints, progress, echo)
+        outcomes = _run_local(scheduler, workers, threads, device, data_root, checkpoints, progress)
     elif backend == "ray":
         from cl_bench.sweep_ray import run_ray  # Ray only when asked for
 
         outcomes = run_ray(scheduler, threads=threads, device=device, data_root=data_root,
-                           checkpoints=checkpoints, address=ray_address, progress=progress, echo=echo)
+                           checkpoints=checkpoints, address=ray_address, progress=progress)
     else:
         raise SweepError(f"unknown backend {backend!r}; valid: local, ray")
     return outcomes
@@ -636,7 +647,7 @@ class _Progress:
 
 
 def _run_local(scheduler: Scheduler, workers: int, threads: int, device: str, data_root,
-               checkpoints: bool, progress: bool, echo) -> list[Outcome]:
+               checkpoints: bool, progress: bool) -> list[Outcome]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -792,7 +803,7 @@ def measure_split(sweep: Sweep, cores: int, device: str, data_root, echo=click.e
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             outcomes = run_sweep(sweep, Path(tmp) / "measure.db", workers=workers, threads=threads,
-                                 device=device, data_root=data_root, progress=False, echo=echo)
+                                 device=device, data_root=data_root, progress=False)
             seconds = time.perf_counter() - start
         ok = sum(o.status == "finished" for o in outcomes)
         rate = 3600 * ok / seconds
@@ -817,16 +828,18 @@ def measure_split(sweep: Sweep, cores: int, device: str, data_root, echo=click.e
 @click.option("--retry-failed", is_flag=True, help="Also re-run runs stored as failed.")
 @click.option("--no-checkpoints", is_flag=True, help="Do not checkpoint runs after each task.")
 @click.option("--dry-run", is_flag=True, help="List the runs still to do, run nothing.")
-@click.option("--measure-split", is_flag=True,
+@click.option("--measure-split", "measure", is_flag=True,
               help="Time FILE's runs with every workers x threads split of the cores (fresh temporary "
                    "stores, nothing kept) and print the fastest.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sweep_command(file, store, backend, workers, threads, ray_address, device, data_root, retry_failed,
-                  no_checkpoints, dry_run, measure_split, quiet):
+                  no_checkpoints, dry_run, measure, quiet):
     """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/)."""
     sweep = _load_or_fail(file)
-    if measure_split:
-        measure_split_(sweep, device, data_root)
+    if measure:
+        cores = os.cpu_count() or 1
+        click.echo(f"measuring on {cores} cores; run this on an otherwise idle machine")
+        measure_split(sweep, cores, device, data_root)
         return
     if workers < 0 or (threads is not None and threads < 1):
         raise click.BadParameter("--workers must be >= 0 and --threads >= 1")
@@ -841,7 +854,7 @@ def sweep_command(file, store, backend, workers, threads, ray_address, device, d
             return
         outcomes = run_sweep(sweep, store, backend=backend, workers=workers, threads=threads, device=device,
                              data_root=data_root, retry_failed=retry_failed, checkpoints=not no_checkpoints,
-                             ray_address=ray_address, progress=not quiet, echo=click.echo)
+                             ray_address=ray_address, progress=not quiet)
     except StoreError as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:
@@ -853,12 +866,6 @@ def sweep_command(file, store, backend, workers, threads, ray_address, device, d
     for o in bad:
         click.echo(f"  {o.status}: {o.label} ({o.run_id}): {o.message}")
     _echo_status(sweep, Store(store), errors=False)
-
-
-def measure_split_(sweep: Sweep, device: str, data_root) -> None:
-    cores = os.cpu_count() or 1
-    click.echo(f"measuring on {cores} cores; run this on an otherwise idle machine")
-    measure_split(sweep, cores, device, data_root)
 
 
 def status_rows(sweep: Sweep, store: Store) -> list[dict[str, Any]]:

@@ -55,7 +55,7 @@ def _ray_run(config, store_path: str, device: str, data_root, threads: int, chec
 
 def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_root=None,
             checkpoints: bool = True, address: str | None = None, progress: bool = True,
-            echo=print, init_kwargs: dict[str, Any] | None = None) -> list[Outcome]:
+            init_kwargs: dict[str, Any] | None = None) -> list[Outcome]:
     """Run the scheduler's runs as Ray tasks; records are written to the store by this driver.
 
     Uses the Ray session already initialised in this process if any, else ``ray.init(address)``

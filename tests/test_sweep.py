@@ -19,7 +19,7 @@ from cl_bench.runner import RunConfig
 from cl_bench.scenario import register_scenario
 from cl_bench.store import Store
 from cl_bench.strategy import get_strategy
-from cl_bench.sweep import (SweepError, choose, load_sweep, parse_sweep, run_sweep, status_command,
+from cl_bench.sweep import (SweepError, load_sweep, parse_sweep, run_sweep, status_command,
                             validation_score)
 from cl_bench.trainer import PRESETS, Protocol
 
@@ -58,6 +58,7 @@ def test_grid_is_the_product_of_axes_times_seeds(tmp_path):
     assert all(c.scenario_options == {"max_train_per_task": 50} for c in configs)
     assert all(c.tags == ["t1", "sweep:demo"] for c in configs)
     assert all(i.status is None for i in plan.items)
+    assert all(i.run_id == i.config.run_id() for i in plan.items)  # the plan's shortcut hashes the same
 
 
 def test_run_id_depends_on_what_determines_the_result_only():
