@@ -129,16 +129,18 @@ def test_unreadable_or_foreign_checkpoint_is_ignored_with_a_warning(tmp_path):
         assert ckpt.load(path, "abc") is None
 
 
-def test_strategies_with_state_beyond_the_model_are_not_checkpointed(tmp_path):
+def test_strategies_with_state_beyond_the_model_are_not_checkpointed(monkeypatch):
     class Counting(Strategy):
         """Keeps a count outside its model: resuming it from the model alone would be wrong."""
         name = "counting_test"
 
-    if callable(getattr(Strategy, "state_dict", None)):
-        pytest.skip("Strategy has state_dict hooks: every strategy is resumable")
     reason = ckpt.resume_refusal(Counting)
     assert "counting_test" in reason and "state_dict()/load_state_dict()" in reason
     assert ckpt.resume_refusal(all_strategies()["sgd"]) is None
+    # default hooks on the base class do not make a strategy that says nothing resumable
+    monkeypatch.setattr(Strategy, "state_dict", lambda self: {}, raising=False)
+    monkeypatch.setattr(Strategy, "load_state_dict", lambda self, state: None, raising=False)
+    assert ckpt.resume_refusal(Counting) == reason
 
     class WithHooks(Counting):
         def state_dict(self):
