@@ -172,8 +172,9 @@ def render_html(report: Report, items: Sequence[FigureItem]) -> str:
     all_variants = bool(report.filters.get("all_variants"))
     for sec in report.sections:
         out.append(f"<h2>{_e(sec.title)}</h2>")
-        part = report.table[(report.table["scenario"] == sec.key[0]) & (report.table["options"] == sec.key[1])] \
-            if not report.table.empty else report.table
+        table = report.table
+        part = table if table.empty else \
+            table[(table["scenario"] == sec.key[0]) & (table["options"] == sec.key[1])]
         out.append("<h3>Table 1: forgetting ratio</h3>")
         out.append(table_html(part, colors) if len(part) else
                    "<p class=note>Only reference runs (Joint/Random) in this section.</p>")
@@ -187,7 +188,7 @@ def render_html(report: Report, items: Sequence[FigureItem]) -> str:
             out.append("<p class=note>Missing references here: <code>" + "</code>; <code>".join(
                 _e(c) for c in sec.missing) + "</code></p>")
         out.append("<h3>Figures</h3>")
-        for item in (i for i in items if i.section == sec.title):
+        for item in (i for i in items if i.section == sec.key):
             if item.png is None:
                 out.append(f"<p class=note><b>{_e(item.name)}</b> not drawn: {_e(item.note)}</p>")
                 continue

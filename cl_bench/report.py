@@ -156,7 +156,8 @@ class Section:
                 main[v.strategy] = v.settings
             else:
                 others.setdefault(v.strategy, set()).add(v.config)
-        return [f"{s}: shown{main.get(s, '')}, {len(c)} other setting(s) hidden" for s, c in sorted(others.items())]
+        return [f"{s}: shown{main.get(s, '')}, {len(c)} other setting(s) hidden"
+                for s, c in sorted(others.items())]
 
     def task_names(self) -> list[str]:
         """Task names by position if every run agrees (the mixture's order depends on the seed)."""
@@ -308,7 +309,8 @@ def _tex_cell(r, key: str, scale: float = 1.0) -> str:
 
 
 def _tex_head(column: str, T: int) -> str:
-    return {"rho<=2": r"$\rho^{\leq 2}$", "rho<=T": rf"$\rho^{{\leq {T}}}$", "A<=T": rf"$A^{{\leq {T}}}$ (\%)"}[column]
+    return {"rho<=2": r"$\rho^{\leq 2}$", "rho<=T": rf"$\rho^{{\leq {T}}}$",
+            "A<=T": rf"$A^{{\leq {T}}}$ (\%)"}[column]
 
 
 def format_latex(df: pd.DataFrame) -> str:
@@ -429,7 +431,8 @@ def hat_grids(section: Section) -> list[HatGrid]:
         counts = np.zeros_like(values)
         for i, s in enumerate(s_vals):
             for j, c in enumerate(c_vals):
-                cell = [m for m in ms if float(m.record.hparams["s_max"]) == s and float(m.record.hparams["c"]) == c]
+                cell = [m for m in ms
+                        if float(m.record.hparams["s_max"]) == s and float(m.record.hparams["c"]) == c]
                 if cell:
                     values[i, j] = np.mean([m.rho_upto[-1] if use_rho else m.acc_upto[-1] for m in cell])
                     counts[i, j] = len(cell)
@@ -479,7 +482,7 @@ class FigureItem:
 
     name: str  # file stem
     caption: str
-    section: str
+    section: tuple[str, str]  # Section.key
     figure: object | None = None  # matplotlib Figure
     note: str = ""
     png: bytes | None = None  # the rendered figure, for the HTML report
@@ -500,47 +503,49 @@ def build_figures(sections: Sequence[Section], all_variants: bool = False) -> It
         name = f"fig3_rho_{slug}"
         cap = f"Fig. 3: average forgetting ratio ρ≤t after learning task t, {title}"
         if rho:
-            yield FigureItem(name, cap + " (mean and +-1 std over seeds; n = seeds with references).", title,
+            yield FigureItem(name, cap + " (mean and +-1 std over seeds; n = seeds with references).", sec.key,
                              plots.curves_figure(rho, "forgetting ratio $\\rho^{\\leq t}$",
                                                  f"Forgetting ratio, {title}", colors))
         else:
-            yield FigureItem(name, cap, title, note=(
+            yield FigureItem(name, cap, sec.key, note=(
                 f"no run has its Joint and Random references ({len(sec.missing)} launch command(s) above)"
                 if sec.missing else "no strategy run besides the references"))
         # A^{<=t}: what the paper reports for the MNIST setups, and all that can be shown without refs
         acc = curves(sec, "acc", all_variants)
         yield FigureItem(f"fig3_acc_{slug}", f"Mean accuracy A≤t over tasks 1..t after learning task t, "
-                         f"{title} (mean and +-1 std over seeds; Joint and Random dashed/dotted).", title,
+                         f"{title} (mean and +-1 std over seeds; Joint and Random dashed/dotted).", sec.key,
                          plots.curves_figure(acc, "mean accuracy $A^{\\leq t}$ (%)",
                                              f"Mean accuracy, {title}", colors, percent=True))
         # raw accuracy matrices
         names = sec.task_names()
         yield FigureItem(f"accuracy_matrices_{slug}", f"Test accuracy (%) after task t (rows) on task τ "
                          f"(columns), mean over seeds, {title}. Tasks: "
-                         + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)) + ".", title,
+                         + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)) + ".", sec.key,
                          plots.accuracy_matrices_figure(mean_matrices(sec, all_variants), names,
                                                         f"Accuracy matrices, {title}"))
         # Fig. 4: HAT's s_max x c grid
         grids = hat_grids(sec)
         if not grids:
-            yield FigureItem(f"fig4_hat_grid_{slug}", "Fig. 4: HAT over s_max × c", title,
+            yield FigureItem(f"fig4_hat_grid_{slug}", "Fig. 4: HAT over s_max × c", sec.key,
                              note="no HAT sweep (needs finished hat runs at >= 2 (s_max, c) settings)")
         for k, g in enumerate(grids):
-            what = "forgetting ratio $\\rho^{\\leq T}$" if g.metric == "rho<=T" else "mean accuracy $A^{\\leq T}$"
+            what = ("forgetting ratio $\\rho^{\\leq T}$" if g.metric == "rho<=T"
+                    else "mean accuracy $A^{\\leq T}$")
             note = "" if g.metric == "rho<=T" else (" ρ needs the Joint/Random references of every "
                                                      "cell's seed; showing A≤T instead.")
             yield FigureItem(f"fig4_hat_grid_{slug}" + (f"_{k + 1}" if len(grids) > 1 else ""),
                              f"Fig. 4: HAT's {g.metric.replace('<=', '≤')} over s_max × c{g.label}, {title}, "
-                             f"{_fmt_seeds(g.seeds)} (mean over seeds per cell).{note}", title,
+                             f"{_fmt_seeds(g.seeds)} (mean over seeds per cell).{note}", sec.key,
                              plots.hat_grid_figure(g.values, g.s_max, g.c, what,
                                                    f"HAT{g.label}, {title}, {_fmt_seeds(g.seeds)}", g.counts))
         # Figs. 5-6: HAT's monitoring (main variant, lowest seed); Fig. 7 prefers the compression setting
         monitored = hat_monitored(sec)
         if not monitored:
             why = ("no HAT run" if not sec.runs(HAT, main_only=False) else "the HAT runs stored no monitoring")
-            for fig, what in [("fig5_capacity", "Fig. 5: capacity usage"), ("fig6_reuse", "Fig. 6: weight reuse"),
+            for fig, what in [("fig5_capacity", "Fig. 5: capacity usage"),
+                              ("fig6_reuse", "Fig. 6: weight reuse"),
                               ("fig7_compression", "Fig. 7: accuracy vs compression")]:
-                yield FigureItem(f"{fig}_{slug}", what, title, note=why)
+                yield FigureItem(f"{fig}_{slug}", what, sec.key, note=why)
             continue
         m = monitored[0]
         mon, seed, label = m.record.monitoring["hat"], m.record.seed, _hat_label(m.record)
@@ -549,24 +554,25 @@ def build_figures(sections: Sequence[Section], all_variants: bool = False) -> It
         if cap:
             yield FigureItem(f"fig5_capacity_{slug}", f"Fig. 5: network capacity usage of {label} (share of "
                              f"weights whose cumulative mask a≤t is above {thr:g}) over training steps, "
-                             f"{title}, seed {seed}. Dashed lines: task switches; task numbers on top.", title,
+                             f"{title}, seed {seed}. Dashed lines: task switches; task numbers on top.", sec.key,
                              plots.capacity_figure([p["step"] for p in cap], [p["task"] for p in cap],
                                                    [p["usage"] for p in cap],
                                                    f"Capacity usage, {label}, {title}, seed {seed}"))
         else:
-            yield FigureItem(f"fig5_capacity_{slug}", "Fig. 5", title, note="HAT monitoring has no capacity log")
+            yield FigureItem(f"fig5_capacity_{slug}", "Fig. 5", sec.key,
+                             note="HAT monitoring has no capacity log")
         reuse = mon.get("reuse")
         if reuse and len(reuse) > 1:
             yield FigureItem(f"fig6_reuse_{slug}", f"Fig. 6: percentage of task t_i's weights (mask above "
                              f"{thr:g}) also active for the later task t_j, {label}, {title}, seed {seed}.",
-                             title, plots.reuse_figure(reuse, _run_task_names(m.record),
+                             sec.key, plots.reuse_figure(reuse, _run_task_names(m.record),
                                                        f"Weight reuse, {label}, {title}, seed {seed}"))
         else:
-            yield FigureItem(f"fig6_reuse_{slug}", "Fig. 6", title,
+            yield FigureItem(f"fig6_reuse_{slug}", "Fig. 6", sec.key,
                              note="weight reuse needs >= 2 tasks of HAT monitoring")
         mc = hat_compression_run(sec)
         if mc is None:
-            yield FigureItem(f"fig7_compression_{slug}", "Fig. 7", title,
+            yield FigureItem(f"fig7_compression_{slug}", "Fig. 7", sec.key,
                              note="HAT monitoring has no per-epoch compression log")
             continue
         seed, label, hp = mc.record.seed, _hat_label(mc.record), mc.record.hparams
@@ -580,7 +586,7 @@ def build_figures(sections: Sequence[Section], all_variants: bool = False) -> It
             + ("" if paper else "The paper's Fig. 7 uses c = 1.5 and U(0,2) embeddings "
                "(--hp c=1.5 --hp embedding_init=uniform); this run has c = "
                f"{hp.get('c', '?')}, embedding_init = {hp.get('embedding_init', '?')}."),
-            title, plots.compression_figure(mc.record.monitoring["hat"]["compression"],
+            sec.key, plots.compression_figure(mc.record.monitoring["hat"]["compression"],
                                             _run_task_names(mc.record),
                                             f"Accuracy vs compression, {label}, {title}, seed {seed}", sgd))
 

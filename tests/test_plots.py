@@ -108,7 +108,8 @@ def test_fig4_grid_is_hat_rho_at_each_s_max_and_c_on_the_common_seed(section):
 
 def test_fig5_capacity_curve_and_task_switches():
     cap = monitoring()["hat"]["capacity"]
-    fig = plots.capacity_figure([p["step"] for p in cap], [p["task"] for p in cap], [p["usage"] for p in cap], "c")
+    fig = plots.capacity_figure([p["step"] for p in cap], [p["task"] for p in cap],
+                                [p["usage"] for p in cap], "c")
     ax = fig.axes[0]
     curve, *vlines = ax.get_lines()
     np.testing.assert_allclose(curve.get_ydata(), [100 * p["usage"] for p in cap])
