@@ -208,7 +208,7 @@ def capacity_figure(steps: Sequence[int], tasks: Sequence[int], usage: Sequence[
             if k > 0:
                 ax.axvline(s, color="0.35", ls="--", lw=0.8)
             end = switches[k + 1][0] if k + 1 < len(switches) else steps.max()
-            ax.text((s + end) / 2, 1.01, f"task {t + 1}", transform=ax.get_xaxis_transform(), ha="center",
+            ax.text((s + end) / 2, 1.01, f"task {t + 1}" if len(switches) <= 5 else str(t + 1), transform=ax.get_xaxis_transform(), ha="center",
                     va="bottom", fontsize=7, color="0.3")
         ax.set_ylim(0, 100)
         ax.set_xlim(steps.min(), steps.max())
