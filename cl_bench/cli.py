@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -137,6 +138,17 @@ def list_(what, details):
                 for k, v in scenario_options(name).items():
                     click.echo(f"      option {k} = {v!r}")
                 click.echo("      every scenario also takes --max-train-per-task and --tasks")
+        if details:
+            from cl_bench.benchmarks.datasets import availability, file_sha256s, format_availability
+            from cl_bench.data import data_root
+            click.echo(f"Data sets in {data_root()} (first call prepares the cache):")
+            rows = availability(data_root(), load=True)
+            click.echo(format_availability(rows))
+            click.echo("sha256 of the source files:")
+            for row in rows:
+                if row.get("files"):
+                    for path, digest in file_sha256s([Path(f) for f in row["files"]], data_root()).items():
+                        click.echo(f"  {digest[:16]}  {path}")
 
 
 @main.command()

@@ -7,6 +7,7 @@ batch by a fused multiply-add with the task's constants, so a batch is one index
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +188,8 @@ def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = Fa
                    max_train_per_task: int | None = None, tasks: Sequence[int] | None = None,
                    **options) -> Scenario:
     """Build a registered scenario; ``tasks`` keeps a subset (by position) and ``max_train_per_task``
-    caps each task's training split (stratified, seeded): the reduced-scale knobs every scenario takes."""
+    caps each task's training split (stratified, seeded; a held-out validation split shrinks in the
+    same proportion): the reduced-scale knobs every scenario takes."""
     specs = all_scenarios()
     if name not in specs:
         raise ValueError(f"unknown scenario {name!r}; valid: {', '.join(specs)}")
@@ -205,11 +207,16 @@ def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = Fa
     if max_train_per_task is not None:
         generator = torch.Generator().manual_seed(seed)
         for task in scenario.tasks:
+            n_train = len(task.train)
             keep = stratified_subset(task.train.y, max_train_per_task, generator)
             valid_is_train = task.valid.x is task.train.x
             task.train = Split(task.train.x[keep], task.train.y[keep])
             if valid_is_train:  # the MNIST setups validate on the training set itself
                 task.valid = task.train
+            else:  # keep the validation/train ratio: a full validation split would dominate the epoch
+                n_valid = math.ceil(len(task.valid) * len(keep) / n_train)
+                keep = stratified_subset(task.valid.y, n_valid, generator)
+                task.valid = Split(task.valid.x[keep], task.valid.y[keep])
     scenario.info["options"] = {"max_train_per_task": max_train_per_task,
                                 "tasks": list(tasks) if tasks is not None else None, **options}
     scenario.info["tasks"] = [{"name": t.name, "classes": t.n_classes, "train": len(t.train),

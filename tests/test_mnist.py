@@ -87,3 +87,10 @@ def test_truncated_idx_file_is_an_error_naming_the_file(tmp_path):
         out.write(b"\x00\x00\x08\x01" + (10000).to_bytes(4, "big") + bytes(500))
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: truncated"):
         build_scenario("split_mnist", data_root=tmp_path)
+
+
+def test_cap_shrinks_a_held_out_validation_split_in_proportion():
+    full = build_scenario("split_mnist", valid_fraction=0.15).tasks[0]
+    task = build_scenario("split_mnist", valid_fraction=0.15, max_train_per_task=1000).tasks[0]
+    assert len(task.train) == 1000
+    assert len(task.valid) == -(-len(full.valid) * 1000 // len(full.train))  # ceil, same ratio
