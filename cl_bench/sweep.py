@@ -1,13 +1,13 @@
 """Sweeps: a YAML file of scenarios x strategies x hyperparameter grids x seeds, run resumably.
 
-A sweep file (every key optional except ``strategies``)::
+A sweep file (every key optional but the scenario(s) and ``strategies``)::
 
     name: hat-split-mnist              # default: the file name; runs are tagged sweep:<name>
     scenarios:                         # or `scenario: split_mnist`
       - name: split_mnist
         max_train_per_task: 5000       # every other key is a scenario option (`cl-bench list --details`)
     strategies:
-      hat: {smax: [25, 100, 400], c: [0.1, 0.75, 2.5]}   # a list is a grid axis, a scalar is fixed
+      hat: {s_max: [25, 100, 400], c: [0.1, 0.75, 2.5]}  # a list is a grid axis, a scalar is fixed
       ewc: {lamb: paper}               # `paper`: the grid declared with hparam(..., grid=...)
       sgd:                             # defaults; `name: paper` expands every declared grid
     seeds: [0, 1, 2]                   # or a count: 3 -> 0, 1, 2
@@ -29,6 +29,11 @@ pool of worker processes (or on Ray: ``--backend ray``, see cl_bench.sweep_ray).
 to the store in its own transaction as it ends and checkpointed after each task (cl_bench.checkpoint),
 so Ctrl-C or ``kill -9`` loses at most the unfinished tasks of the runs in flight, and running the
 same command again finishes exactly what is missing. ``cl-bench status FILE`` shows what is done.
+
+Local backend: ``--workers`` spawned processes x ``--threads`` torch threads each. The default is 1
+worker x all cores until the split is measured on an idle machine (``--measure-split``); ``--workers 0``
+runs everything in the calling process (debuggers, tests). A worker killed by the OS is replaced and
+its run retried once; a second death stores the run as failed.
 """
 from __future__ import annotations
 
@@ -75,7 +80,7 @@ class Point:
 
     hparams: dict[str, Any]
     protocol: Protocol
-    label: str  # the values that vary or were set, e.g. "c=0.75 smax=400 | lr=0.05"
+    label: str  # the values that vary or were set, e.g. "s_max=400 c=0.75 | lr=0.1"
     resolved: dict[str, Any] = field(default_factory=dict, compare=False)  # every field, defaults filled
 
 
