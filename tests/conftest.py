@@ -8,7 +8,7 @@ from cl_bench.scenario import Scenario, Split, Task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("CL_BENCH_DATA", str(SHARED_DATA))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)  # the test tensors are tiny: a second thread costs more than it gives
 
 
 def make_scenario(n_tasks=2, n_classes=3, n_train=90, n_test=60, shape=(1, 6, 6), arch="mlp", seed=0,
