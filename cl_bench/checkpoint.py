@@ -17,9 +17,8 @@ the run is written to the store (finished or failed).
 
 Strategy state: a strategy that keeps state outside ``self.model`` between tasks (HAT's cumulative
 masks, EWC's Fisher and old weights, a random generator) exposes it as plain tensors through its own
-``state_dict()`` / ``load_state_dict(state)`` pair. Only strategies that define that pair, and those
-listed in ``MODEL_ONLY_STRATEGIES`` (whose whole state is the model, or is rebuilt identically by the
-constructor), are checkpointed; the others restart from task 1 (safe by default: a strategy that
+``state_dict()`` / ``load_state_dict(state)`` pair (an empty one when the model is everything).
+Only strategies that define that pair are checkpointed; the others restart from task 1 (safe by default: a strategy that
 says nothing is never resumed from its model alone). tests/test_checkpoint.py checks that every
 checkpointed strategy resumes to the same accuracy matrix as an uninterrupted run.
 """
@@ -36,12 +35,6 @@ import numpy as np
 import torch
 
 FORMAT_VERSION = 1
-
-# Strategies whose state between tasks is the model alone (Joint's initial weights are rebuilt
-# identically by its constructor under the run's seed). Used only while Strategy has no
-# state_dict()/load_state_dict() hooks; see the module docstring.
-MODEL_ONLY_STRATEGIES = frozenset({"sgd", "joint"})
-
 
 class CheckpointError(RuntimeError):
     pass
@@ -69,8 +62,6 @@ def _own_hook(strategy_cls: type, name: str) -> bool:
 def resume_refusal(strategy_cls: type) -> str | None:
     """None if runs of this strategy can be checkpointed and resumed exactly, else why not."""
     if _own_hook(strategy_cls, "state_dict") and _own_hook(strategy_cls, "load_state_dict"):
-        return None
-    if getattr(strategy_cls, "name", None) in MODEL_ONLY_STRATEGIES:
         return None
     return (f"strategy {getattr(strategy_cls, 'name', strategy_cls.__name__)!r} has no "
             f"state_dict()/load_state_dict() hooks for the state it keeps outside its model, so its "

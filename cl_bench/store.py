@@ -134,6 +134,16 @@ class Store:
             row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row[0] if row else None
 
+    def statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """Status of each stored run among ``run_ids``, in one connection."""
+        found: dict[str, str] = {}
+        with self._connect() as conn:
+            for start in range(0, len(run_ids), 500):  # SQLite's host-parameter limit
+                part = run_ids[start:start + 500]
+                found |= dict(conn.execute(f"SELECT run_id, status FROM runs WHERE run_id IN "
+                                           f"({','.join('?' * len(part))})", part).fetchall())
+        return found
+
     def get(self, run_id: str) -> RunRecord | None:
         recs = self.query("run_id = ?", (run_id,))
         return recs[0] if recs else None

@@ -44,7 +44,6 @@ import math
 import os
 import queue
 import signal
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -187,17 +186,7 @@ def _run_id(config, resolved_hparams: dict[str, Any]) -> str:
 
 
 def _fill_status(store: Store, items: list[PlanItem]) -> None:
-    """One query for all statuses (Store.status opens a connection per run)."""
-    ids = [i.run_id for i in items]
-    found: dict[str, str] = {}
-    if store.path.exists():
-        with sqlite3.connect(store.path, timeout=60) as conn:  # the store's documented schema
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk:chunk + 500]
-                rows = conn.execute(f"SELECT run_id, status FROM runs WHERE run_id IN "
-                                    f"({','.join('?' * len(part))})", part).fetchall()
-                found |= dict(rows)
-        conn.close()
+    found = store.statuses([i.run_id for i in items]) if store.path.exists() else {}
     for item in items:
         item.status = found.get(item.run_id)
 

@@ -24,6 +24,12 @@ class Joint(Strategy):
         super().__init__(*args, **kwargs)
         self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
+    def state_dict(self) -> dict:
+        return {}  # the model, and the initial weights the constructor rebuilds under the run's seed
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def train_task(self, t: int, trainer) -> None:
         self.model.load_state_dict(self.initial_state)
         tasks, ids = self.scenario.tasks[:t + 1], list(range(t + 1))

@@ -30,6 +30,13 @@ class Random(Strategy):
     def train_task(self, t: int, trainer) -> None:
         self.train_labels[t] = self.scenario.tasks[t].train.y.cpu()
 
+    def state_dict(self) -> dict:
+        return {"train_labels": dict(self.train_labels), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_labels = dict(state["train_labels"])
+        self.generator.set_state(state["generator"])
+
     def predict(self, x: Tensor, t: int) -> Tensor:
         labels = self.train_labels[t]
         copies = -(-len(x) // len(labels))  # ceil
