@@ -20,6 +20,7 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 import numpy as np
@@ -625,6 +626,18 @@ def build_report(records: Sequence[RunRecord], all_variants: bool = False,
                   dict(filters or {}, all_variants=all_variants))
 
 
+def write_tables(rep: Report, directory: str | Path, all_variants: bool = False) -> None:
+    """Table 1 as table1.md, table1.csv and table1.tex, and the mean accuracy matrices as markdown."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "table1.md").write_text(format_markdown(rep.table) + "\n")
+    (directory / "table1.csv").write_text(rep.table.to_csv(index=False))
+    (directory / "table1.tex").write_text(format_latex(rep.table) + "\n")
+    blocks = [f"## {label} on {sec.title}, mean accuracy (%) over {n} seed(s)\n\n{format_accuracy_matrix(mean)}\n"
+              for sec in rep.sections for label, _s, mean, n in mean_matrices(sec, all_variants)]
+    (directory / "accuracy_matrices.md").write_text("\n".join(blocks))
+
+
 @click.command()
 @click.option("--store", default=DEFAULT_STORE, show_default=True)
 @click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios.")
@@ -689,6 +702,9 @@ def report_command(store, scenarios, strategies, seeds, tags, as_csv, as_latex, 
                     plots.plt.close(item.figure)
                 item.figure, item.png = None, png
             items.append(item)
+        if figures_dir:
+            write_tables(rep, figures_dir, all_variants)
+            click.echo(f"wrote {figures_dir}/table1.{{md,csv,tex}} and accuracy_matrices.md", err=True)
         if html_path:
             from cl_bench.html_report import write_html
             write_html(rep, items, html_path)

@@ -244,6 +244,10 @@ def test_figures_command_writes_png_and_pdf_for_every_supported_figure(store_pat
             p = out / f"{stem}_toy__max_train_per_task-50.{ext}"
             assert p.stat().st_size > 1000, p
     assert "skipped" not in res.stderr
+    rows = list(csv.DictReader(io.StringIO((out / "table1.csv").read_text())))
+    assert [r["strategy"] for r in rows] == ["sgd", "hat"]
+    assert "\\toprule" in (out / "table1.tex").read_text() and "| sgd | 3 |" in (out / "table1.md").read_text()
+    assert "## SGD on toy (max_train_per_task=50)" in (out / "accuracy_matrices.md").read_text()
 
 
 def test_figure_notes_when_hat_data_is_absent(store_path):
