@@ -633,7 +633,8 @@ def write_tables(rep: Report, directory: str | Path, all_variants: bool = False)
     (directory / "table1.md").write_text(format_markdown(rep.table) + "\n")
     (directory / "table1.csv").write_text(rep.table.to_csv(index=False))
     (directory / "table1.tex").write_text(format_latex(rep.table) + "\n")
-    blocks = [f"## {label} on {sec.title}, mean accuracy (%) over {n} seed(s)\n\n{format_accuracy_matrix(mean)}\n"
+    blocks = [f"## {label} on {sec.title}, mean accuracy (%) over {n} seed(s)\n\n"
+              f"{format_accuracy_matrix(mean)}\n"
               for sec in rep.sections for label, _s, mean, n in mean_matrices(sec, all_variants)]
     (directory / "accuracy_matrices.md").write_text("\n".join(blocks))
 
