@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -140,3 +142,81 @@ def build_network(scenario, variant: str = "base", **kwargs) -> MultiHeadNet:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# ---- the base bodies, described layer by layer (for strategies that build their own: PNN, PathNet) --
+@dataclass(frozen=True)
+class Block:
+    """One layer of a base body: conv (``kernel``) or fc with ``width`` units, then ReLU -> Dropout
+    -> [MaxPool 2x2]. An fc layer flattens its input (channel-major, as the reference)."""
+
+    kind: str  # "conv" or "fc"
+    width: int
+    kernel: int = 0
+    dropout: float = 0.5
+    pool: bool = False
+
+
+def base_blocks(scenario) -> list[Block]:
+    """The scenario's base body, layer by layer: the same layers as ``build_network`` (reference §2.1,
+    §2.3); tests/test_nets.py checks that they agree."""
+    if scenario.arch == "mlp":
+        return [Block("fc", 800)] * 3  # reference §2.3: 3x800, dropout 0.5, no input dropout
+    if scenario.arch == "alexnet":
+        if len(scenario.input_shape) != 3:
+            raise ValueError(f"the AlexNet needs a (C, S, S) input, got {scenario.input_shape}")
+        s = scenario.input_shape[1]
+        return [Block("conv", 64, s // 8, 0.2, True), Block("conv", 128, s // 10, 0.2, True),
+                Block("conv", 256, 2, 0.5, True), Block("fc", 2048), Block("fc", 2048)]
+    raise ValueError(f"no layer description for architecture {scenario.arch!r}; known: 'mlp', 'alexnet'")
+
+
+def layer_inputs(blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int]
+                 ) -> tuple[list[int], int]:
+    """(input size of each layer: channels for a conv, features for an fc; features out of the body)."""
+    channels, side, flat = input_shape[0], input_shape[-1], math.prod(input_shape)
+    sizes = []
+    for block, width in zip(blocks, widths):
+        if block.kind == "conv":
+            sizes.append(channels)
+            side = (side - block.kernel + 1) // (2 if block.pool else 1)
+            channels, flat = width, width * side * side
+        else:
+            sizes.append(flat)
+            flat = width
+    return sizes, flat
+
+
+def make_layer(block: Block, n_in: int, n_out: int) -> nn.Module:
+    return nn.Conv2d(n_in, n_out, block.kernel) if block.kind == "conv" else nn.Linear(n_in, n_out)
+
+
+def activate(block: Block, pre: Tensor, dropout: nn.Module) -> Tensor:
+    """ReLU -> Dropout -> [MaxPool], the order of the reference's blocks (§2.1)."""
+    h = dropout(torch.relu(pre))
+    return F.max_pool2d(h, 2) if block.pool else h
+
+
+def count_parameters_of(build) -> int:
+    """Parameters of ``build()`` without allocating them (built on the meta device)."""
+    with torch.device("meta"):
+        return count_parameters(build())
+
+
+def matched_widths(blocks: Sequence[Block], count, target: int) -> list[int]:
+    """Widths scaled by one factor (the widest layer has k units) with ``count(widths)`` closest to
+    ``target``; the count increases with k, so k is found by bisection."""
+    widest = max(b.width for b in blocks)
+
+    def widths(k: int) -> list[int]:
+        return [max(1, k * b.width // widest) for b in blocks]
+
+    lo, hi = 1, 4 * widest
+    while lo < hi:  # smallest k whose count reaches the target
+        mid = (lo + hi) // 2
+        if count(widths(mid)) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    best = min({max(1, lo - 1), lo}, key=lambda k: abs(count(widths(k)) - target))
+    return widths(best)

@@ -58,8 +58,8 @@ import torch
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.strategies.pnn import (Block, activate, base_blocks, count_parameters, layer_inputs,
-                                     make_layer, matched_widths)
+from cl_bench.nets import (Block, activate, base_blocks, count_parameters_of, layer_inputs, make_layer,
+                           matched_widths)
 from cl_bench.strategy import Strategy, hparam, register_strategy
 from cl_bench.trainer import DivergedError, EpochLog
 
@@ -169,12 +169,12 @@ class PathNet(Strategy):
         def build(widths):
             return PathNetwork(blocks, widths, sc.input_shape, heads, hp.modules)
 
-        self.base_parameters = count_parameters(lambda: nets.build_network(sc))
+        self.base_parameters = count_parameters_of(lambda: nets.build_network(sc))
         factor = hp.width_factor or REFERENCE_WIDTH_FACTOR.get((sc.arch, hp.modules, hp.active))
         if factor:
             self.widths = [max(1, int(factor * b.width)) for b in blocks]
         else:
-            self.widths = matched_widths(blocks, lambda w: count_parameters(lambda: build(w)),
+            self.widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)),
                                          self.base_parameters)
         return build(self.widths)
 

@@ -6,7 +6,7 @@ import torch
 
 from cl_bench.scenario import Scenario, Split, Task
 from cl_bench.strategies.pathnet import PathNet, PathNetwork, mutate, next_generation, random_path
-from cl_bench.strategies.pnn import Block
+from cl_bench.nets import Block
 from cl_bench.trainer import Protocol, Trainer
 
 MIXTURE_HEADS = [10, 100, 10, 10, 10, 43, 100, 10]  # 293 classes; the order does not change the count

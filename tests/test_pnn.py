@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from cl_bench.scenario import Scenario, Split, Task
-from cl_bench.strategies.pnn import PNN, Block, ProgressiveNet, base_blocks
+from cl_bench.nets import Block, base_blocks
+from cl_bench.strategies.pnn import PNN, ProgressiveNet
 from cl_bench.trainer import Protocol, Trainer
 
 MIXTURE_SEED0_HEADS = [100, 10, 100, 10, 10, 10, 43, 10]  # facescrub, mnist, cifar100, ... (reference §6.1)
