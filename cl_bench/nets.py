@@ -60,10 +60,12 @@ class MLP(MultiHeadNet):
     """
 
     def __init__(self, in_features: int, hidden: Sequence[int], head_sizes: Sequence[int],
-                 input_dropout: float = 0.0, dropout: float = 0.5):
+                 input_dropout: float = 0.0, dropout: float = 0.5, last_dropout: bool = True):
         super().__init__()
         self.input_dropout = nn.Dropout(input_dropout)
         self.dropout = nn.Dropout(dropout)
+        # LFL's variant: no dropout on the last hidden layer, the features it penalises (as alexnet_lfl)
+        self.last_dropout = nn.Dropout(dropout) if last_dropout else nn.Identity()
         sizes = [in_features, *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.heads = nn.ModuleList(nn.Linear(sizes[-1], n) for n in head_sizes)
@@ -71,7 +73,8 @@ class MLP(MultiHeadNet):
     def features(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
         h = self.input_dropout(x.reshape(x.shape[0], -1))
         for l, fc in enumerate(self.layers):
-            h = _gate(self.dropout(torch.relu(fc(h))), masks, l)
+            drop = self.last_dropout if l == len(self.layers) - 1 else self.dropout
+            h = _gate(drop(torch.relu(fc(h))), masks, l)
         return h
 
 
@@ -126,7 +129,8 @@ def build_network(scenario, variant: str = "base", **kwargs) -> MultiHeadNet:
     """The reference's network for a scenario.
 
     ``variant``: "base" (what SGD, EWC, ... use), "hat" (HAT's own MLP on the MNIST setups, reference
-    §2.4; identical to "base" on image setups) or "lfl" (no dropout on fc2, reference §2.5).
+    §2.4; identical to "base" on image setups) or "lfl" (no dropout on fc2, reference §2.5; on the
+    MLP, none on the last hidden layer: the reference never ran LFL there).
     """
     heads = [task.n_classes for task in scenario.tasks]
     shape = tuple(scenario.input_shape)
@@ -134,7 +138,7 @@ def build_network(scenario, variant: str = "base", **kwargs) -> MultiHeadNet:
         n_in = math.prod(shape)
         if variant == "hat":
             return MLP(n_in, [2000, 2000], heads, input_dropout=0.2, **kwargs)
-        return MLP(n_in, [800, 800, 800], heads, **kwargs)
+        return MLP(n_in, [800, 800, 800], heads, last_dropout=(variant != "lfl"), **kwargs)
     if scenario.arch == "alexnet":
         return AlexNet(shape, heads, fc2_dropout=(variant != "lfl"), **kwargs)
     raise ValueError(f"unknown architecture {scenario.arch!r}; known: 'mlp', 'alexnet'")

@@ -24,7 +24,6 @@ value for any evaluation batch size. Training batches use the plain sum, as the 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,20 +32,6 @@ from torch import Tensor, nn
 
 from cl_bench import nets
 from cl_bench.strategy import Strategy, hparam, register_strategy
-
-
-class MLPWithoutFeatureDropout(nets.MLP):
-    """``nets.MLP`` without the dropout after the last hidden layer: the MLP analogue of the
-    reference's ``alexnet_lfl``. Workaround until ``nets.build_network(variant="lfl")`` does this."""
-
-    def features(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
-        if masks is not None:
-            raise ValueError("LFL's MLP takes no unit masks")
-        h = self.input_dropout(x.reshape(x.shape[0], -1))
-        *below, last = self.layers
-        for fc in below:
-            h = self.dropout(torch.relu(fc(h)))
-        return torch.relu(last(h))  # h: no dropout, as on alexnet_lfl's fc2
 
 
 @dataclass
@@ -69,10 +54,7 @@ class LFL(Strategy):
         self.train_batch_size = 64  # the reference's; set from the protocol in train_task
 
     def build_model(self) -> nn.Module:
-        net = nets.build_network(self.scenario, variant="lfl")
-        if type(net) is nets.MLP:  # same parameters and init; only the forward changes
-            net.__class__ = MLPWithoutFeatureDropout
-        return net
+        return nets.build_network(self.scenario, variant="lfl")  # no dropout on the penalised features
 
     def train_task(self, t: int, trainer) -> None:
         self.train_batch_size = trainer.protocol.batch_size
