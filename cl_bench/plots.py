@@ -255,8 +255,9 @@ def compression_figure(points: Sequence[dict], task_names: Sequence[str], title:
             name = task_names[t] if t < len(task_names) else f"task {t + 1}"
             color = palette(k % 10)
             ax.plot(x, y, marker="o", ms=3, lw=0.6, color=color, label=f"{t + 1}: {name}")
-            if sgd_accuracy and t in sgd_accuracy:  # nudged right per task so equal accuracies stay visible
-                ax.plot([100.0 * 1.04 ** k], [100 * sgd_accuracy[t]], marker="^", ms=7, ls="none", color=color,
+            if sgd_accuracy and t in sgd_accuracy:  # spread within 100 % +-3 % so equal accuracies show
+                nudge = 1.06 ** ((k - (len(tasks) - 1) / 2) / max(len(tasks) - 1, 1))
+                ax.plot([100.0 * nudge], [100 * sgd_accuracy[t]], marker="^", ms=7, ls="none", color=color,
                         markeredgecolor="black", markeredgewidth=0.5)
         if sgd_accuracy:
             ax.plot([], [], marker="^", ls="none", color="0.6", markeredgecolor="black",
@@ -268,7 +269,7 @@ def compression_figure(points: Sequence[dict], task_names: Sequence[str], title:
             ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 3, 5, 10, 20, 30, 40, 50, 70, 100) if t >= lo]
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
-            ax.set_xlim(lo, 100 * 1.04 ** len(tasks) * 1.15)
+            ax.set_xlim(lo, 125)
         ax.set_xlabel("compression: weights active in the task's mask (%)")
         ax.set_ylabel("validation accuracy $A^1$ (%)")
         ax.set_title(title)

@@ -144,7 +144,7 @@ def test_fig7_dots_per_epoch_and_sgd_triangles(section):
         np.testing.assert_allclose(ln.get_ydata(), [100 * p["valid_acc"] for p in pts])
     assert [ln.get_ydata()[0] for ln in triangles] == [pytest.approx(81.0), pytest.approx(77.0),
                                                        pytest.approx(88.0)]
-    assert all(100 <= ln.get_xdata()[0] < 115 for ln in triangles)  # at 100 %, nudged apart
+    assert all(97 <= ln.get_xdata()[0] <= 103 for ln in triangles)  # at 100 %, nudged apart
     plots.plt.close(fig)
 
 
