@@ -173,7 +173,9 @@ def hat_grid_figure(values: np.ndarray, s_max: Sequence[float], c: Sequence[floa
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(max(3.4, 0.62 * len(c) + 1.8), max(2.4, 0.42 * len(s_max) + 1.2)),
                                layout="constrained")
-        im = _heatmap(ax, values, ".2f", "RdYlGn", None, None)
+        finite = values[np.isfinite(values)]
+        spread = float(finite.max() - finite.min()) if finite.size else 1.0
+        im = _heatmap(ax, values, ".2f" if spread >= 0.05 else ".3f", "RdYlGn", None, None)  # cells must differ
         ax.set_xticks(range(len(c)), [f"{v:g}" for v in c])
         ax.set_yticks(range(len(s_max)), [f"{v:g}" for v in s_max])
         ax.set_xlabel("compressibility c")
