@@ -172,11 +172,8 @@ class Section:
 
 
 def runnable(command: str, store: str | None = None) -> str:
-    """A launch command from results.with_rho, made runnable: the protocol's unset (None) fields are
-    dropped, since `cl-bench run` cannot parse `--set clip_grad=None` and None is their default anyway
-    (workaround until results._launch_command skips them); ``--store`` added so the run lands where the
-    report reads."""
-    command = re.sub(r" --set \w+=None(?=\s|$)", "", command)
+    """A launch command from results.with_rho with ``--store`` added, so the run lands where the report
+    reads."""
     return command + (f" --store {store}" if store and store != DEFAULT_STORE else "")
 
 

@@ -93,5 +93,5 @@ def _launch_command(strategy: str, r: RunRecord) -> str:
     parts += [f"--option {k}={v}" for k, v in opts.items()
               if k not in ("max_train_per_task", "tasks") and v is not None]
     if strategy == "joint":
-        parts += [f"--set {k}={v}" for k, v in r.protocol.items()]
+        parts += [f"--set {k}={v}" for k, v in r.protocol.items() if v is not None]  # None: the default
     return " ".join(parts)
