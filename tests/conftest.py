@@ -6,7 +6,7 @@ import torch
 
 from cl_bench.scenario import Scenario, Split, Task
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data").resolve()  # as data_root() does
 os.environ.setdefault("CL_BENCH_DATA", str(SHARED_DATA))
 torch.set_num_threads(1)  # the test tensors are tiny: a second thread costs more than it gives
 

@@ -1,5 +1,5 @@
 """Packaging: strategies/ and benchmarks/ install inside cl_bench, never as top-level packages."""
-import importlib.util
+import os
 import subprocess
 import sys
 import zipfile
@@ -13,12 +13,16 @@ import cl_bench.strategies
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_installed_names():
+def test_installed_names(tmp_path):
     assert Path(cl_bench.strategies.__file__).parent == ROOT / "strategies"
     assert Path(cl_bench.benchmarks.__file__).parent == ROOT / "benchmarks"
-    for top_level in ("strategies", "benchmarks"):
-        spec = importlib.util.find_spec(top_level)
-        assert spec is None or ROOT not in Path(spec.origin or "").parents, top_level
+    # From another folder (the repo root itself is on sys.path under `python -m pytest`), the install
+    # provides cl_bench.strategies but no top-level `strategies` or `benchmarks`.
+    probe = ("import importlib.util as u; import cl_bench.strategies, cl_bench.benchmarks; "
+             "print(u.find_spec('strategies'), u.find_spec('benchmarks'))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.stdout.split() == ["None", "None"], out.stdout
 
 
 @pytest.mark.slow
