@@ -135,3 +135,9 @@ class EWC(Strategy):
         else:  # reference §5: F <- (F_t + t·F_old)/(t+1), a running mean over tasks, not a sum
             self.fisher = {name: (new[name] + t * self.fisher[name]) / (t + 1) for name in new}
         self.anchor = snapshot(self.model)
+
+    def state_dict(self) -> dict:
+        return {"anchor": self.anchor, "fisher": self.fisher}  # for per-task checkpoints
+
+    def load_state_dict(self, state: dict) -> None:
+        self.anchor, self.fisher = state["anchor"], state["fisher"]

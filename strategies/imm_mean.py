@@ -71,5 +71,11 @@ class IMMMean(Strategy):
                 p.data.copy_(merged[name])
         self.previous = snapshot(self.model)
 
+    def state_dict(self) -> dict:
+        return {"previous": self.previous}  # for per-task checkpoints
+
+    def load_state_dict(self, state: dict) -> None:
+        self.previous = state["previous"]
+
     def _head_names(self, t: int) -> frozenset[str]:
         return frozenset(f"heads.{t}.{name}" for name, _ in self.model.heads[t].named_parameters())

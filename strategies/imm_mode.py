@@ -94,6 +94,12 @@ class IMMMode(Strategy):
                 self.fisher = {name: self.fisher[name] + new[name] for name in new}
         self.previous = snapshot(self.model)
 
+    def state_dict(self) -> dict:
+        return {"previous": self.previous, "fisher": self.fisher}  # for per-task checkpoints
+
+    def load_state_dict(self, state: dict) -> None:
+        self.previous, self.fisher = state["previous"], state["fisher"]
+
     def _criterion(self, t: int):
         """The training criterion as a function of the parameters (what the reference's Fisher uses)."""
         previous, lamb = self.previous, self.hp.lamb

@@ -77,3 +77,12 @@ class LFL(Strategy):
     def after_task(self, t: int) -> None:
         """The model with its best weights restored becomes the frozen reference for h."""
         self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def state_dict(self) -> dict:
+        return {"old": None if self.old is None else self.old.state_dict()}  # for per-task checkpoints
+
+    def load_state_dict(self, state: dict) -> None:
+        self.old = None
+        if state["old"] is not None:
+            self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.old.load_state_dict(state["old"])

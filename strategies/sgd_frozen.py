@@ -19,3 +19,10 @@ class SGDFrozen(Strategy):
         """Freeze every non-head parameter (the reference freezes all names not starting with 'last')."""
         for p in self.model.body_parameters():
             p.requires_grad_(False)  # Strategy.trainable_parameters then leaves them out of SGD
+
+    def state_dict(self) -> dict:
+        return {"frozen": not all(p.requires_grad for p in self.model.body_parameters())}
+
+    def load_state_dict(self, state: dict) -> None:
+        for p in self.model.body_parameters():
+            p.requires_grad_(not state["frozen"])
