@@ -263,12 +263,8 @@ def bench_command(strategy, scenario, samples, reps, warmup, batch_size, lr, tas
         click.echo("warning: the machine is busy (load average >= 1): these timings are not comparable "
                    "to ones taken on an idle machine", err=True)
     click.echo(f"{strategy} on {scenario}, task {task}: {samples} samples, batch {batch_size}, {reps} reps")
-    pairs = {}
-    for pair in hparams:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"--hp must be NAME=VALUE, got {pair!r}")
-        pairs[key.strip().replace("-", "_")] = value.strip()
+    from cl_bench.cli import parse_key_values  # lazily: cli imports this module to register `bench`
+    pairs = parse_key_values(hparams, "--hp")
     try:
         result = run_bench(strategy, scenario, samples, reps, warmup, batch_size, lr, task, device, pairs, seed,
                            data_root, echo=click.echo)

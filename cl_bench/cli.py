@@ -16,7 +16,7 @@ from cl_bench.strategy import HparamError, all_strategies
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
 
-def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+def parse_key_values(pairs: tuple[str, ...], what: str) -> dict[str, str]:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -77,7 +77,7 @@ def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_tr
 
     if threads:
         torch.set_num_threads(threads)
-    sets = _key_values(protocol_sets, "--set")
+    sets = parse_key_values(protocol_sets, "--set")
     if epochs is not None:
         sets["epochs"] = str(epochs)
     defaults = dataclasses.asdict(PRESETS[preset])
@@ -90,8 +90,8 @@ def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_tr
             opts["tasks"] = [int(i) for i in tasks.split(",")]
         if options:
             known = scenario_options(scenario) if scenario in all_scenarios() else {}
-            opts |= _typed(_key_values(options, "--option"), known)
-        config = RunConfig(strategy, scenario, seed, _key_values(hparams, "--hp"), protocol, opts, list(tags))
+            opts |= _typed(parse_key_values(options, "--option"), known)
+        config = RunConfig(strategy, scenario, seed, parse_key_values(hparams, "--hp"), protocol, opts, list(tags))
         bar = tqdm(total=None, unit="epoch", dynamic_ncols=True, file=sys.stderr)
 
         def on_epoch(log):

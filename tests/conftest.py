@@ -32,6 +32,21 @@ def make_scenario(n_tasks=2, n_classes=3, n_train=90, n_test=60, shape=(1, 6, 6)
     return Scenario("tiny", tasks, shape, arch, seed)
 
 
+def synthetic(arch, shape, heads, n=32, seed=0) -> Scenario:
+    """Random uint8 images and labels: one task per head size, valid = train, a separate test split."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(k):
+        return Split(torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8),
+                     torch.randint(0, k, (n,), generator=g))
+
+    tasks = []
+    for i, k in enumerate(heads):
+        train = split(k)
+        tasks.append(Task(f"task{i}", k, train, train, split(k), (0.5,) * shape[0], (0.25,) * shape[0]))
+    return Scenario("synthetic", tasks, tuple(shape), arch, seed)
+
+
 @pytest.fixture
 def tiny_scenario():
     return make_scenario

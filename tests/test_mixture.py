@@ -1,7 +1,6 @@
 """The 8-data-set mixture (reference §6.1): order and validation split drawn from the seed as the
 reference draws them, per-data-set normalisation, missing and subset data recorded."""
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,36 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_bench.scenario import Scenario, Split, Task
 from cl_bench.nets import Block, base_blocks
 from cl_bench.strategies.pnn import PNN, ProgressiveNet
 from cl_bench.trainer import Protocol, Trainer
 
+from conftest import synthetic
+
 MIXTURE_SEED0_HEADS = [100, 10, 100, 10, 10, 10, 43, 10]  # facescrub, mnist, cifar100, ... (reference §6.1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is much faster than several on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def synthetic(arch, shape, heads, n=32, seed=0):
-    """Random uint8 images and labels: one task per head size, valid = train, a separate test split."""
-    g = torch.Generator().manual_seed(seed)
-
-    def split(k):
-        return Split(torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8),
-                     torch.randint(0, k, (n,), generator=g))
-
-    tasks = []
-    for i, k in enumerate(heads):
-        train = split(k)
-        tasks.append(Task(f"task{i}", k, train, train, split(k), (0.5,) * shape[0], (0.25,) * shape[0]))
-    return Scenario("synthetic", tasks, tuple(shape), arch, seed)
 
 
 def lin(layer, h):
