@@ -137,7 +137,7 @@ class Trainer:
         return correct / len(data)
 
     # ---- the protocol ------------------------------------------------------------------------------
-    def fit(self, strategy: Strategy, t: int, train: Data, valid: Data, log_task: int | None = None) -> None:
+    def fit(self, strategy: Strategy, t: int, train: Data, valid: Data) -> None:
         """Train until lr < lr_min or ``epochs``; leave the best-validation weights in the model."""
         p = self.protocol
         model = strategy.model
@@ -151,7 +151,7 @@ class Trainer:
             if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
                 raise DivergedError(f"loss is not finite at task {t} epoch {epoch + 1} "
                                     f"(train {train_loss}, valid {valid_loss}, lr {lr:g})")
-            log = EpochLog(t if log_task is None else log_task, epoch + 1, lr, train_loss, valid_loss,
+            log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss,
                            valid_acc, time.perf_counter() - start, *train_eval)
             self.history.append(log)
             strategy.after_epoch(t, log)

@@ -80,7 +80,7 @@ def test_joint_restarts_from_initial_weights_for_every_task(tiny_scenario):
     seen = []
 
     class Recorder(Trainer):
-        def fit(self, strategy, t, train, valid, log_task=None):
+        def fit(self, strategy, t, train, valid):
             seen.append((t, len(train), {k: v.clone() for k, v in strategy.model.state_dict().items()}))
             with torch.no_grad():
                 for p in strategy.model.parameters():
