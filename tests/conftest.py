@@ -47,6 +47,20 @@ def synthetic(arch, shape, heads, n=32, seed=0) -> Scenario:
     return Scenario("synthetic", tasks, tuple(shape), arch, seed)
 
 
+def task0_after_each_task(strategy, trainer, test, n_tasks):
+    """Train tasks 0..n_tasks-1 in order; after each, task 0's test accuracy and eval-mode logits."""
+    acc, logits = [], []
+    for t in range(n_tasks):
+        strategy.before_task(t)
+        strategy.train_task(t, trainer)
+        strategy.after_task(t)
+        acc.append(trainer.test_accuracy(strategy, 0))
+        strategy.model.eval()
+        with torch.no_grad():
+            logits.append(strategy.forward(*test.batch(torch.arange(len(test)))[::2]))
+    return acc, logits
+
+
 @pytest.fixture
 def tiny_scenario():
     return make_scenario

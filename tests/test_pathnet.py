@@ -8,7 +8,7 @@ from cl_bench.strategies.pathnet import PathNet, PathNetwork, mutate, next_gener
 from cl_bench.nets import Block
 from cl_bench.trainer import Protocol, Trainer
 
-from conftest import synthetic
+from conftest import synthetic, task0_after_each_task
 
 MIXTURE_HEADS = [10, 100, 10, 10, 10, 43, 100, 10]  # 293 classes; the order does not change the count
 
@@ -196,15 +196,7 @@ def test_zero_forgetting(arch, width):
     strategy = pathnet(sc, generations=2, width_factor=width)
     trainer = Trainer(sc, Protocol(epochs=2), seed=0)
     test = trainer.data(0, "test")
-    acc, logits = [], []
-    for t in range(3):
-        strategy.before_task(t)
-        strategy.train_task(t, trainer)
-        strategy.after_task(t)
-        acc.append(trainer.test_accuracy(strategy, 0))
-        strategy.model.eval()
-        with torch.no_grad():
-            logits.append(strategy.forward(*test.batch(torch.arange(len(test)))[::2]))
+    acc, logits = task0_after_each_task(strategy, trainer, test, 3)
     assert acc[2] == acc[0]
     assert torch.equal(logits[2], logits[0])
     assert len(trainer.history) == 3 * 2 * 2 * 1  # tasks x generations x paths x epochs // G
