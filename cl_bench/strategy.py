@@ -224,12 +224,17 @@ def load_from_file(spec: str) -> type[Strategy]:
 
 
 def get_strategy(name: str) -> type[Strategy]:
-    """A strategy class by registered name, entry point, or ``file.py:ClassName``."""
+    """A strategy class by registered name, entry point, ``file.py:ClassName``, or ``avalanche:NAME``
+    (an Avalanche strategy under the cl-bench protocol; cl_bench.avalanche_interop, imported only here)."""
+    if name.startswith("avalanche:"):
+        from cl_bench import avalanche_interop
+        return avalanche_interop.strategy_class(name)
     if name.endswith(".py") or ".py:" in name:
         return load_from_file(name)
     _discover()
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))} "
+                         f"(and avalanche:NAME, e.g. avalanche:EWC)")
     return STRATEGIES[name]
 
 
