@@ -1,21 +1,28 @@
-"""``cl-bench bench``: training throughput of a strategy against a bare PyTorch loop.
+"""``cl-bench bench``: training and evaluation throughput of strategies against a bare PyTorch loop.
 
-Both loops train the same network architecture, from the same initial weights, on the same samples,
+Every loop trains the same network architecture, from the same initial weights, on the same samples,
 in one process:
 
-- the strategy: ``Trainer.train_epoch`` with every hook of the strategy (HAT's annealing, masks,
+- each strategy: ``Trainer.train_epoch`` with every hook of the strategy (HAT's annealing, masks,
   compensation, clamp, ...), batches sliced from uint8 tensors and normalised per batch, global
   grad-norm clipping;
 - bare: the strategy's base network without any hook (masks=None), inputs preloaded as normalised
   float tensors, and per epoch ``randperm`` -> slice -> forward -> cross-entropy -> backward ->
   ``torch.optim.SGD`` step. Nothing else: no clipping, no evaluation. It is the floor (the
-  reference's speed note calls it the bare loop, hat_reference_speed.md).
+  reference's speed note calls it the bare loop, hat_reference_speed.md). Strategies whose base nets
+  differ (HAT's 2x2000 MLP and the baselines' 3x800 one on MNIST) each get their own bare loop.
 
-Each loop first makes one untimed warm-up pass; then the repetitions alternate which loop runs
-first (ABBA...), since a process gets slower as it ages (the speed note measured the bare loop 11%
-slower after other runs in the same process). Reported: every repetition, the median, samples/s,
-seconds per 10,000 samples, and the ratio of the medians. Timings mean something only on an idle
-machine: the load average is printed before and after.
+Both sides use the same execution settings (``--precision``, ``--channels-last``, ``--compile``),
+so a ratio measures the harness's and the strategy's overhead, not the settings; compare two runs
+of the command to see what a setting buys. Evaluation is timed too: the strategy's ``predict`` over
+the training samples (what the accuracy matrix runs) against a no-grad bare loop, in batches of
+``--eval-batch-size``; and the scenario's preparation (loading from the cache, subsetting).
+
+Each loop first makes one untimed warm-up pass; then the repetitions rotate which loop runs first,
+since a process gets slower as it ages (the speed note measured the bare loop 11% slower after other
+runs in the same process). Reported: every repetition, the median, samples/s, seconds per 10,000
+samples, and ratios of medians. Timings mean something only on an idle machine: the load average is
+printed before and after.
 
 Tasks before ``--task`` are marked finished without training (``before_task``/``after_task`` on the
 initial weights), as the speed note did with ``nepochs=0``: with ``--task 1`` HAT's gradient masks
@@ -23,6 +30,7 @@ are on.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -40,7 +48,7 @@ import torch.nn.functional as F
 from cl_bench import nets
 from cl_bench.scenario import Data, Scenario, Split, Task, build_scenario
 from cl_bench.strategy import HparamError, Strategy, get_strategy
-from cl_bench.trainer import Protocol, Trainer
+from cl_bench.trainer import PRECISIONS, Protocol, Trainer, resolve_device
 
 SYNTHETIC = {  # name -> (arch, input shape): random uint8 data, 10 classes per task
     "synthetic-alexnet": ("alexnet", (3, 32, 32)),  # the speed note's setting
@@ -88,14 +96,15 @@ def base_network(strategy: Strategy) -> nets.MultiHeadNet:
 
 
 def bare_epoch(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, t: int, batch_size: int, lr: float,
-               generator: torch.Generator) -> None:
+               generator: torch.Generator, autocast=contextlib.nullcontext) -> None:
     """The floor: one epoch of plain PyTorch on preloaded, normalised tensors."""
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     order = torch.randperm(len(y), generator=generator).to(y.device)
     for start in range(0, len(y), batch_size):
         idx = order[start:start + batch_size]
-        loss = F.cross_entropy(net(x[idx], t), y[idx])
+        with autocast():
+            loss = F.cross_entropy(net(x[idx], t), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -116,16 +125,43 @@ def _summary(seconds: list[float], n: int) -> dict[str, Any]:
     return {"seconds": seconds, "median_s": median, "samples_per_s": n / median, "s_per_10k": 1e4 * median / n}
 
 
-def run_bench(strategy: str = "hat", scenario: str = "synthetic-alexnet", samples: int = 10000, reps: int = 3,
-              warmup: int = 640, batch_size: int = 64, lr: float = 0.05, task: int = 1, device: str = "cpu",
-              hparams: dict[str, str] | None = None, seed: int = 0, data_root=None,
-              echo=lambda line: None) -> dict[str, Any]:
-    """Time ``reps`` epochs of the strategy's ``train_epoch`` and of the bare loop; returns the result."""
-    if samples < 1 or reps < 1 or warmup < 0 or batch_size < 1 or task < 0:
-        raise click.BadParameter("samples, reps and batch size must be >= 1; warmup and task >= 0")
-    dev = torch.device(device)
-    strategy_cls = get_strategy(strategy)
-    hp = strategy_cls.parse_hparams(hparams or {})
+def _bare_eval(net: torch.nn.Module, x: torch.Tensor, t: int, batch_size: int, autocast) -> None:
+    """The floor for evaluation: no-grad forward passes and argmax, nothing else."""
+    net.eval()
+    with torch.no_grad(), autocast():
+        for start in range(0, len(x), batch_size):
+            net(x[start:start + batch_size], t).argmax(1)
+
+
+def _network_key(net: nets.MultiHeadNet) -> str:
+    """A name for a base network: strategies with the same one share a bare loop."""
+    return f"{type(net).__name__} {nets.count_parameters(net):,}"
+
+
+def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic-alexnet",
+              samples: int = 10000, reps: int = 3, warmup: int = 640, batch_size: int = 64, lr: float = 0.05,
+              task: int = 1, device: str = "cpu", hparams: dict[str, str] | None = None, seed: int = 0,
+              data_root=None, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+              eval_batch_size: int = 1024, echo=lambda line: None) -> dict[str, Any]:
+    """Time ``reps`` epochs of each strategy's ``train_epoch`` and of the bare loop on the same net,
+    then evaluation passes of both; returns the result as a JSON-ready dict.
+
+    ``hparams`` go to every strategy that declares them (an unknown name is an error)."""
+    if samples < 1 or reps < 1 or warmup < 0 or batch_size < 1 or task < 0 or eval_batch_size < 1:
+        raise click.BadParameter("samples, reps and batch sizes must be >= 1; warmup and task >= 0")
+    strategies = tuple(dict.fromkeys(strategies))  # once each, in the given order
+    dev = resolve_device(device)
+    classes = {name: get_strategy(name) for name in strategies}
+    hparams = dict(hparams or {})
+    declared = {f.name for cls in classes.values() for f in cls.hparam_fields()}
+    unknown = sorted(set(hparams) - declared)
+    if unknown:
+        raise HparamError(f"no benchmarked strategy has hyperparameter(s) {', '.join(unknown)}")
+    hps = {name: cls.parse_hparams({k: v for k, v in hparams.items()
+                                    if k in {f.name for f in cls.hparam_fields()}})
+           for name, cls in classes.items()}
+
+    started = time.perf_counter()
     if scenario in SYNTHETIC:
         sc = synthetic_scenario(scenario, samples, n_tasks=max(2, task + 1), seed=seed)
     else:
@@ -134,66 +170,106 @@ def run_bench(strategy: str = "hat", scenario: str = "synthetic-alexnet", sample
     if task >= len(sc.tasks):
         raise click.BadParameter(f"--task {task}: scenario {scenario!r} has {len(sc.tasks)} tasks")
     sc = sc.to(dev)
-    torch.manual_seed(seed)
-    algo = strategy_cls(sc, hp, device=dev)
-    bare_net = copy.deepcopy(base_network(algo))  # same architecture, same initial weights
-    if not any(p.requires_grad for p in algo.trainable_parameters(task)):
-        raise click.ClickException(f"strategy {strategy!r} has nothing to train: no throughput to measure")
-    for u in range(task):  # earlier tasks "finished" on the initial weights (HAT: masks exist)
-        algo.before_task(u)
-        algo.after_task(u)
-    algo.before_task(task)
+    prepare_s = time.perf_counter() - started
 
-    trainer = Trainer(sc, Protocol(batch_size=batch_size, lr=lr), seed=seed)
+    protocol = Protocol(batch_size=batch_size, lr=lr, eval_batch_size=eval_batch_size, precision=precision,
+                        channels_last=channels_last)
+    trainer = Trainer(sc, protocol, seed=seed)
     data = trainer.data(task, "train")
     n = len(data)
     if n < samples:
         echo(f"note: task {task} of {scenario} has {n} training samples; timing {n}")
     x_all, y_all, _ = data.batch(torch.arange(n, device=data.y.device))  # bare loop: preloaded floats
+    if channels_last and x_all.dim() == 4:
+        x_all = x_all.contiguous(memory_format=torch.channels_last)
+
+    algos: dict[str, Strategy] = {}
+    bare_nets: dict[str, torch.nn.Module] = {}
+    bare_of: dict[str, str] = {}
+    for name, cls in classes.items():
+        torch.manual_seed(seed)
+        algo = cls(sc, hps[name], device=dev)
+        if not any(p.requires_grad for p in algo.trainable_parameters(task)):
+            raise click.ClickException(f"strategy {name!r} has nothing to train: no throughput to measure")
+        net = base_network(algo)
+        key = bare_of[name] = _network_key(net)
+        if key not in bare_nets:  # same architecture, same initial weights, no hooks
+            bare_nets[key] = copy.deepcopy(net)
+        trainer.prepare(algo)
+        if compile:
+            net.compile()
+        for u in range(task):  # earlier tasks "finished" on the initial weights (HAT: masks exist)
+            algo.before_task(u)
+            algo.after_task(u)
+        algo.before_task(task)
+        algos[name] = algo
+    for net in bare_nets.values():
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        if compile:
+            net.compile()
+
     generator = torch.Generator().manual_seed(seed)
-    loops = {
-        "strategy": lambda d, epoch: trainer.train_epoch(algo, task, d, lr, epoch),
-        "bare": lambda d, epoch: bare_epoch(bare_net, d.x, d.y, task, batch_size, lr, generator),
-    }
-    sets = {"strategy": data, "bare": _Tensors(x_all, y_all)}
-    if warmup:
-        w = min(warmup, n)
-        loops["strategy"](Data(data.x[:w], data.y[:w], task, data.scale, data.shift), 0)
-        loops["bare"](_Tensors(x_all[:w], y_all[:w]), 0)
-    seconds: dict[str, list[float]] = {"strategy": [], "bare": []}
+
+    def autocast():  # the strategies' precision, for the bare loops too
+        return trainer.autocast(dev)
+
+    train = {f"bare {key}": (lambda m, ep, net=net: bare_epoch(net, x_all[:m], y_all[:m], task, batch_size, lr,
+                                                              generator, autocast))
+             for key, net in bare_nets.items()}
+    train |= {name: (lambda m, ep, algo=algo: trainer.train_epoch(algo, task, _head(data, m), lr, ep))
+              for name, algo in algos.items()}
+    evaluate = {f"bare {key}": (lambda net=net: _bare_eval(net, x_all, task, eval_batch_size, autocast))
+                for key, net in bare_nets.items()}
+    evaluate |= {name: (lambda algo=algo: trainer.accuracy(algo, data)) for name, algo in algos.items()}
+
+    if warmup:  # untimed: first-call costs (allocations, oneDNN primitives, compilation)
+        for loop in train.values():
+            loop(min(warmup, n), 0)
+        for loop in evaluate.values():
+            loop()
+    seconds: dict[str, list[float]] = {name: [] for name in train}
+    eval_seconds: dict[str, list[float]] = {name: [] for name in evaluate}
+    names = list(train)
     for r in range(reps):
-        for which in (("strategy", "bare") if r % 2 == 0 else ("bare", "strategy")):
-            s = _timed(lambda which=which, r=r: loops[which](sets[which], r + 1), dev)
-            seconds[which].append(s)
-            echo(f"  rep {r + 1}: {'bare loop' if which == 'bare' else strategy:<12} {s:8.3f} s")
-    result = {
-        "config": {"strategy": strategy, "hparams": dataclasses.asdict(hp),
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        for name in order:
+            s = _timed(lambda name=name, r=r: train[name](n, r + 1), dev)
+            seconds[name].append(s)
+            echo(f"  rep {r + 1}: train {name:<24} {s:8.3f} s")
+        for name in order:
+            eval_seconds[name].append(_timed(evaluate[name], dev))
+
+    result: dict[str, Any] = {
+        "config": {"strategies": list(strategies), "hparams": {k: dataclasses.asdict(v) for k, v in hps.items()},
                    "scenario": scenario, "task": task, "samples": n, "batch_size": batch_size, "lr": lr,
-                   "reps": reps, "warmup": warmup, "seed": seed,
-                   "network": type(bare_net).__name__,
-                   "parameters": {"bare": nets.count_parameters(bare_net),
-                                  "strategy": nets.count_parameters(algo.model)}},
-        "strategy": _summary(seconds["strategy"], n),
-        "bare": _summary(seconds["bare"], n),
+                   "eval_batch_size": eval_batch_size, "reps": reps, "warmup": warmup, "seed": seed,
+                   "precision": precision, "channels_last": channels_last, "compile": compile},
+        "prepare_s": prepare_s,
+        "networks": {f"bare {key}": key for key in bare_nets} | {
+            name: f"{_network_key(base_network(a))} ({nets.count_parameters(a.model):,} with the strategy's)"
+            for name, a in algos.items()},
+        "bare_of": {name: f"bare {key}" for name, key in bare_of.items()},
+        "train": {name: _summary(s, n) for name, s in seconds.items()},
+        "eval": {name: _summary(s, n) for name, s in eval_seconds.items()},
     }
-    result["ratio"] = result["strategy"]["median_s"] / result["bare"]["median_s"]
+    for what in ("train", "eval"):
+        result[f"{what}_ratio"] = {name: result[what][name]["median_s"] / result[what][bare]["median_s"]
+                                   for name, bare in result["bare_of"].items()}
     return result
 
 
-class _Tensors:
-    """Preloaded (x, y) for the bare loop."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
+def _head(data: Data, m: int) -> Data:
+    """The first ``m`` samples of ``data`` (the warm-up pass)."""
+    return data if m >= len(data) else Data(data.x[:m], data.y[:m], data.task, data.scale, data.shift)
 
 
 def format_markdown(result: dict[str, Any]) -> str:
     c, env = result["config"], result["environment"]
-    reps = len(result["bare"]["seconds"])
-    head = "| loop | " + " | ".join(f"rep {i + 1} (s)" for i in range(reps)) + \
-           " | median (s) | samples/s | s per 10k |"
+    settings = [c["precision"]] + (["channels_last"] if c["channels_last"] else []) + \
+        (["torch.compile"] if c["compile"] else [])
     lines = [
-        f"# cl-bench bench: {c['strategy']} on {c['scenario']} (task {c['task']})",
+        f"# cl-bench bench: {', '.join(c['strategies'])} on {c['scenario']} (task {c['task']})",
         "",
         f"`{result['command']}`",
         "",
@@ -201,26 +277,37 @@ def format_markdown(result: dict[str, Any]) -> str:
         (f"- device {env['device']} ({env['device_name']}), {env['threads']} threads "
          f"({env['interop_threads']} inter-op), {env['cpu_count']} CPUs"),
         f"- load average before {_load(env['load_average'])}, after {_load(result['load_average_after'])}",
-        (f"- {c['samples']} samples, batch {c['batch_size']}, lr {c['lr']}, network {c['network']} "
-         f"({c['parameters']['bare']:,} parameters; {c['parameters']['strategy']:,} with the strategy's), "
-         f"warm-up {c['warmup']} samples, {reps} repetitions alternating the order"),
+        (f"- {c['samples']} samples, batch {c['batch_size']} (evaluation {c['eval_batch_size']}), lr {c['lr']}, "
+         f"{', '.join(settings)}, warm-up {c['warmup']} samples, {c['reps']} repetitions rotating the order"),
+        f"- scenario prepared in {result['prepare_s']:.2f} s",
         "",
-        head,
-        "|" + "---|" * (reps + 4),
+        "| loop | network | train s/10k | train samples/s | vs bare | eval s/10k | eval samples/s | vs bare |"
+        " train reps (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, label in (("strategy", f"{c['strategy']} `Trainer.train_epoch`"), ("bare", "bare PyTorch loop")):
-        r = result[key]
-        lines.append(f"| {label} | " + " | ".join(f"{s:.3f}" for s in r["seconds"]) +
-                     f" | {r['median_s']:.3f} | {r['samples_per_s']:.1f} | {r['s_per_10k']:.2f} |")
-    lines += ["", f"Ratio of medians ({c['strategy']} / bare): **{result['ratio']:.3f}**", ""]
+    for name, r in result["train"].items():
+        e = result["eval"][name]
+        ratio = result["train_ratio"].get(name)
+        eratio = result["eval_ratio"].get(name)
+        lines.append(
+            f"| {name if name.startswith('bare') else f'{name} `train_epoch`'} | {result['networks'][name]} "
+            f"| {r['s_per_10k']:.2f} | {r['samples_per_s']:.0f} | {'' if ratio is None else f'{ratio:.3f}'} "
+            f"| {e['s_per_10k']:.3f} | {e['samples_per_s']:.0f} | {'' if eratio is None else f'{eratio:.3f}'} "
+            f"| {', '.join(f'{s:.3f}' for s in r['seconds'])} |")
+    lines += ["", "Ratios are of medians, strategy / the bare loop on the same network (1.0 = the floor; "
+              "throughput as a fraction of the bare loop's is 1 / ratio).", ""]
     return "\n".join(lines)
 
 
-def _command_line(params: dict[str, Any]) -> str:
+def _command_line(context: click.Context) -> str:
     """The command that reproduces this result, every option spelled out."""
     words = ["cl-bench", "bench"]
-    for name, value in params.items():
-        flag = "--hp" if name == "hparams" else "--" + name.replace("_", "-")
+    for param in context.command.params:
+        value = context.params.get(param.name)
+        flag = max(param.opts, key=len)  # the long form
+        if isinstance(param, click.Option) and param.is_flag:
+            words += [flag] if value else []
+            continue
         for v in (value if isinstance(value, tuple) else (value,)):
             if v is not None:
                 words += [flag, str(v)]
@@ -232,7 +319,8 @@ def _load(values) -> str:
 
 
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--strategy", "-s", default="hat", show_default=True, help="Registered name or file.py:Class.")
+@click.option("--strategy", "-s", "strategies", multiple=True, default=("hat",), show_default=True,
+              help="Registered name or file.py:Class; repeat to compare several in one run (-s sgd -s hat).")
 @click.option("--scenario", "-c", default="synthetic-alexnet", show_default=True,
               help=f"A registered scenario (split_mnist, permuted_mnist, ...) or {', '.join(SYNTHETIC)} "
                    f"(random 3x32x32 or 1x28x28 uint8 data).")
@@ -240,44 +328,58 @@ def _load(values) -> str:
 @click.option("--reps", type=int, default=3, show_default=True, help="Timed epochs of each loop.")
 @click.option("--warmup", type=int, default=640, show_default=True, help="Samples of the untimed first pass.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--eval-batch-size", type=int, default=Protocol.eval_batch_size, show_default=True)
 @click.option("--lr", type=float, default=0.05, show_default=True)
 @click.option("--task", type=int, default=1, show_default=True,
               help="Task timed; earlier tasks are marked finished untrained (1: HAT's gradient masks on).")
-@click.option("--hp", "-p", "hparams", multiple=True, metavar="NAME=VALUE", help="Strategy hyperparameter.")
+@click.option("--hp", "-p", "hparams", multiple=True, metavar="NAME=VALUE",
+              help="Hyperparameter, given to every benchmarked strategy that has it.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="bf16: autocast on both sides (CPU AMX / CUDA).")
+@click.option("--channels-last", is_flag=True, help="NHWC memory format for conv nets, on both sides.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the base networks (both sides).")
 @click.option("--threads", type=int, help="torch intra-op threads (default: torch's).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N: data and nets live there.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write the result as JSON here and as markdown beside it (.md), e.g. reports/bench/hat.json.")
-def bench_command(strategy, scenario, samples, reps, warmup, batch_size, lr, task, hparams, threads, device,
-                  seed, data_root, out):
-    """Training throughput of a strategy's train_epoch against a bare PyTorch loop (same net, same data)."""
+def bench_command(strategies, scenario, samples, reps, warmup, batch_size, eval_batch_size, lr, task, hparams,
+                  precision, channels_last, compile_, threads, device, seed, data_root, out):
+    """Training and evaluation throughput of strategies against a bare PyTorch loop (same net, same data)."""
     if threads:
         torch.set_num_threads(threads)
-    dev = torch.device(device)
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        raise click.ClickException(str(e))
     env = environment(dev)
     click.echo(f"torch {env['torch']} | {env['threads']} threads ({env['interop_threads']} inter-op) | "
                f"device {env['device']} ({env['device_name']}) | load average {_load(env['load_average'])}")
     if env["load_average"] and env["load_average"][0] >= 1.0:
         click.echo("warning: the machine is busy (load average >= 1): these timings are not comparable "
                    "to ones taken on an idle machine", err=True)
-    click.echo(f"{strategy} on {scenario}, task {task}: {samples} samples, batch {batch_size}, {reps} reps")
+    click.echo(f"{', '.join(strategies)} on {scenario}, task {task}: {samples} samples, batch {batch_size}, "
+               f"{reps} reps, {precision}{', channels_last' if channels_last else ''}"
+               f"{', torch.compile' if compile_ else ''}")
     from cl_bench.cli import parse_key_values  # lazily: cli imports this module to register `bench`
     pairs = parse_key_values(hparams, "--hp")
     try:
-        result = run_bench(strategy, scenario, samples, reps, warmup, batch_size, lr, task, device, pairs, seed,
-                           data_root, echo=click.echo)
+        result = run_bench(strategies, scenario, samples, reps, warmup, batch_size, lr, task, device, pairs, seed,
+                           data_root, precision, channels_last, compile_, eval_batch_size, echo=click.echo)
     except (ValueError, HparamError, FileNotFoundError) as e:
         raise click.ClickException(str(e))
-    result["command"] = _command_line(click.get_current_context().params)
+    result["command"] = _command_line(click.get_current_context())
     result["environment"] = env
     result["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    for key, label in (("strategy", f"{strategy} train_epoch"), ("bare", "bare PyTorch loop")):
-        r = result[key]
-        click.echo(f"{label:<24} median {r['median_s']:.3f} s | {r['samples_per_s']:.1f} samples/s | "
-                   f"{r['s_per_10k']:.2f} s per 10k | reps " + ", ".join(f"{s:.3f}" for s in r["seconds"]))
-    click.echo(f"ratio {strategy} / bare: {result['ratio']:.3f}")
+    click.echo(f"scenario prepared in {result['prepare_s']:.2f} s")
+    for name, r in result["train"].items():
+        e = result["eval"][name]
+        ratios = ""
+        if name in result["train_ratio"]:
+            ratios = f" | x{result['train_ratio'][name]:.3f} train, x{result['eval_ratio'][name]:.3f} eval vs bare"
+        click.echo(f"{name:<28} train {r['s_per_10k']:7.2f} s/10k ({r['samples_per_s']:7.0f}/s) | "
+                   f"eval {e['s_per_10k']:6.3f} s/10k{ratios}")
     if out:
         path = Path(out).with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)

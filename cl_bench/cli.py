@@ -67,9 +67,12 @@ def main():
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
 @click.option("--threads", type=int, help="torch intra-op threads (default: torch's).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="Shortcut for --set precision=...: bf16 autocast (CPU AMX, CUDA); fp32 is the default.")
+@click.option("--channels-last", is_flag=True, default=None, help="Shortcut for --set channels_last=true.")
 @click.option("--force", is_flag=True, help="Re-run even if this configuration already finished.")
 def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_train_per_task, tasks,
-        options, tags, data_root, download, store, device, threads, force):
+        options, tags, data_root, download, store, device, threads, precision, channels_last, force):
     """Run one strategy on one scenario and seed; store the accuracy matrix."""
     from tqdm import tqdm
 
@@ -80,6 +83,10 @@ def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_tr
     sets = parse_key_values(protocol_sets, "--set")
     if epochs is not None:
         sets["epochs"] = str(epochs)
+    if precision:
+        sets["precision"] = precision
+    if channels_last:
+        sets["channels_last"] = "true"
     defaults = dataclasses.asdict(PRESETS[preset])
     try:
         protocol = protocol_from_dict(_typed(sets, defaults), preset)

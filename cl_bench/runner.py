@@ -18,7 +18,7 @@ from cl_bench import checkpoint as ckpt
 from cl_bench.scenario import build_scenario
 from cl_bench.store import RunRecord, Store, config_hash
 from cl_bench.strategy import Strategy, get_strategy
-from cl_bench.trainer import DivergedError, EpochLog, Protocol, Trainer
+from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Protocol, Trainer, resolve_device
 
 
 @dataclass
@@ -35,12 +35,14 @@ class RunConfig:
         """Every hyperparameter with its value (defaults filled in), validated."""
         return dataclasses.asdict(get_strategy(self.strategy).parse_hparams(self.hparams))
 
-    def run_id(self) -> str:
-        """Hash of what determines the result (tags and device excluded)."""
+    def run_id(self, resolved_hparams: dict[str, Any] | None = None) -> str:
+        """Hash of what determines the result (tags and device excluded). Sweeps pass the
+        hyperparameters resolved once per grid point (looking the strategy up per run is slow)."""
+        protocol = {k: v for k, v in dataclasses.asdict(self.protocol).items()
+                    if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}  # earlier runs keep their ids
         return config_hash({"strategy": self.strategy, "scenario": self.scenario, "seed": self.seed,
-                            "hparams": self.resolved_hparams(),
-                            "protocol": dataclasses.asdict(self.protocol),
-                            "scenario_options": self.scenario_options})
+                            "hparams": self.resolved_hparams() if resolved_hparams is None else resolved_hparams,
+                            "protocol": protocol, "scenario_options": self.scenario_options})
 
 
 class RunFailed(RuntimeError):
@@ -77,6 +79,7 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
     (``force`` starts afresh); strategies that cannot be resumed exactly are not checkpointed."""
     strategy_cls = get_strategy(config.strategy)
     hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
+    device = resolve_device(device)
     run_id = config.run_id()
     if store is not None and not force and store.status(run_id) == "finished":
         return store.get(run_id)
@@ -99,6 +102,7 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
         seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
         strategy: Strategy = strategy_cls(scenario, hparams, device=device)
         trainer = Trainer(scenario, config.protocol, seed=config.seed, on_epoch=on_epoch)
+        trainer.prepare(strategy)
         T = len(scenario.tasks)
         acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
         first = 0

@@ -174,17 +174,7 @@ class Sweep:
 
         config = RunConfig(cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol,
                            dict(cell.options), [*self.tags, f"sweep:{self.name}"])
-        return PlanItem(config, cell, point, phase, _run_id(config, point.resolved))
-
-
-def _run_id(config, resolved_hparams: dict[str, Any]) -> str:
-    """``config.run_id()`` from hyperparameters resolved once per grid point: the same hash, without
-    looking the strategy up again for every run (entry points make that slow)."""
-    from cl_bench.store import config_hash
-
-    return config_hash({"strategy": config.strategy, "scenario": config.scenario, "seed": config.seed,
-                        "hparams": resolved_hparams, "protocol": dataclasses.asdict(config.protocol),
-                        "scenario_options": config.scenario_options})
+        return PlanItem(config, cell, point, phase, config.run_id(point.resolved))
 
 
 def _fill_status(store: Store, items: list[PlanItem]) -> None:

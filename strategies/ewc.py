@@ -81,11 +81,52 @@ def cross_entropy_of(model: nn.Module, t: int) -> ParamLoss:
 def quadratic_penalty(model: nn.Module, anchor: dict[str, Tensor],
                       weight: dict[str, Tensor] | None = None) -> Tensor:
     """Σ_i w_i (anchor_i − θ_i)² / 2 over every named parameter (w = 1 when ``weight`` is None)."""
-    total = torch.zeros((), device=next(iter(anchor.values())).device)
-    for name, p in model.named_parameters():
-        sq = (anchor[name] - p).pow(2)
-        total = total + (sq if weight is None else weight[name] * sq).sum() / 2
-    return total
+    return QuadraticPenalty(model, anchor, weight)()
+
+
+class QuadraticPenalty:
+    """Σ_i w_i (anchor_i − θ_i)² / 2 over a model's parameters, as a differentiable scalar.
+
+    The penalty is on every training step of EWC and IMM, so it is their cost over SGD. Its gradient
+    w (θ − anchor) is computed in the forward pass, into buffers allocated once (a fresh
+    parameter-sized tensor costs page faults on every step on CPU), then handed to autograd: four
+    passes over the parameters instead of the ~nine of autograd on the plain expression
+    (tests/test_speed_paths.py checks value and gradient against the plain expression).
+    """
+
+    def __init__(self, model: nn.Module, anchor: dict[str, Tensor], weight: dict[str, Tensor] | None = None):
+        names, self.params = zip(*model.named_parameters())
+        self.anchors = [anchor[n] for n in names]
+        self.weights = None if weight is None else [weight[n] for n in names]
+        self.diffs = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.grads = self.diffs if weight is None else [torch.empty_like(d) for d in self.diffs]
+
+    def __call__(self) -> Tensor:
+        return _WeightedSquaredDistance.apply(self, *self.params)
+
+
+class _WeightedSquaredDistance(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, penalty: QuadraticPenalty, *params):
+        with torch.no_grad(), torch.autocast(params[0].device.type, enabled=False):  # fp32 under bf16 too
+            for p, a, d in zip(params, penalty.anchors, penalty.diffs):
+                torch.sub(p, a, out=d)  # θ − a
+            if penalty.weights is not None:
+                for d, w, g in zip(penalty.diffs, penalty.weights, penalty.grads):
+                    torch.mul(d, w, out=g)  # w (θ − a)
+            ctx.penalty = penalty
+            return sum(_dot(g, d) for g, d in zip(penalty.grads, penalty.diffs)) / 2
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return None, *torch._foreach_mul(ctx.penalty.grads, grad_output)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ a b over all elements (one BLAS call for contiguous tensors)."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.view(-1), b.view(-1))
+    return (a * b).sum()
 
 
 def snapshot(model: nn.Module) -> dict[str, Tensor]:
@@ -115,14 +156,16 @@ class EWC(Strategy):
             raise ValueError(f"ewc: fisher_batch must be >= 1, got {self.hp.fisher_batch}")
         self.anchor: dict[str, Tensor] | None = None  # θ*, the model after the previous task
         self.fisher: dict[str, Tensor] | None = None  # running mean of the tasks' Fishers
+        self._penalty: QuadraticPenalty | None = None  # built from anchor and Fisher on first use
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE of head t + λ Σ F (θ* − θ)² / 2 (also the validation loss, as in the reference)."""
         ce, logits = super().loss(x, y, t)
         if self.anchor is None:
             return ce, logits
-        penalty = quadratic_penalty(self.model, self.anchor, self.fisher)  # EWC Eq. 3
-        return ce + self.hp.lamb * penalty, logits
+        if self._penalty is None:
+            self._penalty = QuadraticPenalty(self.model, self.anchor, self.fisher)
+        return ce + self.hp.lamb * self._penalty(), logits  # EWC Eq. 3
 
     def after_task(self, t: int) -> None:
         """Fisher of the task just learned, merged as a running mean; the model becomes the anchor."""
@@ -135,9 +178,11 @@ class EWC(Strategy):
         else:  # reference §5: F <- (F_t + t·F_old)/(t+1), a running mean over tasks, not a sum
             self.fisher = {name: (new[name] + t * self.fisher[name]) / (t + 1) for name in new}
         self.anchor = snapshot(self.model)
+        self._penalty = None
 
     def state_dict(self) -> dict:
         return {"anchor": self.anchor, "fisher": self.fisher}  # for per-task checkpoints
 
     def load_state_dict(self, state: dict) -> None:
         self.anchor, self.fisher = state["anchor"], state["fisher"]
+        self._penalty = None

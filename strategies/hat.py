@@ -302,8 +302,9 @@ class HAT(Strategy):
 
     def after_backward(self, t: int) -> None:
         """Eq. 2 on every weight and bias of the masked layers, then the embedding compensation."""
-        for param, keep in self._grad_keep:  # empty for the first task
-            param.grad.mul_(keep)  # Eq. 2: g' = (1 - min(a_l^{<t}[out], a_{l-1}^{<t}[in])) g
+        if self._grad_keep:  # empty for the first task; one multi-tensor call for every layer
+            params, keeps = zip(*self._grad_keep)
+            torch._foreach_mul_([p.grad for p in params], keeps)  # Eq. 2: g' = (1 - min(a^{<t}_out, a^{<t}_in)) g
         for emb in self.model.embeddings:  # only row t has a gradient: the other tasks' rows are unused
             compensate_embedding_grad(emb.weight.grad[t], emb.weight.detach()[t], self.s, self.hp.s_max,
                                       self.hp.thres_cosh)  # Sec. 2.5
