@@ -262,6 +262,8 @@ def _protocol_plugin_class() -> type:
             trainer, p, t = o.trainer, o.trainer.protocol, o.task
             self.epoch += 1
             was_training = strategy.model.training
+            train_eval = (trainer.evaluate(o, t, trainer.data(t, "train")) if p.eval_train_each_epoch
+                          else (None, None))
             valid_loss, valid_acc = trainer.evaluate(o, t, trainer.data(t, "valid"))
             strategy.model.train(was_training)
             train_loss = self.loss_sum.item() / max(self.n_seen, 1)
@@ -269,7 +271,7 @@ def _protocol_plugin_class() -> type:
                 raise DivergedError(f"loss is not finite at task {t} epoch {self.epoch} "
                                     f"(train {train_loss}, valid {valid_loss}, lr {self.lr:g})")
             log = EpochLog(t, self.epoch, self.lr, train_loss, valid_loss, valid_acc,
-                           time.perf_counter() - self.start)
+                           time.perf_counter() - self.start, *train_eval)
             trainer.history.append(log)
             o.after_epoch(t, log)
             trainer.on_epoch(log)
@@ -327,6 +329,9 @@ class AvalancheStrategy(Strategy):
         from avalanche.training.plugins import EvaluationPlugin
 
         p = trainer.protocol
+        if getattr(p, "precision", "fp32") != "fp32":
+            raise ValueError(f"{self.name}: precision {p.precision!r} is not supported (Avalanche's training "
+                             f"loop has no autocast); use fp32")
         model = task_aware_net(self.model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "No loggers specified": cl-bench records the run itself
@@ -343,6 +348,9 @@ class AvalancheStrategy(Strategy):
         self.trainer, self.task = trainer, t
         if self.avalanche is None:
             self._build(trainer)
+        p = trainer.protocol  # the protocol of this task's trainer (the runner has one for every task)
+        self.avalanche.train_epochs, self.avalanche.train_mb_size = p.epochs, p.batch_size
+        self.avalanche.eval_mb_size = p.eval_batch_size
         self.avalanche.train(self.benchmark.train_stream[t], eval_streams=[], num_workers=0,
                              pin_memory=False)
 

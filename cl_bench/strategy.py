@@ -239,5 +239,7 @@ def get_strategy(name: str) -> type[Strategy]:
 
 
 def all_strategies() -> dict[str, type[Strategy]]:
+    """The registered strategies (built-ins and entry points). ``avalanche:NAME`` strategies are not
+    listed: get_strategy resolves them on demand (cl_bench.avalanche_interop.strategy_names())."""
     _discover()
     return dict(sorted(STRATEGIES.items()))
