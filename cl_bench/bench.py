@@ -86,13 +86,13 @@ def environment(device: torch.device) -> dict[str, Any]:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
-def base_network(strategy: Strategy) -> nets.MultiHeadNet:
-    """The plain network inside a strategy's model (HAT wraps it with embeddings)."""
+def base_network(strategy: Strategy) -> nets.MultiHeadNet | None:
+    """The plain network inside a strategy's model (HAT wraps it with embeddings); None for strategies
+    that build their own (PNN's columns, PathNet's modules)."""
     for module in strategy.model.modules():
         if isinstance(module, nets.MultiHeadNet):
             return module
-    raise click.ClickException(f"strategy {strategy.name!r} has no base network (cl_bench.nets.MultiHeadNet) "
-                               f"to compare with a bare loop")
+    return None
 
 
 def bare_epoch(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, t: int, batch_size: int, lr: float,
@@ -189,19 +189,30 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
     for name, cls in classes.items():
         torch.manual_seed(seed)
         algo = cls(sc, hps[name], device=dev)
-        if not any(p.requires_grad for p in algo.trainable_parameters(task)):
-            raise click.ClickException(f"strategy {name!r} has nothing to train: no throughput to measure")
         net = base_network(algo)
-        key = bare_of[name] = _network_key(net)
+        if net is None:  # PNN, PathNet: compared with the scenario's base net, whose size they match
+            torch.manual_seed(seed)
+            reference = nets.build_network(sc).to(dev)
+        else:
+            reference = net
+        key = bare_of[name] = _network_key(reference)
         if key not in bare_nets:  # same architecture, same initial weights, no hooks
-            bare_nets[key] = copy.deepcopy(net)
+            bare_nets[key] = copy.deepcopy(reference)
         trainer.prepare(algo)
         if compile:
-            net.compile()
-        for u in range(task):  # earlier tasks "finished" on the initial weights (HAT: masks exist)
-            algo.before_task(u)
-            algo.after_task(u)
-        algo.before_task(task)
+            (net or algo.model).compile()
+        try:
+            for u in range(task):  # earlier tasks "finished" on the initial weights (HAT: masks exist)
+                algo.before_task(u)
+                algo.after_task(u)
+            algo.before_task(task)
+            trainable = algo.trainable_parameters(task)
+        except (KeyError, IndexError, RuntimeError) as e:  # e.g. PathNet: its GA picks the paths
+            raise click.ClickException(
+                f"strategy {name!r} cannot be timed per epoch: marking tasks 0..{task - 1} finished without "
+                f"training failed ({type(e).__name__}: {e}); try --task 0") from None
+        if not any(p.requires_grad for p in trainable):
+            raise click.ClickException(f"strategy {name!r} has nothing to train: no throughput to measure")
         algos[name] = algo
     for net in bare_nets.values():
         if channels_last:
@@ -247,7 +258,8 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
                    "precision": precision, "channels_last": channels_last, "compile": compile},
         "prepare_s": prepare_s,
         "networks": {f"bare {key}": key for key in bare_nets} | {
-            name: f"{_network_key(base_network(a))} ({nets.count_parameters(a.model):,} with the strategy's)"
+            name: (f"{_network_key(base_network(a))} ({nets.count_parameters(a.model):,} with the strategy's)"
+                   if base_network(a) is not None else f"own, {nets.count_parameters(a.model):,} parameters")
             for name, a in algos.items()},
         "bare_of": {name: f"bare {key}" for name, key in bare_of.items()},
         "train": {name: _summary(s, n) for name, s in seconds.items()},

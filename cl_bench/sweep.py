@@ -770,9 +770,28 @@ def _store_killed(store: Store, item: PlanItem) -> Outcome:
 
 
 # ---- the commands ------------------------------------------------------------------------------------
+BUNDLED_SWEEPS = Path(__file__).parent / "sweeps"  # presets shipped with the package, e.g. `mini`
+
+
+def bundled_sweeps() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_SWEEPS.glob("*.yaml"))
+
+
+def sweep_file(file: str) -> Path:
+    """A sweep file's path, or the bundled preset of that name (``cl-bench sweep mini``)."""
+    path = Path(file)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_SWEEPS / f"{file}.yaml"
+    if path.suffix == "" and bundled.is_file():
+        return bundled
+    raise click.ClickException(f"no sweep file {file!r}, and no bundled preset of that name; "
+                               f"bundled: {', '.join(bundled_sweeps()) or 'none'}")
+
+
 def _load_or_fail(file: str) -> Sweep:
     try:
-        return load_sweep(file)
+        return load_sweep(sweep_file(file))
     except (SweepError, HparamError) as e:
         raise click.ClickException(str(e))
 
@@ -801,7 +820,7 @@ def measure_split(sweep: Sweep, cores: int, device: str, data_root, echo=click.e
 
 
 @click.command("sweep")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="one per core",
@@ -820,7 +839,8 @@ def measure_split(sweep: Sweep, cores: int, device: str, data_root, echo=click.e
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sweep_command(file, store, backend, workers, threads, ray_address, device, data_root, retry_failed,
                   no_checkpoints, dry_run, measure, quiet):
-    """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/)."""
+    """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/). FILE may
+    also name a bundled preset: `mini` (the mixture's laptop-sized benchmark)."""
     sweep = _load_or_fail(file)
     if measure:
         cores = os.cpu_count() or 1
@@ -902,7 +922,7 @@ def _echo_status(sweep: Sweep, store: Store, errors: bool) -> None:
 
 
 @click.command("status")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
 @click.option("--errors", is_flag=True, help="Print the error of every failed run.")
 def status_command(file, store, errors):

@@ -311,3 +311,20 @@ def test_a_killed_worker_is_retried_once_then_its_run_stored_as_failed(tmp_path)
     assert status["AlwaysKilled"].status == "failed" and "died twice" in status["AlwaysKilled"].message
     [failed] = Store(tmp_path / "runs.db").query("status = 'failed'")
     assert failed.strategy.endswith(":AlwaysKilled") and "died twice" in failed.error
+
+
+def test_bundled_mini_preset_resolves_by_name_and_covers_table_1():
+    import click
+
+    from cl_bench.sweep import bundled_sweeps, load_sweep, sweep_file
+
+    assert "mini" in bundled_sweeps()
+    sweep = load_sweep(sweep_file("mini"))
+    strategies = {c.strategy for c in sweep.cells}
+    table_1 = {"sgd", "sgd_frozen", "ewc", "imm_mean", "imm_mode", "lwf", "lfl", "pathnet", "pnn", "hat"}
+    assert strategies == table_1 | {"joint", "random"}
+    assert {c.scenario for c in sweep.cells} == {"mixture"}
+    assert all(c.options["allow_missing"] and c.options["max_train_per_task"] == 1000 for c in sweep.cells)
+    assert {p.protocol.epochs for c in sweep.cells for p in c.points} == {15}
+    with pytest.raises(click.ClickException, match="bundled: .*mini"):
+        sweep_file("no-such-preset")
