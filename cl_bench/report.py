@@ -651,8 +651,9 @@ def write_tables(rep: Report, directory: str | Path, all_variants: bool = False)
               help="Write every supported figure here as PNG and PDF.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False),
               help="Write one self-contained HTML report (tables, figures, run metadata).")
+@click.option("--paper", is_flag=True, help="Also print the paper's numbers beside ours (cl_bench.paper).")
 def report_command(store, scenarios, strategies, seeds, tags, as_csv, as_latex, matrices, all_variants,
-                   figures_dir, html_path):
+                   figures_dir, html_path, paper):
     """Table 1 (rho<=2, rho<=T per strategy, mean (std) [95% CI] over seeds); with --figures/--html
     also Figs. 3-7 and the accuracy matrices."""
     try:
@@ -681,6 +682,9 @@ def report_command(store, scenarios, strategies, seeds, tags, as_csv, as_latex, 
         click.echo(format_latex(rep.table))
     else:
         click.echo(format_markdown(rep.table))
+    if paper and not rep.table.empty:
+        from cl_bench.paper import format_comparison
+        click.echo("\n" + format_comparison(rep.table))
     if matrices:
         for sec in rep.sections:
             for label, _strategy, mean, n in mean_matrices(sec, all_variants):
