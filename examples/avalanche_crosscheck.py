@@ -156,6 +156,31 @@ def theirs_epochs(name: str, hp: dict, scenario, epochs: int) -> list[float]:
     return timer.times
 
 
+def data_passes(scenario, passes: int) -> dict[str, float]:
+    """Median seconds of one pass over task 2's training batches without a model: cl-bench's slices
+    (randperm, index, normalise) and the DataLoader Avalanche builds for an experience."""
+    from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
+
+    batch = Protocol().batch_size
+    data = Data.of(scenario.tasks[1], "train", 1)
+    dataset = ai.to_avalanche(scenario, streams=("train",)).train_stream[1].dataset.train()
+    loader = TaskBalancedDataLoader(dataset, oversample_small_groups=True, batch_size=batch, shuffle=True,
+                                    num_workers=0, pin_memory=False, drop_last=False)
+    ours, theirs = [], []
+    for _ in range(passes):
+        start = time.perf_counter()
+        order = torch.randperm(len(data))
+        for b in range(0, len(data), batch):
+            data.batch(order[b:b + batch])
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in loader:
+            pass
+        theirs.append(time.perf_counter() - start)
+    return {"label": "data only (no model)", "ours": statistics.median(ours),
+            "theirs": statistics.median(theirs), "n": passes}
+
+
 def timing(scenario, epochs: int, rounds: int) -> list[dict]:
     """Median seconds per training epoch, each side measured ``rounds`` times in alternating order."""
     out = []
@@ -169,6 +194,7 @@ def timing(scenario, epochs: int, rounds: int) -> list[dict]:
                 sink += fn(name, hp, scenario, epochs)
         out.append({"label": label, "ours": statistics.median(mine), "theirs": statistics.median(other),
                     "n": len(mine)})
+    out.append(data_passes(scenario, epochs * rounds))
     return out
 
 
@@ -245,6 +271,11 @@ def render(args, pair_list, results, fisher, times, env) -> str:
     for row in times:
         lines.append(f"| {row['label']} | {row['ours']:.3f} | {row['theirs']:.3f} | "
                      f"{row['theirs'] / row['ours']:.2f} |")
+    n_batches = -(-args.max_train_per_task // 64)
+    extra = [(row["theirs"] - row["ours"]) / n_batches * 1000 for row in times[:2]]
+    note = (f"Avalanche's extra time per batch of 64: {extra[0]:.2f} ms (Naive), {extra[1]:.2f} ms (EWC), over "
+            f"{n_batches} batches per epoch.")
+    lines += ["", note]
     lines += ["", f"Environment: {env['text']}", ""]
     return "\n".join(lines)
 
