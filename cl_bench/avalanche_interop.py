@@ -26,8 +26,8 @@ plus ``net``, the cl-bench network variant. What maps onto the cl-bench protocol
 What does not map: the validation loss is the plain cross-entropy of the task's head (Avalanche adds
 its regularisers to the loss only inside the training loop, so the regularised validation loss the
 reference early-stops on is not available); batches are shuffled by Avalanche's DataLoader (torch's
-global generator, not the trainer's); and a run has no per-task checkpoint (no ``state_dict``): a
-killed run restarts. Method-level differences (EWC's Fisher, LwF's distillation, LFL's penalty) are
+global generator, not the trainer's); the forward passes are fp32 (no ``precision=bf16``); and a run
+has no per-task checkpoint (no ``state_dict``): a killed run restarts. Method-level differences (EWC's Fisher, LwF's distillation, LFL's penalty) are
 documented in ``examples/avalanche_crosscheck.py`` and the README.
 """
 from __future__ import annotations
@@ -74,9 +74,9 @@ class AvalancheSpec:
 
 
 # The strategies that run task-incrementally on a cl-bench network through the generic adapter, by
-# their class names in avalanche.training. The
-# others in avalanche.training need their own model (PNN, AR1, PackNet's PackNetModel, ICaRL's
-# feature extractor, L2P's ViT), a generator (generative replay) or are class-incremental by design.
+# their class names in avalanche.training. The others there need their own model (PNN, AR1, PackNet's
+# PackNetModel, ICaRL's feature extractor, L2P's ViT), a generator (generative replay), a QP solver
+# (GEM), or are class-incremental by design (GDumb, CoPE, BiC, ER-ACE, ...).
 AVALANCHE_STRATEGIES: dict[str, AvalancheSpec] = {
     "Naive": AvalancheSpec("Naive", "sgd"),
     "EWC": AvalancheSpec("EWC", "ewc"),
@@ -336,11 +336,14 @@ class AvalancheStrategy(Strategy):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "No loggers specified": cl-bench records the run itself
             evaluator = EvaluationPlugin(loggers=[])
+        protocol_plugin = _protocol_plugin_class()(self)
         self.avalanche = self.avalanche_class(
             model=model, optimizer=torch.optim.SGD(model.parameters(), lr=p.lr),  # plain SGD (§3)
             criterion=nn.CrossEntropyLoss(), train_mb_size=p.batch_size, train_epochs=p.epochs,
             eval_mb_size=p.eval_batch_size, device=self.device,
-            plugins=[_protocol_plugin_class()(self)], evaluator=evaluator, **self.avalanche_kwargs())
+            plugins=[protocol_plugin], evaluator=evaluator, **self.avalanche_kwargs())
+        if self.avalanche.plugins[0] is not protocol_plugin:  # the best weights must be back first
+            raise RuntimeError(f"{self.name}: Avalanche put its own plugins before the protocol's")
         self.benchmark = to_avalanche(self.scenario, streams=("train",))
 
     def train_task(self, t: int, trainer) -> None:
