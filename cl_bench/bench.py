@@ -150,6 +150,10 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
     if samples < 1 or reps < 1 or warmup < 0 or batch_size < 1 or task < 0 or eval_batch_size < 1:
         raise click.BadParameter("samples, reps and batch sizes must be >= 1; warmup and task >= 0")
     strategies = tuple(dict.fromkeys(strategies))  # once each, in the given order
+    foreign = [s for s in strategies if s.startswith("avalanche:")]
+    if foreign:  # their training runs in Avalanche's loop, not Trainer.train_epoch: nothing to time here
+        raise click.ClickException(f"{', '.join(foreign)}: Avalanche strategies train in Avalanche's own loop; "
+                                   f"examples/avalanche_crosscheck.py times them against cl-bench's")
     dev = resolve_device(device)
     classes = {name: get_strategy(name) for name in strategies}
     hparams = dict(hparams or {})

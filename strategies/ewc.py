@@ -80,8 +80,17 @@ def cross_entropy_of(model: nn.Module, t: int) -> ParamLoss:
 
 def quadratic_penalty(model: nn.Module, anchor: dict[str, Tensor],
                       weight: dict[str, Tensor] | None = None) -> Tensor:
-    """Σ_i w_i (anchor_i − θ_i)² / 2 over every named parameter (w = 1 when ``weight`` is None)."""
-    return QuadraticPenalty(model, anchor, weight)()
+    """Σ_i w_i (anchor_i − θ_i)² / 2 over every named parameter (w = 1 when ``weight`` is None).
+
+    Its buffers are kept on the model for the next call with the same ``anchor`` and ``weight`` dicts
+    (compared by identity; the cache holds them, so an identity cannot be reused by new dicts). A call
+    overwrites the buffers an earlier call's backward reads: backward before calling again, as a
+    training step does (calls under no_grad, as validation, are free)."""
+    cached = model.__dict__.get("_quadratic_penalty")
+    if cached is None or cached[0] is not anchor or cached[1] is not weight:
+        cached = (anchor, weight, QuadraticPenalty(model, anchor, weight))
+        model.__dict__["_quadratic_penalty"] = cached
+    return cached[2]()
 
 
 class QuadraticPenalty:
@@ -89,9 +98,11 @@ class QuadraticPenalty:
 
     The penalty is on every training step of EWC and IMM, so it is their cost over SGD. Its gradient
     w (θ − anchor) is computed in the forward pass, into buffers allocated once (a fresh
-    parameter-sized tensor costs page faults on every step on CPU), then handed to autograd: four
-    passes over the parameters instead of the ~nine of autograd on the plain expression
-    (tests/test_speed_paths.py checks value and gradient against the plain expression).
+    parameter-sized tensor costs page faults on every step on CPU), and handed to autograd: four
+    passes over the parameters instead of the ~nine of autograd on the plain expression. (Adding it
+    straight into ``p.grad`` from the backward pass would save one allocation more, but would hide it
+    from ``torch.autograd.grad``.) tests/test_speed_paths.py checks value and gradients against
+    autograd on the plain expression.
     """
 
     def __init__(self, model: nn.Module, anchor: dict[str, Tensor], weight: dict[str, Tensor] | None = None):
@@ -156,16 +167,14 @@ class EWC(Strategy):
             raise ValueError(f"ewc: fisher_batch must be >= 1, got {self.hp.fisher_batch}")
         self.anchor: dict[str, Tensor] | None = None  # θ*, the model after the previous task
         self.fisher: dict[str, Tensor] | None = None  # running mean of the tasks' Fishers
-        self._penalty: QuadraticPenalty | None = None  # built from anchor and Fisher on first use
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE of head t + λ Σ F (θ* − θ)² / 2 (also the validation loss, as in the reference)."""
-        ce, logits = super().loss(x, y, t)
         if self.anchor is None:
-            return ce, logits
-        if self._penalty is None:
-            self._penalty = QuadraticPenalty(self.model, self.anchor, self.fisher)
-        return ce + self.hp.lamb * self._penalty(), logits  # EWC Eq. 3
+            return super().loss(x, y, t)
+        penalty = quadratic_penalty(self.model, self.anchor, self.fisher)
+        ce, logits = super().loss(x, y, t)
+        return ce + self.hp.lamb * penalty, logits  # EWC Eq. 3
 
     def after_task(self, t: int) -> None:
         """Fisher of the task just learned, merged as a running mean; the model becomes the anchor."""
@@ -178,11 +187,9 @@ class EWC(Strategy):
         else:  # reference §5: F <- (F_t + t·F_old)/(t+1), a running mean over tasks, not a sum
             self.fisher = {name: (new[name] + t * self.fisher[name]) / (t + 1) for name in new}
         self.anchor = snapshot(self.model)
-        self._penalty = None
 
     def state_dict(self) -> dict:
         return {"anchor": self.anchor, "fisher": self.fisher}  # for per-task checkpoints
 
     def load_state_dict(self, state: dict) -> None:
         self.anchor, self.fisher = state["anchor"], state["fisher"]
-        self._penalty = None

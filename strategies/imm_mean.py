@@ -57,10 +57,11 @@ class IMMMean(Strategy):
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE of head t + λ Σ (θ_{t-1} − θ)² / 2 (also the validation loss, as in the reference)."""
-        ce, logits = super().loss(x, y, t)
         if self.previous is None:
-            return ce, logits
-        return ce + self.hp.lamb * quadratic_penalty(self.model, self.previous), logits
+            return super().loss(x, y, t)
+        penalty = quadratic_penalty(self.model, self.previous)
+        ce, logits = super().loss(x, y, t)
+        return ce + self.hp.lamb * penalty, logits
 
     def after_task(self, t: int) -> None:
         """Merge with the previous model (t > 0), then remember the result as θ_t."""

@@ -75,10 +75,11 @@ class IMMMode(Strategy):
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE of head t + λ Σ (θ − θ_{t-1})² / 2 (also the validation loss, as in the reference)."""
-        ce, logits = super().loss(x, y, t)
         if self.previous is None:
-            return ce, logits
-        return ce + self.hp.lamb * quadratic_penalty(self.model, self.previous), logits
+            return super().loss(x, y, t)
+        penalty = quadratic_penalty(self.model, self.previous)
+        ce, logits = super().loss(x, y, t)
+        return ce + self.hp.lamb * penalty, logits
 
     def after_task(self, t: int) -> None:
         """Corrected mode: Fisher of task t and the merge. Either way θ becomes the new θ_{t-1}."""

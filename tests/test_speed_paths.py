@@ -164,3 +164,38 @@ def test_devices_are_checked_in_one_place():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name", ["ewc", "imm_mean", "imm_mode"])
+def test_penalised_loss_gradient_matches_autograd_on_the_formula(name):
+    """The strategies' loss (penalty before the forward pass, its gradient added in place) against
+    CE + λ Σ w (a − θ)² / 2 written out and differentiated by autograd."""
+    torch.manual_seed(0)
+    sc = make_scenario(n_tasks=2)
+    strategy = get_strategy(name)(sc)
+    trainer = Trainer(sc, Protocol(epochs=1))
+    strategy.before_task(0)
+    strategy.train_task(0, trainer)
+    strategy.after_task(0)
+    strategy.before_task(1)
+    with torch.no_grad():
+        for p in strategy.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # away from the anchor
+    strategy.model.eval()  # no dropout: the same function twice
+    data = trainer.data(1, "train")
+    x, y, t = data.batch(torch.arange(len(data)))
+    for _ in range(2):  # the second call reuses the cached buffers
+        strategy.model.zero_grad(set_to_none=True)
+        loss, _ = strategy.loss(x, y, t)
+        loss.backward()
+    fast = {n: p.grad.clone() for n, p in strategy.model.named_parameters()}
+    anchor = strategy.anchor if name == "ewc" else strategy.previous
+    weight = strategy.fisher if name == "ewc" else None
+    strategy.model.zero_grad(set_to_none=True)
+    plain = F.cross_entropy(strategy.model(x, t), y) + strategy.hp.lamb * sum(
+        ((1.0 if weight is None else weight[n]) * (anchor[n] - p).pow(2)).sum() / 2
+        for n, p in strategy.model.named_parameters())
+    plain.backward()
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-5)
+    for n, p in strategy.model.named_parameters():
+        torch.testing.assert_close(fast[n], p.grad, rtol=1e-5, atol=1e-7, msg=n)

@@ -20,10 +20,11 @@ cl-bench bench -s sgd -s hat -c split_mnist --samples 10000 --reps 3 --threads 2
 cl-bench bench -s sgd -s hat -c synthetic-alexnet --samples 5000 --reps 3 --threads 2 --compile \
   --out $OUT/alexnet_compile.json
 if [ -n "${1:-}" ]; then  # the same loops with the code before the optimisations (one strategy per run there)
-  for s in sgd ewc hat; do
-    PYTHONPATH="$1" python -m cl_bench.cli bench -s $s -c split_mnist --samples 10000 --reps 3 --threads 2 \
-      --out $OUT/before/mlp_$s.json
-    PYTHONPATH="$1" python -m cl_bench.cli bench -s $s -c synthetic-alexnet --samples 5000 --reps 3 --threads 2 \
-      --out $OUT/before/alexnet_$s.json
+  HERE="$PWD"
+  for s in sgd ewc hat; do  # run from inside the old checkout: `python -m` puts the cwd first on sys.path
+    (cd "$1" && python -m cl_bench.cli bench -s $s -c split_mnist --samples 10000 --reps 3 --threads 2 \
+      --out "$HERE/$OUT/before/mlp_$s.json")
+    (cd "$1" && python -m cl_bench.cli bench -s $s -c synthetic-alexnet --samples 5000 --reps 3 --threads 2 \
+      --out "$HERE/$OUT/before/alexnet_$s.json")
   done
 fi
