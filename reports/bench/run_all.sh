@@ -8,6 +8,8 @@ cd "$(dirname "$0")/../.."
 OUT=reports/bench
 BASELINES="-s sgd -s sgd_frozen -s ewc -s imm_mean -s imm_mode -s lwf -s lfl -s hat -s pnn -s joint"
 cl-bench bench $BASELINES -c split_mnist --samples 10000 --reps 3 --threads 2 --out $OUT/mlp_fp32.json
+cl-bench bench -s sgd -s ewc -s hat -s joint -c split_mnist --samples 10000 --reps 7 --threads 2 \
+  --out $OUT/mlp_fp32_7reps.json
 cl-bench bench -s sgd -s ewc -s lwf -s imm_mean -s hat -s pnn -c synthetic-alexnet --samples 5000 --reps 3 \
   --threads 2 --out $OUT/alexnet_fp32.json
 cl-bench bench -s sgd -s ewc -s hat -c synthetic-alexnet --samples 5000 --reps 3 --threads 2 --channels-last \
