@@ -23,7 +23,6 @@ value for any evaluation batch size. Training batches use the plain sum, as the 
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.strategy import Strategy, hparam, register_strategy
+from cl_bench.strategies.lwf import KeepsPreviousModel
+from cl_bench.strategy import hparam, register_strategy
 
 
 @dataclass
@@ -41,7 +41,7 @@ class LFLHparams:
 
 
 @register_strategy
-class LFL(Strategy):
+class LFL(KeepsPreviousModel):
     """Cross-entropy plus an L2 penalty between the old and the new model's last hidden features."""
 
     name = "lfl"
@@ -50,7 +50,6 @@ class LFL(Strategy):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.old: nn.Module | None = None  # the frozen model after the previous task, in eval mode
         self.train_batch_size = 64  # the reference's; set from the protocol in train_task
 
     def build_model(self) -> nn.Module:
@@ -73,16 +72,3 @@ class LFL(Strategy):
                 penalty = penalty * (self.train_batch_size / len(x))
             loss = loss + self.hp.lamb * penalty
         return loss, logits
-
-    def after_task(self, t: int) -> None:
-        """The model with its best weights restored becomes the frozen reference for h."""
-        self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
-
-    def state_dict(self) -> dict:
-        return {"old": None if self.old is None else self.old.state_dict()}  # for per-task checkpoints
-
-    def load_state_dict(self, state: dict) -> None:
-        self.old = None
-        if state["old"] is not None:
-            self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
-            self.old.load_state_dict(state["old"])

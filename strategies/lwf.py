@@ -36,6 +36,26 @@ def distillation(student_logits: Tensor, teacher_logits: Tensor, T: float) -> Te
     return -(teacher * student.log()).sum(1).mean()
 
 
+class KeepsPreviousModel(Strategy):
+    """A strategy that keeps a frozen, eval-mode copy of its model after each task in ``self.old``
+    (LwF's teacher, LFL's feature reference), and checkpoints it."""
+
+    old: nn.Module | None = None  # the frozen model after the previous task
+
+    def after_task(self, t: int) -> None:
+        """The model with its best weights restored becomes the frozen previous model."""
+        self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def state_dict(self) -> dict:
+        return {"old": None if self.old is None else self.old.state_dict()}  # for per-task checkpoints
+
+    def load_state_dict(self, state: dict) -> None:
+        self.old = None
+        if state["old"] is not None:
+            self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.old.load_state_dict(state["old"])
+
+
 @dataclass
 class LwFHparams:
     lamb: float = hparam(2.0, "weight λ of the distillation loss", grid=[0.1, 0.5, 1, 2, 4, 8, 10])
@@ -43,7 +63,7 @@ class LwFHparams:
 
 
 @register_strategy
-class LwF(Strategy):
+class LwF(KeepsPreviousModel):
     """Cross-entropy on the new head plus distillation of the previous model's old heads."""
 
     name = "lwf"
@@ -54,7 +74,6 @@ class LwF(Strategy):
         super().__init__(*args, **kwargs)
         if self.hp.T <= 0:
             raise ValueError(f"lwf: temperature T must be > 0, got {self.hp.T}")
-        self.old: nn.Module | None = None  # the frozen model after the previous task, in eval mode
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE on head t + λ Σ_{u<t} KD (also the validation loss, as in the reference)."""
@@ -68,16 +87,3 @@ class LwF(Strategy):
                 loss = loss + self.hp.lamb * distillation(self.model.heads[u](h),
                                                           self.old.heads[u](h_old), self.hp.T)
         return loss, logits
-
-    def after_task(self, t: int) -> None:
-        """The model with its best weights restored becomes the frozen teacher."""
-        self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
-
-    def state_dict(self) -> dict:
-        return {"old": None if self.old is None else self.old.state_dict()}  # for per-task checkpoints
-
-    def load_state_dict(self, state: dict) -> None:
-        self.old = None
-        if state["old"] is not None:
-            self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
-            self.old.load_state_dict(state["old"])
