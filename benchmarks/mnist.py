@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from cl_bench.data import data_root
-from cl_bench.scenario import Scenario, Split, Task, register_scenario
+from cl_bench.scenario import Scenario, Split, Task
+from cl_bench.registry import register_scenario
 from cl_bench.benchmarks.datasets import load_idx_dataset
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)

@@ -2,7 +2,8 @@
 
 Needs the ``[avalanche]`` extra (avalanche-lib 0.6.0). Avalanche is imported only inside the functions
 below (importing it takes seconds and pulls in many libraries), so ``import cl_bench`` and the CLI never
-load it; ``cl_bench.strategy.get_strategy`` imports this module only for names starting ``avalanche:``.
+load it; ``cl_bench.registry.get_strategy`` imports this module only for names starting ``avalanche:`` (the
+prefix hook declared as an entry point in setup.cfg).
 
 **Export.** ``to_avalanche(scenario)`` is a task-incremental Avalanche benchmark with the scenario's
 splits as streams (``train_stream``, ``valid_stream``, ``test_stream``), one experience per task,
@@ -51,7 +52,9 @@ from torch import Tensor, nn
 
 from cl_bench import nets
 from cl_bench.scenario import Data, Scenario
-from cl_bench.strategy import HparamError, Strategy, _coerce, get_strategy
+from cl_bench.strategy import HparamError, Strategy
+from cl_bench.values import BadValue, parse_value
+from cl_bench.registry import get_strategy
 from cl_bench.trainer import DivergedError, EpochLog
 
 PREFIX = "avalanche:"
@@ -449,10 +452,9 @@ def _parse_hparams(cls: type[AvalancheStrategy], values: dict[str, Any] | None) 
             parsed[key] = None
             continue
         try:
-            parsed[key] = _coerce(raw, f.metadata["kind"])
-        except (TypeError, ValueError):
-            raise HparamError(f"hyperparameter {key!r} of {cls.name!r} must be "
-                              f"{f.metadata['kind'].__name__}, got {raw!r}") from None
+            parsed[key] = parse_value(raw, f.metadata["kind"], f"hyperparameter {key!r} of {cls.name!r}")
+        except BadValue as e:
+            raise HparamError(str(e)) from None
     hp = cls.Hparams(**parsed)
     if hp.net not in ("base", "hat", "lfl"):
         raise HparamError(f"hyperparameter 'net' of {cls.name!r} must be base, hat or lfl, got {hp.net!r}")

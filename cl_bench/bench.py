@@ -47,7 +47,8 @@ import torch.nn.functional as F
 
 from cl_bench import nets
 from cl_bench.scenario import Data, Scenario, Split, Task, build_scenario
-from cl_bench.strategy import HparamError, Strategy, get_strategy
+from cl_bench.strategy import HparamError, Strategy
+from cl_bench.registry import get_strategy
 from cl_bench.trainer import PRECISIONS, Protocol, Trainer, resolve_device
 
 SYNTHETIC = {  # name -> (arch, input shape): random uint8 data, 10 classes per task

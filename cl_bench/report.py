@@ -30,7 +30,7 @@ from cl_bench import plots
 from cl_bench.metrics import UndefinedRatioError, summarize
 from cl_bench.results import REFERENCES, MissingReferences, RunMetrics, with_rho
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store, StoreError
-from cl_bench.strategy import get_strategy
+from cl_bench.registry import get_strategy
 
 HAT = "hat"
 GRID_KEYS = ("s_max", "c")  # Fig. 4 axes: HAT's stability and compressibility hyperparameters

@@ -6,13 +6,16 @@ batch by a fused multiply-add with the task's constants, so a batch is one index
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from cl_bench.registry import get_scenario, scenario_options
+from cl_bench.values import parse_like, parse_value
 
 
 @dataclass
@@ -127,32 +130,6 @@ class Data:
 
 
 # ----------------------------------------------------------------------------------------------
-# Registry: benchmarks register builder functions; the core never imports a specific one.
-
-ScenarioBuilder = Callable[..., Scenario]
-
-
-@dataclass
-class ScenarioSpec:
-    name: str
-    build: ScenarioBuilder
-    description: str
-    datasets: tuple[str, ...]
-
-
-SCENARIOS: dict[str, ScenarioSpec] = {}
-
-
-def register_scenario(name: str, description: str, datasets: Sequence[str] = ()):
-    """Decorator: ``build(seed, data_root, download, **options) -> Scenario``."""
-
-    def wrap(fn: ScenarioBuilder) -> ScenarioBuilder:
-        SCENARIOS[name] = ScenarioSpec(name, fn, description, tuple(datasets))
-        return fn
-
-    return wrap
-
-
 def stratified_subset(y: Tensor, max_n: int, generator: torch.Generator) -> Tensor:
     """Indices of at most ``max_n`` samples keeping class proportions (largest remainders)."""
     n = len(y)
@@ -171,17 +148,33 @@ def stratified_subset(y: Tensor, max_n: int, generator: torch.Generator) -> Tens
     return torch.cat(chosen).sort().values
 
 
-def all_scenarios() -> dict[str, ScenarioSpec]:
-    import importlib
-    importlib.import_module("cl_bench.benchmarks")  # built-ins register on import
-    return dict(sorted(SCENARIOS.items()))
+COMMON_OPTIONS = ("max_train_per_task", "tasks")  # build_scenario takes these for every scenario
 
 
-def scenario_options(name: str) -> dict[str, Any]:
-    """The builder's own options (beyond seed/data root/download) with their defaults."""
-    import inspect
-    params = inspect.signature(all_scenarios()[name].build).parameters
-    return {k: p.default for k, p in params.items() if k not in ("seed", "data_root_path", "download")}
+def parse_scenario_options(name: str, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Scenario options given as text (CLI) or YAML, typed by the builder's defaults (cl_bench.values);
+    unknown or reserved names are errors listing the accepted ones."""
+    where = where or f"scenario {name!r}"
+    accepted = scenario_options(name)
+    unknown = sorted(set(values) - set(accepted) - set(COMMON_OPTIONS))
+    if unknown:
+        raise ValueError(f"{where} has no option {', '.join(unknown)}; it accepts: "
+                         + ", ".join([f"{k}={v!r}" for k, v in accepted.items()] + list(COMMON_OPTIONS)))
+    out = {}
+    for key, raw in values.items():
+        name_ = f"{where} option {key!r}"
+        if raw is None:
+            out[key] = None
+        elif key == "max_train_per_task":
+            out[key] = parse_value(raw, int, name_)
+        elif key == "tasks":
+            items = raw.split(",") if isinstance(raw, str) else raw
+            out[key] = [parse_value(i, int, name_) for i in parse_value(items, list, name_)]
+        elif accepted[key] is None:
+            out[key] = raw  # no default to take a type from: the builder checks it
+        else:
+            out[key] = parse_like(raw, accepted[key], name_)
+    return out
 
 
 def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = False,
@@ -190,15 +183,13 @@ def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = Fa
     """Build a registered scenario; ``tasks`` keeps a subset (by position) and ``max_train_per_task``
     caps each task's training split (stratified, seeded; a held-out validation split shrinks in the
     same proportion): the reduced-scale knobs every scenario takes."""
-    specs = all_scenarios()
-    if name not in specs:
-        raise ValueError(f"unknown scenario {name!r}; valid: {', '.join(specs)}")
+    spec = get_scenario(name)
     accepted = scenario_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"scenario {name!r} has no option {', '.join(unknown)}; it accepts: "
                          f"{', '.join(f'{k}={v!r}' for k, v in accepted.items()) or 'none'}")
-    scenario = specs[name].build(seed=seed, data_root_path=data_root, download=download, **options)
+    scenario = spec.build(seed=seed, data_root_path=data_root, download=download, **options)
     if tasks is not None:
         bad = [i for i in tasks if not 0 <= i < len(scenario.tasks)]
         if bad:

@@ -21,25 +21,25 @@ returning what the strategy keeps outside ``self.model`` between tasks as plain 
 lists. A strategy without its own pair is never resumed from its model alone: a killed run restarts.
 
 Hyperparameters are a dataclass per strategy (``Hparams``), each field declared with ``hparam``: the
-CLI, ``cl-bench list``, sweeps and the run record all read it.
+CLI, ``cl-bench list``, sweeps and the run record all read it. Strategies are found by name through
+``cl_bench.registry`` (``@register_strategy``).
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.scenario import Scenario
+from cl_bench.values import BadValue, parse_like
+
+if TYPE_CHECKING:
+    from cl_bench.scenario import Scenario
 
 
 def hparam(default: Any, help: str, grid: Iterable[Any] | None = None):
@@ -63,8 +63,8 @@ class BatchInfo:
     n_samples: int
 
 
-class HparamError(ValueError):
-    pass
+class HparamError(BadValue):
+    """A hyperparameter name or value a strategy does not accept."""
 
 
 class Strategy:
@@ -140,106 +140,13 @@ class Strategy:
         if unknown:
             raise HparamError(f"strategy {cls.name!r} has no hyperparameter {', '.join(unknown)}; "
                               f"it accepts: {describe_hparams(cls) or 'none'}")
-        parsed = {}
-        for key, raw in values.items():
-            f = fields[key]
-            kind = type(f.default)
-            try:
-                parsed[key] = _coerce(raw, kind)
-            except (TypeError, ValueError):
-                raise HparamError(f"hyperparameter {key!r} of {cls.name!r} must be {kind.__name__}, "
-                                  f"got {raw!r}") from None
+        try:
+            parsed = {key: parse_like(raw, fields[key].default, f"hyperparameter {key!r} of {cls.name!r}")
+                      for key, raw in values.items()}
+        except BadValue as e:
+            raise HparamError(str(e)) from None
         return cls.Hparams(**parsed)
-
-
-def _coerce(raw: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        if str(raw).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(raw).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(raw)
-    if kind is float and isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return float(raw)
-    if kind is int and isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, kind):
-        return raw
-    if isinstance(raw, str) and kind in (int, float, str):
-        return kind(raw)
-    raise TypeError(raw)
 
 
 def describe_hparams(cls: type[Strategy]) -> str:
     return ", ".join(f"{f.name}: {type(f.default).__name__} = {f.default!r}" for f in cls.hparam_fields())
-
-
-# ---- registry ------------------------------------------------------------------------------------
-STRATEGIES: dict[str, type[Strategy]] = {}
-ENTRY_POINT_GROUP = "cl_bench.strategies"
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: make a strategy available by its ``name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} needs a class attribute `name`")
-    STRATEGIES[cls.name] = cls
-    return cls
-
-
-_DISCOVERED = False
-
-
-def _discover() -> None:
-    """Import the built-ins and the entry points once per process (entry-point scans cost ~35 ms)."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    importlib.import_module("cl_bench.strategies")  # built-ins register on import
-    from importlib.metadata import entry_points
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in STRATEGIES:
-            cls = ep.load()
-            STRATEGIES.setdefault(getattr(cls, "name", "") or ep.name, cls)
-    _DISCOVERED = True
-
-
-def load_from_file(spec: str) -> type[Strategy]:
-    """``path/to/file.py:ClassName`` -> the class (a third-party strategy not installed as a package)."""
-    path, _, cls_name = spec.rpartition(":")
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"strategy file {file} does not exist (expected path/to/file.py:ClassName)")
-    mod_name = f"cl_bench_user_{file.stem}"
-    module_spec = importlib.util.spec_from_file_location(mod_name, file)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[mod_name] = module
-    module_spec.loader.exec_module(module)
-    cls = getattr(module, cls_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")
-    return cls
-
-
-def get_strategy(name: str) -> type[Strategy]:
-    """A strategy class by registered name, entry point, ``file.py:ClassName``, or ``avalanche:NAME``
-    (an Avalanche strategy under the cl-bench protocol; cl_bench.avalanche_interop, imported only here)."""
-    if name.startswith("avalanche:"):
-        from cl_bench import avalanche_interop
-        return avalanche_interop.strategy_class(name)
-    if name.endswith(".py") or ".py:" in name:
-        return load_from_file(name)
-    _discover()
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))} "
-                         f"(and avalanche:NAME, e.g. avalanche:EWC)")
-    return STRATEGIES[name]
-
-
-def all_strategies() -> dict[str, type[Strategy]]:
-    """The registered strategies (built-ins and entry points). ``avalanche:NAME`` strategies are not
-    listed: get_strategy resolves them on demand (cl_bench.avalanche_interop.strategy_names())."""
-    _discover()
-    return dict(sorted(STRATEGIES.items()))

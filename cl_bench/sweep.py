@@ -57,9 +57,10 @@ from typing import Any
 
 import click
 
-from cl_bench.scenario import all_scenarios, scenario_options
+from cl_bench.registry import all_scenarios, scenario_options
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store, StoreError
-from cl_bench.strategy import HparamError, Strategy, get_strategy
+from cl_bench.strategy import HparamError, Strategy
+from cl_bench.registry import get_strategy
 from cl_bench.trainer import PRESETS, Protocol
 
 REFERENCE_STRATEGIES = ("joint", "random")

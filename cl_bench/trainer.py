@@ -20,6 +20,7 @@ from torch import Tensor
 
 from cl_bench.scenario import Data, Scenario
 from cl_bench.strategy import BatchInfo, Strategy
+from cl_bench.values import parse_like
 
 
 @dataclass
@@ -185,36 +186,81 @@ class Trainer:
                 correct += (strategy.predict(x, task) == y).sum()
         return correct.item() / len(data)
 
+    def epoch(self, strategy: Strategy, t: int, train: Data, valid: Data, lr: float, epoch: int) -> EpochLog:
+        """One protocol epoch: train on ``train`` at ``lr``, then validate and log (``end_epoch``)."""
+        start = time.perf_counter()
+        train_loss = self.train_epoch(strategy, t, train, lr, epoch)
+        return self.end_epoch(strategy, t, train, valid, lr, epoch, train_loss, start)
+
+    def end_epoch(self, strategy: Strategy, t: int, train: Data, valid: Data, lr: float, epoch: int,
+                  train_loss: float, start: float) -> EpochLog:
+        """After an epoch's training (here or in another loop: the Avalanche adapter): validate with the
+        strategy's full criterion, stop a diverged run, and log the epoch to the history and the hooks."""
+        train_eval = self.evaluate(strategy, t, train) if self.protocol.eval_train_each_epoch else (None, None)
+        valid_loss, valid_acc = self.evaluate(strategy, t, valid)
+        if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
+            raise DivergedError(f"loss is not finite at task {t} epoch {epoch + 1} "
+                                f"(train {train_loss}, valid {valid_loss}, lr {lr:g})")
+        log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss, valid_acc, time.perf_counter() - start,
+                       *train_eval)
+        self.history.append(log)
+        strategy.after_epoch(t, log)
+        self.on_epoch(log)
+        return log
+
     # ---- the protocol ------------------------------------------------------------------------------
     def fit(self, strategy: Strategy, t: int, train: Data, valid: Data) -> None:
         """Train until lr < lr_min or ``epochs``; leave the best-validation weights in the model."""
-        p = self.protocol
         model = strategy.model
-        lr, patience = p.lr, p.lr_patience
-        best_loss, best_state = math.inf, _snapshot(model)
-        for epoch in range(p.epochs):
-            start = time.perf_counter()
-            train_loss = self.train_epoch(strategy, t, train, lr, epoch)
-            train_eval = self.evaluate(strategy, t, train) if p.eval_train_each_epoch else (None, None)
-            valid_loss, valid_acc = self.evaluate(strategy, t, valid)
-            if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
-                raise DivergedError(f"loss is not finite at task {t} epoch {epoch + 1} "
-                                    f"(train {train_loss}, valid {valid_loss}, lr {lr:g})")
-            log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss,
-                           valid_acc, time.perf_counter() - start, *train_eval)
-            self.history.append(log)
-            strategy.after_epoch(t, log)
-            self.on_epoch(log)
-            if valid_loss < best_loss:
-                best_loss, best_state, patience = valid_loss, _snapshot(model), p.lr_patience
-            else:
-                patience -= 1
-                if patience <= 0:
-                    lr /= p.lr_factor
-                    if lr < p.lr_min:
-                        break
-                    patience = p.lr_patience
+        schedule = Plateau.start(self.protocol)
+        best_state = snapshot(model)
+        for epoch in range(self.protocol.epochs):
+            log = self.epoch(strategy, t, train, valid, schedule.lr, epoch)
+            if schedule.update(log.valid_loss):
+                best_state = snapshot(model)
+            if schedule.stopped:
+                break
         model.load_state_dict(best_state)
+
+
+@dataclass
+class Plateau:
+    """The protocol's lr schedule, the one place it is written: after ``patience`` epochs without a
+    lower validation loss, lr /= ``factor`` (and patience refills); training stops once lr < ``lr_min``.
+    ``update`` returns True when the loss is a new best (the caller keeps those weights)."""
+
+    lr: float
+    factor: float
+    patience: int
+    lr_min: float
+    best: float = math.inf
+    left: int = -1  # epochs without improvement still allowed; -1: a full ``patience``
+
+    def __post_init__(self):
+        if self.left < 0:
+            self.left = self.patience
+
+    @classmethod
+    def start(cls, protocol: Protocol, lr: float | None = None) -> Plateau:
+        return cls(protocol.lr if lr is None else lr, protocol.lr_factor, protocol.lr_patience, protocol.lr_min)
+
+    @property
+    def stopped(self) -> bool:
+        return self.lr < self.lr_min
+
+    def update(self, valid_loss: float) -> bool:
+        if valid_loss < self.best:
+            self.best, self.left = valid_loss, self.patience
+            return True
+        self.left -= 1
+        if self.left <= 0:
+            self.lr /= self.factor
+            self.left = self.patience
+        return False
+
+    def restart(self) -> Plateau:
+        """The same lr with a full patience and no best yet (PathNet's next generation of paths)."""
+        return Plateau(self.lr, self.factor, self.patience, self.lr_min)
 
 
 @torch.no_grad()
@@ -243,11 +289,20 @@ def clip_and_step(params: Sequence[torch.nn.Parameter], lr: float, max_norm: flo
     torch._foreach_add_(params, grads, alpha=-lr)  # what SGD(lr).step() does without momentum
 
 
-def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
+def snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
+    """A copy of the model's weights and buffers (``load_state_dict`` restores it): the best weights."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def protocol_from_dict(values: dict[str, Any] | None, preset: str = "paper") -> Protocol:
+def protocol_from_dict(values: dict[str, Any] | None, preset: str = "paper", where: str = "protocol") -> Protocol:
+    """The preset with ``values`` set: text or typed values, parsed by the one parser (cl_bench.values);
+    unknown names and values of the wrong type are errors that name the setting."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    return PRESETS[preset].replace(**(values or {}))
+    base = PRESETS[preset]
+    values = dict(values or {})
+    valid = [f.name for f in dataclasses.fields(base)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown protocol setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return base.replace(**{k: parse_like(v, getattr(base, k), f"{where} {k!r}") for k, v in values.items()})

@@ -33,7 +33,7 @@ from cl_bench.results import with_rho
 from cl_bench.runner import RunConfig, execute
 from cl_bench.scenario import Data, build_scenario
 from cl_bench.store import Store
-from cl_bench.strategy import get_strategy
+from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol, Trainer
 
 DIFFERENCES = """\

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from cl_bench.scenario import Data
-from cl_bench.strategy import Strategy, hparam, register_strategy
+from cl_bench.strategy import Strategy, hparam
+from cl_bench.registry import register_strategy
 
 # A loss of the parameters (name -> tensor) on one batch (x, y): what the Fisher differentiates.
 ParamLoss = Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]

@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.strategy import BatchInfo, HparamError, Strategy, hparam, register_strategy
+from cl_bench.strategy import BatchInfo, HparamError, Strategy, hparam
+from cl_bench.registry import register_strategy
 
 # Masks below this are zeroed in the forward pass (their gradient is kept exact, see `gate`).
 # Why: sigmoid(s e) reaches float32's denormal range (< 1.2e-38) for s e in about [-103, -87], and

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from cl_bench.strategies.ewc import quadratic_penalty, snapshot
-from cl_bench.strategy import Strategy, hparam, register_strategy
+from cl_bench.strategy import Strategy, hparam
+from cl_bench.registry import register_strategy
 
 
 def mean_merge(current: dict[str, Tensor], previous: dict[str, Tensor], t: int,

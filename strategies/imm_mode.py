@@ -33,7 +33,8 @@ from torch.func import functional_call
 
 from cl_bench.scenario import Data
 from cl_bench.strategies.ewc import empirical_fisher, quadratic_penalty, snapshot
-from cl_bench.strategy import Strategy, hparam, register_strategy
+from cl_bench.strategy import Strategy, hparam
+from cl_bench.registry import register_strategy
 
 
 def mode_merge(current: dict[str, Tensor], previous: dict[str, Tensor], fisher_new: dict[str, Tensor],

@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from cl_bench import nets
 from cl_bench.strategies.lwf import KeepsPreviousModel
-from cl_bench.strategy import hparam, register_strategy
+from cl_bench.strategy import hparam
+from cl_bench.registry import register_strategy
 
 
 @dataclass

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_bench.strategy import Strategy, hparam, register_strategy
+from cl_bench.strategy import Strategy, hparam
+
+from cl_bench.registry import register_strategy
 
 STUDENT_EPS = 1e-5  # reference: added (divided by the number of classes) to the student's probabilities
 

@@ -49,7 +49,6 @@ That is -0.27%, -0.29%, +4.68% and -0.17% of the base; the mixture row is the re
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,8 +59,9 @@ from torch import Tensor, nn
 from cl_bench import nets
 from cl_bench.nets import (Block, activate, base_blocks, count_parameters_of, layer_inputs, make_layer,
                            matched_widths)
-from cl_bench.strategy import Strategy, hparam, register_strategy
-from cl_bench.trainer import DivergedError, EpochLog
+from cl_bench.strategy import Strategy, hparam
+from cl_bench.registry import register_strategy
+from cl_bench.trainer import Plateau, snapshot
 
 # The reference's (M, N) configurations and their width factors on the AlexNet (§2.6).
 REFERENCE_WIDTH_FACTOR = {("alexnet", 16, 3): 0.258, ("alexnet", 10, 3): 0.325, ("alexnet", 20, 5): 0.231}
@@ -220,58 +220,34 @@ class PathNet(Strategy):
         train, valid = trainer.data(t, "train"), trainer.data(t, "valid")  # fitness: validation loss
         P, L = hp.population, len(self.model.blocks)
         paths = [random_path(L, hp.modules, hp.active, self.generator) for _ in range(P)]
-        lr, patience, best = [p.lr] * P, [p.lr_patience] * P, [math.inf] * P
-        winner, best_overall, best_state = 0, math.inf, _snapshot(self.model)
+        schedules = [Plateau.start(p) for _ in range(P)]  # each path's own lr schedule (the protocol's)
+        winner, best_overall, best_state = 0, math.inf, snapshot(self.model)
         self.ga_log[t] = []
         n_epochs = 0
         for g in range(generations):
-            if max(lr) < p.lr_min:
+            if all(s.stopped for s in schedules):
                 break
             for i in range(P):
-                if lr[i] < p.lr_min:
+                if schedules[i].stopped:
                     continue
                 self.use_path(t, paths[i])
                 for _ in range(epochs):
-                    log = self._epoch(trainer, t, train, valid, lr[i], n_epochs)
+                    log = trainer.epoch(self, t, train, valid, schedules[i].lr, n_epochs)
                     n_epochs += 1
                     if log.valid_loss < best_overall:  # the stored model and winner over all paths
-                        best_overall, best_state, winner = log.valid_loss, _snapshot(self.model), i
-                    if log.valid_loss < best[i]:  # this path's own lr schedule (trainer.fit's rule)
-                        best[i], patience[i] = log.valid_loss, p.lr_patience
-                    else:
-                        patience[i] -= 1
-                        if patience[i] <= 0:
-                            lr[i] /= p.lr_factor
-                            if lr[i] < p.lr_min:
-                                break
-                            patience[i] = p.lr_patience
+                        best_overall, best_state, winner = log.valid_loss, snapshot(self.model), i
+                    schedules[i].update(log.valid_loss)
+                    if schedules[i].stopped:
+                        break
             self.model.load_state_dict(best_state)  # reference §5: restore the best model per generation
             self.ga_log[t].append({"generation": g + 1, "epochs": n_epochs, "winner": winner,
                                    "best_valid_loss": best_overall,
                                    "paths": [path.tolist() for path in paths]})
             paths = next_generation(paths, winner, hp.modules, self.mutation_probability, hp.mutation_step,
                                     self.generator)
-            for i in range(P):
-                if i != winner:
-                    lr[i], patience[i], best[i] = lr[winner], p.lr_patience, math.inf
+            schedules = [s if i == winner else schedules[winner].restart() for i, s in enumerate(schedules)]
         self.use_path(t, paths[winner])
         self.best_paths[t] = self.paths[t]
-
-    def _epoch(self, trainer, t: int, train, valid, lr: float, epoch: int) -> EpochLog:
-        """One protocol epoch of the active path, logged in the trainer's history as fit does."""
-        start = time.perf_counter()
-        train_loss = trainer.train_epoch(self, t, train, lr, epoch)
-        train_eval = trainer.evaluate(self, t, train) if trainer.protocol.eval_train_each_epoch else (None, None)
-        valid_loss, valid_acc = trainer.evaluate(self, t, valid)
-        if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
-            raise DivergedError(f"loss is not finite at task {t} epoch {epoch + 1} "
-                                f"(train {train_loss}, valid {valid_loss}, lr {lr:g})")
-        log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss, valid_acc, time.perf_counter() - start,
-                       *train_eval)
-        trainer.history.append(log)
-        self.after_epoch(t, log)
-        trainer.on_epoch(log)
-        return log
 
     # ---- state a resumed run needs beyond the model (cl_bench.checkpoint) ---------------------------
     def state_dict(self) -> dict:
@@ -289,7 +265,3 @@ class PathNet(Strategy):
                 "base_parameters": self.base_parameters,
                 "best_paths": {str(t): [list(row) for row in path] for t, path in self.best_paths.items()},
                 "generations": {str(t): log for t, log in self.ga_log.items()}}
-
-
-def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -53,7 +53,8 @@ from torch import Tensor, nn
 from cl_bench import nets
 from cl_bench.nets import (Block, activate, base_blocks, count_parameters_of, layer_inputs,
                            make_layer, matched_widths)
-from cl_bench.strategy import Strategy, hparam, register_strategy
+from cl_bench.strategy import Strategy, hparam
+from cl_bench.registry import register_strategy
 
 REFERENCE_WIDTH_FACTOR = {"alexnet": 1.117}  # reference §2.7 (``expand_factor``); none for the MLP
 

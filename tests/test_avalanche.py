@@ -12,7 +12,8 @@ from cl_bench import avalanche_interop as ai
 from cl_bench.cli import main
 from cl_bench.scenario import Data
 from cl_bench.store import Store
-from cl_bench.strategy import HparamError, get_strategy
+from cl_bench.strategy import HparamError
+from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol, Trainer
 
 pytest.importorskip("avalanche")

@@ -10,7 +10,7 @@ from torch import nn
 
 from cl_bench import nets
 from cl_bench.scenario import Data
-from cl_bench.strategy import get_strategy
+from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol, Trainer
 
 from conftest import make_scenario

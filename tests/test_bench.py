@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from cl_bench import nets
 from cl_bench.bench import base_network, bench_command, bare_epoch, synthetic_scenario
-from cl_bench.strategy import get_strategy
+from cl_bench.registry import get_strategy
 
 
 @pytest.fixture(autouse=True)

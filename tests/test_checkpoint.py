@@ -10,9 +10,10 @@ from conftest import make_scenario
 
 from cl_bench import checkpoint as ckpt
 from cl_bench.runner import RunConfig, execute
-from cl_bench.scenario import register_scenario
+from cl_bench.registry import register_scenario
 from cl_bench.store import Store
-from cl_bench.strategy import Strategy, all_strategies
+from cl_bench.strategy import Strategy
+from cl_bench.registry import all_strategies
 from cl_bench.trainer import PRESETS
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import Store
-from cl_bench.strategy import HparamError, get_strategy
+from cl_bench.strategy import HparamError
+from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol
 
 from conftest import requires_mnist

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from conftest import make_scenario, requires_mnist
 
 from cl_bench.runner import RunConfig
-from cl_bench.scenario import register_scenario
+from cl_bench.registry import register_scenario
 from cl_bench.store import Store
-from cl_bench.strategy import get_strategy
+from cl_bench.registry import get_strategy
 from cl_bench.sweep import (SweepError, load_sweep, parse_sweep, run_sweep, status_command,
                             validation_score)
 from cl_bench.trainer import PRESETS, Protocol

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from cl_bench.report import format_accuracy_matrix
-from cl_bench.scenario import all_scenarios, scenario_options
+from cl_bench.registry import all_scenarios, scenario_options
 from cl_bench.store import DEFAULT_STORE, Store, StoreError
-from cl_bench.strategy import HparamError, all_strategies
+from cl_bench.strategy import HparamError
+from cl_bench.registry import all_strategies
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
 

@@ -1,0 +1,51 @@
+"""The ``cl-bench`` command line: a thin layer over the library, the only code that imports click.
+
+Each command lives in its own module and is imported only when it runs (or when ``--help`` lists it
+with its one-line summary, which is written here): ``cl-bench --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> (module:attribute, one-line summary shown by `cl-bench --help`)
+COMMANDS = {
+    "run": ("cl_bench.cli.run:run", "Run one strategy on one scenario and seed; store the accuracy matrix."),
+    "list": ("cl_bench.cli.listing:list_", "Strategies with their hyperparameters; scenarios with their options."),
+    "demo": ("cl_bench.cli.demo:demo", "A few-minute, reduced-scale demo: SGD and HAT against Joint and Random."),
+    "report": ("cl_bench.cli.report:report_command", "Table 1, rho, figures and HTML from a results store."),
+    "sweep": ("cl_bench.cli.sweep:sweep_command", "Run a sweep file (or a bundled preset) resumably."),
+    "status": ("cl_bench.cli.sweep:status_command", "Finished / failed / pending runs of a sweep file."),
+    "bench": ("cl_bench.cli.bench:bench_command", "Training and evaluation throughput against a bare PyTorch loop."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[name]
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The summaries written above, without importing every command's module."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cl-bench")
+def main():
+    """cl-bench: continual-learning benchmarks with the HAT paper's protocol."""
+
+
+if __name__ == "__main__":
+    main()
