@@ -1,2 +1,2 @@
 """cl-bench: a continual-learning benchmark harness re-implementing the protocol of HAT (Serra et al. 2018)."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

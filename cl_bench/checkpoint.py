@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cl_bench.strategy import Strategy
+from cl_bench.trainer import EpochLog
+
 FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
@@ -53,8 +56,6 @@ def checkpoint_path(store_path: str | os.PathLike, run_id: str) -> Path:
 def _own_hook(strategy_cls: type, name: str) -> bool:
     """The strategy (or a parent below the base Strategy) defines the hook: a default on the base
     class says nothing about what a subclass keeps, so it does not count."""
-    from cl_bench.strategy import Strategy
-
     hook = getattr(strategy_cls, name, None)
     return callable(hook) and hook is not getattr(Strategy, name, None)
 
@@ -156,8 +157,6 @@ def load(path: Path, run_id: str) -> dict[str, Any] | None:
 
 def restore(payload: dict[str, Any], strategy, trainer, accuracy: np.ndarray) -> int:
     """Put a loaded checkpoint back into a freshly built strategy and trainer; returns the next task."""
-    from cl_bench.trainer import EpochLog
-
     k = int(payload["next_task"])
     strategy.model.load_state_dict(payload["model"])
     if callable(getattr(strategy, "load_state_dict", None)):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from cl_bench.strategies.ewc import quadratic_penalty, snapshot
+from cl_bench.strategies.shared import anchor_of, quadratic_penalty
 from cl_bench.strategy import Strategy, hparam
 from cl_bench.registry import register_strategy
 
@@ -68,10 +68,10 @@ class IMMMean(Strategy):
         """Merge with the previous model (t > 0), then remember the result as θ_t."""
         if self.previous is not None:
             keep = frozenset() if self.hp.faithful else self._head_names(t)
-            merged = mean_merge(snapshot(self.model), self.previous, t, keep)  # mean-IMM
+            merged = mean_merge(anchor_of(self.model), self.previous, t, keep)  # mean-IMM
             for name, p in self.model.named_parameters():
                 p.data.copy_(merged[name])
-        self.previous = snapshot(self.model)
+        self.previous = anchor_of(self.model)
 
     def state_dict(self) -> dict:
         return {"previous": self.previous}  # for per-task checkpoints

@@ -16,7 +16,7 @@ the Fishers but writes the merged value into a rebound local name, so the model 
 (reference §9 #9): as run, IMM-mode is SGD + plain L2 toward the previous task's weights. Since the
 Fishers it accumulates are never used, they are not computed here.
 ``faithful=False`` (corrected): the merge above is written into the model. The Fisher is the
-reference's (``ewc.empirical_fisher``: batches of 20, train mode, true labels) of its own criterion,
+reference's (``shared.empirical_fisher``: batches of 20, train mode, true labels) of its own criterion,
 CE + the L2 term toward θ_{t-1}, as the reference computes it. Where Σ_k F_k = 0 (e.g. heads of later
 tasks) the current value is kept; the reference's intended code would have set those weights to 0.
 
@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from cl_bench.scenario import Data
-from cl_bench.strategies.ewc import empirical_fisher, quadratic_penalty, snapshot
+from cl_bench.strategies.shared import anchor_of, empirical_fisher, quadratic_penalty
 from cl_bench.strategy import Strategy, hparam
 from cl_bench.registry import register_strategy
 
@@ -90,11 +90,11 @@ class IMMMode(Strategy):
             if self.fisher is None:
                 self.fisher = new
             else:
-                merged = mode_merge(snapshot(self.model), self.previous, new, self.fisher)
+                merged = mode_merge(anchor_of(self.model), self.previous, new, self.fisher)
                 for name, p in self.model.named_parameters():
                     p.data.copy_(merged[name])
                 self.fisher = {name: self.fisher[name] + new[name] for name in new}
-        self.previous = snapshot(self.model)
+        self.previous = anchor_of(self.model)
 
     def state_dict(self) -> dict:
         return {"previous": self.previous, "fisher": self.fisher}  # for per-task checkpoints

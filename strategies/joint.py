@@ -11,6 +11,7 @@ from torch import Tensor
 
 from cl_bench.scenario import Data
 from cl_bench.strategy import Strategy
+from cl_bench.trainer import snapshot
 from cl_bench.registry import register_strategy
 
 
@@ -23,7 +24,7 @@ class Joint(Strategy):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.initial_state = snapshot(self.model)
 
     def state_dict(self) -> dict:
         return {}  # the model, and the initial weights the constructor rebuilds under the run's seed

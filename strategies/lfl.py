@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.strategies.lwf import KeepsPreviousModel
+from cl_bench.strategies.shared import KeepsPreviousModel
 from cl_bench.strategy import hparam
 from cl_bench.registry import register_strategy
 

@@ -13,14 +13,14 @@ factor, no warm-up of the new head, no weight decay (§9 #20).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.strategies.shared import KeepsPreviousModel
+from cl_bench.strategy import hparam
 
 from cl_bench.registry import register_strategy
 
@@ -36,26 +36,6 @@ def distillation(student_logits: Tensor, teacher_logits: Tensor, T: float) -> Te
     student = student + STUDENT_EPS / student.shape[1]
     student = student / student.sum(1, keepdim=True)
     return -(teacher * student.log()).sum(1).mean()
-
-
-class KeepsPreviousModel(Strategy):
-    """A strategy that keeps a frozen, eval-mode copy of its model after each task in ``self.old``
-    (LwF's teacher, LFL's feature reference), and checkpoints it."""
-
-    old: nn.Module | None = None  # the frozen model after the previous task
-
-    def after_task(self, t: int) -> None:
-        """The model with its best weights restored becomes the frozen previous model."""
-        self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
-
-    def state_dict(self) -> dict:
-        return {"old": None if self.old is None else self.old.state_dict()}  # for per-task checkpoints
-
-    def load_state_dict(self, state: dict) -> None:
-        self.old = None
-        if state["old"] is not None:
-            self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
-            self.old.load_state_dict(state["old"])
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from cl_bench import nets
 from cl_bench.runner import RunConfig
 from cl_bench.store import config_hash
-from cl_bench.strategies.ewc import QuadraticPenalty
+from cl_bench.strategies.shared import QuadraticPenalty
 from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol, Trainer, clip_and_step, resolve_device
 from conftest import make_scenario, synthetic

@@ -131,7 +131,7 @@ def test_sgd_frozen_keeps_dropout_active_in_the_frozen_body():
 # ---- EWC -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fisher_batch,n_train", [(20, 47), (1, 13)])
 def test_empirical_fisher_matches_a_plain_per_batch_loop(fisher_batch, n_train):
-    from cl_bench.strategies.ewc import cross_entropy_of, empirical_fisher
+    from cl_bench.strategies.shared import cross_entropy_of, empirical_fisher
     scenario = make_scenario(n_tasks=2, n_train=n_train)  # 47 = 2 batches of 20 + a last one of 7
     strategy = build("ewc", scenario)
     model = no_dropout(strategy.model)
@@ -142,7 +142,7 @@ def test_empirical_fisher_matches_a_plain_per_batch_loop(fisher_batch, n_train):
 
 
 def test_empirical_fisher_runs_in_train_mode_and_restores_the_mode():
-    from cl_bench.strategies.ewc import cross_entropy_of, empirical_fisher
+    from cl_bench.strategies.shared import cross_entropy_of, empirical_fisher
     scenario = make_scenario(n_tasks=1, n_train=30)
     model = build("ewc", scenario).model.eval()
     seen = []
@@ -401,7 +401,7 @@ def test_lfl_features_have_no_dropout_on_the_mlp_and_alexnet():
 
 @pytest.mark.slow
 def test_empirical_fisher_on_the_alexnet_matches_the_loop():
-    from cl_bench.strategies.ewc import cross_entropy_of, empirical_fisher
+    from cl_bench.strategies.shared import cross_entropy_of, empirical_fisher
     scenario = make_scenario(n_tasks=2, n_train=7, n_test=3, shape=(3, 32, 32), arch="alexnet")
     model = no_dropout(build("ewc", scenario, small=False).model)
     fisher = empirical_fisher(model, cross_entropy_of(model, 1), Data.of(scenario.tasks[1], "train", 1), 3)

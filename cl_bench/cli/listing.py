@@ -1,0 +1,44 @@
+"""``cl-bench list``: strategies with their hyperparameters, scenarios with their options and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cl_bench.benchmarks.datasets import availability, file_sha256s, format_availability
+from cl_bench.data import data_root
+from cl_bench.registry import all_scenarios, all_strategies, scenario_options
+
+
+@click.command("list")
+@click.argument("what", type=click.Choice(["strategies", "scenarios", "all"]), default="all")
+@click.option("--details", is_flag=True, help="Scenarios: their options and datasets.")
+def list_(what, details):
+    """Strategies with their hyperparameters; scenarios with their options."""
+    if what in ("strategies", "all"):
+        click.echo("Strategies:")
+        for name, cls in all_strategies().items():
+            click.echo(f"  {name:<10} {(cls.__doc__ or '').strip().splitlines()[0]}  [clip_grad {cls.clip_grad:g}]")
+            for f in cls.hparam_fields():
+                grid = f" grid={f.metadata.get('grid')}" if f.metadata.get("grid") else ""
+                click.echo(f"      {f.name}: {type(f.default).__name__} = {f.default!r}{grid}  "
+                           f"{f.metadata.get('help', '')}")
+    if what in ("scenarios", "all"):
+        click.echo("Scenarios:")
+        for name, spec in all_scenarios().items():
+            click.echo(f"  {name:<16} {spec.description}")
+            if details:
+                click.echo(f"      datasets: {', '.join(spec.datasets)}")
+                for k, v in scenario_options(name).items():
+                    click.echo(f"      option {k} = {v!r}")
+                click.echo("      every scenario also takes --max-train-per-task and --tasks")
+        if details:
+            click.echo(f"Data sets in {data_root()} (first call prepares the cache):")
+            rows = availability(data_root(), load=True)
+            click.echo(format_availability(rows))
+            click.echo("sha256 of the source files:")
+            for row in rows:
+                if row.get("files"):
+                    for path, digest in file_sha256s([Path(f) for f in row["files"]], data_root()).items():
+                        click.echo(f"  {digest[:16]}  {path}")

@@ -1,0 +1,160 @@
+"""Pieces several methods share, so each method file reads top to bottom like its paper:
+
+- ``empirical_fisher`` / ``cross_entropy_of``: the diagonal empirical Fisher as the HAT authors' code
+  computed it (EWC's importance, IMM-mode's merge weights);
+- ``quadratic_penalty`` / ``QuadraticPenalty`` / ``anchor_of``: Σ w (θ* − θ)² / 2 towards an anchor
+  (EWC's penalty, IMM's L2 transfer);
+- ``KeepsPreviousModel``: a strategy that keeps a frozen copy of its model after each task (LwF's
+  teacher, LFL's feature reference).
+
+This module registers no strategy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from cl_bench.scenario import Data
+from cl_bench.strategy import Strategy
+
+# A loss of the parameters (name -> tensor) on one batch (x, y): what the Fisher differentiates.
+ParamLoss = Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]
+
+_FISHER_CHUNK_FLOATS = 2 ** 25  # per-batch gradients held at once: 128 MB of float32
+
+
+def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data,
+                     batch: int = 20) -> dict[str, Tensor]:
+    """Diagonal empirical Fisher of the reference (its ``utils.fisher_matrix_diag``):
+
+        F = (1/N) Σ_b batch · (∇θ mean_{n in b} loss_n)²   over consecutive batches b of size ``batch``
+
+    with the true labels and the model in train mode. The per-batch gradients are computed with
+    ``vmap`` over many batches at once (independent dropout per batch); ``batch=1`` is the per-sample
+    empirical Fisher (1/N) Σ_n g_n². The model's train/eval mode is restored afterwards.
+    """
+    if batch < 1:
+        raise ValueError(f"Fisher batch size must be >= 1, got {batch}")
+    n = len(data)
+    if n == 0:
+        raise ValueError("cannot compute a Fisher on an empty training set")
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    per_batch_grads = vmap(grad(param_loss), in_dims=(None, 0, 0), randomness="different")
+    n_params = sum(p.numel() for p in params.values())
+    chunk = max(1, _FISHER_CHUNK_FLOATS // n_params) * batch  # samples per vmap call
+    was_training = model.training
+    model.train()  # reference §9 #11: dropout on
+    try:
+        n_full = (n // batch) * batch
+        for start in range(0, n_full, chunk):
+            stop = min(start + chunk, n_full)
+            x, y, _ = data.batch(torch.arange(start, stop, device=data.y.device))
+            grads = per_batch_grads(params, x.reshape(-1, batch, *x.shape[1:]), y.reshape(-1, batch))
+            for name, g in grads.items():
+                fisher[name] += batch * g.pow(2).sum(0)
+        if n_full < n:  # the smaller last batch, still scaled by `batch` as the reference does
+            x, y, _ = data.batch(torch.arange(n_full, n, device=data.y.device))
+            for name, g in grad(param_loss)(params, x, y).items():
+                fisher[name] += batch * g.pow(2)
+    finally:
+        model.train(was_training)
+    return {name: f / n for name, f in fisher.items()}
+
+
+def cross_entropy_of(model: nn.Module, t: int) -> ParamLoss:
+    """CE of head t as a function of the parameters, for ``empirical_fisher``."""
+    return lambda params, x, y: F.cross_entropy(functional_call(model, params, (x, t)), y)
+
+
+def quadratic_penalty(model: nn.Module, anchor: dict[str, Tensor],
+                      weight: dict[str, Tensor] | None = None) -> Tensor:
+    """Σ_i w_i (anchor_i − θ_i)² / 2 over every named parameter (w = 1 when ``weight`` is None).
+
+    Its buffers are kept on the model for the next call with the same ``anchor`` and ``weight`` dicts
+    (compared by identity; the cache holds them, so an identity cannot be reused by new dicts). A call
+    overwrites the buffers an earlier call's backward reads: backward before calling again, as a
+    training step does (calls under no_grad, as validation, are free)."""
+    cached = model.__dict__.get("_quadratic_penalty")
+    if cached is None or cached[0] is not anchor or cached[1] is not weight:
+        cached = (anchor, weight, QuadraticPenalty(model, anchor, weight))
+        model.__dict__["_quadratic_penalty"] = cached
+    return cached[2]()
+
+
+class QuadraticPenalty:
+    """Σ_i w_i (anchor_i − θ_i)² / 2 over a model's parameters, as a differentiable scalar.
+
+    The penalty is on every training step of EWC and IMM, so it is their cost over SGD. Its gradient
+    w (θ − anchor) is computed in the forward pass, into buffers allocated once (a fresh
+    parameter-sized tensor costs page faults on every step on CPU), and handed to autograd: four
+    passes over the parameters instead of the ~nine of autograd on the plain expression. (Adding it
+    straight into ``p.grad`` from the backward pass would save one allocation more, but would hide it
+    from ``torch.autograd.grad``.) tests/test_speed_paths.py checks value and gradients against
+    autograd on the plain expression.
+    """
+
+    def __init__(self, model: nn.Module, anchor: dict[str, Tensor], weight: dict[str, Tensor] | None = None):
+        names, self.params = zip(*model.named_parameters())
+        self.anchors = [anchor[n] for n in names]
+        self.weights = None if weight is None else [weight[n] for n in names]
+        self.diffs = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.grads = self.diffs if weight is None else [torch.empty_like(d) for d in self.diffs]
+
+    def __call__(self) -> Tensor:
+        return _WeightedSquaredDistance.apply(self, *self.params)
+
+
+class _WeightedSquaredDistance(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, penalty: QuadraticPenalty, *params):
+        with torch.no_grad(), torch.autocast(params[0].device.type, enabled=False):  # fp32 under bf16 too
+            for p, a, d in zip(params, penalty.anchors, penalty.diffs):
+                torch.sub(p, a, out=d)  # θ − a
+            if penalty.weights is not None:
+                for d, w, g in zip(penalty.diffs, penalty.weights, penalty.grads):
+                    torch.mul(d, w, out=g)  # w (θ − a)
+            ctx.penalty = penalty
+            return sum(_dot(g, d) for g, d in zip(penalty.grads, penalty.diffs)) / 2
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return None, *torch._foreach_mul(ctx.penalty.grads, grad_output)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ a b over all elements (one BLAS call for contiguous tensors)."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.view(-1), b.view(-1))
+    return (a * b).sum()
+
+
+def anchor_of(model: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of the parameters: an anchor θ* that a penalty pulls the weights back to."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+class KeepsPreviousModel(Strategy):
+    """A strategy that keeps a frozen, eval-mode copy of its model after each task in ``self.old``
+    (LwF's teacher, LFL's feature reference), and checkpoints it."""
+
+    old: nn.Module | None = None  # the frozen model after the previous task
+
+    def after_task(self, t: int) -> None:
+        """The model with its best weights restored becomes the frozen previous model."""
+        self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def state_dict(self) -> dict:
+        return {"old": None if self.old is None else self.old.state_dict()}  # for per-task checkpoints
+
+    def load_state_dict(self, state: dict) -> None:
+        self.old = None
+        if state["old"] is not None:
+            self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.old.load_state_dict(state["old"])
