@@ -14,7 +14,11 @@ Per task t, a tournament genetic algorithm over P paths (reference §5):
 3. per generation, each path (unless its lr fell below lr_min) trains ``epochs // G`` epochs of the
    protocol; only its modules that are not in an earlier best path train (plus head t). After every
    epoch, the validation loss drives that path's lr schedule, and a new lowest loss over all paths and
-   generations stores the model and makes that path the winner;
+   generations stores the model and makes that path the winner. A decay of the path's lr decided
+   during a generation takes effect at the path's next generation: the reference builds the path's
+   optimiser once per generation, so its epochs all train at the lr the generation started with
+   (``immediate_lr_decay=True`` applies a decay from the next epoch, as ``Trainer.fit`` does, and as
+   cl-bench did before 0.2.0);
 4. after each generation the stored best model is restored, and every other path becomes a copy of
    the winner with each gene mutated with probability 1/(N L) by adding U{-2..2} modulo M; it takes
    the winner's lr, with patience reset and best loss infinite;
@@ -133,6 +137,9 @@ class PathNetHparams:
     width_factor: float = hparam(
         0.0, "Module width = int(width_factor x base width); 0 = the reference's factor for (M, N) on the "
              "AlexNet, else the width whose total parameter count is closest to the base network's")
+    immediate_lr_decay: bool = hparam(
+        False, "True: a path's lr decay applies from its next epoch; False: from its next generation, as "
+               "the reference (its optimiser keeps the lr the generation started with)")
 
 
 @register_strategy
@@ -231,8 +238,10 @@ class PathNet(Strategy):
                 if schedules[i].stopped:
                     continue
                 self.use_path(t, paths[i])
+                generation_lr = schedules[i].lr  # the reference's optimiser for this path and generation
                 for _ in range(epochs):
-                    log = trainer.epoch(self, t, train, valid, schedules[i].lr, n_epochs)
+                    lr = schedules[i].lr if hp.immediate_lr_decay else generation_lr
+                    log = trainer.epoch(self, t, train, valid, lr, n_epochs)
                     n_epochs += 1
                     if log.valid_loss < best_overall:  # the stored model and winner over all paths
                         best_overall, best_state, winner = log.valid_loss, snapshot(self.model), i

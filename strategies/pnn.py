@@ -13,7 +13,7 @@ back to one column's width, σ a ReLU, and U a layer of the target's own type an
 is added to column t's pre-activation. The head's adapter has no σ (V then U, both linear). Training task t trains column t and its adapters only: earlier columns
 are frozen, so forgetting is zero by construction; task tau is always evaluated with column tau.
 
-Faithful to the reference code, with two of its properties kept and noted:
+Faithful to the reference code, with three of its properties kept and noted:
 
 * Frozen columns run in the model's train/eval mode, so their dropout is active while a later column
   trains (reference §9 #13).
@@ -22,6 +22,11 @@ Faithful to the reference code, with two of its properties kept and noted:
   column's own layers only; not listed in reference §9). This matters from the third task on.
   ``recursive_laterals=True`` gives Rusu et al.'s form, where each earlier column includes its
   laterals exactly as when it was trained.
+* Task t's logits are column t's plain head. The reference builds a head adapter for every column
+  t > 0 (so it counts in the parameters), but its ``forward`` adds it only to the heads of *earlier*
+  columns, whose outputs the loss of task t never reads: the adapter never trains and never changes
+  an accuracy. ``lateral_head=True`` adds it to task t's logits, as Rusu et al.'s Eq. 2 does for
+  every layer (cl-bench's default before 0.2.0).
 
 Column widths: int(1.117 x base width / n_tasks) per layer on the AlexNet (reference §2.7: conv 8, 17,
 35, fc 285, 285 for 8 tasks), which makes the total close to the base network's. The reference has no
@@ -107,7 +112,7 @@ class ProgressiveNet(nn.Module):
                 adapters.append(Lateral(t, "fc", n_features, nn.Linear(n_features, n_classes), relu=False))
             self.laterals.append(nn.ModuleList(adapters))
 
-    def forward(self, x: Tensor, t: int, recursive: bool = False) -> Tensor:
+    def forward(self, x: Tensor, t: int, recursive: bool = False, lateral_head: bool = False) -> Tensor:
         """Logits of column t. Earlier columns are frozen, so they run without an autograd graph."""
         grad = torch.is_grad_enabled()
         hs = [x] * (t + 1)
@@ -123,7 +128,7 @@ class ProgressiveNet(nn.Module):
                     out.append(activate(block, pre, self.dropouts[l]))
             hs = out
         logits = self.columns[t].head(hs[t])
-        if t > 0:
+        if t > 0 and lateral_head:  # Rusu et al.; the reference code reads column t's plain head
             logits = logits + self.laterals[t][-1](hs[:t])  # head adapter: linear V then U
         return logits
 
@@ -143,6 +148,9 @@ class PNNHparams:
     recursive_laterals: bool = hparam(
         False, "True: earlier columns include their own laterals when feeding column t (Rusu et al.); "
                "False: they run as plain columns, as the reference code does")
+    lateral_head: bool = hparam(
+        False, "True: task t's logits add the head's lateral adapter (Rusu et al.); False: column t's "
+               "plain head, as the reference code (its head adapter exists but never reaches the loss)")
 
 
 @register_strategy
@@ -172,7 +180,7 @@ class PNN(Strategy):
         return build(self.widths)
 
     def forward(self, x: Tensor, t: int) -> Tensor:
-        return self.model(x, t, self.hp.recursive_laterals)
+        return self.model(x, t, self.hp.recursive_laterals, self.hp.lateral_head)
 
     def before_task(self, t: int) -> None:
         """Freeze everything but column t and its adapters (reference §2.7 ``unfreeze_column``)."""

@@ -81,8 +81,8 @@ def test_next_generation_keeps_winner_and_copies_it_into_the_others():
         assert set(diff.flatten().tolist()) <= {0, 1, 2, 14, 15}  # within +-2 of the winner, mod M
 
 
-class ScriptedTrainer:
-    """Trainer stand-in: scripted validation losses; each epoch stamps its number into head t's bias."""
+class ScriptedTrainer(Trainer):
+    """Trainer with scripted validation losses (its own epoch bookkeeping inherited); each epoch stamps its number into head t's bias."""
 
     def __init__(self, losses, epochs, lr_patience=5):
         self.protocol = Protocol(epochs=epochs, lr_patience=lr_patience)
@@ -122,12 +122,67 @@ def test_ga_winner_is_the_lowest_validation_loss():
     assert [h.valid_loss for h in trainer.history] == [1.0, 0.5, 0.3, 0.4, 0.6, 0.45]
 
 
+def reference_ga_lrs(losses, population, generations, epochs_per_path, lr=0.05, factor=3.0, patience=5,
+                     lr_min=1e-4):
+    """The lr each epoch trains at in the reference's GA loop, transcribed from its code (approach
+    ``pathnet.train``): per generation and path, an optimiser built at ``lr[p]``; within the path's
+    epochs the schedule may decay ``lr[p]`` (and stop the path below lr_min) but the optimiser keeps
+    its lr; after the generation every non-winner takes the winner's lr, full patience, best inf."""
+    losses = list(losses)
+    lrs, pat, best = [lr] * population, [patience] * population, [float("inf")] * population
+    best_overall, winner, trained = float("inf"), 0, []
+    for _ in range(generations):
+        if max(lrs) < lr_min:
+            break
+        for p in range(population):
+            if lrs[p] < lr_min:
+                continue
+            optimiser_lr = lrs[p]
+            for _ in range(epochs_per_path):
+                trained.append(optimiser_lr)
+                valid_loss = losses.pop(0)
+                if valid_loss < best_overall:
+                    best_overall, winner = valid_loss, p
+                if valid_loss < best[p]:
+                    best[p], pat[p] = valid_loss, patience
+                else:
+                    pat[p] -= 1
+                    if pat[p] <= 0:
+                        lrs[p] /= factor
+                        if lrs[p] < lr_min:
+                            break
+                        pat[p] = patience
+        for p in range(population):
+            if p != winner:
+                best[p], lrs[p], pat[p] = float("inf"), lrs[winner], patience
+    return trained
+
+
+SCRIPTED_LOSSES = [1.0, 0.99, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5]
+
+
+@pytest.mark.parametrize("losses, generations, patience", [
+    (SCRIPTED_LOSSES[:8], 2, 1),
+    (SCRIPTED_LOSSES, 3, 1),
+    ([1.0, 0.9, 0.95, 0.97, 0.8, 0.85, 0.86, 0.87, 0.88, 0.89, 0.9, 0.91], 3, 2),
+])
+def test_ga_lr_sequence_is_the_reference_s(losses, generations, patience):
+    """A decay decided inside a generation applies from the path's next generation, as in the reference."""
+    sc = synthetic("mlp", (1, 4, 4), [3], n=1)
+    strategy = pathnet(sc, generations=generations, width_factor=0.01)
+    trainer = ScriptedTrainer(losses, epochs=2 * generations, lr_patience=patience)
+    strategy.train_task(0, trainer)
+    expected = reference_ga_lrs(losses, 2, generations, 2, patience=patience)
+    assert [lr for _, lr in trainer.calls] == pytest.approx(expected)
+
+
 def test_ga_per_path_lr_and_inheritance():
     sc = synthetic("mlp", (1, 4, 4), [3], n=1)
-    strategy = pathnet(sc, generations=2, width_factor=0.01)
-    # 2 epochs per path per generation, patience 1. Gen 1: path 0 improves (keeps lr 0.05); path 1 wins
-    # with 0.5 then fails to improve (lr -> 0.05/3). Gen 2: path 0, the winner's mutated copy, inherits
-    # its lr (not 0.05) and a fresh best loss; path 1 keeps its best 0.5, so 0.9 decays its lr again.
+    strategy = pathnet(sc, generations=2, width_factor=0.01, immediate_lr_decay=True)
+    # The immediate form. 2 epochs per path per generation, patience 1. Gen 1: path 0 improves (keeps lr
+    # 0.05); path 1 wins with 0.5 then fails to improve (lr -> 0.05/3). Gen 2: path 0, the winner's
+    # mutated copy, inherits its lr (not 0.05) and a fresh best loss; path 1 keeps its best 0.5, so 0.9
+    # decays its lr again, from the next epoch on (the reference: from the next generation).
     trainer = ScriptedTrainer([1.0, 0.99, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1], epochs=4, lr_patience=1)
     strategy.train_task(0, trainer)
     lrs = [lr for _, lr in trainer.calls]

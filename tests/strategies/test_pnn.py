@@ -17,7 +17,11 @@ def lin(layer, h):
 
 
 @pytest.mark.parametrize("recursive", [False, True])
-def test_mlp_column_equals_hand_computation(recursive):
+@pytest.mark.parametrize("lateral_head", [False, True])
+def test_mlp_column_equals_hand_computation(recursive, lateral_head):
+    """The reference's composition: earlier columns plain (or, recursive, with their own laterals), a
+    lateral U relu(V [alpha h]) into every layer l >= 1 of column t, and task t's logits from column t's
+    plain head; ``lateral_head`` adds the head's linear adapter (Rusu et al.)."""
     torch.manual_seed(0)
     net = ProgressiveNet([Block("fc", 3)] * 3, [3, 3, 3], (4,), [2, 2, 2]).eval()
     with torch.no_grad():
@@ -40,12 +44,16 @@ def test_mlp_column_equals_hand_computation(recursive):
             h1 = h1 + lateral(net.laterals[1][l - 1], [h[0]])
         h2 = torch.relu(lin(col[2][l], h[2]) + lateral(net.laterals[2][l - 1], h[:2]))
         h = [h0, torch.relu(h1), h2]
-    expected = lin(net.columns[2].head, h[2]) + lateral(net.laterals[2][2], h[:2], relu=False)
-    torch.testing.assert_close(net(x, 2, recursive), expected, rtol=1e-5, atol=1e-6)
+    expected = lin(net.columns[2].head, h[2])  # reference: last[t](h), no head lateral for task t
+    if lateral_head:
+        expected = expected + lateral(net.laterals[2][2], h[:2], relu=False)
+    torch.testing.assert_close(net(x, 2, recursive, lateral_head), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_alexnet_column_equals_hand_computation():
-    """Conv laterals (1x1 V, U with the layer's kernel), the flatten into fc1, head adapter, t = 1."""
+@pytest.mark.parametrize("lateral_head", [False, True])
+def test_alexnet_column_equals_hand_computation(lateral_head):
+    """Conv laterals (1x1 V, U with the layer's kernel), the flatten into fc1, t = 1; the head adapter
+    only with ``lateral_head`` (the reference's task-t logits are column t's plain head)."""
     torch.manual_seed(1)
     blocks = base_blocks(synthetic("alexnet", (3, 32, 32), [2, 2], n=1))
     net = ProgressiveNet(blocks, [2, 3, 4, 5, 6], (3, 32, 32), [2, 2]).eval()
@@ -70,8 +78,10 @@ def test_alexnet_column_equals_hand_computation():
     s1 = torch.relu(lin(c1[3], r1) + lin(lat[2].U, torch.relu(lin(lat[2].V, lat[2].alpha[0] * r0))))
     u0 = torch.relu(lin(c0[4], s0))
     u1 = torch.relu(lin(c1[4], s1) + lin(lat[3].U, torch.relu(lin(lat[3].V, lat[3].alpha[0] * s0))))
-    expected = lin(net.columns[1].head, u1) + lin(lat[4].U, lin(lat[4].V, lat[4].alpha[0] * u0))
-    torch.testing.assert_close(net(x, 1), expected, rtol=1e-5, atol=1e-5)
+    expected = lin(net.columns[1].head, u1)
+    if lateral_head:
+        expected = expected + lin(lat[4].U, lin(lat[4].V, lat[4].alpha[0] * u0))
+    torch.testing.assert_close(net(x, 1, lateral_head=lateral_head), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_laterals_come_from_earlier_columns_only():
@@ -114,11 +124,12 @@ def test_training_task_t_leaves_earlier_columns_bitwise_unchanged():
     assert trainable == expected
     assert all(p.requires_grad == (id(p) in trainable) for p in strategy.model.parameters())
     trainer.train_epoch(strategy, 2, trainer.data(2, "train"), lr=0.5)
+    head_adapter = f"laterals.2.{len(strategy.model.laterals[2]) - 1}."
     for name, p in strategy.model.named_parameters():
         own = name.startswith(("columns.2.", "laterals.2."))
-        if own and name.endswith("weight"):
+        if own and name.endswith("weight") and not name.startswith(head_adapter):
             assert not torch.equal(p, frozen[name]), name
-        if not own:
+        if not own or name.startswith(head_adapter):  # as in the reference, the head adapter never trains
             assert torch.equal(p, frozen[name]), name
 
 
