@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cl_bench.benchmarks import catalogue
 from cl_bench.benchmarks import datasets as ds
 from cl_bench.benchmarks.datasets import (SPECS, CorruptDatasetError, SubsetWarning, availability,
                                           format_availability, load_prepared, normalisation)
@@ -365,10 +366,10 @@ def test_cache_is_used_and_follows_the_source_checksum(tmp_root, monkeypatch):
 
     def no_reading(*a, **k):
         raise AssertionError("read the source although the cache is valid")
-    read = ds._read_cifar_batches
-    monkeypatch.setattr(ds, "_read_cifar_batches", no_reading)
+    read = catalogue.read_cifar_batches
+    monkeypatch.setattr(catalogue, "read_cifar_batches", no_reading)
     assert np.array_equal(load_prepared("cifar10", tmp_root).y_test.numpy(), want["y_test"])
-    monkeypatch.setattr(ds, "_read_cifar_batches", read)
+    monkeypatch.setattr(catalogue, "read_cifar_batches", read)
     shutil.rmtree(tmp_root / "cifar-10-batches-py")
     want = write_cifar10(tmp_root, n_test=30)  # new content -> new key -> re-read, old file removed
     assert len(load_prepared("cifar10", tmp_root).y_test) == 30
