@@ -1,4 +1,5 @@
-"""``cl-bench bench``: training and evaluation throughput of strategies against a bare PyTorch loop.
+"""Training and evaluation throughput of strategies against a bare PyTorch loop: the measurement
+behind ``cl-bench bench`` (the command, its flags and its printing are in ``cl_bench.cli.bench``).
 
 Every loop trains the same network architecture, from the same initial weights, on the same samples,
 in one process:
@@ -41,15 +42,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import click
 import torch
 import torch.nn.functional as F
 
+import cl_bench
 from cl_bench import nets
+from cl_bench.registry import get_strategy
 from cl_bench.scenario import Data, Scenario, Split, Task, build_scenario
 from cl_bench.strategy import HparamError, Strategy
-from cl_bench.registry import get_strategy
-from cl_bench.trainer import PRECISIONS, Protocol, Trainer, resolve_device
+from cl_bench.trainer import Protocol, Trainer, resolve_device
 
 SYNTHETIC = {  # name -> (arch, input shape): random uint8 data, 10 classes per task
     "synthetic-alexnet": ("alexnet", (3, 32, 32)),  # the speed note's setting
@@ -80,11 +81,15 @@ def environment(device: torch.device) -> dict[str, Any]:
                 name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-    import cl_bench
     return {"torch": torch.__version__, "python": platform.python_version(), "cl_bench": cl_bench.__version__,
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
             "device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+            "load_average": load_average()}
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages; None where the platform has none."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def base_network(strategy: Strategy) -> nets.MultiHeadNet | None:
@@ -149,11 +154,11 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
 
     ``hparams`` go to every strategy that declares them (an unknown name is an error)."""
     if samples < 1 or reps < 1 or warmup < 0 or batch_size < 1 or task < 0 or eval_batch_size < 1:
-        raise click.BadParameter("samples, reps and batch sizes must be >= 1; warmup and task >= 0")
+        raise ValueError("samples, reps and batch sizes must be >= 1; warmup and task >= 0")
     strategies = tuple(dict.fromkeys(strategies))  # once each, in the given order
     foreign = [s for s in strategies if s.startswith("avalanche:")]
     if foreign:  # their training runs in Avalanche's loop, not Trainer.train_epoch: nothing to time here
-        raise click.ClickException(f"{', '.join(foreign)}: Avalanche strategies train in Avalanche's own loop; "
+        raise ValueError(f"{', '.join(foreign)}: Avalanche strategies train in Avalanche's own loop; "
                                    f"examples/avalanche_crosscheck.py times them against cl-bench's")
     dev = resolve_device(device)
     classes = {name: get_strategy(name) for name in strategies}
@@ -173,7 +178,7 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
         sc = build_scenario(scenario, seed=seed, data_root=data_root, max_train_per_task=samples,
                             tasks=list(range(task + 1)))
     if task >= len(sc.tasks):
-        raise click.BadParameter(f"--task {task}: scenario {scenario!r} has {len(sc.tasks)} tasks")
+        raise ValueError(f"--task {task}: scenario {scenario!r} has {len(sc.tasks)} tasks")
     sc = sc.to(dev)
     prepare_s = time.perf_counter() - started
 
@@ -213,11 +218,11 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
             algo.before_task(task)
             trainable = algo.trainable_parameters(task)
         except (KeyError, IndexError, RuntimeError) as e:  # e.g. PathNet: its GA picks the paths
-            raise click.ClickException(
+            raise ValueError(
                 f"strategy {name!r} cannot be timed per epoch: marking tasks 0..{task - 1} finished without "
                 f"training failed ({type(e).__name__}: {e}); try --task 0") from None
         if not any(p.requires_grad for p in trainable):
-            raise click.ClickException(f"strategy {name!r} has nothing to train: no throughput to measure")
+            raise ValueError(f"strategy {name!r} has nothing to train: no throughput to measure")
         algos[name] = algo
     for net in bare_nets.values():
         if channels_last:
@@ -282,6 +287,8 @@ def _head(data: Data, m: int) -> Data:
 
 
 def format_markdown(result: dict[str, Any]) -> str:
+    """The result as a markdown page (with the ``command``, ``environment`` and ``load_average_after``
+    the CLI adds to what ``run_bench`` returns)."""
     c, env = result["config"], result["environment"]
     settings = [c["precision"]] + (["channels_last"] if c["channels_last"] else []) + \
         (["torch.compile"] if c["compile"] else [])
@@ -293,13 +300,14 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"- torch {env['torch']}, python {env['python']}, cl-bench {env['cl_bench']}",
         (f"- device {env['device']} ({env['device_name']}), {env['threads']} threads "
          f"({env['interop_threads']} inter-op), {env['cpu_count']} CPUs"),
-        f"- load average before {_load(env['load_average'])}, after {_load(result['load_average_after'])}",
+        (f"- load average before {format_load(env['load_average'])}, "
+         f"after {format_load(result['load_average_after'])}"),
         (f"- {c['samples']} samples, batch {c['batch_size']} (evaluation {c['eval_batch_size']}), lr {c['lr']}, "
          f"{', '.join(settings)}, warm-up {c['warmup']} samples, {c['reps']} repetitions rotating the order"),
         f"- scenario prepared in {result['prepare_s']:.2f} s",
         "",
-        "| loop | network | train s/10k | train samples/s | vs bare | eval s/10k | eval samples/s | vs bare |"
-        " train reps (s) |",
+        ("| loop | network | train s/10k | train samples/s | vs bare | eval s/10k | eval samples/s | vs bare |"
+         " train reps (s) |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result["train"].items():
@@ -311,95 +319,20 @@ def format_markdown(result: dict[str, Any]) -> str:
             f"| {r['s_per_10k']:.2f} | {r['samples_per_s']:.0f} | {'' if ratio is None else f'{ratio:.3f}'} "
             f"| {e['s_per_10k']:.3f} | {e['samples_per_s']:.0f} | {'' if eratio is None else f'{eratio:.3f}'} "
             f"| {', '.join(f'{s:.3f}' for s in r['seconds'])} |")
-    lines += ["", "Ratios are of medians, strategy / the bare loop on the same network (1.0 = the floor; "
-              "throughput as a fraction of the bare loop's is 1 / ratio).", ""]
+    lines += ["", ("Ratios are of medians, strategy / the bare loop on the same network (1.0 = the floor; "
+                   "throughput as a fraction of the bare loop's is 1 / ratio)."), ""]
     return "\n".join(lines)
 
 
-def _command_line(context: click.Context) -> str:
-    """The command that reproduces this result, every option spelled out."""
-    words = ["cl-bench", "bench"]
-    for param in context.command.params:
-        value = context.params.get(param.name)
-        flag = max(param.opts, key=len)  # the long form
-        if isinstance(param, click.Option) and param.is_flag:
-            words += [flag] if value else []
-            continue
-        for v in (value if isinstance(value, tuple) else (value,)):
-            if v is not None:
-                words += [flag, str(v)]
-    return " ".join(words)
-
-
-def _load(values) -> str:
+def format_load(values) -> str:
+    """A load average for people: three numbers, or n/a."""
     return "n/a" if values is None else " ".join(f"{v:.2f}" for v in values)
 
 
-@click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--strategy", "-s", "strategies", multiple=True, default=("hat",), show_default=True,
-              help="Registered name or file.py:Class; repeat to compare several in one run (-s sgd -s hat).")
-@click.option("--scenario", "-c", default="synthetic-alexnet", show_default=True,
-              help=f"A registered scenario (split_mnist, permuted_mnist, ...) or {', '.join(SYNTHETIC)} "
-                   f"(random 3x32x32 or 1x28x28 uint8 data).")
-@click.option("--samples", type=int, default=10000, show_default=True, help="Training samples per epoch.")
-@click.option("--reps", type=int, default=3, show_default=True, help="Timed epochs of each loop.")
-@click.option("--warmup", type=int, default=640, show_default=True, help="Samples of the untimed first pass.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--eval-batch-size", type=int, default=Protocol.eval_batch_size, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True)
-@click.option("--task", type=int, default=1, show_default=True,
-              help="Task timed; earlier tasks are marked finished untrained (1: HAT's gradient masks on).")
-@click.option("--hp", "-p", "hparams", multiple=True, metavar="NAME=VALUE",
-              help="Hyperparameter, given to every benchmarked strategy that has it.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="bf16: autocast on both sides (CPU AMX / CUDA).")
-@click.option("--channels-last", is_flag=True, help="NHWC memory format for conv nets, on both sides.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the base networks (both sides).")
-@click.option("--threads", type=int, help="torch intra-op threads (default: torch's).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N: data and nets live there.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="Write the result as JSON here and as markdown beside it (.md), e.g. reports/bench/hat.json.")
-def bench_command(strategies, scenario, samples, reps, warmup, batch_size, eval_batch_size, lr, task, hparams,
-                  precision, channels_last, compile_, threads, device, seed, data_root, out):
-    """Training and evaluation throughput of strategies against a bare PyTorch loop (same net, same data)."""
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        dev = resolve_device(device)
-    except ValueError as e:
-        raise click.ClickException(str(e))
-    env = environment(dev)
-    click.echo(f"torch {env['torch']} | {env['threads']} threads ({env['interop_threads']} inter-op) | "
-               f"device {env['device']} ({env['device_name']}) | load average {_load(env['load_average'])}")
-    if env["load_average"] and env["load_average"][0] >= 1.0:
-        click.echo("warning: the machine is busy (load average >= 1): these timings are not comparable "
-                   "to ones taken on an idle machine", err=True)
-    click.echo(f"{', '.join(strategies)} on {scenario}, task {task}: {samples} samples, batch {batch_size}, "
-               f"{reps} reps, {precision}{', channels_last' if channels_last else ''}"
-               f"{', torch.compile' if compile_ else ''}")
-    from cl_bench.cli import parse_key_values  # lazily: cli imports this module to register `bench`
-    pairs = parse_key_values(hparams, "--hp")
-    try:
-        result = run_bench(strategies, scenario, samples, reps, warmup, batch_size, lr, task, device, pairs, seed,
-                           data_root, precision, channels_last, compile_, eval_batch_size, echo=click.echo)
-    except (ValueError, HparamError, FileNotFoundError) as e:
-        raise click.ClickException(str(e))
-    result["command"] = _command_line(click.get_current_context())
-    result["environment"] = env
-    result["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    click.echo(f"scenario prepared in {result['prepare_s']:.2f} s")
-    for name, r in result["train"].items():
-        e = result["eval"][name]
-        ratios = ""
-        if name in result["train_ratio"]:
-            ratios = f" | x{result['train_ratio'][name]:.3f} train, x{result['eval_ratio'][name]:.3f} eval vs bare"
-        click.echo(f"{name:<28} train {r['s_per_10k']:7.2f} s/10k ({r['samples_per_s']:7.0f}/s) | "
-                   f"eval {e['s_per_10k']:6.3f} s/10k{ratios}")
-    if out:
-        path = Path(out).with_suffix(".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-        path.with_suffix(".md").write_text(format_markdown(result))
-        click.echo(f"wrote {path} and {path.with_suffix('.md')}")
+def write_result(result: dict[str, Any], out: str | Path) -> Path:
+    """Write ``result`` as JSON to ``out`` (suffix .json) and as markdown beside it (.md); the JSON path."""
+    path = Path(out).with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    path.with_suffix(".md").write_text(format_markdown(result))
+    return path

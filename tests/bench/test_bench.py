@@ -9,7 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from cl_bench import nets
-from cl_bench.bench import base_network, bench_command, bare_epoch, synthetic_scenario
+from cl_bench.bench import bare_epoch, base_network, synthetic_scenario
+from cl_bench.cli.bench import bench_command
 from cl_bench.registry import get_strategy
 
 

@@ -10,10 +10,10 @@ from conftest import make_scenario, requires_mnist, synthetic
 
 from cl_bench import avalanche_interop as ai
 from cl_bench.cli import main
+from cl_bench.registry import get_strategy
 from cl_bench.scenario import Data
 from cl_bench.store import Store
 from cl_bench.strategy import HparamError
-from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol, Trainer
 
 pytest.importorskip("avalanche")
@@ -181,7 +181,7 @@ def run_python(code: str) -> str:
 
 def test_the_core_and_the_cli_never_import_avalanche():
     out = run_python("import sys, cl_bench, cl_bench.cli\n"
-                     "from cl_bench.strategy import all_strategies, get_strategy\n"
+                     "from cl_bench.registry import all_strategies, get_strategy\n"
                      "all_strategies(); get_strategy('ewc')\n"
                      "print(sorted(m for m in sys.modules if m.split('.')[0] == 'avalanche'))")
     assert out == "[]"
@@ -189,7 +189,7 @@ def test_the_core_and_the_cli_never_import_avalanche():
 
 def test_missing_avalanche_says_how_to_install_it():
     out = run_python("import sys; sys.modules['avalanche'] = None\n"
-                     "from cl_bench.strategy import get_strategy\n"
+                     "from cl_bench.registry import get_strategy\n"
                      "try:\n    get_strategy('avalanche:EWC')\n"
                      "except ValueError as e:\n    print(type(e).__name__, e)")
     assert out.startswith("AvalancheNotInstalled") and "pip install cl-bench[avalanche]" in out
