@@ -92,7 +92,7 @@ def fisher_sums(scenario, epochs: int, seed: int) -> dict[str, float]:
     """Train SGD on task 1, then both Fishers of that model on task 1's training set: their sums and
     the seconds each takes (the same work EWC does after each task)."""
     from avalanche.training.plugins import EWCPlugin
-    from cl_bench.strategies.ewc import cross_entropy_of, empirical_fisher
+    from cl_bench.strategies.shared import cross_entropy_of, empirical_fisher
 
     torch.manual_seed(seed)
     strategy = get_strategy("sgd")(scenario)

@@ -1,6 +1,9 @@
 """One self-contained HTML page: Table 1, every figure (base64 PNG), the accuracy matrices and the run
 metadata (code versions, data checksums, protocol, hyperparameters). No external CSS, JS or fonts, so
-it opens offline and can be mailed as one file. Written by ``cl-bench report --html out.html``."""
+it opens offline and can be mailed as one file. Written by ``cl-bench report --html out.html``.
+
+The figures come in already rendered (``FigureItem.png``, from build.render_figures); this module draws
+nothing itself."""
 from __future__ import annotations
 
 import base64
@@ -12,15 +15,14 @@ import platform
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cl_bench import plots
-
-if TYPE_CHECKING:  # report imports this module lazily; types only here
-    from cl_bench.report import FigureItem, Report
-    from cl_bench.store import RunRecord
+from cl_bench.report.build import Report
+from cl_bench.report.figures import FigureItem, mean_matrices
+from cl_bench.report.style import strategy_colors
+from cl_bench.report.tables import cell_seeds, row_label, table_columns
+from cl_bench.store import RunRecord
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -60,7 +62,7 @@ def _versions() -> dict[str, str]:
 def _cell(r, key: str, scale: float = 1.0) -> str:
     if np.isnan(r[key]):
         return "n/a"
-    if int(r["rho seeds"] if key.startswith("rho") else r["seeds"]) < 2:  # one seed: no spread
+    if cell_seeds(r, key) < 2:  # one seed: no spread
         return f"{r[key] * scale:.2f}"
     ci = "" if np.isnan(r[f"{key} ci95"]) else f" &plusmn;{r[f'{key} ci95'] * scale:.2f}"
     return f"{r[key] * scale:.2f} ({r[f'{key} std'] * scale:.2f}){ci}"
@@ -68,9 +70,6 @@ def _cell(r, key: str, scale: float = 1.0) -> str:
 
 def table_html(part, colors: dict[str, str]) -> str:
     """Table 1 rows of one section (already sorted, best rho last)."""
-    # imported here, not at the top: cl_bench.report imports this module
-    from cl_bench.report import table_columns
-
     T = int(part["T"].iloc[0])
     cols = table_columns(T)
     head = {"rho<=2": "&rho;<sup>&le;2</sup>", "rho<=T": f"&rho;<sup>&le;{T}</sup>",
@@ -80,7 +79,7 @@ def table_html(part, colors: dict[str, str]) -> str:
     for _, r in part.iterrows():
         seeds = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['seeds']} (&rho;: {r['rho seeds']})"
         swatch = f"<span class=swatch style='background:{colors.get(r['strategy'], '#999')}'></span>"
-        name = plots.strategy_label(r["strategy"]) + r["name"][len(r["strategy"]):]
+        name = row_label(r)
         rows.append(f"<tr><td class=l>{swatch}{_e(name)}</td><td>{seeds}</td>"
                     + "".join(f"<td>{_cell(r, c, 100 if c.startswith('A') else 1)}</td>" for c in cols)
                     + "</tr>")
@@ -145,11 +144,8 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
 
 
 def render_html(report: Report, items: Sequence[FigureItem]) -> str:
-    # imported here, not at the top: cl_bench.report imports this module
-    from cl_bench.report import mean_matrices
-
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    colors = plots.strategy_colors(r.strategy for r in report.records)
+    colors = strategy_colors(r.strategy for r in report.records)
     filters = {k: v for k, v in report.filters.items() if v not in ([], None, False, "")}
     out = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
            "<meta name=viewport content='width=device-width, initial-scale=1'>",

@@ -2,7 +2,7 @@
 
 Only what the paper's main text states (../shared/paper): Table 1 for the mixture (10 seeds), and the
 single numbers it quotes for incremental CIFAR, permuted MNIST and split MNIST (Sec. 4.2; the rest of
-those tables is in its supplementary material, which is not here). Ours come from `rho_table`.
+those tables is in its supplementary material, which is not here). Ours come from `tables.rho_table`.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 from scipy.stats import spearmanr
+
+from cl_bench.report.grouping import section_title
 
 # Table 1: (rho<=2, rho<=8), mean over 10 seeds, of each approach on the 8-data-set mixture.
 TABLE_1 = {
@@ -49,8 +51,6 @@ def rank_correlation(table: pd.DataFrame, scenario: str = "mixture", column: str
 def format_comparison(table: pd.DataFrame) -> str:
     """Markdown: per scenario the paper's numbers beside ours (main variants), and for the mixture the
     rank correlation of the rho<=T column with Table 1's rho<=8."""
-    from cl_bench.report import section_title
-
     lines = []
     for (scenario, options), part in table.groupby(["scenario", "options"], sort=False):
         paper = paper_values(scenario)

@@ -1,10 +1,10 @@
-"""cl_bench.paper: the paper's numbers and the rank correlation with Table 1."""
+"""cl_bench.report.paper: the paper's numbers and the rank correlation with Table 1."""
 import math
 
 import pandas as pd
 import pytest
 
-from cl_bench.paper import TABLE_1, format_comparison, rank_correlation
+from cl_bench.report.paper import TABLE_1, format_comparison, rank_correlation
 
 
 def _table(values: dict[str, float], scenario="mixture", T=8) -> pd.DataFrame:

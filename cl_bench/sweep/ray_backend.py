@@ -1,8 +1,8 @@
 """The Ray backend of ``cl-bench sweep`` (``--backend ray``): the same sweep on a Ray cluster.
 
-Imported only when asked for, so the core never needs Ray (``pip install cl-bench[ray]``). Each run is a
-Ray task reserving ``threads`` CPUs; it returns its RunRecord and the driver writes it to the one
-store, so workers need no access to the store's filesystem, only the package and the data
+Ray is imported only when this backend runs, so the core never needs it (``pip install cl-bench[ray]``).
+Each run is a Ray task reserving ``threads`` CPUs; it returns its RunRecord and the driver writes it to
+the one store, so workers need no access to the store's filesystem, only the package and the data
 (``--data-root`` must exist at the same path on every node, or set CL_BENCH_DATA in the cluster's
 runtime environment). A task whose worker process dies is retried once by Ray (``max_retries=1``); a
 run that raises or diverges comes back as a failed record and is stored as such.
@@ -10,13 +10,19 @@ run that raises or diverges comes back as a failed record and is stored as such.
 Workers checkpoint after each task beside the store path when that path is writable on their node
 (always on a single machine), so a retried or re-submitted run resumes there; elsewhere it restarts.
 """
+
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from cl_bench.checkpoint import checkpoint_path
+from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import RunRecord
-from cl_bench.sweep import Outcome, Scheduler, _Progress, run_label
+from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
 
 
 class _Capture:
@@ -24,8 +30,6 @@ class _Capture:
     it, and lends its path to the checkpoints."""
 
     def __init__(self, path: str):
-        from pathlib import Path
-
         self.path = Path(path)
         self.record: RunRecord | None = None
 
@@ -39,12 +43,9 @@ class _Capture:
         self.record = record
 
 
-def _ray_run(config, store_path: str, device: str, data_root, threads: int, checkpoints: bool) -> RunRecord:
+def _ray_run(config: RunConfig, store_path: str, device: str, data_root, threads: int,
+             checkpoints: bool) -> RunRecord:
     """The Ray task: run one configuration, return its record (finished or failed)."""
-    import torch
-
-    from cl_bench.runner import RunFailed, execute
-
     torch.set_num_threads(threads)
     capture = _Capture(store_path)
     try:
@@ -61,10 +62,9 @@ def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_roo
     Uses the Ray session already initialised in this process if any, else ``ray.init(address)``
     (``None``: a local Ray on this machine), shut down again at the end."""
     try:
-        import ray
+        import ray  # the optional extra: only here
     except ImportError:
         raise RuntimeError("the Ray backend needs Ray: pip install 'cl-bench[ray]'") from None
-    from cl_bench.checkpoint import checkpoint_path
 
     own_session = not ray.is_initialized()
     if own_session:
@@ -74,10 +74,8 @@ def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_roo
     store = scheduler.store
     store_path = str(store.path.resolve())
     if data_root is not None:
-        from pathlib import Path
-
         data_root = str(Path(data_root).resolve())
-    ui = _Progress(progress, 0, 0)
+    ui = Progress(progress, 0, 0)
     outcomes: list[Outcome] = []
     in_flight: dict[Any, Any] = {}  # ObjectRef -> PlanItem
     started: dict[Any, float] = {}
@@ -97,7 +95,7 @@ def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_roo
                 wall = time.perf_counter() - started.pop(ref)
                 try:
                     record: RunRecord = ray.get(ref)
-                except Exception as e:  # the worker died twice, or Ray lost the task
+                except Exception as e:  # noqa: BLE001 the worker died twice, or Ray lost the task
                     outcome = Outcome(item.run_id, label, "error", f"{type(e).__name__}: {e}".splitlines()[0])
                 else:
                     store.save(record)  # one transaction per run, on the driver

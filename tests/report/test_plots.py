@@ -18,12 +18,12 @@ from test_report import (
     synthetic_records,
 )
 
-from cl_bench import plots
 from cl_bench.report import (
     analyse,
     curves,
     hat_grids,
     mean_matrices,
+    plots,
     sgd_single_task_accuracy,
 )
 

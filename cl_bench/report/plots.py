@@ -1,7 +1,7 @@
 """The paper's figures as functions that return a matplotlib Figure (Agg backend, PNG and PDF).
 
-Every function takes plain arrays or lists (computed in cl_bench.report from the store), so a figure's
-data can be checked on its Axes before it is saved:
+Every function takes plain arrays or lists (computed in cl_bench.report.figures from the store), so a
+figure's data can be checked on its Axes before it is saved:
 
 - Fig. 3: ``curves_figure``: rho^{<=t} (or A^{<=t}) against t, mean over seeds with a +-1 std band.
 - accuracy matrices: ``accuracy_matrices_figure``: one heatmap per strategy (mean over seeds).
@@ -10,13 +10,13 @@ data can be checked on its Axes before it is saved:
 - Fig. 6: ``reuse_figure``: HAT's weight reuse from task t_i to t_j (j > i).
 - Fig. 7: ``compression_figure``: HAT's validation accuracy against compression, a dot per epoch.
 
-A strategy has one colour in every figure (``strategy_colors``).
+A strategy has one colour in every figure (``strategy_colors``, from style.py).
 """
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,42 +27,41 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-# Fixed colours of the known strategies (tab20 pairs: a baseline and its variant share a hue).
-KNOWN_COLORS = {
-    "sgd": "#1f77b4", "sgd_frozen": "#6baed6",
-    "ewc": "#2ca02c", "imm_mean": "#98df8a", "imm_mode": "#bcbd22",
-    "lwf": "#ff7f0e", "lfl": "#f4a460",
-    "pathnet": "#9467bd", "pnn": "#c5b0d5",
-    "hat": "#d62728",
-    "joint": "#000000", "random": "#7f7f7f",
-}
-# Handed in order to strategies not in KNOWN_COLORS (sorted by name), then cycled.
-FREE_COLORS = ["#e377c2", "#17becf", "#8c564b", "#393b79", "#637939", "#843c39", "#7b4173",
-               "#9edae5", "#c49c94", "#f7b6d2"]
-LABELS = {"sgd": "SGD", "sgd_frozen": "SGD-F", "ewc": "EWC", "imm_mean": "IMM-mean",
-          "imm_mode": "IMM-mode", "lwf": "LwF", "lfl": "LFL", "pathnet": "PathNet", "pnn": "PNN",
-          "hat": "HAT", "joint": "Joint", "random": "Random"}
-REFERENCE_STYLE = {"joint": "--", "random": ":"}
+from cl_bench.report.style import (
+    FREE_COLORS,
+    KNOWN_COLORS,
+    LABELS,
+    REFERENCE_STYLE,
+    strategy_colors,
+    strategy_label,
+)
+
+# The names and colours live in style.py; they are part of this module's face too (plots.KNOWN_COLORS).
+__all__ = [
+    "FREE_COLORS",
+    "KNOWN_COLORS",
+    "LABELS",
+    "RC",
+    "REFERENCE_STYLE",
+    "Curve",
+    "accuracy_matrices_figure",
+    "capacity_figure",
+    "compression_figure",
+    "curves_figure",
+    "hat_grid_figure",
+    "plt",
+    "png_bytes",
+    "reuse_figure",
+    "save_figure",
+    "strategy_colors",
+    "strategy_label",
+    "task_switches",
+]
 
 # Sized for a two-column paper: full width is ~7 in, so 9 pt text stays readable when printed.
 RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
       "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": 200,
       "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42}
-
-
-def strategy_label(name: str) -> str:
-    """The paper's spelling of a strategy name (SGD-F, IMM-mean, ...); unknown names unchanged."""
-    return LABELS.get(name, name)
-
-
-def strategy_colors(names: Iterable[str]) -> dict[str, str]:
-    """strategy -> colour: fixed for the known names; the others, sorted, take FREE_COLORS in order."""
-    names = sorted(set(names))
-    colors = {n: KNOWN_COLORS[n] for n in names if n in KNOWN_COLORS}
-    others = [n for n in names if n not in KNOWN_COLORS]
-    for i, n in enumerate(others):
-        colors[n] = FREE_COLORS[i % len(FREE_COLORS)]
-    return colors
 
 
 @dataclass
@@ -210,8 +209,8 @@ def capacity_figure(steps: Sequence[int], tasks: Sequence[int], usage: Sequence[
             if k > 0:
                 ax.axvline(s, color="0.35", ls="--", lw=0.8)
             end = switches[k + 1][0] if k + 1 < len(switches) else steps.max()
-            ax.text((s + end) / 2, 1.01, f"task {t + 1}" if len(switches) <= 5 else str(t + 1), transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=7, color="0.3")
+            ax.text((s + end) / 2, 1.01, f"task {t + 1}" if len(switches) <= 5 else str(t + 1),
+                    transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7, color="0.3")
         ax.set_ylim(0, 100)
         ax.set_xlim(steps.min(), steps.max())
         ax.set_xlabel("training step (batches)")

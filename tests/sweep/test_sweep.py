@@ -15,15 +15,14 @@ import yaml
 from click.testing import CliRunner
 from conftest import make_scenario, requires_mnist
 
+from cl_bench.cli.sweep import status_command
+from cl_bench.registry import get_strategy, register_scenario
 from cl_bench.runner import RunConfig
-from cl_bench.registry import register_scenario
 from cl_bench.store import Store
-from cl_bench.registry import get_strategy
-from cl_bench.sweep import (SweepError, load_sweep, parse_sweep, run_sweep, status_command,
-                            validation_score)
+from cl_bench.sweep import SweepError, load_sweep, parse_sweep, run_sweep, validation_score
 from cl_bench.trainer import PRESETS, Protocol
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (this file is in tests/sweep/)
 CL_BENCH = Path(sys.executable).with_name("cl-bench")
 
 
@@ -316,7 +315,8 @@ def test_a_killed_worker_is_retried_once_then_its_run_stored_as_failed(tmp_path)
 def test_bundled_mini_preset_resolves_by_name_and_covers_table_1():
     import click
 
-    from cl_bench.sweep import bundled_sweeps, load_sweep, sweep_file
+    from cl_bench.cli.sweep import sweep_file
+    from cl_bench.sweep import bundled_sweeps, load_sweep
 
     assert "mini" in bundled_sweeps()
     sweep = load_sweep(sweep_file("mini"))

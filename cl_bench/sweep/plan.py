@@ -1,0 +1,192 @@
+"""The expanded sweep and what it still needs from the store.
+
+A ``Sweep`` is cells (scenario with options x strategy) of grid points. ``Sweep.plan(store)`` lists
+every run known now with its status in the store. With ``select`` (the paper's protocol, Sec. 4.1,
+reference §4) the whole grid runs on ``select.seed``, the point with the best validation score is
+chosen per cell, and only that point runs on ``then_seeds``; test accuracy never takes part. The score
+(``validation_score``) is the mean over tasks of the validation metric of the weights the trainer kept
+for each task, i.e. of the epoch with the lowest (regularised) validation loss (reference §3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from cl_bench.checkpoint import checkpoint_path
+from cl_bench.runner import RunConfig
+from cl_bench.store import Store
+from cl_bench.trainer import Protocol
+
+METRICS = {"valid_acc": max, "valid_loss": min}  # how to pick the best value of each score
+NOTHING_TO_CHOOSE = "every search run failed"
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be expanded; the message says where and what is accepted."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point of a cell: hyperparameter values as written (validated) and a protocol."""
+
+    hparams: dict[str, Any]
+    protocol: Protocol
+    label: str  # the values that vary or were set, e.g. "s_max=400 c=0.75 | lr=0.1"
+    resolved: dict[str, Any] = field(default_factory=dict, compare=False)  # every field, defaults filled
+
+
+@dataclass
+class Cell:
+    """A (scenario with options, strategy) pair and its grid points."""
+
+    scenario: str
+    options: dict[str, Any]
+    strategy: str
+    points: list[Point]
+    role: str = "grid"  # or "reference" (Joint/Random added by `references`)
+
+    @property
+    def key(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.scenario}[{opts}] {self.strategy}" if opts else f"{self.scenario} {self.strategy}"
+
+
+@dataclass(frozen=True)
+class Select:
+    seed: int = 0
+    metric: str = "valid_acc"
+    then_seeds: tuple[int, ...] = (0, 1, 2)
+
+
+@dataclass
+class PlanItem:
+    config: RunConfig
+    cell: Cell
+    point: Point
+    phase: str  # "all seeds" | "search" (select.seed) | "selected" (then_seeds) | "reference"
+    run_id: str
+    status: str | None = None  # "finished" | "failed" | None (not in the store)
+
+
+@dataclass
+class Plan:
+    items: list[PlanItem]
+    waiting: list[tuple[Cell, str]]  # cells whose selection is not decided yet, and why
+    unselectable: list[Cell] = field(default_factory=list)  # every search run failed: nothing to choose
+
+    def pending(self, retry_failed: bool = False) -> list[PlanItem]:
+        return [i for i in self.items if i.status is None or (retry_failed and i.status == "failed")]
+
+
+@dataclass
+class Sweep:
+    name: str
+    cells: list[Cell]
+    seeds: tuple[int, ...] = (0,)
+    select: Select | None = None
+    tags: tuple[str, ...] = ()
+
+    def plan(self, store: Store) -> Plan:
+        """Every run this sweep needs that is known now, with its status in ``store``. With ``select``,
+        a cell's selected runs appear once its whole search grid is in the store."""
+        items, waiting, unselectable = [], [], []
+        for cell in self.cells:
+            if cell.role == "reference" or self.select is None:
+                seeds = self.final_seeds() if cell.role == "reference" else self.seeds
+                phase = "reference" if cell.role == "reference" else "all seeds"
+                items += [self._item(cell, p, s, phase) for p in cell.points for s in seeds]
+                continue
+            search = [self._item(cell, p, self.select.seed, "search") for p in cell.points]
+            items += search
+            if len(cell.points) == 1:  # nothing to choose: do not wait for the search run
+                chosen, why = cell.points[0], ""
+            else:
+                _fill_status(store, search)
+                chosen, why = choose(search, store, self.select.metric)
+            if chosen is None and why == NOTHING_TO_CHOOSE:
+                unselectable.append(cell)
+            elif chosen is None:
+                waiting.append((cell, why))
+            else:
+                items += [self._item(cell, chosen, s, "selected") for s in self.select.then_seeds]
+        unique: dict[str, PlanItem] = {}
+        for item in items:  # the search run of the chosen point on a then_seed is the same run
+            unique.setdefault(item.run_id, item)
+        items = list(unique.values())
+        _fill_status(store, items)
+        return Plan(items, waiting, unselectable)
+
+    def final_seeds(self) -> tuple[int, ...]:
+        return self.select.then_seeds if self.select else self.seeds
+
+    def _item(self, cell: Cell, point: Point, seed: int, phase: str) -> PlanItem:
+        config = RunConfig(cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol,
+                           dict(cell.options), [*self.tags, f"sweep:{self.name}"])
+        return PlanItem(config, cell, point, phase, config.run_id(point.resolved))
+
+
+def _fill_status(store: Store, items: list[PlanItem]) -> None:
+    found = store.statuses([i.run_id for i in items]) if store.path.exists() else {}
+    for item in items:
+        item.status = found.get(item.run_id)
+
+
+# ---- selection ---------------------------------------------------------------------------------------
+def validation_score(history: list[dict[str, Any]], metric: str = "valid_acc") -> float:
+    """Mean over tasks of ``metric`` at each task's epoch of lowest validation loss: the weights the
+    trainer restored and kept (reference §3). Uses validation data only, never test."""
+    if metric not in METRICS:
+        raise SweepError(f"unknown selection metric {metric!r}; valid: {', '.join(METRICS)}")
+    by_task: dict[int, list[dict[str, Any]]] = {}
+    for log in history:
+        by_task.setdefault(log["task"], []).append(log)
+    if not by_task:
+        return math.nan
+    kept = [min(logs, key=lambda h: h["valid_loss"]) for logs in by_task.values()]  # first minimum
+    return sum(h[metric] for h in kept) / len(kept)
+
+
+def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | None, str]:
+    """The point of the best validation score among finished search runs (ties: first in grid
+    order), or (None, why) while some are not in the store or if none finished."""
+    missing = [i for i in search if i.status is None]
+    if missing:
+        return None, f"{len(missing)} of {len(search)} search runs not done"
+    scored = []
+    for item in search:
+        if item.status == "finished":
+            score = validation_score(store.get(item.run_id).history, metric)
+            if not math.isnan(score):
+                scored.append((score, item.point))
+    if not scored:
+        return None, NOTHING_TO_CHOOSE
+    best = METRICS[metric](s for s, _ in scored)
+    return next(p for s, p in scored if s == best), ""
+
+
+# ---- status --------------------------------------------------------------------------------------------
+def status_rows(sweep: Sweep, store: Store) -> list[dict[str, Any]]:
+    """One row per (scenario, strategy, grid point, phase): finished / failed / pending over seeds,
+    and pending runs with a checkpoint (resumable), plus one row per selection still waiting."""
+    plan = sweep.plan(store)
+    rows: dict[tuple, dict[str, Any]] = {}
+    for item in plan.items:
+        key = (item.cell.key, item.point.label, item.phase)
+        row = rows.setdefault(key, {"cell": item.cell.key, "point": item.point.label, "phase": item.phase,
+                                    "seeds": [], "finished": 0, "failed": 0, "pending": 0, "partial": 0})
+        row["seeds"].append(item.config.seed)
+        row[item.status or "pending"] += 1
+        if item.status is None and checkpoint_path(store.path, item.run_id).exists():
+            row["partial"] += 1
+    out = list(rows.values())
+    for cell, why in plan.waiting:
+        out.append({"cell": cell.key, "point": f"(selection waits: {why})", "phase": "selected",
+                    "seeds": list(sweep.final_seeds()), "finished": 0, "failed": 0,
+                    "pending": len(sweep.final_seeds()), "partial": 0})
+    for cell in plan.unselectable:
+        out.append({"cell": cell.key, "point": f"(nothing to select: {NOTHING_TO_CHOOSE}, see --errors)",
+                    "phase": "selected", "seeds": [], "finished": 0, "failed": 0, "pending": 0,
+                    "partial": 0})
+    return out

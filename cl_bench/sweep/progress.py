@@ -1,0 +1,93 @@
+"""What every sweep backend shares: the scheduler that hands out runs, the outcome it reports per run,
+and the progress display (one bar over runs, one status line per worker)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from cl_bench.runner import RunConfig
+from cl_bench.store import Store
+from cl_bench.sweep.plan import Plan, PlanItem, Sweep
+
+
+@dataclass
+class Outcome:
+    """What a backend reports about one run."""
+
+    run_id: str
+    label: str
+    status: str  # "finished" | "failed" | "error" (not stored: missing data, bad option, store unreachable)
+    message: str = ""
+    wall_s: float = 0.0
+
+
+@dataclass
+class Scheduler:
+    """Hands out the runs a sweep still needs, re-planning when selections get decided."""
+
+    sweep: Sweep
+    store: Store
+    retry_failed: bool = False
+    handed: set[str] = field(default_factory=set)
+    plan: Plan | None = None
+
+    def next_runs(self) -> list[PlanItem]:
+        """Runs not handed out yet; call after each finished run (selections may have been decided)."""
+        self.plan = self.sweep.plan(self.store)
+        new = [i for i in self.plan.pending(self.retry_failed) if i.run_id not in self.handed]
+        self.handed |= {i.run_id for i in new}
+        return new
+
+    def expected_total(self) -> int:
+        """Runs this invocation will do, counting undecided selections at their full size."""
+        return len(self.handed) + len(self.plan.waiting) * len(self.sweep.final_seeds())
+
+
+def run_label(config: RunConfig) -> str:
+    hp = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.hparams.items())
+    return f"{config.strategy}{' ' + hp if hp else ''} {config.scenario} s{config.seed}"
+
+
+class Progress:
+    """One tqdm bar over runs, plus one status line per worker with its current run."""
+
+    def __init__(self, enabled: bool, slots: int, total: int):
+        self.enabled = enabled
+        self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr, disable=not enabled)
+        self.lines = [tqdm(total=0, position=i + 1, bar_format="{desc}", file=sys.stderr,
+                           disable=not enabled, dynamic_ncols=True) for i in range(slots)]
+        self.slot_of: dict[int, int] = {}
+
+    def event(self, pid: int, kind: str, *args) -> None:
+        """A worker's event: ("start", run_id, label), ("epoch", text) or ("end",)."""
+        if pid not in self.slot_of:
+            used = set(self.slot_of.values())
+            free = [i for i in range(len(self.lines)) if i not in used]
+            self.slot_of[pid] = free[0] if free else 0
+        line = self.lines[self.slot_of[pid]]
+        text = {"start": lambda: f"  [{pid}] {args[1]}", "epoch": lambda: f"  [{pid}] {args[0]}",
+                "end": lambda: f"  [{pid}] idle"}[kind]()
+        line.set_description_str(text[:200])
+
+    def reset_workers(self) -> None:
+        self.slot_of.clear()
+        for line in self.lines:
+            line.set_description_str("  (restarting worker)")
+
+    def done(self, outcome: Outcome, total: int) -> None:
+        self.bar.total = max(total, self.bar.n + 1)
+        if outcome.status != "finished":
+            self.write(f"{outcome.status}: {outcome.label}: {outcome.message}")
+        self.bar.update()
+
+    def write(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(text, file=sys.stderr)
+
+    def close(self) -> None:
+        for line in self.lines:
+            line.close()
+        self.bar.close()

@@ -1,0 +1,268 @@
+"""The sweep file: its schema, validated and expanded into a ``Sweep`` before anything runs.
+
+A sweep file (every key optional but the scenario(s) and ``strategies``)::
+
+    name: hat-split-mnist              # default: the file name; runs are tagged sweep:<name>
+    scenarios:                         # or `scenario: split_mnist`
+      - name: split_mnist
+        max_train_per_task: 5000       # every other key is a scenario option (`cl-bench list --details`)
+    strategies:
+      hat: {s_max: [25, 100, 400], c: [0.1, 0.75, 2.5]}  # a list is a grid axis, a scalar is fixed
+      ewc: {lamb: paper}               # `paper`: the grid declared with hparam(..., grid=...)
+      sgd:                             # defaults; `name: paper` expands every declared grid
+    seeds: [0, 1, 2]                   # or a count: 3 -> 0, 1, 2
+    protocol: {preset: paper, epochs: 10}   # cl_bench.trainer.Protocol fields; a list is a grid axis
+    references: true                   # adds Joint and Random per scenario and seed, for rho (Eq. 6)
+    tags: [r1]
+    select: {seed: 0, metric: valid_acc, then_seeds: [0, 1, 2]}   # instead of `seeds`
+
+Without ``select`` every grid point runs on every seed; with it, see cl_bench.sweep.plan. Values are
+typed by the one parser (cl_bench.values) through the owners of each schema: strategies' Hparams,
+``protocol_from_dict``, ``parse_scenario_options``. Bundled presets (``cl-bench sweep mini``) are the
+YAML files of cl_bench/sweeps/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cl_bench.registry import all_scenarios, get_strategy
+from cl_bench.scenario import parse_scenario_options
+from cl_bench.strategy import HparamError, Strategy, describe_hparams
+from cl_bench.sweep.plan import METRICS, Cell, Point, Select, Sweep, SweepError
+from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
+
+REFERENCE_STRATEGIES = ("joint", "random")
+SWEEP_KEYS = ("name", "scenario", "scenarios", "strategies", "seeds", "protocol", "references", "tags",
+              "select")
+BUNDLED_SWEEPS = Path(__file__).parents[1] / "sweeps"  # presets shipped with the package, e.g. `mini`
+
+
+# ---- files and presets ---------------------------------------------------------------------------------
+def bundled_sweeps() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_SWEEPS.glob("*.yaml"))
+
+
+def sweep_file(file: str) -> Path:
+    """A sweep file's path, or the bundled preset of that name (``cl-bench sweep mini``)."""
+    path = Path(file)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_SWEEPS / f"{file}.yaml"
+    if path.suffix == "" and bundled.is_file():
+        return bundled
+    raise FileNotFoundError(f"no sweep file {file!r}, and no bundled preset of that name; "
+                            f"bundled: {', '.join(bundled_sweeps()) or 'none'}")
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SweepError(f"cannot read sweep file {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise SweepError(f"{path} is not valid YAML: {e}") from None
+    return parse_sweep(data, default_name=path.stem, source=str(path))
+
+
+# ---- the schema ----------------------------------------------------------------------------------------
+def parse_sweep(data: Any, default_name: str = "sweep", source: str = "sweep") -> Sweep:
+    """A Sweep from the parsed YAML, every name and value validated before anything runs."""
+    if not isinstance(data, dict):
+        raise SweepError(f"{source}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise SweepError(f"{source}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(SWEEP_KEYS)}")
+    if "strategies" not in data:
+        raise SweepError(f"{source}: `strategies` is required")
+    if "scenario" in data and "scenarios" in data:
+        raise SweepError(f"{source}: give `scenario` or `scenarios`, not both")
+    name = str(data.get("name") or default_name)
+    scenarios = _scenarios(data.get("scenarios", data.get("scenario")), source)
+    protocols = _protocols(data.get("protocol"), source)
+    strategies = _strategies(data["strategies"], source)
+    select = _select(data.get("select"), source)
+    if select is not None and "seeds" in data:
+        raise SweepError(f"{source}: with `select`, give the seeds as select.then_seeds, not `seeds`")
+    seeds = _seeds(data.get("seeds", [0]), f"{source}: seeds")
+    tags = data.get("tags") or []
+    tags = [tags] if isinstance(tags, str) else [str(t) for t in tags]
+
+    cells = []
+    for scenario, options in scenarios:
+        for strategy, hp_points in strategies:
+            points = [_point(hp, proto, shown, resolved) for hp, shown, resolved in hp_points
+                      for proto in protocols]
+            cells.append(Cell(scenario, options, strategy, points))
+    refs = data.get("references", False)
+    if refs:
+        wanted = REFERENCE_STRATEGIES if refs is True else refs
+        if isinstance(wanted, str):
+            wanted = [wanted]
+        bad = [r for r in wanted if r not in REFERENCE_STRATEGIES]
+        if bad or not isinstance(wanted, (list, tuple)):
+            raise SweepError(f"{source}: references must be true or a list of {REFERENCE_STRATEGIES}")
+        for scenario, options in scenarios:
+            for ref in wanted:
+                # Random ignores the protocol: one run per seed, with the first protocol.
+                protos = protocols if ref == "joint" else protocols[:1]
+                resolved = dataclasses.asdict(get_strategy(ref).parse_hparams({}))
+                cells.append(Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos],
+                                  role="reference"))
+    return Sweep(name, cells, tuple(seeds), select, tuple(tags))
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise SweepError(f"{where}: a count of seeds must be >= 1, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
+                                                 for s in value):
+        return list(dict.fromkeys(value))
+    raise SweepError(f"{where}: expected a list of integer seeds or a count, got {value!r}")
+
+
+def _scenarios(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
+    if value is None:
+        raise SweepError(f"{source}: `scenarios` (or `scenario`) is required")
+    entries = value if isinstance(value, list) else [value]
+    known = all_scenarios()
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise SweepError(f"{source}: a scenario is a name or a mapping with `name` and options, "
+                             f"got {entry!r}")
+        entry = dict(entry)
+        name = entry.pop("name")
+        if name not in known:
+            raise SweepError(f"{source}: unknown scenario {name!r}; valid: {', '.join(known)}")
+        try:
+            out.append((name, parse_scenario_options(name, entry, f"scenario {name!r}")))
+        except ValueError as e:
+            raise SweepError(f"{source}: {e}") from None
+    return out
+
+
+def _protocols(value: Any, source: str) -> list[Protocol]:
+    """The protocol points: the preset with the overrides; a list value is a grid axis."""
+    value = dict(value or {})
+    preset = value.pop("preset", "paper")
+    if preset not in PRESETS:
+        raise SweepError(f"{source}: unknown protocol preset {preset!r}; valid: {', '.join(PRESETS)}")
+    axes = [[(key, v) for v in (raw if isinstance(raw, list) else [raw])] for key, raw in value.items()]
+    try:
+        return [protocol_from_dict(dict(combo), preset) for combo in itertools.product(*axes)]
+    except ValueError as e:  # unknown settings, values of the wrong type
+        raise SweepError(f"{source}: {e}") from None
+
+
+def _strategies(value: Any, source: str) -> list[tuple[str, list[tuple[dict, tuple[str, ...], dict]]]]:
+    """[(strategy, expand_grid's points)], validated against each strategy's Hparams."""
+    if isinstance(value, dict):
+        entries = [(k, v) for k, v in value.items()]
+    elif isinstance(value, list):
+        entries = []
+        for e in value:
+            if isinstance(e, str):
+                entries.append((e, None))
+            elif isinstance(e, dict) and "name" in e:
+                rest = {k: v for k, v in e.items() if k != "name"}
+                entries.append((e["name"], rest.get("grid") if set(rest) == {"grid"} else rest))
+            else:
+                raise SweepError(f"{source}: a strategy is a name or a mapping with `name`, got {e!r}")
+    else:
+        raise SweepError(f"{source}: `strategies` must map names to grids (or list them)")
+    out = []
+    for name, spec in entries:
+        try:
+            cls = get_strategy(name)
+        except (ValueError, FileNotFoundError) as e:
+            raise SweepError(f"{source}: {e}") from None
+        out.append((name, expand_grid(cls, spec, f"{source}: strategy {name!r}")))
+    return out
+
+
+def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[dict, tuple[str, ...], dict]]:
+    """Grid points of a strategy spec: None (defaults), ``paper`` (every declared grid), or a mapping
+    of hyperparameter -> value | list of values (an axis) | ``paper`` (that field's declared grid).
+    Each point: (the values set, the names to show in labels, every hyperparameter resolved)."""
+    fields = {f.name: f for f in cls.hparam_fields()}
+    accepted = describe_hparams(cls) or "none"
+    if spec is None:
+        spec = {}
+    elif spec == "paper":
+        spec = {n: "paper" for n, f in fields.items() if f.metadata.get("grid")}
+        if not spec:
+            raise SweepError(f"{where}: `paper` asks for the declared grids, but no hyperparameter "
+                             f"declares one (accepted: {accepted})")
+    elif not isinstance(spec, dict):
+        raise SweepError(f"{where}: expected a mapping of hyperparameters, `paper` or nothing, got {spec!r}")
+    unknown = sorted(set(spec) - set(fields))
+    if unknown:
+        raise SweepError(f"{where} has no hyperparameter {', '.join(unknown)}; it accepts: {accepted}")
+    axes, shown = [], []
+    for key, raw in spec.items():
+        f = fields[key]
+        if raw == "paper":
+            values = f.metadata.get("grid")
+            if not values:
+                raise SweepError(f"{where}: hyperparameter {key!r} declares no paper grid")
+        elif isinstance(raw, list) and not isinstance(f.default, (list, tuple)):
+            values = raw
+        elif isinstance(raw, list) and raw and all(isinstance(v, list) for v in raw):
+            values = raw  # a list-valued hyperparameter: a list of lists is the axis
+        else:
+            values = [raw]
+        if not values:
+            raise SweepError(f"{where}: hyperparameter {key!r} has an empty list of values")
+        axes.append([(key, v) for v in values])
+        shown.append(key)
+    points = []
+    for combo in itertools.product(*axes):
+        hp = dict(combo)
+        try:
+            parsed = dataclasses.asdict(cls.parse_hparams(hp))
+        except HparamError as e:
+            raise SweepError(f"{where}: {e}") from None
+        points.append(({k: parsed[k] for k in hp}, tuple(shown), parsed))
+    return points
+
+
+def _point(hparams: dict[str, Any], protocol: Protocol, label_keys: Iterable[str],
+           resolved: dict[str, Any]) -> Point:
+    hp = " ".join(f"{k}={hparams[k]:g}" if isinstance(hparams[k], float) else f"{k}={hparams[k]}"
+                  for k in label_keys)
+    changed = [f"{f.name}={getattr(protocol, f.name)}" for f in dataclasses.fields(Protocol)
+               if getattr(protocol, f.name) != f.default]
+    label = " | ".join(part for part in (hp or "defaults", " ".join(changed)) if part)
+    return Point(hparams, protocol, label, resolved)
+
+
+def _select(value: Any, source: str) -> Select | None:
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):
+        raise SweepError(f"{source}: select must be a mapping with seed, metric, then_seeds")
+    bad = sorted(set(value) - {"seed", "metric", "then_seeds"})
+    if bad:
+        raise SweepError(f"{source}: select has no key {', '.join(bad)}; accepted: seed, metric, then_seeds")
+    metric = value.get("metric", "valid_acc")
+    if metric not in METRICS:
+        raise SweepError(f"{source}: select.metric {metric!r} unknown; valid: {', '.join(METRICS)} "
+                         f"(validation metrics only: test data never selects)")
+    seed = value.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SweepError(f"{source}: select.seed must be an integer, got {seed!r}")
+    then = _seeds(value.get("then_seeds", [0, 1, 2]), f"{source}: select.then_seeds")
+    return Select(seed, metric, tuple(then))
