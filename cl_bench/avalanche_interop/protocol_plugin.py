@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING
 
 import torch
 
 from cl_bench.avalanche_interop.library import import_avalanche
+from cl_bench.strategy import Strategy
 from cl_bench.trainer import Plateau, snapshot
-
-if TYPE_CHECKING:
-    from cl_bench.avalanche_interop.strategies import AvalancheStrategy
 
 
 @functools.cache
@@ -31,7 +28,7 @@ def _protocol_plugin_class() -> type:
         best weights are back before the method's ``after_training_exp`` (EWC's importances, LwF's and
         LFL's frozen copies)."""
 
-        def __init__(self, owner: AvalancheStrategy):
+        def __init__(self, owner: Strategy):
             super().__init__()
             self.owner = owner
             self.schedule: Plateau | None = None
@@ -92,6 +89,6 @@ def _protocol_plugin_class() -> type:
     return ProtocolPlugin
 
 
-def protocol_plugin(owner: AvalancheStrategy):
+def protocol_plugin(owner: Strategy):
     """A new ProtocolPlugin (an Avalanche ``SupervisedPlugin``) for the strategy ``owner``."""
     return _protocol_plugin_class()(owner)
