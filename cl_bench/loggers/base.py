@@ -1,0 +1,132 @@
+"""The logger interface, the fan-out to several loggers, and the helpers the loggers share."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cl_bench.trainer import EpochLog
+
+
+class UnknownLoggerError(ValueError):
+    pass
+
+
+class MissingExtraError(ImportError, ValueError):
+    """An optional logger's package is not installed (an ImportError, and a ValueError for the CLI)."""
+
+
+class Logger:
+    """The interface; each hook does nothing here, so a logger overrides what it uses."""
+
+    def start_run(self, run_info: Mapping[str, Any]) -> None:
+        pass
+
+    def log_epoch(self, log: EpochLog) -> None:
+        pass
+
+    def log_task(self, t: int, accuracy_row: Sequence[float], metrics: Mapping[str, float]) -> None:
+        pass
+
+    def end_run(self, status: str, summary: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MultiLogger(Logger):
+    """Calls each logger in turn. close() closes every one, then raises the first error, if any."""
+
+    def __init__(self, loggers: Sequence[Logger] = ()):
+        self.loggers = list(loggers)
+
+    def start_run(self, run_info):
+        for logger in self.loggers:
+            logger.start_run(run_info)
+
+    def log_epoch(self, log):
+        for logger in self.loggers:
+            logger.log_epoch(log)
+
+    def log_task(self, t, accuracy_row, metrics):
+        for logger in self.loggers:
+            logger.log_task(t, accuracy_row, metrics)
+
+    def end_run(self, status, summary):
+        for logger in self.loggers:
+            logger.end_run(status, summary)
+
+    def close(self):
+        errors = []
+        for logger in self.loggers:
+            try:
+                logger.close()
+            except Exception as e:  # noqa: BLE001 the others must still close
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+def log_dir(store_path: str | os.PathLike) -> Path:
+    """``<store>.logs``: beside the store, as its checkpoints are."""
+    path = Path(store_path)
+    return path.with_name(path.name + ".logs")
+
+
+def require_extra(extra: str, module: str | None = None) -> Any:
+    """Import ``module`` (default: the package named like the extra), or say which extra installs it."""
+    if importlib.util.find_spec(extra) is None:
+        raise MissingExtraError(f"the {extra} logger needs the {extra} package, which is not installed: "
+                                f"pip install cl-bench[{extra}]")
+    return importlib.import_module(module or extra)
+
+
+def run_id_of(run_info: Mapping[str, Any]) -> str:
+    run_id = run_info.get("run_id")
+    if not isinstance(run_id, str) or not run_id or os.sep in run_id or (os.altsep and os.altsep in run_id):
+        raise ValueError(f"run_info needs a 'run_id' usable as a file name, got {run_id!r}")
+    return run_id
+
+
+def is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays as Python values, NaN and infinities as None."""
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, str)) else str(value)
+
+
+def epoch_values(log: EpochLog) -> dict[str, float]:
+    """The finite numeric fields of an epoch other than its position (task, epoch)."""
+    return {k: v for k, v in dataclasses.asdict(log).items() if k not in ("task", "epoch") and is_finite(v)}
+
+
+_LABELS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT"}
+_PERCENT = {"acc", "bwt", "fwt", "forgetting"}  # fractions of accuracy, shown in points
+
+
+def metric_text(metrics: Mapping[str, Any]) -> str:
+    return "  ".join(f"{_LABELS.get(k, k)} {100 * v:.1f}" if k in _PERCENT else f"{k} {v:.4g}"
+                     for k, v in metrics.items() if is_finite(v))
