@@ -1,7 +1,7 @@
 """The data-set catalogue: the eight data sets of HAT's mixture (``SPECS``: classes, the reference's
 normalisation constants, official sizes, where to get them), where each may be found in a data root
-(``LAYOUTS``, ``locate``, ``looked_at``, ``missing_hint``), how each is downloaded, and torchvision's
-official md5s. Nothing is read here: a found ``Source`` reads its files with ``formats``' readers.
+(``LAYOUTS``, ``locate``, ``looked_at``, ``missing_hint``). Nothing is read here: a found ``Source``
+reads its files with ``formats``' readers.
 
 Where a data set is looked for, in order (``<root>`` = ``--data-root`` / ``$CL_BENCH_DATA``):
 
@@ -22,15 +22,17 @@ FaceScrub and notMNIST are not in torchvision. Real users get the HAT authors' o
 github.com/nkundiushuti/facescrub_subset ``data/facescrub_100.zip`` (holds
 ``facescrub_{train,test}_100.pkl``) and github.com/nkundiushuti/notmnist_convert ``notmnist.zip``
 (holds ``notmnist_{train,test}.pkl``); put the zip (or the extracted pickles) in
-``<root>/facescrub/`` and ``<root>/notmnist/``. ``download=True`` fetches them from those URLs (no
-published checksum).
+``<root>/facescrub/`` and ``<root>/notmnist/``. ``download=True`` fetches them from those URLs.
+
+How each data set is downloaded, and how a download is verified, is ``downloads``' job.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +43,17 @@ from cl_bench.benchmarks.formats import (
     IDX_FILES,
     Arrays,
     CorruptDatasetError,
+    check_label_range,
     corrupt,
     idx_files,
     read_cifar_batches,
     read_feature_pickle,
-    read_idx,
+    read_idx_pair,
     read_npz,
     read_ppms,
     read_svhn_mat,
 )
+from cl_bench.data import DataAccessError, reason
 
 PLAIN_FORMAT = ("Every data set can also be given in the plain format (see the README's \"Data\" section): "
                 "<root>/<name>/{train,test}.npz with `x` uint8 NHWC images at the source's own resolution "
@@ -98,12 +102,19 @@ GRAY = ("mnist", "fashion_mnist", "notmnist")
 
 @dataclass
 class Source:
-    """Files found for one data set, and how to read them into NCHW uint8 arrays."""
+    """Files found for one data set, and how to read them into NCHW uint8 arrays: ``read(n_classes)``
+    checks that every label is in ``0..n_classes-1``. ``images``: the files the train and the test
+    images come from, for error messages (default: the first and the last file)."""
 
     kind: str
     where: Path
     files: list[Path]
-    read: Callable[[], Arrays]
+    read: Callable[[int], Arrays]
+    images: tuple[Path, Path] | None = None
+
+    def image_file(self, split: str) -> Path:
+        train, test = self.images or (self.files[0], self.files[-1])
+        return train if split == "train" else test
 
 
 @dataclass
@@ -114,9 +125,10 @@ class Layout:
     find: Callable[[Path], Source | None]
 
 
-def _pair(kind: str, where: Path, train: Path, test: Path, read_one: Callable[[Path], Any]) -> Source:
-    """A data set in two files, a train file and a test file, each read by ``read_one``."""
-    return Source(kind, where, [train, test], lambda: (*read_one(train), *read_one(test)))
+def _pair(kind: str, where: Path, train: Path, test: Path, read_one: Callable[..., Any]) -> Source:
+    """A data set in two files, a train file and a test file, each read by ``read_one(path, n_classes=)``."""
+    return Source(kind, where, [train, test],
+                  lambda n: (*read_one(train, n_classes=n), *read_one(test, n_classes=n)))
 
 
 def _npz_layout(dirs: tuple[str, ...], scramble: bool = False) -> Layout:
@@ -135,7 +147,7 @@ def _cifar_layout(folder: str, train: list[str], test: list[str], label_key: str
         if not all(p.is_file() for p in tr + te):
             return None
         return Source("torchvision", root / folder, tr + te,
-                      lambda: (*read_cifar_batches(tr, label_key), *read_cifar_batches(te, label_key)))
+                      lambda n: (*read_cifar_batches(tr, label_key, n), *read_cifar_batches(te, label_key, n)))
     return Layout(lambda root: [str(root / folder / f) for f in train + test], find)
 
 
@@ -157,14 +169,23 @@ def _gtsrb_official_layout() -> Layout:
             base / "GT-final_test.csv"
         if not (train_dir.is_dir() and test_dir.is_dir() and gt.is_file()):
             return None
-        train = sorted((p, int(p.parent.name)) for p in train_dir.glob("*/*.ppm"))
-        with open(gt) as f:
-            rows = list(csv.DictReader(f, delimiter=";", skipinitialspace=True))
-        test = [(test_dir / r["Filename"], int(r["ClassId"])) for r in rows]
+        try:  # the labels: class folder names (train), the csv's ClassId (test)
+            train = sorted((p, int(p.parent.name)) for p in train_dir.glob("*/*.ppm"))
+        except ValueError as e:
+            raise CorruptDatasetError(f"{train_dir}: a class folder is not named by its class number ({e})") from e
+        try:
+            with open(gt) as f:
+                rows = list(csv.DictReader(f, delimiter=";", skipinitialspace=True))
+            test = [(test_dir / r["Filename"], int(r["ClassId"])) for r in rows]
+        except (KeyError, TypeError, ValueError, csv.Error) as e:
+            raise corrupt(gt, e) from e
 
-        def read() -> Arrays:
-            return (read_ppms([p for p, _ in train]), np.array([c for _, c in train], dtype=np.int64),
-                    read_ppms([p for p, _ in test]), np.array([c for _, c in test], dtype=np.int64))
+        def read(n_classes: int) -> Arrays:
+            y_train = np.array([c for _, c in train], dtype=np.int64)
+            y_test = np.array([c for _, c in test], dtype=np.int64)
+            check_label_range(train_dir, y_train, n_classes)
+            check_label_range(gt, y_test, n_classes)
+            return read_ppms([p for p, _ in train]), y_train, read_ppms([p for p, _ in test]), y_test
         return Source("torchvision", base, [gt] + [p for p, _ in train + test], read)
     return Layout(lambda root: [str(root / "gtsrb/GTSRB/Training/*/*.ppm"),
                                 str(root / "gtsrb/GTSRB/Final_Test/Images/*.ppm"),
@@ -187,8 +208,8 @@ def _pickle_pair_layout(kind: str, folder: str, train: str, test: str, zip_name:
                 raise corrupt(z, e) from e
             if train not in names or test not in names:
                 raise CorruptDatasetError(f"{z}: does not contain {train} and {test}")
-            return Source(kind, d, [z], lambda: (*read_feature_pickle(z, names[train], hwc),
-                                                 *read_feature_pickle(z, names[test], hwc)))
+            return Source(kind, d, [z], lambda n: (*read_feature_pickle(z, names[train], hwc, n),
+                                                   *read_feature_pickle(z, names[test], hwc, n)))
         return None
     looked = [folder + "/" + f for f in (train, test)] + ([f"{folder}/{zip_name}"] if zip_name else [])
     return Layout(lambda root: [str(root / p) for p in looked], find)
@@ -200,11 +221,12 @@ def _idx_layout(name: str) -> Layout:
         if files is None:
             return None
 
-        def read() -> Arrays:
-            a = {k: read_idx(p) for k, p in files.items()}
-            return (a["x_train"][:, None], a["y_train"].astype(np.int64),
-                    a["x_test"][:, None], a["y_test"].astype(np.int64))
-        return Source("idx", root / name / "raw", list(files.values()), read)
+        def read(n_classes: int) -> Arrays:
+            x_train, y_train = read_idx_pair(files["x_train"], files["y_train"], n_classes)
+            x_test, y_test = read_idx_pair(files["x_test"], files["y_test"], n_classes)
+            return x_train[:, None], y_train, x_test[:, None], y_test
+        return Source("idx", root / name / "raw", list(files.values()), read,
+                      (files["x_train"], files["x_test"]))
     return Layout(lambda root: [str(root / name / "raw" / f"{v}[.gz]") for v in IDX_FILES.values()], find)
 
 
@@ -235,12 +257,23 @@ def check_name(name: str) -> DatasetSpec:
     return SPECS[name]
 
 
+@contextlib.contextmanager
+def searching(name: str, root: Path) -> Iterator[None]:
+    """Looking for ``name`` in ``root``: a folder this user cannot search is a ``DataAccessError``."""
+    try:
+        yield
+    except PermissionError as e:
+        raise DataAccessError(f"cannot look for {name} in {e.filename or root} ({reason(e)}): give this user "
+                              f"read and execute permission on the folders of the data root {root}") from e
+
+
 def locate(name: str, root: Path) -> Source | None:
     """The first layout of ``name`` present in ``root`` (no download, nothing read yet)."""
     check_name(name)
-    for layout in LAYOUTS[name]:
-        if (src := layout.find(root)) is not None:
-            return src
+    with searching(name, root):
+        for layout in LAYOUTS[name]:
+            if (src := layout.find(root)) is not None:
+                return src
     return None
 
 
@@ -251,48 +284,3 @@ def looked_at(name: str, root: Path) -> list[str]:
 def missing_hint(name: str, root: Path, download: bool) -> str:
     spec = check_name(name)
     return (f"download={download}. Get it with {spec.get_it}, into {root}. {PLAIN_FORMAT}")
-
-
-# torchvision is imported only to download or to check an official file: importing it costs seconds.
-
-def download_files(name: str, root: Path) -> None:
-    """Fetch the official files into ``root`` (torchvision), or HAT's zip for FaceScrub/notMNIST."""
-    import torchvision.datasets as tvd
-    from torchvision.datasets.utils import download_url
-    root.mkdir(parents=True, exist_ok=True)
-    if name in ("cifar10", "cifar100"):
-        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-        cls(str(root), train=True, download=True)
-        cls(str(root), train=False, download=True)
-    elif name in ("mnist", "fashion_mnist"):
-        (tvd.MNIST if name == "mnist" else tvd.FashionMNIST)(str(root), train=True, download=True)
-    elif name == "svhn":
-        for split in ("train", "test"):
-            tvd.SVHN(str(root), split=split, download=True)
-    elif name == "gtsrb":
-        for split in ("train", "test"):
-            tvd.GTSRB(str(root), split=split, download=True)
-    elif name == "facescrub":
-        download_url(FACESCRUB_URL, str(root / "facescrub"), "facescrub_100.zip")
-    elif name == "notmnist":
-        download_url(NOTMNIST_URL, str(root / "notmnist"), "notmnist.zip")
-
-
-def official_md5() -> dict[str, str]:
-    """torchvision's md5 of the official CIFAR / SVHN files, keyed by '<folder>/<file>' or file."""
-    import torchvision.datasets as tvd
-    sums = {f"cifar-10-batches-py/{f}": m for f, m in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list}
-    sums |= {f"cifar-100-python/{f}": m for f, m in tvd.CIFAR100.train_list + tvd.CIFAR100.test_list}
-    sums |= {fn: m for _, fn, m in tvd.SVHN.split_list.values()}
-    return sums
-
-
-def check_official_md5(src: Source) -> None:
-    """A torchvision file that claims to be the full official set must be bit-identical to it."""
-    from torchvision.datasets.utils import check_md5
-    sums = official_md5()
-    for p in src.files:
-        want = sums.get(f"{p.parent.name}/{p.name}") or sums.get(p.name)
-        if want and not check_md5(str(p), want):
-            raise CorruptDatasetError(f"{p}: has the official sample count but not the official md5 "
-                                      f"{want}: the file is corrupt or was modified")

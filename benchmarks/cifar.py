@@ -8,10 +8,10 @@ and draws a 10% validation split per task (reference §9 #7: 10% here, 15% in th
 from __future__ import annotations
 
 from cl_bench.benchmarks.datasets import SPECS, load_prepared, require
-from cl_bench.benchmarks.mixture import data_record, split_task, task_order
+from cl_bench.benchmarks.mixture import OPTION_RANGES, data_record, split_task, task_order
 from cl_bench.data import data_root
-from cl_bench.scenario import Scenario, Split
 from cl_bench.registry import register_scenario
+from cl_bench.scenario import Scenario, Split, option_ranges
 
 N_CIFAR10_TASKS, N_CIFAR100_TASKS = 5, 5
 
@@ -25,6 +25,7 @@ def task_classes(task_id: int) -> tuple[str, int, int]:
 
 @register_scenario("cifar", "Incremental CIFAR: 5 CIFAR10 tasks of 2 classes + 5 CIFAR100 tasks of 20, "
                             "order by seed (HAT appendix)", datasets=("cifar10", "cifar100"))
+@option_ranges(**OPTION_RANGES)
 def cifar(seed: int = 0, data_root_path=None, download: bool = False, valid_fraction: float = 0.10,
           valid_split: str = "reference", allow_missing: bool = False) -> Scenario:
     """See ``mixture`` for ``valid_split`` and ``allow_missing`` (here: drop the tasks of a missing

@@ -27,9 +27,13 @@ Adaptations (reference §6.1), applied once and cached:
   resized to 32x32 bilinearly without antialiasing (as ``cv2.resize``; the resize behind HAT's
   Udacity pickle is not documented).
 
-Checks: every file read is checksummed (sha256, memoised by size and mtime); a ``SHA256SUMS`` file
-in the root is enforced; official CIFAR / SVHN files with the official sample count must have
-torchvision's md5; shapes, dtypes and label ranges are checked. Any failure names the file.
+Checks: every file read is checksummed (sha256, memoised by size, mtime, ctime and inode); a
+``SHA256SUMS`` file in the root is enforced (symlinked files too); official CIFAR / SVHN files with
+the official sample count must have torchvision's md5, and so must every download; shapes, dtypes,
+image/label counts and label ranges are checked. Any failure names the file. Both caches (the parsed
+idx files, the prepared 32x32 tensors) are keyed by the checksums of every file they derive from and
+by their preparation version. A data root that is a file or cannot be read, a cache folder that cannot
+be written: ``DataAccessError`` (a ValueError) saying how to fix it.
 A subset (fewer samples than the official set) is used with a ``SubsetWarning`` and recorded as
 ``complete: False``.
 """
@@ -45,14 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cl_bench.benchmarks.cache import (
-    atomic_torch_save,
-    checked_sha256s,
-    file_sha256s,
-    prepared_path,
-    read_prepared,
-    write_prepared,
-)
+from cl_bench.benchmarks.cache import checked_sha256s, file_sha256s, prepared_path, read_prepared, write_prepared
 from cl_bench.benchmarks.catalogue import (
     GRAY,
     LAYOUTS,
@@ -62,18 +59,26 @@ from cl_bench.benchmarks.catalogue import (
     Layout,
     Source,
     check_name,
-    check_official_md5,
-    download_files,
     locate,
     looked_at,
     missing_hint,
+    searching,
 )
-from cl_bench.benchmarks.formats import IDX_FILES, CorruptDatasetError, idx_files, lanczos_32, read_idx
-from cl_bench.data import DatasetMissingError, cache_dir, data_root
+from cl_bench.benchmarks.downloads import check_official_md5, download_files
+from cl_bench.benchmarks.formats import (
+    IDX_FILES,
+    CorruptDatasetError,
+    check_label_range,
+    idx_files,
+    lanczos_32,
+    read_idx,
+    read_idx_pair,
+)
+from cl_bench.data import DataAccessError, DatasetMissingError, cache_dir, check_data_root, data_root
 
 __all__ = [
-    "GRAY", "IDX_FILES", "LAYOUTS", "PLAIN_FORMAT", "PREP_VERSION", "SPECS", "CorruptDatasetError",
-    "DatasetSpec", "DatasetsMissingError", "Layout", "RawDataset", "Source", "SubsetWarning",
+    "GRAY", "IDX_FILES", "IDX_VERSION", "LAYOUTS", "PLAIN_FORMAT", "PREP_VERSION", "SPECS", "CorruptDatasetError",
+    "DataAccessError", "DatasetSpec", "DatasetsMissingError", "Layout", "RawDataset", "Source", "SubsetWarning",
     "availability", "file_sha256s", "format_availability", "load_idx_dataset", "load_prepared",
     "locate", "looked_at", "missing_hint", "normalisation", "read_idx", "require",
 ]
@@ -110,15 +115,21 @@ class RawDataset:
 # ----------------------------------------------------------------------------------------------
 # MNIST-family idx files at 28x28 (split / permuted MNIST).
 
+IDX_VERSION = 1  # bump when the parse of the idx files changes: old cache files are then ignored
+IDX_DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist"}  # folder (torchvision's name) -> SPECS name
+
+
 def load_idx_dataset(name: str, root: Path, download: bool, n_classes: int = 10) -> RawDataset:
-    """MNIST or FashionMNIST from ``root/<name>/raw``: uncompressed idx (torchvision's layout), the
-    .gz files (parsed into a cache outside the root), or a torchvision download into the root when
-    ``download`` is on."""
-    raw = root / name / "raw"
-    files = idx_files(raw)
+    """MNIST or FashionMNIST from ``root/<name>/raw``: uncompressed idx (torchvision's layout) or the
+    .gz files, parsed into a cache outside the root keyed by the checksums of all four files; or a
+    verified torchvision download into the root when ``download`` is on."""
+    if name not in IDX_DATASETS:
+        raise ValueError(f"unknown idx data set {name!r}; valid: {', '.join(IDX_DATASETS)}")
+    raw = check_data_root(root) / name / "raw"
+    with searching(name, root):
+        files = idx_files(raw)
     if files is None and download:
-        import torchvision  # only to download: importing it costs seconds
-        getattr(torchvision.datasets, name)(str(root), train=True, download=True)
+        download_files(IDX_DATASETS[name], root)
         files = idx_files(raw)
     if files is None:
         raise DatasetMissingError(
@@ -126,18 +137,22 @@ def load_idx_dataset(name: str, root: Path, download: bool, n_classes: int = 10)
             f"Download is off: pass --download (torchvision fetches {name} into the data root), or put "
             f"the four idx files (plain or .gz) in {raw}. {PLAIN_FORMAT}")
     by_path = checked_sha256s(list(files.values()), root)
-    sums = {k: by_path[p] for k, p in files.items()}
-    cached = cache_dir(root) / f"{name}-{sums['x_train'][:16]}-{sums['x_test'][:16]}.pt"
-    if cached.is_file():
-        arrays = torch.load(cached)
+    cached = prepared_path(root, f"idx-{name}", "idx", by_path, IDX_VERSION, extra=n_classes)
+    if (hit := read_prepared(cached)) is not None:
+        arrays, source = hit
     else:
-        arrays = {k: torch.from_numpy(read_idx(p).copy()) for k, p in files.items()}
-        for k in ("y_train", "y_test"):
-            arrays[k] = arrays[k].long()
-        atomic_torch_save(arrays, cached)
-    return RawDataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                      n_classes, {"files": {str(p): sums[k] for k, p in files.items()},
-                                  "complete": len(arrays["y_train"]) == 60000})
+        arrays = {}
+        for split in ("train", "test"):
+            x, y = read_idx_pair(files[f"x_{split}"], files[f"y_{split}"], n_classes)
+            if x.shape[1:] != (28, 28):  # split / permuted MNIST flatten 28x28 images
+                raise CorruptDatasetError(f"{files[f'x_{split}']}: images are {x.shape[1]}x{x.shape[2]}, "
+                                          f"expected 28x28 for {name}")
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = torch.from_numpy(x.copy()), torch.from_numpy(y)
+        source = {"files": {str(p): by_path[p] for p in files.values()},
+                  "complete": len(arrays["y_train"]) == 60000}
+        write_prepared(cached, f"idx-{name}", arrays, source)
+    return RawDataset(name, arrays["x_train"].clone(), arrays["y_train"].clone(), arrays["x_test"].clone(),
+                      arrays["y_test"].clone(), n_classes, source)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,29 +174,28 @@ def _adapt(name: str, x: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-PREP_VERSION = 2  # bump when an adaptation changes: old cache files are then ignored
+PREP_VERSION = 3  # bump when an adaptation or a check changes: old cache files are then ignored
 
 
 def _prepared(name: str, root: Path, download: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The adapted arrays of one data set (from the cache when its source files are unchanged) and
     the record of where they came from."""
     spec = check_name(name)
-    src = locate(name, root)
+    src = locate(name, check_data_root(root))
     if src is None and download:
         download_files(name, root)
         src = locate(name, root)
     if src is None:
         raise DatasetMissingError(name, looked_at(name, root), missing_hint(name, root, download))
     sums = checked_sha256s(src.files, root)
-    cached = prepared_path(root, name, src.kind, sums, PREP_VERSION)
+    # the class count and official sizes decide the label check and the record's "complete"
+    cached = prepared_path(root, name, src.kind, sums, PREP_VERSION, extra=[spec.n_classes, spec.official])
     if (hit := read_prepared(cached)) is not None:
         return hit
-    x_tr, y_tr, x_te, y_te = src.read()
-    x_tr, x_te = _adapt(name, x_tr, src.files[0]), _adapt(name, x_te, src.files[-1])
-    for y, split in ((y_tr, "train"), (y_te, "test")):
-        if len(y) and (y.min() < 0 or y.max() >= spec.n_classes):
-            raise CorruptDatasetError(f"{src.where}: {split} labels span {y.min()}..{y.max()}, "
-                                      f"outside 0..{spec.n_classes - 1} for {name}")
+    x_tr, y_tr, x_te, y_te = src.read(spec.n_classes)
+    x_tr, x_te = _adapt(name, x_tr, src.image_file("train")), _adapt(name, x_te, src.image_file("test"))
+    for y, split in ((y_tr, "train"), (y_te, "test")):  # the readers check each file; this, any new one
+        check_label_range(f"{src.where} ({split})", y, spec.n_classes)
     counts = (len(y_tr), len(y_te))
     present = len(np.unique(y_tr))
     complete = counts == spec.official if spec.official else present == spec.n_classes
@@ -252,6 +266,7 @@ def require(names: list[str] | tuple[str, ...], root: Path, download: bool, allo
     """The data sets of ``names`` that are missing (and will not be downloaded). Raises one
     ``DatasetsMissingError`` listing all of them unless ``allow_missing``."""
     missing = {}
+    check_data_root(root)
     for name in names:
         if locate(name, root) is None and not download:
             missing[name] = (looked_at(name, root), missing_hint(name, root, download))
@@ -263,8 +278,12 @@ def require(names: list[str] | tuple[str, ...], root: Path, download: bool, allo
 
 def availability(root: Path | str | None = None, load: bool = True) -> list[dict[str, Any]]:
     """Per data set: found where (and in which format), train/test counts, complete or subset, the
-    checksums of its source files. ``load=False`` only locates files (no reading, no hashing)."""
-    root = data_root(root)
+    checksums of its source files. ``load=False`` only locates files (no reading, no hashing). A data
+    set whose files are corrupt or unreadable is a row with ``error`` (the others are still listed);
+    an unusable data root or cache folder raises ``DataAccessError``."""
+    root = check_data_root(data_root(root))
+    if load:
+        cache_dir(root)  # an unusable cache folder fails every data set: say so once
     rows = []
     for name, spec in SPECS.items():
         src = locate(name, root)
@@ -275,7 +294,10 @@ def availability(root: Path | str | None = None, load: bool = True) -> list[dict
             rows.append({"name": name, "found": src.kind, "where": str(src.where),
                          "files": [str(p) for p in src.files[:8]]})
         else:
-            rows.append(_prepared(name, root)[1])
+            try:
+                rows.append(_prepared(name, root)[1])
+            except (CorruptDatasetError, DataAccessError) as e:
+                rows.append({"name": name, "found": src.kind, "where": str(src.where), "error": str(e)})
     return rows
 
 
@@ -285,10 +307,15 @@ def format_availability(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r["found"] is None:
             lines.append(f"{r['name']:<14} {'-':<15} {'-':>7} {'-':>7} {'-':>7}  missing ({r['get_it']})")
+        elif "error" in r:
+            lines.append(f"{r['name']:<14} {r['found']:<15} {'?':>7} {'?':>7} {'?':>7}  UNUSABLE: {r['error']}")
         elif "train" not in r:
             lines.append(f"{r['name']:<14} {r['found']:<15} {'?':>7} {'?':>7} {'?':>7}  {r['where']}")
         else:
             status = "complete" if r["complete"] else "SUBSET"
             lines.append(f"{r['name']:<14} {r['found']:<15} {r['train']:>7} {r['test']:>7} "
                          f"{r['classes_present']:>7}  {status}  {r['where']}")
+    if any("error" in r for r in rows):
+        lines.append("UNUSABLE: replace the files named (or delete them and pass --download); the README's "
+                     "\"Data\" section describes every accepted layout")
     return "\n".join(lines)

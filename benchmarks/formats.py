@@ -1,6 +1,7 @@
 """File formats of the data sets: each reader turns one kind of file into NCHW uint8 images and int64
-labels, and checks what it read (dtype, shape, label count). Any failure is a ``CorruptDatasetError``
-that names the file.
+labels, and checks what it read (dtype, shape as the format says, one label per image, labels within
+``0..n_classes-1`` when the caller gives the class count). Any failure is a ``CorruptDatasetError``
+that names the file and says what is wrong.
 
 Formats: MNIST-family idx files (plain or .gz), the plain ``{train,test}.npz`` arrays, CIFAR's python
 pickles, SVHN's ``.mat`` files, GTSRB's variable-size PPM images, and HAT's feature pickles (Python-2
@@ -38,12 +39,24 @@ READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, z
                zipfile.BadZipFile, pickle.UnpicklingError, AttributeError)
 
 
-def labels(path: Path, y: Any, n: int) -> np.ndarray:
-    """``y`` as int64, checked to be ``n`` integer labels (one per image)."""
+def labels(path: Path, y: Any, n: int, n_classes: int | None = None) -> np.ndarray:
+    """``y`` as int64, checked to be ``n`` integer labels (one per image), within ``0..n_classes-1``
+    when ``n_classes`` is given."""
     y = np.asarray(y).reshape(-1)
     if not np.issubdtype(y.dtype, np.integer) or len(y) != n:
         raise CorruptDatasetError(f"{path}: {len(y)} labels of type {y.dtype} for {n} images")
-    return y.astype(np.int64)
+    y = y.astype(np.int64)
+    if n_classes is not None:
+        check_label_range(path, y, n_classes)
+    return y
+
+
+def check_label_range(path: Path | str, y: np.ndarray, n_classes: int) -> None:
+    """Labels must be ``0..n_classes-1``: a label outside would index past the classifier's head."""
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        bad = int(((y < 0) | (y >= n_classes)).sum())
+        raise CorruptDatasetError(f"{path}: labels span {y.min()}..{y.max()}, outside 0..{n_classes - 1} "
+                                  f"({bad} of {len(y)} labels)")
 
 
 # -- MNIST-family idx files -----------------------------------------------------------------------
@@ -52,26 +65,42 @@ IDX_FILES = {
     "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
 }
+IDX_NDIM = {"x": 3, "y": 1}  # images (N, H, W), labels (N,)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (plain or .gz): header of big-endian int32 dims, then uint8 data."""
+def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
+    """An idx file (plain or .gz): magic ``00 00 08 <ndim>``, ``ndim`` big-endian int32 dims, then
+    exactly prod(dims) uint8 values. ``ndim``: the number of dims the file must have."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:  # gzip raises these on truncated/corrupt input
         raise CorruptDatasetError(f"{path}: cannot read ({e}): truncated or corrupt") from e
-    magic = int.from_bytes(raw[0:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08:  # 0x08 = unsigned byte data
-        raise CorruptDatasetError(f"{path}: not a uint8 idx file (magic {magic:#x})")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
+    if len(raw) < 4:
+        raise CorruptDatasetError(f"{path}: truncated idx file: {len(raw)} bytes, no header")
+    if raw[0:3] != b"\x00\x00\x08":  # 0x08 = unsigned byte data
+        raise CorruptDatasetError(f"{path}: not a uint8 idx file (magic {raw[0:4].hex()}, expected 000008xx)")
+    if ndim is not None and raw[3] != ndim:
+        raise CorruptDatasetError(f"{path}: idx file with {raw[3]} dims, expected {ndim}")
+    header = 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise CorruptDatasetError(f"{path}: truncated idx file: {len(raw)} bytes, header needs {header}")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3])]
+    size = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != size:
         raise CorruptDatasetError(f"{path}: truncated or corrupt idx file: header says {dims} "
-                                  f"({int(np.prod(dims))} values) but holds {data.size}")
-    return data.reshape(dims)
+                                  f"({size} values) but holds {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_pair(images: Path, label_file: Path, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """An images file (N, H, W) and its labels file (N,): as many labels as images, in range."""
+    x = read_idx(images, IDX_NDIM["x"])
+    y = read_idx(label_file, IDX_NDIM["y"])
+    if len(y) != len(x):
+        raise CorruptDatasetError(f"{label_file}: {len(y)} labels for the {len(x)} images of {images}")
+    return x, labels(label_file, y, len(x), n_classes)
 
 
 def idx_files(folder: Path) -> dict[str, Path] | None:
@@ -85,8 +114,8 @@ def idx_files(folder: Path) -> dict[str, Path] | None:
 
 # -- the plain arrays -----------------------------------------------------------------------------
 
-def read_npz(path: Path, scramble: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` uint8 NHWC, ``y`` integer labels -> x NCHW, y int64.
+def read_npz(path: Path, scramble: bool = False, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` uint8 NHWC (1 or 3 channels), ``y`` integer labels -> x NCHW, y int64.
 
     ``scramble``: a plain ``reshape(N, 3, H, W)`` of the HWC bytes instead of a transpose, the
     channel layout of HAT's FaceScrub pickles.
@@ -99,8 +128,10 @@ def read_npz(path: Path, scramble: bool = False) -> tuple[np.ndarray, np.ndarray
     if x.dtype != np.uint8 or x.ndim != 4:
         raise CorruptDatasetError(f"{path}: x must be uint8 NHWC, got {x.dtype} {x.shape}")
     n, h, w, c = x.shape
+    if c not in (1, 3):  # an NCHW array would be read as 32 channels of 3x32 images
+        raise CorruptDatasetError(f"{path}: x must be NHWC with 1 or 3 channels, got shape {x.shape}")
     x = x.reshape(n, c, h, w) if scramble else x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x), labels(path, y, n)
+    return np.ascontiguousarray(x), labels(path, y, n, n_classes)
 
 
 # -- pickles: CIFAR's batches and HAT's feature dicts ---------------------------------------------
@@ -117,7 +148,8 @@ def unpickle(path: Path, member: str | None = None) -> Any:
         raise corrupt(path if member is None else Path(f"{path}:{member}"), e) from e
 
 
-def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batches(paths: list[Path], label_key: str, n_classes: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """torchvision's CIFAR python pickles (rows are CHW-flattened images), concatenated in order."""
     xs, ys = [], []
     for p in paths:
@@ -128,31 +160,32 @@ def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[np.ndarray, n
             y = d[label_key]
         except (KeyError, ValueError, TypeError) as e:
             raise corrupt(p, e) from e
-        ys.append(labels(p, y, len(x)))
+        ys.append(labels(p, y, len(x), n_classes))
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def read_feature_pickle(path: Path, member: str | None = None, hwc: bool = False
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def read_feature_pickle(path: Path, member: str | None = None, hwc: bool = False,
+                        n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A HAT-style pickle: dict with ``features`` (N, C, H, W) (or NHWC if ``hwc``) and ``labels``."""
     d = unpickle(path, member)
+    where = path if member is None else Path(f"{path}:{member}")
     try:
         x = np.asarray(d["features"])
         if x.dtype == np.int8:  # facescrub pickles store uint8 bits as int8 (HAT: astype(uint8))
             x = x.view(np.uint8)
         y = d["labels"]
-    except (KeyError, TypeError) as e:
-        raise corrupt(path, e) from e
+    except (KeyError, TypeError, ValueError) as e:
+        raise corrupt(where, e) from e
     if x.dtype != np.uint8 or x.ndim != 4:
-        raise CorruptDatasetError(f"{path}: features must be uint8 4-d, got {x.dtype} {x.shape}")
+        raise CorruptDatasetError(f"{where}: features must be uint8 4-d, got {x.dtype} {x.shape}")
     if hwc:
         x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x), labels(path, y, len(x))
+    return np.ascontiguousarray(x), labels(where, y, len(x), n_classes)
 
 
 # -- SVHN's .mat files (X is H, W, C, N; digit 0 is label 10) --------------------------------------
 
-def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_svhn_mat(path: Path, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     import scipy.io  # only when SVHN's .mat files are read: keeps importing the package cheap
     try:
         m = scipy.io.loadmat(str(path))
@@ -164,6 +197,8 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if x.dtype != np.uint8 or x.shape[1:] != (3, 32, 32):
         raise CorruptDatasetError(f"{path}: X must be uint8 32x32x3xN, got {x.dtype} {m['X'].shape}")
     y[y == 10] = 0  # as torchvision >= 0.2; do not subtract 1 (reference §9 #14)
+    if n_classes is not None:
+        check_label_range(path, y, n_classes)
     return x, y
 
 

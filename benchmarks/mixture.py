@@ -13,16 +13,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cl_bench.benchmarks.datasets import (SPECS, RawDataset, load_prepared, normalisation,
-                                          require)
+from cl_bench.benchmarks.datasets import SPECS, RawDataset, load_prepared, normalisation, require
 from cl_bench.data import data_root
-from cl_bench.scenario import Scenario, Split, Task, stratified_subset
+from cl_bench.ranges import Range
 from cl_bench.registry import register_scenario
+from cl_bench.scenario import Scenario, Split, Task, option_ranges, stratified_subset
 
 # The reference's data-set indices 0..7 (mixture.py): its task order is a permutation of these.
 MIXTURE_DATASETS = ("cifar10", "cifar100", "mnist", "svhn", "fashion_mnist", "gtsrb", "facescrub",
                     "notmnist")
 VALID_SPLITS = ("reference", "stratified")
+# The builders' option ranges (this file's and cl_bench.benchmarks.cifar's): 0 validates on the
+# training set itself; 1 would leave nothing to train on.
+OPTION_RANGES = {"valid_fraction": Range(at_least=0, below=1), "valid_split": Range(choices=VALID_SPLITS)}
 
 
 def task_order(seed: int, n: int) -> list[int]:
@@ -78,6 +81,7 @@ def data_record(loaded: dict[str, RawDataset], missing: list[str], allow_missing
 @register_scenario("mixture", "8 data sets (CIFAR10/100, MNIST, SVHN, FashionMNIST, GTSRB, FaceScrub, "
                               "notMNIST), one task each, order by seed (HAT §4.1)",
                    datasets=MIXTURE_DATASETS)
+@option_ranges(**OPTION_RANGES)
 def mixture(seed: int = 0, data_root_path=None, download: bool = False, valid_fraction: float = 0.15,
             valid_split: str = "reference", fixed_order: bool = False, allow_missing: bool = False,
             facescrub_true_rgb: bool = False) -> Scenario:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cl_bench.data import data_root
-from cl_bench.scenario import Scenario, Split, Task
-from cl_bench.registry import register_scenario
 from cl_bench.benchmarks.datasets import load_idx_dataset
+from cl_bench.data import data_root
+from cl_bench.ranges import Range
+from cl_bench.registry import register_scenario
+from cl_bench.scenario import Scenario, Split, Task, option_ranges
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+VALID_FRACTION = Range(at_least=0, below=1)  # 0: validate on the training set itself (the reference)
 
 
 def _train_valid(x, y, seed: int, valid_fraction: float) -> tuple[Split, Split]:
@@ -28,11 +30,12 @@ def _source_info(raw) -> dict:
 
 @register_scenario("split_mnist", "MNIST digits 0-4 then 5-9, two 5-class heads (Lee et al. 2017)",
                    datasets=("MNIST",))
+@option_ranges(valid_fraction=VALID_FRACTION)
 def split_mnist(seed: int = 0, data_root_path=None, download: bool = False,
                 valid_fraction: float = 0.0) -> Scenario:
     raw = load_idx_dataset("MNIST", data_root(data_root_path), download)
     tasks = []
-    for i, digits in enumerate([(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]):  # fixed order, as the reference
+    for digits in [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]:  # fixed order, as the reference
         lo = digits[0]
         tr = (raw.y_train >= lo) & (raw.y_train <= digits[-1])
         te = (raw.y_test >= lo) & (raw.y_test <= digits[-1])
@@ -54,11 +57,10 @@ def pixel_permutation(perm_id: int) -> torch.Tensor:
 
 @register_scenario("permuted_mnist", "10 tasks of MNIST under fixed pixel permutations, order by seed",
                    datasets=("MNIST",))
+@option_ranges(valid_fraction=VALID_FRACTION, n_tasks=Range(at_least=1, at_most=N_PERMUTATIONS))
 def permuted_mnist(seed: int = 0, data_root_path=None, download: bool = False,
                    valid_fraction: float = 0.0, n_tasks: int = 10) -> Scenario:
     raw = load_idx_dataset("MNIST", data_root(data_root_path), download)
-    if not 1 <= n_tasks <= N_PERMUTATIONS:
-        raise ValueError(f"permuted_mnist has {N_PERMUTATIONS} permutations; n_tasks={n_tasks}")
     order = np.random.RandomState(seed).permutation(N_PERMUTATIONS)[:n_tasks]  # as sklearn.utils.shuffle
     x_train, x_test = raw.x_train.reshape(-1, 784), raw.x_test.reshape(-1, 784)
     tasks = []

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from cl_bench.benchmarks.datasets import availability, file_sha256s, format_availability
+from cl_bench.benchmarks.datasets import availability, format_availability
+from cl_bench.cli.common import user_errors
 from cl_bench.data import data_root
 from cl_bench.registry import all_scenarios, all_strategies, scenario_options
 
@@ -34,11 +33,12 @@ def list_(what, details):
                     click.echo(f"      option {k} = {v!r}")
                 click.echo("      every scenario also takes --max-train-per-task and --tasks")
         if details:
-            click.echo(f"Data sets in {data_root()} (first call prepares the cache):")
-            rows = availability(data_root(), load=True)
+            with user_errors():
+                root = data_root()
+                click.echo(f"Data sets in {root} (first call prepares the cache):")
+                rows = availability(root, load=True)
             click.echo(format_availability(rows))
             click.echo("sha256 of the source files:")
             for row in rows:
-                if row.get("files"):
-                    for path, digest in file_sha256s([Path(f) for f in row["files"]], data_root()).items():
-                        click.echo(f"  {digest[:16]}  {path}")
+                for path, digest in (row.get("files") or {}).items():
+                    click.echo(f"  {digest[:16]}  {path}")
