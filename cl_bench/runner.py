@@ -15,11 +15,14 @@ import torch
 
 import cl_bench
 from cl_bench import checkpoint as ckpt
+from cl_bench.ranges import Range
+from cl_bench.registry import get_strategy
 from cl_bench.scenario import build_scenario
 from cl_bench.store import RunRecord, Store, config_hash
 from cl_bench.strategy import Strategy
-from cl_bench.registry import get_strategy
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Protocol, Trainer, resolve_device
+
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -31,6 +34,10 @@ class RunConfig:
     protocol: Protocol = field(default_factory=Protocol)
     scenario_options: dict[str, Any] = field(default_factory=dict)  # incl. max_train_per_task, tasks
     tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        # The seed also seeds numpy's RandomState (task orders, splits), which takes 0 <= seed < 2**32.
+        Range(at_least=0, at_most=MAX_SEED).check(self.seed, "seed", int)
 
     def resolved_hparams(self) -> dict[str, Any]:
         """Every hyperparameter with its value (defaults filled in), validated."""

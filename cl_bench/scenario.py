@@ -6,14 +6,17 @@ batch by a fused multiply-add with the task's constants, so a batch is one index
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from cl_bench.ranges import Range
 from cl_bench.registry import get_scenario, scenario_options
 from cl_bench.values import parse_like, parse_value
 
@@ -151,6 +154,56 @@ def stratified_subset(y: Tensor, max_n: int, generator: torch.Generator) -> Tens
 COMMON_OPTIONS = ("max_train_per_task", "tasks")  # build_scenario takes these for every scenario
 
 
+def option_ranges(**ranges: Range):
+    """Decorator of a scenario builder: the valid range of its own options, e.g.
+    ``@option_ranges(valid_fraction=Range(at_least=0, below=1))``. ``parse_scenario_options`` checks them
+    when a CLI or sweep value is parsed; every call of the builder checks them too (Python callers)."""
+
+    def wrap(build: Callable[..., Scenario]) -> Callable[..., Scenario]:
+        signature = inspect.signature(build)
+        unknown = sorted(set(ranges) - set(signature.parameters))
+        if unknown:
+            raise ValueError(f"{build.__name__} has no option {', '.join(unknown)} to declare a range for")
+
+        @functools.wraps(build)
+        def checked(*args, **kwargs) -> Scenario:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            check_options(checked, bound.arguments, f"scenario {build.__name__!r}")
+            return build(*args, **kwargs)
+
+        checked.option_ranges = dict(ranges)
+        return checked
+
+    return wrap
+
+
+def check_options(build: Callable[..., Scenario], options: dict[str, Any], where: str) -> None:
+    """ValueError naming the first option outside the range the builder declares (``option_ranges``);
+    an int default asks for an int."""
+    parameters = inspect.signature(build).parameters
+    for key, valid in getattr(build, "option_ranges", {}).items():
+        if options.get(key) is not None:
+            valid.check(options[key], f"{where} option {key!r}", type(parameters[key].default))
+
+
+def check_common_options(max_train_per_task: int | None, tasks: Sequence[int] | None, where: str) -> None:
+    """max_train_per_task >= 1; tasks a non-empty list of distinct positions >= 0 (the upper bound is
+    checked once the scenario is built and its length known)."""
+    if max_train_per_task is not None:
+        Range(at_least=1).check(max_train_per_task, f"{where} option 'max_train_per_task'", int)
+    if tasks is not None:
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError(f"{where} option 'tasks' must name at least one task position, got []")
+        for i in tasks:
+            Range(at_least=0).check(i, f"{where} option 'tasks' position", int)
+        repeated = sorted({i for i in tasks if tasks.count(i) > 1})
+        if repeated:
+            raise ValueError(f"{where} option 'tasks' names position(s) {', '.join(map(str, repeated))} "
+                             f"more than once, got {tasks}")
+
+
 def parse_scenario_options(name: str, values: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Scenario options given as text (CLI) or YAML, typed by the builder's defaults (cl_bench.values);
     unknown or reserved names are errors listing the accepted ones."""
@@ -174,6 +227,8 @@ def parse_scenario_options(name: str, values: dict[str, Any], where: str = "") -
             out[key] = raw  # no default to take a type from: the builder checks it
         else:
             out[key] = parse_like(raw, accepted[key], name_)
+    check_common_options(out.get("max_train_per_task"), out.get("tasks"), where)
+    check_options(get_scenario(name).build, out, where)
     return out
 
 
@@ -189,6 +244,7 @@ def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = Fa
     if unknown:
         raise ValueError(f"scenario {name!r} has no option {', '.join(unknown)}; it accepts: "
                          f"{', '.join(f'{k}={v!r}' for k, v in accepted.items()) or 'none'}")
+    check_common_options(max_train_per_task, tasks, f"scenario {name!r}")  # before any data is loaded
     scenario = spec.build(seed=seed, data_root_path=data_root, download=download, **options)
     if tasks is not None:
         bad = [i for i in tasks if not 0 <= i < len(scenario.tasks)]

@@ -36,15 +36,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
+from cl_bench.ranges import Range
 from cl_bench.values import BadValue, parse_like
 
 if TYPE_CHECKING:
     from cl_bench.scenario import Scenario
 
 
-def hparam(default: Any, help: str, grid: Iterable[Any] | None = None):
-    """A hyperparameter: its default, one line of help, and the grid the reference searched."""
-    return field(default=default, metadata={"help": help, "grid": list(grid) if grid else None})
+def hparam(default: Any, help: str, grid: Iterable[Any] | None = None, *, at_least: float | None = None,
+           above: float | None = None, at_most: float | None = None, below: float | None = None,
+           choices: Iterable[Any] | None = None):
+    """A hyperparameter: its default, one line of help, the grid the reference searched, and its valid
+    range: numeric bounds (``at_least``/``above`` and ``at_most``/``below``; a bounded float must also
+    be finite) or ``choices``. The range is checked by ``Strategy.parse_hparams`` (so by the CLI, sweep
+    files and RunConfig) and by the constructor, and shown by ``cl-bench list`` (``metadata["range"]``)."""
+    declared = (at_least, above, at_most, below, choices)
+    valid = None
+    if any(v is not None for v in declared):
+        valid = Range(at_least, above, at_most, below, None if choices is None else tuple(choices),
+                      optional=default is None)
+        if not valid.contains(default, type(default)):
+            raise ValueError(f"hparam default {default!r} is outside its own range {valid}")
+    return field(default=default, metadata={"help": help, "grid": list(grid) if grid else None, "range": valid})
 
 
 @dataclass
@@ -77,6 +90,7 @@ class Strategy:
     def __init__(self, scenario: Scenario, hparams: Any = None, device: str | torch.device = "cpu"):
         self.scenario = scenario
         self.hp = hparams if hparams is not None else self.Hparams()
+        self.check_hparams(self.hp)  # also for Hparams built in Python, not parsed
         self.device = torch.device(device)
         self.model: nn.Module = self.build_model().to(self.device)
 
@@ -145,8 +159,24 @@ class Strategy:
                       for key, raw in values.items()}
         except BadValue as e:
             raise HparamError(str(e)) from None
-        return cls.Hparams(**parsed)
+        hp = cls.Hparams(**parsed)
+        cls.check_hparams(hp)
+        return hp
+
+    @classmethod
+    def check_hparams(cls, hp: Any) -> None:
+        """HparamError unless every declared range holds (``hparam(..., at_least=...)``). Strategies with
+        constraints between fields extend it (super() first); it runs at parse time and in ``__init__``."""
+        if not dataclasses.is_dataclass(hp):
+            return  # hand-made hyperparameters (no declarations to check)
+        for f in dataclasses.fields(hp):
+            valid = f.metadata.get("range")
+            if valid is not None:
+                valid.check(getattr(hp, f.name), f"hyperparameter {f.name!r} of {cls.name!r}",
+                            type(f.default), HparamError)
 
 
 def describe_hparams(cls: type[Strategy]) -> str:
-    return ", ".join(f"{f.name}: {type(f.default).__name__} = {f.default!r}" for f in cls.hparam_fields())
+    """``name: type = default`` for each hyperparameter, with its range where one is declared."""
+    return ", ".join(f"{f.name}: {type(f.default).__name__} = {f.default!r}"
+                     + (f" ({f.metadata['range']})" if f.metadata.get("range") else "") for f in cls.hparam_fields())

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cl_bench.ranges import Range
 from cl_bench.scenario import Data, Scenario
 from cl_bench.strategy import BatchInfo, Strategy
 from cl_bench.values import parse_like
@@ -42,8 +43,17 @@ class Protocol:
     channels_last: bool = False  # NHWC weights for conv nets (faster oneDNN kernels on CPU)
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        """Every knob in its range, whichever way the protocol was made (CLI, sweep file, Python), so a
+        run that could only end at chance (epochs=0, lr=-1) is refused before any work."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in PROTOCOL_RANGES:
+                PROTOCOL_RANGES[f.name].check(value, f"protocol {f.name!r}", type(f.default))
+            elif isinstance(f.default, bool) and not isinstance(value, bool):
+                raise ValueError(f"protocol {f.name!r} must be true or false, got {value!r}")
+        if self.lr_min > self.lr:  # Plateau would count as stopped before the first epoch
+            raise ValueError(f"protocol 'lr_min' must be <= lr (training stops once lr < lr_min), "
+                             f"got lr_min={self.lr_min:g} with lr={self.lr:g}")
 
     def replace(self, **changes) -> Protocol:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -54,6 +64,14 @@ class Protocol:
 
 
 PRECISIONS = ("fp32", "bf16")
+
+# The valid range of every knob but the bools, checked by Protocol.__post_init__ and named in its errors.
+PROTOCOL_RANGES = {
+    "lr": Range(above=0), "lr_factor": Range(above=1), "lr_patience": Range(at_least=1),
+    "lr_min": Range(at_least=0), "epochs": Range(at_least=1), "batch_size": Range(at_least=1),
+    "eval_batch_size": Range(at_least=1), "clip_grad": Range(above=0, optional=True),
+    "precision": Range(choices=PRECISIONS),
+}
 
 # Settings added after runs were stored: hashed into a run's id only when they differ from these
 # defaults, so earlier runs keep their ids (cl_bench.runner.RunConfig.run_id).
@@ -84,7 +102,34 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 class DivergedError(RuntimeError):
-    """The loss became NaN or infinite; the run is stored as failed with this message."""
+    """The loss became NaN or infinite, or exploded above LOSS_LIMIT; the run is stored as failed with
+    this message (task and epoch counted from 1, the losses, the lr and the reason)."""
+
+
+# A loss above this is a diverged run even while it is still finite: lr=1e6 reached 1.7e30 and stayed
+# finite. Legitimate losses are orders of magnitude smaller: cross-entropy is a few units (ln 100 = 4.6
+# at chance on 100 classes), HAT's c R is at most c, LwF's distillation is at most ~12 per old head; the
+# penalties of EWC (lambda up to 50,000), IMM and LFL (summed over the batch) start at 0 at each task's
+# anchor and are minimised with the cross-entropy, so they stay near its size unless SGD is unstable.
+# The largest plausible one, LFL's sum over 64 samples x 2048 features at lambda = 0.1, is ~1e5 even
+# with a mean squared feature change of 10. An absolute bound is used rather than one relative to the
+# task's first epoch, since an lr too large explodes within the first epoch already (lr=5 on a tiny
+# MLP: 6e3 after one epoch, 1.6e11 after two). Losses grow geometrically once unstable, so a bound
+# this high costs at most an epoch or two over a tighter one.
+LOSS_LIMIT = 1e8
+
+
+def check_divergence(t: int, epoch: int, lr: float, train_loss: float, valid_loss: float) -> None:
+    """DivergedError if either loss of task ``t``'s epoch ``epoch`` (both 0-based) is not finite or above
+    LOSS_LIMIT; the message counts from 1, like the accuracy matrices."""
+    if math.isfinite(train_loss) and math.isfinite(valid_loss):
+        if max(train_loss, valid_loss) <= LOSS_LIMIT:
+            return
+        reason = f"exploded above {LOSS_LIMIT:g}"
+    else:
+        reason = "is not finite"
+    raise DivergedError(f"loss {reason} at task {t + 1} epoch {epoch + 1} "
+                        f"(train {train_loss:.4g}, valid {valid_loss:.4g}, lr {lr:g})")
 
 
 @dataclass
@@ -198,9 +243,7 @@ class Trainer:
         strategy's full criterion, stop a diverged run, and log the epoch to the history and the hooks."""
         train_eval = self.evaluate(strategy, t, train) if self.protocol.eval_train_each_epoch else (None, None)
         valid_loss, valid_acc = self.evaluate(strategy, t, valid)
-        if not (math.isfinite(train_loss) and math.isfinite(valid_loss)):
-            raise DivergedError(f"loss is not finite at task {t} epoch {epoch + 1} "
-                                f"(train {train_loss}, valid {valid_loss}, lr {lr:g})")
+        check_divergence(t, epoch, lr, train_loss, valid_loss)
         log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss, valid_acc, time.perf_counter() - start,
                        *train_eval)
         self.history.append(log)

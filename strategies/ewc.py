@@ -23,15 +23,16 @@ from torch import Tensor
 
 from cl_bench.registry import register_strategy
 from cl_bench.scenario import Data
-from cl_bench.strategies.shared import anchor_of, cross_entropy_of, empirical_fisher, quadratic_penalty
+from cl_bench.strategies.shared import anchor_of, cross_entropy_of, empirical_fisher, on_device, quadratic_penalty
 from cl_bench.strategy import Strategy, hparam
+
 
 @dataclass
 class EWCHparams:
     lamb: float = hparam(5000.0, "penalty strength λ (reference default, tuned on seed 0)",
-                         grid=[500, 1000, 2000, 5000, 10000, 20000, 50000])
+                         grid=[500, 1000, 2000, 5000, 10000, 20000, 50000], at_least=0)
     fisher_batch: int = hparam(20, "Fisher batch size, gradient² of each batch mean scaled by it "
-                                   "(reference 20); 1 = per-sample empirical Fisher")
+                                   "(reference 20); 1 = per-sample empirical Fisher", at_least=1)
 
 
 @register_strategy
@@ -44,8 +45,6 @@ class EWC(Strategy):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.hp.fisher_batch < 1:
-            raise ValueError(f"ewc: fisher_batch must be >= 1, got {self.hp.fisher_batch}")
         self.anchor: dict[str, Tensor] | None = None  # θ*, the model after the previous task
         self.fisher: dict[str, Tensor] | None = None  # running mean of the tasks' Fishers
 
@@ -73,4 +72,4 @@ class EWC(Strategy):
         return {"anchor": self.anchor, "fisher": self.fisher}  # for per-task checkpoints
 
     def load_state_dict(self, state: dict) -> None:
-        self.anchor, self.fisher = state["anchor"], state["fisher"]
+        self.anchor, self.fisher = on_device(state["anchor"], self.device), on_device(state["fisher"], self.device)

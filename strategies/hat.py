@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.strategy import BatchInfo, HparamError, Strategy, hparam
 from cl_bench.registry import register_strategy
+from cl_bench.strategy import BatchInfo, Strategy, hparam
 
 # Masks below this are zeroed in the forward pass (their gradient is kept exact, see `gate`).
 # Why: sigmoid(s e) reaches float32's denormal range (< 1.2e-38) for s e in about [-103, -87], and
@@ -77,31 +77,22 @@ CAPACITY_SAMPLES_PER_EPOCH = 10
 
 @dataclass
 class HATHparams:
+    # s_max >= 1: the annealing runs from 1/s_max up to s_max (Sec. 2.4)
     s_max: float = hparam(400.0, "stability: slope of the gate at evaluation, end of the annealing (Eqs. 1, 3)",
-                          [25.0, 50.0, 100.0, 200.0, 400.0, 800.0])
+                          [25.0, 50.0, 100.0, 200.0, 400.0, 800.0], at_least=1)
     c: float = hparam(0.75, "compressibility: weight of the attention regulariser (Eq. 4)",
-                      [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0])
-    thres_cosh: float = hparam(50.0, "clamp of |s e| inside the cosh of the compensation (Sec. 2.5)")
-    thres_emb: float = hparam(6.0, "embeddings are clamped to [-thres_emb, thres_emb] after each step (Sec. 2.5)")
+                      [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0], at_least=0)
+    thres_cosh: float = hparam(50.0, "clamp of |s e| inside the cosh of the compensation (Sec. 2.5)", above=0)
+    thres_emb: float = hparam(6.0, "embeddings are clamped to [-thres_emb, thres_emb] after each step (Sec. 2.5)",
+                              above=0)
     annealing: str = hparam("reference", "'reference': s from the batch's sample offset i/N (code, §9 #2); "
-                                         "'paper': (b-1)/(B-1) of Eq. 3, reaching s_max on the last batch")
+                                         "'paper': (b-1)/(B-1) of Eq. 3, reaching s_max on the last batch",
+                            choices=("reference", "paper"))
     embedding_init: str = hparam("normal", "'normal': N(0,1) (paper and code); 'uniform': U(0,2), the "
-                                           "compression experiment's (Sec. 4.4, use with c=1.5)")
+                                           "compression experiment's (Sec. 4.4, use with c=1.5)",
+                                 choices=("normal", "uniform"))
     init: str = hparam("default", "weights: 'default' PyTorch's U(+-1/sqrt(fan_in)) as the code (§9 #1); "
-                                  "'xavier' the paper's Xavier uniform")
-
-    def __post_init__(self):
-        choices = {"annealing": ("reference", "paper"), "embedding_init": ("normal", "uniform"),
-                   "init": ("default", "xavier")}
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise HparamError(f"hat: {name} must be one of {', '.join(valid)}; got {getattr(self, name)!r}")
-        if not self.s_max >= 1:
-            raise HparamError(f"hat: s_max must be >= 1 (Sec. 2.4); got {self.s_max}")
-        if not self.c >= 0:
-            raise HparamError(f"hat: c must be >= 0 (Sec. 2.6); got {self.c}")
-        if not (self.thres_cosh > 0 and self.thres_emb > 0):
-            raise HparamError(f"hat: thres_cosh and thres_emb must be > 0; got {self.thres_cosh}, {self.thres_emb}")
+                                  "'xavier' the paper's Xavier uniform", choices=("default", "xavier"))
 
 
 # ---- the equations, as functions ----------------------------------------------------------------

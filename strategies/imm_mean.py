@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from cl_bench.strategies.shared import anchor_of, quadratic_penalty
-from cl_bench.strategy import Strategy, hparam
 from cl_bench.registry import register_strategy
+from cl_bench.strategies.shared import anchor_of, on_device, quadratic_penalty
+from cl_bench.strategy import Strategy, hparam
 
 
 def mean_merge(current: dict[str, Tensor], previous: dict[str, Tensor], t: int,
@@ -39,7 +39,7 @@ def mean_merge(current: dict[str, Tensor], previous: dict[str, Tensor], t: int,
 @dataclass
 class IMMMeanHparams:
     lamb: float = hparam(1e-4, "L2-transfer coefficient toward the previous model",
-                         grid=[0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.000001])
+                         grid=[0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.000001], at_least=0)
     faithful: bool = hparam(True, "True: the reference's merge, which averages the new head with its "
                                   "random init (§9 #10); False: keep the trained new head")
 
@@ -77,7 +77,7 @@ class IMMMean(Strategy):
         return {"previous": self.previous}  # for per-task checkpoints
 
     def load_state_dict(self, state: dict) -> None:
-        self.previous = state["previous"]
+        self.previous = on_device(state["previous"], self.device)
 
     def _head_names(self, t: int) -> frozenset[str]:
         return frozenset(f"heads.{t}.{name}" for name, _ in self.model.heads[t].named_parameters())

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from cl_bench.scenario import Data
-from cl_bench.strategies.shared import anchor_of, empirical_fisher, quadratic_penalty
-from cl_bench.strategy import Strategy, hparam
 from cl_bench.registry import register_strategy
+from cl_bench.scenario import Data
+from cl_bench.strategies.shared import anchor_of, empirical_fisher, on_device, quadratic_penalty
+from cl_bench.strategy import Strategy, hparam
 
 
 def mode_merge(current: dict[str, Tensor], previous: dict[str, Tensor], fisher_new: dict[str, Tensor],
@@ -52,11 +52,11 @@ def mode_merge(current: dict[str, Tensor], previous: dict[str, Tensor], fisher_n
 class IMMModeHparams:
     lamb: float = hparam(0.01, "L2-transfer coefficient toward the previous model (reference default; "
                                "its comment says the best was 1)",
-                         grid=[10, 1, 0.1, 0.01, 0.001, 0.0001, 0.00001])
+                         grid=[10, 1, 0.1, 0.01, 0.001, 0.0001, 0.00001], at_least=0)
     faithful: bool = hparam(True, "True: the reference, whose merge is a no-op (§9 #9); "
                                   "False: the Fisher-weighted merge is applied")
     fisher_batch: int = hparam(20, "Fisher batch size for the corrected merge (reference 20); "
-                                   "1 = per-sample empirical Fisher")
+                                   "1 = per-sample empirical Fisher", at_least=1)
 
 
 @register_strategy
@@ -69,8 +69,6 @@ class IMMMode(Strategy):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.hp.fisher_batch < 1:
-            raise ValueError(f"imm_mode: fisher_batch must be >= 1, got {self.hp.fisher_batch}")
         self.previous: dict[str, Tensor] | None = None  # θ_{t-1}
         self.fisher: dict[str, Tensor] | None = None  # Σ_{k<t} F_k (corrected mode only)
 
@@ -100,7 +98,7 @@ class IMMMode(Strategy):
         return {"previous": self.previous, "fisher": self.fisher}  # for per-task checkpoints
 
     def load_state_dict(self, state: dict) -> None:
-        self.previous, self.fisher = state["previous"], state["fisher"]
+        self.previous, self.fisher = on_device(state["previous"], self.device), on_device(state["fisher"], self.device)
 
     def _criterion(self, t: int):
         """The training criterion as a function of the parameters (what the reference's Fisher uses)."""

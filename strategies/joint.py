@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cl_bench.registry import register_strategy
 from cl_bench.scenario import Data
 from cl_bench.strategy import Strategy
 from cl_bench.trainer import snapshot
-from cl_bench.registry import register_strategy
 
 
 @register_strategy

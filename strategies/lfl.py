@@ -30,15 +30,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
+from cl_bench.registry import register_strategy
 from cl_bench.strategies.shared import KeepsPreviousModel
 from cl_bench.strategy import hparam
-from cl_bench.registry import register_strategy
 
 
 @dataclass
 class LFLHparams:
     lamb: float = hparam(0.05, "weight λ of the feature-distance penalty (reference: 'none of them "
-                               "really worked')", grid=[1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4, 1e-4, 5e-5])
+                               "really worked')", grid=[1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4, 1e-4, 5e-5],
+                       at_least=0)
 
 
 @register_strategy

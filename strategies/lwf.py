@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cl_bench.registry import register_strategy
 from cl_bench.strategies.shared import KeepsPreviousModel
 from cl_bench.strategy import hparam
-
-from cl_bench.registry import register_strategy
 
 STUDENT_EPS = 1e-5  # reference: added (divided by the number of classes) to the student's probabilities
 
@@ -40,8 +39,8 @@ def distillation(student_logits: Tensor, teacher_logits: Tensor, T: float) -> Te
 
 @dataclass
 class LwFHparams:
-    lamb: float = hparam(2.0, "weight λ of the distillation loss", grid=[0.1, 0.5, 1, 2, 4, 8, 10])
-    T: float = hparam(1.0, "distillation temperature", grid=[0.5, 1, 2, 4])
+    lamb: float = hparam(2.0, "weight λ of the distillation loss", grid=[0.1, 0.5, 1, 2, 4, 8, 10], at_least=0)
+    T: float = hparam(1.0, "distillation temperature", grid=[0.5, 1, 2, 4], above=0)
 
 
 @register_strategy
@@ -51,11 +50,6 @@ class LwF(KeepsPreviousModel):
     name = "lwf"
     Hparams = LwFHparams
     clip_grad = 100.0  # reference §3
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.hp.T <= 0:
-            raise ValueError(f"lwf: temperature T must be > 0, got {self.hp.T}")
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE on head t + λ Σ_{u<t} KD (also the validation loss, as in the reference)."""

@@ -61,10 +61,9 @@ import torch
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.nets import (Block, activate, base_blocks, count_parameters_of, layer_inputs, make_layer,
-                           matched_widths)
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.nets import Block, activate, base_blocks, count_parameters_of, layer_inputs, make_layer, matched_widths
 from cl_bench.registry import register_strategy
+from cl_bench.strategy import HparamError, Strategy, hparam
 from cl_bench.trainer import Plateau, snapshot
 
 # The reference's (M, N) configurations and their width factors on the AlexNet (§2.6).
@@ -128,15 +127,17 @@ def as_path(path: Tensor) -> Path:
 @dataclass
 class PathNetHparams:
     modules: int = hparam(16, "M: modules per layer (reference configs (M, N): (16, 3), (10, 3), (20, 5))",
-                          grid=[10, 16, 20])
-    active: int = hparam(3, "N: modules per layer in a path", grid=[3, 5])
+                          grid=[10, 16, 20], at_least=1)
+    active: int = hparam(3, "N: modules per layer in a path (at most M)", grid=[3, 5], at_least=1)
     generations: int = hparam(20, "G: generations per task; a path trains protocol epochs // G epochs "
-                                  "per generation (at most `epochs` generations)", grid=[5, 10, 20, 50, 100, 200])
-    population: int = hparam(2, "P: paths in the tournament (reference: 2)")
-    mutation_step: int = hparam(2, "a mutated gene moves by a uniform integer in [-step, step] (reference: 2)")
+                                  "per generation (at most `epochs` generations)", grid=[5, 10, 20, 50, 100, 200],
+                              at_least=1)
+    population: int = hparam(2, "P: paths in the tournament (reference: 2)", at_least=1)
+    mutation_step: int = hparam(2, "a mutated gene moves by a uniform integer in [-step, step] (reference: 2)",
+                                at_least=0)
     width_factor: float = hparam(
         0.0, "Module width = int(width_factor x base width); 0 = the reference's factor for (M, N) on the "
-             "AlexNet, else the width whose total parameter count is closest to the base network's")
+             "AlexNet, else the width whose total parameter count is closest to the base network's", at_least=0)
     immediate_lr_decay: bool = hparam(
         False, "True: a path's lr decay applies from its next epoch; False: from its next generation, as "
                "the reference (its optimiser keeps the lr the generation started with)")
@@ -161,16 +162,15 @@ class PathNet(Strategy):
         self.best_paths: dict[int, Path] = {}
         self.ga_log: dict[int, list[dict]] = {}
 
+    @classmethod
+    def check_hparams(cls, hp: PathNetHparams) -> None:
+        super().check_hparams(hp)
+        if hp.active > hp.modules:
+            raise HparamError(f"pathnet: a path picks N = {hp.active} distinct modules of M = {hp.modules} at "
+                              f"start: N must be <= M (hyperparameters 'active' <= 'modules')")
+
     def build_model(self) -> nn.Module:
         hp, sc = self.hp, self.scenario
-        for name in ("modules", "active", "generations", "population"):
-            if getattr(hp, name) < 1:
-                raise ValueError(f"PathNet's {name} must be >= 1, got {getattr(hp, name)}")
-        if hp.active > hp.modules:
-            raise ValueError(f"a path picks N = {hp.active} distinct modules of M = {hp.modules} at start: "
-                             "N must be <= M")
-        if hp.mutation_step < 0 or hp.width_factor < 0:
-            raise ValueError("mutation_step and width_factor must be >= 0")
         blocks, heads = base_blocks(sc), [task.n_classes for task in sc.tasks]
 
         def build(widths):

@@ -10,8 +10,9 @@ adapter from all earlier columns (Rusu et al. Eq. 2)::
 (columns and tasks 0-based) with f the layer's ReLU -> Dropout [-> MaxPool], one learnable scalar α
 per earlier column (initialised N(0, 1)), V a 1x1 conv (conv targets) or a linear map (fc targets)
 back to one column's width, σ a ReLU, and U a layer of the target's own type and kernel whose output
-is added to column t's pre-activation. The head's adapter has no σ (V then U, both linear). Training task t trains column t and its adapters only: earlier columns
-are frozen, so forgetting is zero by construction; task tau is always evaluated with column tau.
+is added to column t's pre-activation. The head's adapter has no σ (V then U, both linear). Training
+task t trains column t and its adapters only: earlier columns are frozen, so forgetting is zero by
+construction; task tau is always evaluated with column tau.
 
 Faithful to the reference code, with three of its properties kept and noted:
 
@@ -56,10 +57,9 @@ import torch
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.nets import (Block, activate, base_blocks, count_parameters_of, layer_inputs,
-                           make_layer, matched_widths)
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.nets import Block, activate, base_blocks, count_parameters_of, layer_inputs, make_layer, matched_widths
 from cl_bench.registry import register_strategy
+from cl_bench.strategy import Strategy, hparam
 
 REFERENCE_WIDTH_FACTOR = {"alexnet": 1.117}  # reference §2.7 (``expand_factor``); none for the MLP
 
@@ -144,7 +144,7 @@ class PNNHparams:
     width_factor: float = hparam(
         0.0, "Column width = int(width_factor x base width / n_tasks); 0 = the reference's 1.117 on the "
              "AlexNet (§2.7), and on the MLP the width whose total parameter count is closest to the "
-             "base 3x800 MLP's")
+             "base 3x800 MLP's", at_least=0)
     recursive_laterals: bool = hparam(
         False, "True: earlier columns include their own laterals when feeding column t (Rusu et al.); "
                "False: they run as plain columns, as the reference code does")
@@ -162,8 +162,6 @@ class PNN(Strategy):
     clip_grad = 10000.0  # reference §3
 
     def build_model(self) -> nn.Module:
-        if self.hp.width_factor < 0:
-            raise ValueError(f"width_factor must be >= 0 (0: automatic), got {self.hp.width_factor}")
         sc = self.scenario
         blocks, heads = base_blocks(sc), [task.n_classes for task in sc.tasks]
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cl_bench.strategy import Strategy
-
 from cl_bench.registry import register_strategy
+from cl_bench.strategy import Strategy
 
 
 @register_strategy

@@ -1,6 +1,6 @@
 """SGD: plain fine-tuning of the whole network, dropout on, one head per task (reference §5)."""
-from cl_bench.strategy import Strategy
 from cl_bench.registry import register_strategy
+from cl_bench.strategy import Strategy
 
 
 @register_strategy

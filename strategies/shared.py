@@ -135,6 +135,11 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum()
 
 
+def on_device(tensors: dict[str, Tensor] | None, device: torch.device) -> dict[str, Tensor] | None:
+    """Tensors restored from a checkpoint (saved from, and loaded onto, the CPU) on the run's device."""
+    return None if tensors is None else {name: t.to(device) for name, t in tensors.items()}
+
+
 def anchor_of(model: nn.Module) -> dict[str, Tensor]:
     """Detached copies of the parameters: an anchor θ* that a penalty pulls the weights back to."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}

@@ -13,7 +13,7 @@ from cl_bench.runner import RunConfig, execute
 from cl_bench.registry import register_scenario
 from cl_bench.store import Store
 from cl_bench.strategy import Strategy
-from cl_bench.registry import all_strategies
+from cl_bench.registry import all_strategies, get_strategy
 from cl_bench.trainer import PRESETS
 
 
@@ -165,3 +165,18 @@ def test_every_resumable_strategy_resumes_exactly(tmp_path, strategy):
     reference = execute(config, Store(tmp_path / "ref.db"))
     record, _ = interrupted_then_resumed(config, Store(tmp_path / "runs.db"), 0)
     np.testing.assert_array_equal(record.accuracy, reference.accuracy)
+
+
+@pytest.mark.parametrize("name", ["ewc", "imm_mean", "imm_mode"])
+def test_restored_state_moves_to_the_strategy_s_device(name):
+    """A checkpoint is loaded onto the CPU; a run resumed on a GPU must get its anchors and Fishers there
+    (else the first penalty mixes devices). The 'meta' device stands in for a GPU."""
+    torch.manual_seed(0)
+    strategy = get_strategy(name)(make_scenario())
+    strategy.before_task(0)
+    strategy.after_task(0)
+    state = strategy.state_dict()
+    strategy.device = torch.device("meta")
+    strategy.load_state_dict(state)
+    kept = [getattr(strategy, a) for a in ("anchor", "fisher", "previous") if getattr(strategy, a, None) is not None]
+    assert kept and all(t.device.type == "meta" for d in kept for t in d.values())

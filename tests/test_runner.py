@@ -42,7 +42,7 @@ def test_finished_config_is_skipped_unless_forced(tmp_path):
 
 def test_diverging_run_is_stored_as_failed_with_its_reason(tmp_path):
     store = Store(tmp_path / "s.db")
-    with pytest.raises(RunFailed, match="diverged: loss is not finite at task 0 epoch 1"):
+    with pytest.raises(RunFailed, match="diverged: loss is not finite at task 1 epoch 1"):
         execute(config(lr=1e30, clip_grad=1e30), store)
     (rec,) = store.query()
     assert rec.status == "failed" and rec.error.startswith("diverged")

@@ -1,11 +1,21 @@
 """The protocol (reference §3): lr schedule, early stop, best-weight restore, divergence."""
 import math
 
+import numpy as np
 import pytest
 import torch
+from conftest import make_scenario
 
+from cl_bench.registry import register_scenario
+from cl_bench.runner import RunConfig, RunFailed, execute
+from cl_bench.store import Store
 from cl_bench.strategy import Strategy
-from cl_bench.trainer import DivergedError, Protocol, Trainer
+from cl_bench.trainer import LOSS_LIMIT, DivergedError, Protocol, Trainer
+
+
+@register_scenario("tiny_trainer", "2 synthetic tasks (tests only)")
+def _tiny(seed=0, data_root_path=None, download=False):
+    return make_scenario(seed=seed)
 
 
 class Scripted(Trainer):
@@ -60,8 +70,41 @@ def test_epoch_cap_and_best_weights_restored(tiny_scenario):
 
 
 def test_nan_loss_raises_diverged_with_epoch(tiny_scenario):
-    with pytest.raises(DivergedError, match="task 0 epoch 3"):
+    with pytest.raises(DivergedError, match="loss is not finite at task 1 epoch 3"):
         run_script(tiny_scenario, [1.0, 0.9, math.nan, 0.5])
+
+
+def test_finite_loss_that_exploded_raises_diverged(tiny_scenario):
+    """A loss can blow up and stay finite (lr=1e6 reached 1.7e30): above LOSS_LIMIT it is divergence too,
+    reported with the task and epoch counted from 1, both losses, the lr and the reason."""
+    with pytest.raises(DivergedError) as err:
+        run_script(tiny_scenario, [1.0, 0.9, 10 * LOSS_LIMIT, 0.5])
+    text = str(err.value)
+    assert text.startswith(f"loss exploded above {LOSS_LIMIT:g} at task 1 epoch 3 ")
+    assert f"valid {10 * LOSS_LIMIT:.4g}" in text and "lr 0.05" in text
+    trainer, _ = run_script(tiny_scenario, [1.0, LOSS_LIMIT, 0.5], epochs=3)  # at the limit: not diverged
+    assert len(trainer.lrs) == 3
+
+
+def test_large_lr_explodes_in_real_training_and_is_stopped(tiny_scenario):
+    scenario = tiny_scenario()
+    torch.manual_seed(0)
+    strategy = Strategy(scenario)
+    trainer = Trainer(scenario, Protocol(epochs=5, lr=1e6), seed=0)
+    with pytest.raises(DivergedError, match=r"loss exploded above 1e\+08 at task 1 epoch 1 \("):
+        trainer.fit(strategy, 0, trainer.data(0, "train"), trainer.data(0, "valid"))
+    assert trainer.history == []  # the diverged epoch is not logged as a result
+
+
+def test_run_whose_loss_explodes_is_stored_failed_with_task_epoch_and_reason(tmp_path):
+    store = Store(tmp_path / "s.db")
+    config = RunConfig("sgd", "tiny_trainer", 0, protocol=Protocol(epochs=3, lr=1e6))
+    with pytest.raises(RunFailed, match=r"diverged: loss exploded above 1e\+08 at task 1 epoch 1 "):
+        execute(config, store)
+    (rec,) = store.query()
+    assert rec.status == "failed" and rec.error.startswith("diverged: loss ")
+    assert "task 1 epoch 1" in rec.error and "lr 1e+06" in rec.error
+    assert np.isnan(rec.accuracy).all()  # no task finished: no accuracy to report as if it were one
 
 
 def test_real_training_lowers_validation_loss(tiny_scenario):

@@ -21,7 +21,8 @@ def list_(what, details):
             click.echo(f"  {name:<10} {(cls.__doc__ or '').strip().splitlines()[0]}  [clip_grad {cls.clip_grad:g}]")
             for f in cls.hparam_fields():
                 grid = f" grid={f.metadata.get('grid')}" if f.metadata.get("grid") else ""
-                click.echo(f"      {f.name}: {type(f.default).__name__} = {f.default!r}{grid}  "
+                rng = f" ({f.metadata['range']})" if f.metadata.get("range") else ""
+                click.echo(f"      {f.name}: {type(f.default).__name__} = {f.default!r}{rng}{grid}  "
                            f"{f.metadata.get('help', '')}")
     if what in ("scenarios", "all"):
         click.echo("Scenarios:")

@@ -61,6 +61,7 @@ def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_tr
         protocol = protocol_from_dict(sets, preset, where="--set")
         opts = parse_scenario_options(scenario, opts)
         config = RunConfig(strategy, scenario, seed, key_values(hparams, "--hp"), protocol, opts, list(tags))
+        config.resolved_hparams()  # a bad strategy name or hyperparameter fails before the store is opened
         bar = tqdm(total=None, unit="epoch", dynamic_ncols=True, file=sys.stderr)
 
         def on_epoch(log):

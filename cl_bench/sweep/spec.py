@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from cl_bench.registry import all_scenarios, get_strategy
+from cl_bench.runner import MAX_SEED
 from cl_bench.scenario import parse_scenario_options
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
 from cl_bench.sweep.plan import METRICS, Cell, Point, Select, Sweep, SweepError
@@ -127,6 +128,9 @@ def _seeds(value: Any, where: str) -> list[int]:
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
                                                  for s in value):
+        bad = [s for s in value if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise SweepError(f"{where}: seeds must be integers in [0, {MAX_SEED}], got {bad}")
         return list(dict.fromkeys(value))
     raise SweepError(f"{where}: expected a list of integer seeds or a count, got {value!r}")
 
@@ -264,5 +268,7 @@ def _select(value: Any, source: str) -> Select | None:
     seed = value.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SweepError(f"{source}: select.seed must be an integer, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise SweepError(f"{source}: select.seed must be in [0, {MAX_SEED}], got {seed}")
     then = _seeds(value.get("then_seeds", [0, 1, 2]), f"{source}: select.then_seeds")
     return Select(seed, metric, tuple(then))
