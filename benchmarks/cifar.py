@@ -10,8 +10,8 @@ from __future__ import annotations
 from cl_bench.benchmarks.datasets import SPECS, load_prepared, require
 from cl_bench.benchmarks.mixture import OPTION_RANGES, data_record, split_task, task_order
 from cl_bench.data import data_root
-from cl_bench.registry import register_scenario
-from cl_bench.scenario import Scenario, Split, option_ranges
+from cl_bench.registry import option_ranges, register_scenario
+from cl_bench.scenario import Scenario, Split
 
 N_CIFAR10_TASKS, N_CIFAR100_TASKS = 5, 5
 

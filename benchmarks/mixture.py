@@ -16,8 +16,8 @@ from torch import Tensor
 from cl_bench.benchmarks.datasets import SPECS, RawDataset, load_prepared, normalisation, require
 from cl_bench.data import data_root
 from cl_bench.ranges import Range
-from cl_bench.registry import register_scenario
-from cl_bench.scenario import Scenario, Split, Task, option_ranges, stratified_subset
+from cl_bench.registry import option_ranges, register_scenario
+from cl_bench.scenario import Scenario, Split, Task, stratified_subset
 
 # The reference's data-set indices 0..7 (mixture.py): its task order is a permutation of these.
 MIXTURE_DATASETS = ("cifar10", "cifar100", "mnist", "svhn", "fashion_mnist", "gtsrb", "facescrub",

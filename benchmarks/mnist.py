@@ -7,8 +7,8 @@ import torch
 from cl_bench.benchmarks.datasets import load_idx_dataset
 from cl_bench.data import data_root
 from cl_bench.ranges import Range
-from cl_bench.registry import register_scenario
-from cl_bench.scenario import Scenario, Split, Task, option_ranges
+from cl_bench.registry import option_ranges, register_scenario
+from cl_bench.scenario import Scenario, Split, Task
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 VALID_FRACTION = Range(at_least=0, below=1)  # 0: validate on the training set itself (the reference)

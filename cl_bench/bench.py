@@ -47,8 +47,8 @@ import torch.nn.functional as F
 
 import cl_bench
 from cl_bench import nets
-from cl_bench.registry import get_strategy
-from cl_bench.scenario import Data, Scenario, Split, Task, build_scenario
+from cl_bench.registry import build_scenario, get_strategy
+from cl_bench.scenario import Data, Scenario, Split, Task
 from cl_bench.strategy import HparamError, Strategy
 from cl_bench.trainer import Protocol, Trainer, resolve_device
 

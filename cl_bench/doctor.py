@@ -46,9 +46,8 @@ from cl_bench import device_checks as dc
 from cl_bench.bench import environment, format_load, load_average, run_bench, write_result
 from cl_bench.checkpoint import resume_refusal
 from cl_bench.data import DataAccessError, DatasetMissingError
-from cl_bench.registry import all_scenarios, all_strategies, register_scenario
+from cl_bench.registry import all_scenarios, all_strategies, build_scenario, register_scenario
 from cl_bench.runner import RunConfig, RunFailed, code_version, execute
-from cl_bench.scenario import build_scenario
 from cl_bench.store import Store
 from cl_bench.trainer import PRESETS, resolve_device
 

@@ -1,6 +1,6 @@
 """Declared ranges of configuration values: one checker and one wording for every object that declares
 them (strategy hyperparameters through ``cl_bench.strategy.hparam``, the protocol in
-``cl_bench.trainer.Protocol``, scenario options through ``cl_bench.scenario.option_ranges``).
+``cl_bench.trainer.Protocol``, scenario options through ``cl_bench.registry.option_ranges``).
 
 Types are parsed before, by cl_bench.values; a ``Range`` only says whether a typed value is allowed,
 so a bad value is an error naming the setting, the value and the valid range before any work runs.

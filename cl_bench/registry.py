@@ -6,7 +6,9 @@
   ``avalanche:EWC`` resolved by a prefix hook (``register_prefix``, or the entry-point group
   ``cl_bench.strategy_prefixes``: the core never imports an adapter itself).
 - Scenarios: every module of ``cl_bench.benchmarks`` registers its builders with
-  ``@register_scenario``; ``cl_bench.scenario.build_scenario`` builds one.
+  ``@register_scenario`` (and declares its options' ranges with ``@option_ranges``);
+  ``build_scenario`` builds one by name with the options every scenario takes (``max_train_per_task``,
+  ``tasks``), and ``parse_scenario_options`` types options given as text or YAML.
 
 A broken third-party entry point is skipped with a warning: one bad plugin must not disable every
 command.
@@ -14,21 +16,25 @@ command.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from cl_bench.ranges import Range
+from cl_bench.scenario import Scenario, Split, stratified_subset
 from cl_bench.strategy import Strategy
-
-if TYPE_CHECKING:
-    from cl_bench.scenario import Scenario
+from cl_bench.values import parse_like, parse_value
 
 STRATEGY_ENTRY_POINTS = "cl_bench.strategies"
 PREFIX_ENTRY_POINTS = "cl_bench.strategy_prefixes"  # name = the prefix without ":", value = a resolver
@@ -131,7 +137,7 @@ def all_strategies() -> dict[str, type[Strategy]]:
 
 
 # ---- scenarios -------------------------------------------------------------------------------------
-ScenarioBuilder = Callable[..., "Scenario"]
+ScenarioBuilder = Callable[..., Scenario]
 BUILDER_ARGUMENTS = ("seed", "data_root_path", "download")  # what build_scenario passes to every builder
 
 
@@ -172,3 +178,124 @@ def scenario_options(name: str) -> dict[str, Any]:
     """The builder's own options (beyond seed/data root/download) with their defaults."""
     params = inspect.signature(get_scenario(name).build).parameters
     return {k: p.default for k, p in params.items() if k not in BUILDER_ARGUMENTS}
+
+
+# ---- building a scenario by name -----------------------------------------------------------------------
+COMMON_OPTIONS = ("max_train_per_task", "tasks")  # build_scenario takes these for every scenario
+
+
+def option_ranges(**ranges: Range):
+    """Decorator of a scenario builder: the valid range of its own options, e.g.
+    ``@option_ranges(valid_fraction=Range(at_least=0, below=1))``. ``parse_scenario_options`` checks them
+    when a CLI or sweep value is parsed; every call of the builder checks them too (Python callers)."""
+
+    def wrap(build: Callable[..., Scenario]) -> Callable[..., Scenario]:
+        signature = inspect.signature(build)
+        unknown = sorted(set(ranges) - set(signature.parameters))
+        if unknown:
+            raise ValueError(f"{build.__name__} has no option {', '.join(unknown)} to declare a range for")
+
+        @functools.wraps(build)
+        def checked(*args, **kwargs) -> Scenario:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            check_options(checked, bound.arguments, f"scenario {build.__name__!r}")
+            return build(*args, **kwargs)
+
+        checked.option_ranges = dict(ranges)
+        return checked
+
+    return wrap
+
+
+def check_options(build: Callable[..., Scenario], options: dict[str, Any], where: str) -> None:
+    """ValueError naming the first option outside the range the builder declares (``option_ranges``);
+    an int default asks for an int."""
+    parameters = inspect.signature(build).parameters
+    for key, valid in getattr(build, "option_ranges", {}).items():
+        if options.get(key) is not None:
+            valid.check(options[key], f"{where} option {key!r}", type(parameters[key].default))
+
+
+def check_common_options(max_train_per_task: int | None, tasks: Sequence[int] | None, where: str) -> None:
+    """max_train_per_task >= 1; tasks a non-empty list of distinct positions >= 0 (the upper bound is
+    checked once the scenario is built and its length known)."""
+    if max_train_per_task is not None:
+        Range(at_least=1).check(max_train_per_task, f"{where} option 'max_train_per_task'", int)
+    if tasks is not None:
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError(f"{where} option 'tasks' must name at least one task position, got []")
+        for i in tasks:
+            Range(at_least=0).check(i, f"{where} option 'tasks' position", int)
+        repeated = sorted({i for i in tasks if tasks.count(i) > 1})
+        if repeated:
+            raise ValueError(f"{where} option 'tasks' names position(s) {', '.join(map(str, repeated))} "
+                             f"more than once, got {tasks}")
+
+
+def parse_scenario_options(name: str, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Scenario options given as text (CLI) or YAML, typed by the builder's defaults (cl_bench.values);
+    unknown or reserved names are errors listing the accepted ones."""
+    where = where or f"scenario {name!r}"
+    accepted = scenario_options(name)
+    unknown = sorted(set(values) - set(accepted) - set(COMMON_OPTIONS))
+    if unknown:
+        raise ValueError(f"{where} has no option {', '.join(unknown)}; it accepts: "
+                         + ", ".join([f"{k}={v!r}" for k, v in accepted.items()] + list(COMMON_OPTIONS)))
+    out = {}
+    for key, raw in values.items():
+        name_ = f"{where} option {key!r}"
+        if raw is None:
+            out[key] = None
+        elif key == "max_train_per_task":
+            out[key] = parse_value(raw, int, name_)
+        elif key == "tasks":
+            items = raw.split(",") if isinstance(raw, str) else raw
+            out[key] = [parse_value(i, int, name_) for i in parse_value(items, list, name_)]
+        elif accepted[key] is None:
+            out[key] = raw  # no default to take a type from: the builder checks it
+        else:
+            out[key] = parse_like(raw, accepted[key], name_)
+    check_common_options(out.get("max_train_per_task"), out.get("tasks"), where)
+    check_options(get_scenario(name).build, out, where)
+    return out
+
+
+def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = False,
+                   max_train_per_task: int | None = None, tasks: Sequence[int] | None = None,
+                   **options) -> Scenario:
+    """Build a registered scenario; ``tasks`` keeps a subset (by position) and ``max_train_per_task``
+    caps each task's training split (stratified, seeded; a held-out validation split shrinks in the
+    same proportion): the reduced-scale knobs every scenario takes."""
+    spec = get_scenario(name)
+    accepted = scenario_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"scenario {name!r} has no option {', '.join(unknown)}; it accepts: "
+                         f"{', '.join(f'{k}={v!r}' for k, v in accepted.items()) or 'none'}")
+    check_common_options(max_train_per_task, tasks, f"scenario {name!r}")  # before any data is loaded
+    scenario = spec.build(seed=seed, data_root_path=data_root, download=download, **options)
+    if tasks is not None:
+        bad = [i for i in tasks if not 0 <= i < len(scenario.tasks)]
+        if bad:
+            raise ValueError(f"task positions {bad} out of range 0..{len(scenario.tasks) - 1}")
+        scenario.tasks = [scenario.tasks[i] for i in tasks]
+    if max_train_per_task is not None:
+        generator = torch.Generator().manual_seed(seed)
+        for task in scenario.tasks:
+            n_train = len(task.train)
+            keep = stratified_subset(task.train.y, max_train_per_task, generator)
+            valid_is_train = task.valid.x is task.train.x
+            task.train = Split(task.train.x[keep], task.train.y[keep])
+            if valid_is_train:  # the MNIST setups validate on the training set itself
+                task.valid = task.train
+            else:  # keep the validation/train ratio: a full validation split would dominate the epoch
+                n_valid = math.ceil(len(task.valid) * len(keep) / n_train)
+                keep = stratified_subset(task.valid.y, n_valid, generator)
+                task.valid = Split(task.valid.x[keep], task.valid.y[keep])
+    scenario.info["options"] = {"max_train_per_task": max_train_per_task,
+                                "tasks": list(tasks) if tasks is not None else None, **options}
+    scenario.info["tasks"] = [{"name": t.name, "classes": t.n_classes, "train": len(t.train),
+                               "valid": len(t.valid), "test": len(t.test)} for t in scenario.tasks]
+    return scenario

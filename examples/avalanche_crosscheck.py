@@ -29,11 +29,11 @@ import torch
 
 from cl_bench import avalanche_interop as ai
 from cl_bench.metrics import summarize
+from cl_bench.registry import build_scenario, get_strategy
 from cl_bench.results import with_rho
 from cl_bench.runner import RunConfig, execute
-from cl_bench.scenario import Data, build_scenario
+from cl_bench.scenario import Data
 from cl_bench.store import Store
-from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol, Trainer
 
 DIFFERENCES = """\
@@ -92,6 +92,7 @@ def fisher_sums(scenario, epochs: int, seed: int) -> dict[str, float]:
     """Train SGD on task 1, then both Fishers of that model on task 1's training set: their sums and
     the seconds each takes (the same work EWC does after each task)."""
     from avalanche.training.plugins import EWCPlugin
+
     from cl_bench.strategies.shared import cross_entropy_of, empirical_fisher
 
     torch.manual_seed(seed)

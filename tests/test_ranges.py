@@ -9,9 +9,15 @@ from conftest import make_scenario
 
 from cl_bench.cli import main
 from cl_bench.ranges import Range
-from cl_bench.registry import all_strategies, get_strategy, register_scenario
+from cl_bench.registry import (
+    all_strategies,
+    build_scenario,
+    get_strategy,
+    option_ranges,
+    parse_scenario_options,
+    register_scenario,
+)
 from cl_bench.runner import RunConfig
-from cl_bench.scenario import build_scenario, option_ranges, parse_scenario_options
 from cl_bench.strategy import HparamError, describe_hparams
 from cl_bench.sweep import SweepError, parse_sweep
 from cl_bench.trainer import Protocol, protocol_from_dict

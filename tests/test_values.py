@@ -5,8 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from cl_bench.cli import main
-from cl_bench.registry import get_strategy
-from cl_bench.scenario import parse_scenario_options
+from cl_bench.registry import get_strategy, parse_scenario_options
 from cl_bench.strategy import HparamError
 from cl_bench.trainer import protocol_from_dict
 from cl_bench.values import BadValue, parse_assignments, parse_like, parse_value

@@ -4,14 +4,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
+from test_datasets import write_cifar10, write_cifar100
 
 from cl_bench.benchmarks.cifar import task_classes
 from cl_bench.benchmarks.datasets import DatasetsMissingError, SubsetWarning
 from cl_bench.benchmarks.mixture import holdout
-from cl_bench.scenario import build_scenario
-
-from conftest import SHARED_DATA
-from test_datasets import write_cifar10, write_cifar100
+from cl_bench.registry import build_scenario
 
 SEED0_ORDER = [2, 8, 4, 9, 1, 6, 7, 3, 0, 5]  # hat_reference.md §6.2
 

@@ -11,15 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 
 from cl_bench.benchmarks import catalogue
 from cl_bench.benchmarks import datasets as ds
-from cl_bench.benchmarks.datasets import (SPECS, CorruptDatasetError, SubsetWarning, availability,
-                                          format_availability, load_prepared, normalisation)
+from cl_bench.benchmarks.datasets import (
+    SPECS,
+    CorruptDatasetError,
+    SubsetWarning,
+    availability,
+    format_availability,
+    load_prepared,
+    normalisation,
+)
 from cl_bench.data import DatasetMissingError
-
-from conftest import SHARED_DATA
 
 
 def shared(name: str) -> pytest.MarkDecorator:

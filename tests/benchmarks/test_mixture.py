@@ -5,12 +5,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from cl_bench.benchmarks.datasets import SPECS, DatasetsMissingError, SubsetWarning, load_prepared
 from cl_bench.benchmarks.mixture import MIXTURE_DATASETS, holdout, task_order
-from cl_bench.scenario import build_scenario
-
-from conftest import SHARED_DATA
+from cl_bench.registry import build_scenario
 
 SMALL = ("facescrub", "notmnist", "cifar10")  # the small shared sets, for fast scenario builds
 

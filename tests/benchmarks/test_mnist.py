@@ -1,12 +1,11 @@
 """Split and permuted MNIST on the real files in ../shared/data (reference §6.3, §6.4)."""
 import pytest
 import torch
+from conftest import requires_mnist
 
 from cl_bench.benchmarks.mnist import pixel_permutation
 from cl_bench.data import DatasetMissingError
-from cl_bench.scenario import build_scenario
-
-from conftest import requires_mnist
+from cl_bench.registry import build_scenario
 
 pytestmark = requires_mnist
 
@@ -78,6 +77,7 @@ def test_unknown_names_list_the_valid_ones():
 def test_truncated_idx_file_is_an_error_naming_the_file(tmp_path):
     import gzip
     import shutil
+
     from conftest import SHARED_DATA
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
