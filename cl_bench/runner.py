@@ -17,7 +17,7 @@ import cl_bench
 from cl_bench import checkpoint as ckpt
 from cl_bench.ranges import Range
 from cl_bench.registry import get_strategy
-from cl_bench.scenario import build_scenario
+from cl_bench.registry import build_scenario
 from cl_bench.store import RunRecord, Store, config_hash
 from cl_bench.strategy import Strategy
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Protocol, Trainer, resolve_device

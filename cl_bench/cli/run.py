@@ -12,7 +12,7 @@ from tqdm import tqdm
 from cl_bench.cli.common import key_values, user_errors
 from cl_bench.report import format_accuracy_matrix
 from cl_bench.runner import RunConfig, RunFailed, execute
-from cl_bench.scenario import parse_scenario_options
+from cl_bench.registry import parse_scenario_options
 from cl_bench.store import DEFAULT_STORE, Store, StoreError
 from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from cl_bench.runner import RunConfig, RunFailed, code_version, execute
-from cl_bench.scenario import build_scenario
+from cl_bench.registry import build_scenario
 from cl_bench.store import RunRecord, Store
 from cl_bench.sweep.plan import PlanItem, Sweep
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label

@@ -35,7 +35,7 @@ import yaml
 
 from cl_bench.registry import all_scenarios, get_strategy
 from cl_bench.runner import MAX_SEED
-from cl_bench.scenario import parse_scenario_options
+from cl_bench.registry import parse_scenario_options
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
 from cl_bench.sweep.plan import METRICS, Cell, Point, Select, Sweep, SweepError
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
