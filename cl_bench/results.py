@@ -1,31 +1,65 @@
-"""Reading the store: tidy DataFrames, and rho per run against its Joint/Random references."""
+"""Reading the store: tidy DataFrames (``load``), and rho per run against its matching Joint/Random references
+(``rho_per_run``, ``with_rho``).
+
+Eq. 6 compares a run with the Joint and Random runs of the *same experiment*. A reference matches a run when:
+
+- Joint: same scenario, scenario options (samples cap, tasks), seed, training protocol (every setting
+  that changes training: epoch cap, lr schedule, batch size, gradient clip, precision, memory layout;
+  ``training_protocol``) and data (``data_fingerprint``: the files' checksums, the tasks' sizes and
+  order, compared when both runs recorded them).
+- Random: same scenario, options, seed and data. It does not train, so its protocol does not change its
+  accuracies and is not compared (one with the same protocol is preferred when several exist).
+
+A run without a match keeps rho = None, with the reason (``RunMetrics.missing``) and the exact
+``cl-bench run`` command that would produce the reference (``RunMetrics.commands``). A reference from
+another protocol, seed or data is never used.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cl_bench.metrics import forgetting_ratio, mean_upto
+from cl_bench.metrics import UndefinedRatioError, forgetting_ratio, mean_upto
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store
+from cl_bench.trainer import LATER_SETTINGS
 
 REFERENCES = ("random", "joint")
+EVAL_ONLY = ("eval_batch_size", "eval_train_each_epoch")  # change what is measured when, not what is learned
+
+RUN_COLUMNS = ["run_id", "strategy", "scenario", "seed", "status", "n_tasks", "wall_s", "error", "tags",
+               "hparams", "scenario_options", "max_train_per_task", "protocol", "epochs", "precision",
+               "channels_last", "code_version"]
 
 
 def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, accuracy): one row per run; one row per (run, t, tau) with the run's keys repeated."""
+    """(runs, accuracy): one row per run; one row per (run, t, tau) with the run's keys repeated.
+
+    ``runs`` columns: run_id, strategy, scenario, seed, status, n_tasks, wall_s, error, tags (comma-separated),
+    hparams and scenario_options (JSON), max_train_per_task (the samples cap, None = all), protocol (JSON of
+    every protocol setting, the ones a run made before they existed filled with their default: precision
+    fp32, channels_last false), epochs (the epoch cap), precision ('fp32' or 'bf16'), channels_last, and
+    code_version. So fp32/bf16 or 10/20-epoch runs of one configuration can be told apart."""
     store = store if isinstance(store, Store) else Store(store)
     records = store.query()
-    runs = pd.DataFrame([{
-        "run_id": r.run_id, "strategy": r.strategy, "scenario": r.scenario, "seed": r.seed,
-        "status": r.status, "n_tasks": r.n_tasks, "wall_s": r.wall_s, "error": r.error,
-        "tags": ",".join(r.tags), "hparams": json.dumps(r.hparams, sort_keys=True),
-        "scenario_options": json.dumps(r.scenario_options, sort_keys=True),
-        "code_version": r.code_version} for r in records],
-        columns=["run_id", "strategy", "scenario", "seed", "status", "n_tasks", "wall_s", "error", "tags",
-                 "hparams", "scenario_options", "code_version"])
+    rows = []
+    for r in records:
+        proto = protocol_of(r)
+        rows.append({
+            "run_id": r.run_id, "strategy": r.strategy, "scenario": r.scenario, "seed": r.seed,
+            "status": r.status, "n_tasks": r.n_tasks, "wall_s": r.wall_s, "error": r.error,
+            "tags": ",".join(r.tags), "hparams": json.dumps(r.hparams, sort_keys=True),
+            "scenario_options": json.dumps(r.scenario_options, sort_keys=True),
+            "max_train_per_task": r.scenario_options.get("max_train_per_task"),
+            "protocol": json.dumps(proto, sort_keys=True), "epochs": proto.get("epochs"),
+            "precision": proto.get("precision"), "channels_last": proto.get("channels_last"),
+            "code_version": r.code_version})
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     acc = pd.DataFrame([{"run_id": r.run_id, "strategy": r.strategy, "scenario": r.scenario,
                          "seed": r.seed, "t": t, "tau": tau, "acc": r.accuracy[t, tau]}
                         for r in records if r.accuracy is not None
@@ -35,16 +69,55 @@ def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.Da
     return runs, acc
 
 
-def _reference_key(r: RunRecord) -> tuple:
+# ---- what makes two runs the same experiment ----------------------------------------------------------
+def protocol_of(r: RunRecord) -> dict[str, Any]:
+    """The run's protocol with the settings added after it was made filled with their defaults."""
+    return {**LATER_SETTINGS, **r.protocol}
+
+
+def training_protocol(r: RunRecord) -> dict[str, Any]:
+    """The settings that change what is learned (``protocol_of`` less the evaluation-only ones)."""
+    return {k: v for k, v in protocol_of(r).items() if k not in EVAL_ONLY}
+
+
+def data_fingerprint(r: RunRecord) -> str | None:
+    """A short hash of the data a run used: each file's checksum (not its path, which differs between
+    machines), the tasks' names and sizes, and the task order; None when the run recorded none."""
+    data = r.data or {}
+    datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
+    checksums = sorted(sha for info in datasets.values() if isinstance(info, dict)
+                       for sha in (info.get("files") or {}).values())
+    tasks = [[t.get(k) for k in ("name", "classes", "train", "valid", "test")]
+             for t in data.get("tasks", []) if isinstance(t, dict)]
+    order = {k: data[k] for k in ("order", "task_ids", "permutation_ids") if k in data}
+    if not checksums and not tasks:
+        return None
+    text = json.dumps([checksums, tasks, order], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _experiment(r: RunRecord) -> tuple:
     return r.scenario, json.dumps(r.scenario_options, sort_keys=True), r.seed
 
 
+def _differences(a: dict, b: dict) -> str:
+    """'epochs=1 (this run: 3), precision=fp32 (this run: bf16)': a's settings that differ from b's."""
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k}={a.get(k)} (this run: {b.get(k)})" for k in keys)
+
+
+# ---- rho per run ------------------------------------------------------------------------------------------
 @dataclass
 class RunMetrics:
     record: RunRecord
-    rho: np.ndarray | None  # (T, T) Eq. 6, NaN above the diagonal; None without references
+    rho: np.ndarray | None  # (T, T) Eq. 6, NaN above the diagonal; None without matching references
     rho_upto: np.ndarray | None  # rho^{<=t}
     acc_upto: np.ndarray  # A^{<=t}, mean accuracy over tau <= t (what the paper reports on MNIST)
+    joint: str | None = None  # run_id of the Joint reference used
+    random: str | None = None  # run_id of the Random reference used
+    missing: list[str] = field(default_factory=list)  # why rho is None: one line per reference lacking
+    commands: list[str] = field(default_factory=list)  # `cl-bench run ...` that would produce them
+    error: str | None = None  # Eq. 6 undefined (Joint no better than Random on a task)
 
 
 class MissingReferences(LookupError):
@@ -53,34 +126,88 @@ class MissingReferences(LookupError):
     def __init__(self, commands: list[str]):
         self.commands = commands
         super().__init__("forgetting ratio needs the Joint and Random references of the same scenario, "
-                         "options and seed; launch:\n  " + "\n  ".join(commands))
+                         "options, seed, protocol and data; launch:\n  " + "\n  ".join(commands))
 
 
-def with_rho(records: list[RunRecord], require_references: bool = True) -> list[RunMetrics]:
-    """rho per finished run, using the Random diagonal and the Joint matrix of the same scenario,
-    scenario options and seed (reference §7.1). Joint with a different protocol is used only if no
-    Joint run shares the run's protocol."""
+class _Pool:
+    """The reference runs, indexed by scenario."""
+
+    def __init__(self, records: list[RunRecord]):
+        self.by_scenario: dict[str, list[RunRecord]] = {}
+        for r in records:
+            if r.strategy in REFERENCES and r.status == "finished" and r.accuracy is not None:
+                self.by_scenario.setdefault(r.scenario, []).append(r)
+
+    def match(self, r: RunRecord, kind: str) -> tuple[RunRecord | None, str]:
+        """(the matching reference of ``kind``, '') or (None, why there is none)."""
+        name = "Joint" if kind == "joint" else "Random"
+        cands = [x for x in self.by_scenario.get(r.scenario, []) if x.strategy == kind and x.run_id != r.run_id]
+        same_options = [x for x in cands if _experiment(x)[:2] == _experiment(r)[:2]]
+        same = [x for x in same_options if x.seed == r.seed]
+        if not same:
+            if same_options:
+                seeds = ", ".join(map(str, sorted({x.seed for x in same_options})))
+                return None, f"no {name} run of this seed (these scenario options have seeds {seeds})"
+            other = sorted({json.dumps(x.scenario_options, sort_keys=True) for x in cands if x.seed == r.seed})
+            if other:
+                mine = json.dumps(r.scenario_options, sort_keys=True)
+                return None, f"no {name} run of scenario options {mine} (this seed has: {'; '.join(other)})"
+            return None, f"no {name} run of {r.scenario} with these options and seed"
+        fp = data_fingerprint(r)
+        same_data = [x for x in same if fp is None or data_fingerprint(x) in (None, fp)]
+        if not same_data:
+            return None, (f"the {name} run(s) of this seed used other data (file checksums, task sizes or "
+                          f"order differ)")
+        mine = training_protocol(r)
+        if kind == "random":  # does not train: any protocol, the same one preferred
+            same_data.sort(key=lambda x: (training_protocol(x) != mine, x.run_id))
+            return same_data[0], ""
+        exact = [x for x in same_data if training_protocol(x) == mine]
+        if not exact:
+            diffs = "; ".join(sorted({_differences(training_protocol(x), mine) for x in same_data}))
+            return None, f"the {name} run(s) of this seed were trained under another protocol: {diffs}"
+        exact.sort(key=lambda x: (protocol_of(x) != protocol_of(r), x.run_id))
+        return exact[0], ""
+
+
+def rho_per_run(records: list[RunRecord], pool: list[RunRecord] | None = None) -> list[RunMetrics]:
+    """rho per finished run of ``records`` against its matching references among ``pool`` (default:
+    ``records``); never raises. A reference run gets rho too (Joint against itself is 0 by Eq. 6)."""
     finished = [r for r in records if r.status == "finished" and r.accuracy is not None]
-    refs: dict[tuple, dict[str, list[RunRecord]]] = {}
+    refs = _Pool(list(pool) if pool is not None else finished)
+    out = []
     for r in finished:
-        if r.strategy in REFERENCES:
-            refs.setdefault(_reference_key(r), {}).setdefault(r.strategy, []).append(r)
-    out, missing = [], []
-    for r in finished:
-        found = refs.get(_reference_key(r), {})
-        acc_upto = mean_upto(r.accuracy)
-        if not all(found.get(k) for k in REFERENCES):
-            lacking = [k for k in REFERENCES if not found.get(k)]
-            missing += [_launch_command(k, r) for k in lacking]
-            out.append(RunMetrics(r, None, None, acc_upto))
-            continue
-        joint = next((j for j in found["joint"] if j.protocol == r.protocol), found["joint"][0])
-        rho = forgetting_ratio(r.accuracy, found["random"][0].accuracy, joint.accuracy)
-        out.append(RunMetrics(r, rho, mean_upto(rho), acc_upto))
-    missing = sorted(set(missing))
+        m = RunMetrics(r, None, None, mean_upto(r.accuracy))
+        found = {}
+        for kind in REFERENCES:
+            ref, why = (r, "") if r.strategy == kind else refs.match(r, kind)
+            if ref is None:
+                m.missing.append(why)
+                m.commands.append(_launch_command(kind, r))
+            found[kind] = ref
+        if not m.missing:
+            m.joint, m.random = found["joint"].run_id, found["random"].run_id
+            try:
+                m.rho = forgetting_ratio(r.accuracy, found["random"].accuracy, found["joint"].accuracy)
+                m.rho_upto = mean_upto(m.rho)
+            except UndefinedRatioError as e:
+                m.error = str(e)
+        out.append(m)
+    return out
+
+
+def with_rho(records: list[RunRecord], require_references: bool = True,
+             pool: list[RunRecord] | None = None) -> list[RunMetrics]:
+    """``rho_per_run``, raising MissingReferences (the launch commands) if a run lacks its references
+    and ``require_references``, and UndefinedRatioError if Eq. 6 is undefined for a run."""
+    metrics = rho_per_run(records, pool)
+    undefined = next((m.error for m in metrics if m.error), None)
+    if undefined:
+        raise UndefinedRatioError(undefined)
+    missing = sorted({c for m in metrics for c in m.commands})
     if missing and require_references:
         raise MissingReferences(missing)
-    return out
+    return metrics
 
 
 def _launch_command(strategy: str, r: RunRecord) -> str:

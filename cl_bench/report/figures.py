@@ -3,16 +3,20 @@
 says in one line why it cannot (``FigureItem.note``).
 
 Fig. 3 (rho^{<=t} and A^{<=t} curves) and the accuracy matrices show each strategy's main variant (all
-with ``all_variants``); Figs. 4-7 are HAT's (their data in hat_figures.py).
+with ``all_variants``); Figs. 4-7 are HAT's (their data in hat_figures.py). Every title carries the
+section (scenario, options, epoch cap) and a line with its scale; every caption ends with the scale in
+words and whether it is the paper's protocol (provenance.Scale).
 """
 from __future__ import annotations
 
+import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from cl_bench.metrics import summarize
 from cl_bench.report.grouping import Section, Variant
 from cl_bench.report.hat_figures import (
     HAT,
@@ -24,6 +28,7 @@ from cl_bench.report.hat_figures import (
     sgd_single_task_accuracy,
 )
 from cl_bench.report.plots import (
+    BANDS,
     Curve,
     accuracy_matrices_figure,
     capacity_figure,
@@ -55,8 +60,9 @@ def curves(section: Section, kind: str = "rho", all_variants: bool = False) -> l
         if not values:
             continue
         stack = np.stack(values)
+        ci = np.array([summarize(stack[:, t]).ci95 for t in range(stack.shape[1])])
         out.append(Curve(v.display(all_variants), v.strategy, stack.mean(axis=0), stack.std(axis=0),
-                               len(values)))
+                         len(values), ci))
     return sorted(out, key=lambda c: (-c.mean[-1], c.label))
 
 
@@ -89,41 +95,56 @@ def _fmt_seeds(seeds) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
 
 
-def build_figures(sections: Sequence[Section], all_variants: bool = False) -> Iterator[FigureItem]:
-    """Every figure of the report, one at a time (the caller saves and closes each)."""
+def _titled(what: str, sec: Section) -> str:
+    """A figure's title: what it shows, the section, and a second (wrapped) line with its scale."""
+    return f"{what}, {sec.title}\n" + "\n".join(textwrap.wrap(sec.scale().short(), 110))
+
+
+def _scaled(caption: str, sec: Section) -> str:
+    """A caption ending with the section's scale and the verdict on the paper's protocol."""
+    return f"{caption.rstrip()} {sec.scale().text()}"
+
+
+def build_figures(sections: Sequence[Section], all_variants: bool = False, band: str = "std") -> Iterator[FigureItem]:
+    """Every figure of the report, one at a time (the caller saves and closes each); Fig. 3's bands are
+    +-1 std (``band='std'``) or the 95% t-interval (``'ci95'``)."""
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {', '.join(BANDS)}, got {band!r}")
     colors = strategy_colors(m.record.strategy for s in sections for m in s.metrics)
     for sec in sections:
-        yield from _curve_items(sec, colors, all_variants)
-        yield from _grid_items(sec)
-        yield from _monitoring_items(sec)
+        for item in [*_curve_items(sec, colors, all_variants, band), *_grid_items(sec), *_monitoring_items(sec)]:
+            item.caption = _scaled(item.caption, sec)
+            yield item
 
 
-def _curve_items(sec: Section, colors: dict[str, str], all_variants: bool) -> Iterator[FigureItem]:
+def _curve_items(sec: Section, colors: dict[str, str], all_variants: bool, band: str) -> Iterator[FigureItem]:
     """Fig. 3 (rho^{<=t}), the A^{<=t} curves and the raw accuracy matrices."""
     slug, title = sec.slug, sec.title
+    spread = ("mean and +-1 std (ddof 0) over seeds" if band == "std"
+              else "mean and 95% Student-t interval over seeds")
     rho = curves(sec, "rho", all_variants)
     name = f"fig3_rho_{slug}"
     cap = f"Fig. 3: average forgetting ratio ρ≤t after learning task t, {title}"
     if rho:
-        yield FigureItem(name, cap + " (mean and +-1 std over seeds; n = seeds with references).", sec.key,
+        yield FigureItem(name, cap + f" ({spread}; n = seeds with matching references).", sec.key,
                          curves_figure(rho, "forgetting ratio $\\rho^{\\leq t}$",
-                                             f"Forgetting ratio, {title}", colors))
+                                       _titled("Forgetting ratio", sec), colors, band=band))
     else:
         yield FigureItem(name, cap, sec.key, note=(
-            f"no run has its Joint and Random references ({len(sec.missing)} launch command(s) above)"
+            f"no run has its matching Joint and Random references ({len(sec.missing)} launch command(s) above)"
             if sec.missing else "no strategy run besides the references"))
     # A^{<=t}: what the paper reports for the MNIST setups, and all that can be shown without refs
     acc = curves(sec, "acc", all_variants)
     yield FigureItem(f"fig3_acc_{slug}", f"Mean accuracy A≤t over tasks 1..t after learning task t, "
-                     f"{title} (mean and +-1 std over seeds; Joint and Random dashed/dotted).", sec.key,
+                     f"{title} ({spread}; Joint and Random dashed/dotted).", sec.key,
                      curves_figure(acc, "mean accuracy $A^{\\leq t}$ (%)",
-                                         f"Mean accuracy, {title}", colors, percent=True))
+                                   _titled("Mean accuracy", sec), colors, percent=True, band=band))
     names = sec.task_names()
     yield FigureItem(f"accuracy_matrices_{slug}", f"Test accuracy (%) after task t (rows) on task τ "
                      f"(columns), mean over seeds, {title}. Tasks: "
                      + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)) + ".", sec.key,
                      accuracy_matrices_figure(mean_matrices(sec, all_variants), names,
-                                                    f"Accuracy matrices, {title}"))
+                                              _titled("Accuracy matrices", sec)))
 
 
 def _grid_items(sec: Section) -> Iterator[FigureItem]:
@@ -142,7 +163,7 @@ def _grid_items(sec: Section) -> Iterator[FigureItem]:
                          f"Fig. 4: HAT's {g.metric.replace('<=', '≤')} over s_max × c{g.label}, {title}, "
                          f"{_fmt_seeds(g.seeds)} (mean over seeds per cell).{note}", sec.key,
                          hat_grid_figure(g.values, g.s_max, g.c, what,
-                                               f"HAT{g.label}, {title}, {_fmt_seeds(g.seeds)}", g.counts))
+                                               _titled(f"HAT{g.label}, {_fmt_seeds(g.seeds)}", sec), g.counts))
 
 
 def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
@@ -166,7 +187,7 @@ def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
                          f"{title}, seed {seed}. Dashed lines: task switches; task numbers on top.", sec.key,
                          capacity_figure([p["step"] for p in cap], [p["task"] for p in cap],
                                                [p["usage"] for p in cap],
-                                               f"Capacity usage, {label}, {title}, seed {seed}"))
+                                               _titled(f"Capacity usage, {label}, seed {seed}", sec)))
     else:
         yield FigureItem(f"fig5_capacity_{slug}", "Fig. 5", sec.key, note="HAT monitoring has no capacity log")
     reuse = mon.get("reuse")
@@ -174,7 +195,7 @@ def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
         yield FigureItem(f"fig6_reuse_{slug}", f"Fig. 6: percentage of task t_i's weights (mask above "
                          f"{thr:g}) also active for the later task t_j, {label}, {title}, seed {seed}.",
                          sec.key, reuse_figure(reuse, run_task_names(m.record),
-                                                     f"Weight reuse, {label}, {title}, seed {seed}"))
+                                                     _titled(f"Weight reuse, {label}, seed {seed}", sec)))
     else:
         yield FigureItem(f"fig6_reuse_{slug}", "Fig. 6", sec.key,
                          note="weight reuse needs >= 2 tasks of HAT monitoring")
@@ -196,4 +217,4 @@ def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
            f"{hp.get('c', '?')}, embedding_init = {hp.get('embedding_init', '?')}."),
         sec.key, compression_figure(mc.record.monitoring["hat"]["compression"],
                                           run_task_names(mc.record),
-                                          f"Accuracy vs compression, {label}, {title}, seed {seed}", sgd))
+                                          _titled(f"Accuracy vs compression, {label}, seed {seed}", sec), sgd))

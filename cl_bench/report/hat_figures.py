@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cl_bench.report.grouping import Section, json_key
+from cl_bench.report.provenance import dataset_name
 from cl_bench.results import RunMetrics
 from cl_bench.store import RunRecord
 
@@ -62,9 +63,10 @@ def hat_grids(section: Section) -> list[HatGrid]:
                 if cell:
                     values[i, j] = np.mean([m.rho_upto[-1] if use_rho else m.acc_upto[-1] for m in cell])
                     counts[i, j] = len(cell)
-        label = "" if len(groups) == 1 else f" [{len(grids) + 1}]"
-        grids.append(HatGrid(label, s_vals, c_vals, values, counts, "rho<=T" if use_rho else "A<=T",
-                             sorted({m.record.seed for m in ms})))
+        grids.append(HatGrid(f" [{len(grids) + 1}]", s_vals, c_vals, values, counts,
+                             "rho<=T" if use_rho else "A<=T", sorted({m.record.seed for m in ms})))
+    if len(grids) == 1:  # one grid needs no number
+        grids[0].label = ""
     return grids
 
 
@@ -109,5 +111,5 @@ def hat_label(r: RunRecord) -> str:
 
 def run_task_names(r: RunRecord) -> list[str]:
     """This run's task names in its training order (the mixture's order depends on the seed)."""
-    names = [t.get("name", f"task {i + 1}") for i, t in enumerate((r.data or {}).get("tasks", []))]
+    names = [dataset_name(t.get("name", f"task {i + 1}")) for i, t in enumerate((r.data or {}).get("tasks", []))]
     return names if len(names) == r.n_tasks else [f"task {i + 1}" for i in range(r.n_tasks)]

@@ -1,13 +1,15 @@
-"""One self-contained HTML page: Table 1, every figure (base64 PNG), the accuracy matrices and the run
-metadata (code versions, data checksums, protocol, hyperparameters). No external CSS, JS or fonts, so
-it opens offline and can be mailed as one file. Written by ``cl-bench report --html out.html``.
+"""One self-contained HTML page: the provenance block (store, version, date, and each section's scale with
+its verdict on the paper's protocol) and a table of contents at the top, then per section Table 1 with
+the notes under it (each row's configuration and seeds, why rho is n/a, HAT's health), the paper's
+numbers beside ours (``paper``), every figure (base64 PNG) with its caption, the accuracy matrices, and
+the run metadata (code versions, data checksums, protocol, hyperparameters). No external CSS, JS or
+fonts, so it opens offline and can be mailed as one file. Written by ``cl-bench report --html out.html``.
 
 The figures come in already rendered (``FigureItem.png``, from build.render_figures); this module draws
 nothing itself."""
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import hashlib
 import html
 import json
@@ -18,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.report.build import Report
+from cl_bench.report.build import RULE, Report
 from cl_bench.report.figures import FigureItem, mean_matrices
+from cl_bench.report.paper import paper_values, rank_correlation
 from cl_bench.report.style import strategy_colors
-from cl_bench.report.tables import cell_seeds, row_label, table_columns
+from cl_bench.report.tables import LEGEND, cell_seeds, row_label, row_notes, section_heading, table_columns
+from cl_bench.runner import code_version
 from cl_bench.store import RunRecord
 
 CSS = """
@@ -42,6 +46,12 @@ pre{background:#f7f7f7;padding:.5em;overflow-x:auto}
 .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;vertical-align:-1px}
 details{margin:.2em 0} summary{cursor:pointer}
 .meta td{text-align:left}
+.prov{background:#f3f7fb;border-left:3px solid #0077bb;padding:.5em .9em;margin:.8em 0}
+.prov li{margin:.25em 0} .scale{font-size:.92em;color:#333}
+nav.toc{border:1px solid #ddd;padding:.4em 1em;margin:1em 0} nav.toc ol{margin:.2em 0;padding-left:1.4em}
+nav.toc ul{margin:.1em 0;padding-left:1.2em;font-size:.92em}
+.verdict{font-weight:600}
+footer{margin-top:3em;border-top:1px solid #ccc;padding-top:.5em;font-size:.85em;color:#555}
 """
 
 
@@ -50,8 +60,8 @@ def _e(x) -> str:
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("cl-bench", "torch", "numpy", "pandas", "matplotlib"):
+    out = {"python": platform.python_version(), "cl-bench": code_version()}  # the code, not its install record
+    for pkg in ("torch", "numpy", "pandas", "matplotlib", "seaborn"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -83,9 +93,39 @@ def table_html(part, colors: dict[str, str]) -> str:
         rows.append(f"<tr><td class=l>{swatch}{_e(name)}</td><td>{seeds}</td>"
                     + "".join(f"<td>{_cell(r, c, 100 if c.startswith('A') else 1)}</td>" for c in cols)
                     + "</tr>")
-    return ("<table class=t1>" + "".join(rows) + "</table><p><small>mean (std) &plusmn;95% Student-t "
-            "half-width over seeds; std is numpy's (ddof 0), as the reference's plot script; sorted by "
+    notes = "".join(f"<p class=scale>{_e(n)}</p>" for n in row_notes(part, launch=False))  # commands: below
+    return (f"<table class=t1>{''.join(rows)}</table>{notes}<p><small>{_e(LEGEND)} Sorted by "
             "&rho;<sup>&le;T</sup>, best last (Table 1).</small></p>")
+
+
+def comparison_html(part) -> str:
+    """The paper's published numbers beside ours for one section ('' when the paper gives none)."""
+    scenario = part["scenario"].iloc[0]
+    paper = paper_values(scenario)
+    if not paper:
+        return ""
+    T = int(part["T"].max())
+    cols = [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
+    name = {"rho<=2": "&rho;<sup>&le;2</sup>", "rho<=T": f"&rho;<sup>&le;{T}</sup>", "A<=T": f"A<sup>&le;{T}</sup> (%)"}
+    rows = ["<tr><th class=l>strategy</th>" + "".join(f"<th>{name[c]} ours</th><th>paper</th>" for c in cols)
+            + "</tr>"]
+    for _, r in part.iterrows():
+        if r["strategy"] not in paper:
+            continue
+        cells = []
+        for c in cols:
+            scale = 100 if c.startswith("A") else 1
+            theirs = paper[r["strategy"]].get(c)
+            cells += ["n/a" if np.isnan(r[c]) else f"{r[c] * scale:.2f}",
+                      "" if theirs is None else f"{theirs * scale:.2f}"]
+        rows.append(f"<tr><td class=l>{_e(row_label(r))}</td>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+    out = f"<table>{''.join(rows)}</table>"
+    if scenario == "mixture":
+        rho, n = rank_correlation(part, scenario)
+        out += (f"<p>Spearman rank correlation of our &rho;<sup>&le;{T}</sup> with Table 1's &rho;<sup>&le;8</sup> "
+                f"over {n} strategies: {'n/a' if np.isnan(rho) else f'{rho:.2f}'}"
+                + ("" if T == 8 else f" (ours ends at task {T}, the paper's at 8)") + ".</p>")
+    return out + f"<p class=scale>{_e(part['scale'].iloc[0])}</p>"
 
 
 def matrix_html(label: str, acc: np.ndarray, n: int, names: Sequence[str]) -> str:
@@ -143,47 +183,84 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
             "<h3>Data sources</h3><table class=meta>" + "".join(src) + "</table>")
 
 
-def render_html(report: Report, items: Sequence[FigureItem]) -> str:
-    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    colors = strategy_colors(r.strategy for r in report.records)
-    filters = {k: v for k, v in report.filters.items() if v not in ([], None, False, "")}
+def _verdict(scale_text: str) -> str:
+    """The scale paragraph with its verdict on the paper's protocol in bold."""
+    for mark in ("Not the paper's full protocol", "This is the paper's full protocol"):
+        if mark in scale_text:
+            head, _, tail = scale_text.partition(mark)
+            return f"{_e(head)}<span class=verdict>{_e(mark)}</span>{_e(tail)}"
+    return _e(scale_text)
+
+
+TOC_NAMES = {"fig3_rho": "Fig. 3: forgetting ratio", "fig3_acc": "Fig. 3: mean accuracy",
+             "accuracy_matrices": "Accuracy matrices (heatmaps)", "fig4_hat_grid": "Fig. 4: HAT over s_max × c",
+             "fig5_capacity": "Fig. 5: capacity usage", "fig6_reuse": "Fig. 6: weight reuse",
+             "fig7_compression": "Fig. 7: accuracy vs compression"}
+
+
+def _toc_name(item: FigureItem) -> str:
+    """A figure's short name in the contents."""
+    return next((v for k, v in TOC_NAMES.items() if item.name.startswith(k)), item.name)
+
+
+def render_html(report: Report, items: Sequence[FigureItem], paper: bool = False) -> str:
+    colors = strategy_colors(m.record.strategy for s in report.sections for m in s.metrics)
+    filters = {k: v for k, v in report.filters.items() if v not in ([], None, False, "", {})}
+    filters.pop("store", None)
+    table = report.table
+    parts = {s.key: (table if table.empty else table[(table["scenario"] == s.key[0]) & (table["options"] == s.key[1])
+                                                    & (table["protocol"] == s.key[2])]) for s in report.sections}
+    anchor = {s.key: f"s{k + 1}" for k, s in enumerate(report.sections)}
     out = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
            "<meta name=viewport content='width=device-width, initial-scale=1'>",
            "<title>cl-bench report</title><style>" + CSS + "</style></head><body>",
            "<h1>cl-bench report</h1>",
-           f"<p>Generated {now} from <code>{_e(filters.pop('store', '?'))}</code>"
-           + (f", filters <code>{_e(json.dumps(filters))}</code>" if filters else "") + ". "
-           f"{len(report.records)} selected run(s), "
-           f"{sum(r.status == 'finished' for r in report.records)} finished.</p>",
-           "<p><small>Report built with " + ", ".join(f"{k} {_e(v)}" for k, v in _versions().items())
-           + ". Each run's own code version is in the run table.</small></p>"]
+           "<div class=prov id=provenance><b>Provenance.</b> " + _e(report.footer)
+           + (f" Filters: <code>{_e(json.dumps(filters))}</code>." if filters else "")
+           + f" {len(report.records)} selected run(s), {sum(r.status == 'finished' for r in report.records)} "
+           f"finished.<ul>" + "".join(f"<li><a href='#{anchor[s.key]}'>{_e(s.title)}</a>: {_verdict(s.scale().text())}"
+                                      "</li>" for s in report.sections)
+           + f"</ul><small>{_e(RULE)} Report built with "
+           + ", ".join(f"{k} {_e(v)}" for k, v in _versions().items())
+           + "; each run's own code version is in the run table.</small></div>"]
+    toc = ["<nav class=toc><b>Contents</b><ol><li><a href='#provenance'>Provenance</a></li>"]
+    for s in report.sections:
+        a = anchor[s.key]
+        sub = [f"<li><a href='#{a}-table'>Table 1</a></li>"]
+        if paper and len(parts[s.key]) and paper_values(s.key[0]):
+            sub.append(f"<li><a href='#{a}-paper'>Ours beside the paper's</a></li>")
+        sub += [f"<li><a href='#{_e(i.name)}'>{_e(_toc_name(i))}</a></li>"
+                for i in items if i.section == s.key and i.png is not None]
+        sub.append(f"<li><a href='#{a}-matrices'>Accuracy matrices</a></li>")
+        toc.append(f"<li><a href='#{a}'>{_e(s.title)}</a><ul>{''.join(sub)}</ul></li>")
+    toc.append("<li><a href='#runs'>Run metadata</a></li></ol></nav>")
+    out += toc
     if report.missing:
         out.append("<div class=missing><b>Missing references.</b> The forgetting ratio &rho; (Eq. 6) needs "
-                   "the Joint and Random runs of the same scenario, options and seed; the cells and figures "
-                   "that need them are marked n/a or left out. Launch:<pre>"
+                   "the Joint and Random runs of the same scenario, options, seed, protocol and data; the "
+                   "cells and figures that need them are marked n/a or left out. Launch:<pre>"
                    + "\n".join(_e(c) for c in report.missing) + "</pre></div>")
     if not report.sections:
         out.append("<p class=note>No finished runs match.</p>")
     table_accuracy = {m.record.run_id: float(m.acc_upto[-1]) for s in report.sections for m in s.metrics}
-    all_variants = bool(report.filters.get("all_variants"))
+    all_variants = report.all_variants
     for sec in report.sections:
-        out.append(f"<h2>{_e(sec.title)}</h2>")
-        table = report.table
-        part = table if table.empty else \
-            table[(table["scenario"] == sec.key[0]) & (table["options"] == sec.key[1])]
-        out.append("<h3>Table 1: forgetting ratio</h3>")
+        a, part = anchor[sec.key], parts[sec.key]
+        out.append(f"<h2 id='{a}'>{_e(section_heading(sec.key, part) if len(part) else sec.title)}</h2>")
+        out.append(f"<p class=scale>{_verdict(sec.scale().text())}</p>")
+        out.append(f"<h3 id='{a}-table'>Table 1: forgetting ratio</h3>")
         out.append(table_html(part, colors) if len(part) else
-                   "<p class=note>Only reference runs (Joint/Random) in this section.</p>")
-        if sec.hidden() and not all_variants:
-            out.append("<p class=note>Strategies run under several settings (a sweep); Table 1 and the "
-                       "figures show the setting with the most seeds: " + _e("; ".join(sec.hidden()))
-                       + " (<code>--all-variants</code> shows them all).</p>")
-        for note in sec.notes:
-            out.append(f"<p class=note>{_e(note)}</p>")
-        if sec.missing:
+                   "<p class=note>No row to show here: only reference runs (Joint/Random), or no strategy "
+                   "run at its default configuration (see below).</p>")
+        out += [f"<p class=note>{_e(n)}</p>" for n in report.extras.get(sec.key, [])]
+        out += [f"<p class=note>{_e(n)}</p>" for n in sec.remarks(all_variants)]
+        launch = sec.launch(all_variants)
+        if launch:
             out.append("<p class=note>Missing references here: <code>" + "</code>; <code>".join(
-                _e(c) for c in sec.missing) + "</code></p>")
-        out.append("<h3>Figures</h3>")
+                _e(c) for c in launch) + "</code></p>")
+        if paper and len(part) and paper_values(sec.key[0]):
+            out.append(f"<h3 id='{a}-paper'>Ours beside the paper's</h3>" + comparison_html(part))
+        out.append(f"<h3 id='{a}-figures'>Figures</h3>")
         for item in (i for i in items if i.section == sec.key):
             if item.png is None:
                 out.append(f"<p class=note><b>{_e(item.name)}</b> not drawn: {_e(item.note)}</p>")
@@ -192,19 +269,19 @@ def render_html(report: Report, items: Sequence[FigureItem]) -> str:
             out.append(f"<figure id='{_e(item.name)}'><img alt='{_e(item.name)}' "
                        f"src='data:image/png;base64,{b64}'><figcaption><b>{_e(item.name)}</b>: "
                        f"{_e(item.caption)}</figcaption></figure>")
-        out.append("<h3>Accuracy matrices (rows: after task t; columns: task &tau;)</h3>")
+        out.append(f"<h3 id='{a}-matrices'>Accuracy matrices (rows: after task t; columns: task &tau;)</h3>")
         names = sec.task_names()
         out.append("<p><small>Tasks: " + _e(", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)))
                    + "</small></p>")
         out += [matrix_html(label, acc, n, names) for label, _s, acc, n in mean_matrices(sec, all_variants)]
-    out.append("<h2>Run metadata</h2>")
+    out.append("<h2 id=runs>Run metadata</h2>")
     out.append(runs_html(report.records, table_accuracy))
-    out.append("</body></html>")
+    out.append(f"<footer>{_e(report.footer)}</footer></body></html>")
     return "\n".join(out)
 
 
-def write_html(report: Report, items: Sequence[FigureItem], path: str | Path) -> Path:
+def write_html(report: Report, items: Sequence[FigureItem], path: str | Path, paper: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report, items), encoding="utf-8")
+    path.write_text(render_html(report, items, paper), encoding="utf-8")
     return path

@@ -1,6 +1,6 @@
 """The HAT paper's published numbers, to print beside ours (`cl-bench report --paper`).
 
-Only what the paper's main text states (../shared/paper): Table 1 for the mixture (10 seeds), and the
+Only what the paper's main text states: Table 1 for the mixture (10 seeds), and the
 single numbers it quotes for incremental CIFAR, permuted MNIST and split MNIST (Sec. 4.2; the rest of
 those tables is in its supplementary material, which is not here). Ours come from `tables.rho_table`.
 """
@@ -49,18 +49,23 @@ def rank_correlation(table: pd.DataFrame, scenario: str = "mixture", column: str
 
 
 def format_comparison(table: pd.DataFrame) -> str:
-    """Markdown: per scenario the paper's numbers beside ours (main variants), and for the mixture the
-    rank correlation of the rho<=T column with Table 1's rho<=8."""
+    """Markdown: per section the paper's numbers beside ours (main variants), under the section's scale
+    (so a reduced-scale run is never read as the paper's protocol), and for the mixture the rank
+    correlation of the rho<=T column with Table 1's rho<=8."""
     lines = []
-    for (scenario, options), part in table.groupby(["scenario", "options"], sort=False):
+    keys = [c for c in ("scenario", "options", "protocol") if c in table]
+    for key, part in table.groupby(keys, sort=False):
+        scenario = key[0]
         paper = paper_values(scenario)
         if not paper:
             continue
         T = int(part["T"].max())
         cols = [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
         head = " | ".join(f"{c.replace('<=T', f'<={T}')} ours | paper" for c in cols)
-        lines += [f"### {section_title((scenario, options))}: ours beside the paper's", "", f"| strategy | {head} |",
-                  "|---|" + "---:|---:|" * len(cols)]
+        lines += [f"### {section_title(key)}: ours beside the paper's", ""]
+        if "scale" in part:
+            lines += [str(part["scale"].iloc[0]), ""]
+        lines += [f"| strategy | {head} |", "|---|" + "---:|---:|" * len(cols)]
         for _, r in part.iterrows():
             if r["strategy"] not in paper:
                 continue

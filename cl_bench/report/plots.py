@@ -1,16 +1,21 @@
-"""The paper's figures as functions that return a matplotlib Figure (Agg backend, PNG and PDF).
+"""The paper's figures as functions that return a matplotlib Figure (Agg backend), and how they are saved
+for print: PNG at 300 dpi and PDF with embedded TrueType (Type 42) fonts, which venues accept where they
+reject Type 3.
 
 Every function takes plain arrays or lists (computed in cl_bench.report.figures from the store), so a
 figure's data can be checked on its Axes before it is saved:
 
-- Fig. 3: ``curves_figure``: rho^{<=t} (or A^{<=t}) against t, mean over seeds with a +-1 std band.
-- accuracy matrices: ``accuracy_matrices_figure``: one heatmap per strategy (mean over seeds).
+- Fig. 3: ``curves_figure``: rho^{<=t} (or A^{<=t}) against t, mean over seeds with a band of +-1 std
+  or of the 95% t-interval (the legend says which).
+- accuracy matrices: ``accuracy_matrices_figure``: one heatmap per strategy (mean over seeds), tasks
+  named (the mixture's data sets) on both axes.
 - Fig. 4: ``hat_grid_figure``: HAT's rho^{<=T} over s_max x c.
 - Fig. 5: ``capacity_figure``: HAT's capacity usage over training steps, dashed task switches.
 - Fig. 6: ``reuse_figure``: HAT's weight reuse from task t_i to t_j (j > i).
 - Fig. 7: ``compression_figure``: HAT's validation accuracy against compression, a dot per epoch.
 
-A strategy has one colour in every figure (``strategy_colors``, from style.py).
+One style for all (``RC``: seaborn's "ticks" look at print sizes); heatmaps are seaborn's. A strategy
+has one colour and one marker in every figure (style.py; colour-blind safe).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 from matplotlib.figure import Figure
 
 from cl_bench.report.style import (
@@ -34,10 +40,12 @@ from cl_bench.report.style import (
     REFERENCE_STYLE,
     strategy_colors,
     strategy_label,
+    strategy_markers,
 )
 
 # The names and colours live in style.py; they are part of this module's face too (plots.KNOWN_COLORS).
 __all__ = [
+    "DPI",
     "FREE_COLORS",
     "KNOWN_COLORS",
     "LABELS",
@@ -58,27 +66,38 @@ __all__ = [
     "task_switches",
 ]
 
-# Sized for a two-column paper: full width is ~7 in, so 9 pt text stays readable when printed.
-RC = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
-      "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": 200,
-      "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42}
+DPI = 300  # PNG files, for print
+HTML_DPI = 150  # PNG embedded in the HTML page: sharp on screen, a page that still loads fast
+BANDS = {"std": "mean $\\pm$ 1 std over seeds", "ci95": "mean $\\pm$ 95% t-interval over seeds"}
+# Sized for a two-column paper: full width is ~7 in, so 9 pt text stays readable when printed. Type 42:
+# TrueType fonts embedded in PDF and PS (the default, Type 3, is refused by several venues).
+RC = {**sns.axes_style("ticks"),
+      "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
+      "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": DPI,
+      "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "ps.fonttype": 42}
 
 
 @dataclass
 class Curve:
-    """One strategy's per-t values over seeds: ``mean[t]`` and ``std[t]`` (ddof 0), t = 1..T."""
+    """One strategy's per-t values over seeds: ``mean[t]``, ``std[t]`` (ddof 0) and the 95% t-interval
+    half-width ``ci95[t]`` (NaN with one seed), t = 1..T."""
 
     label: str
     strategy: str
     mean: np.ndarray
     std: np.ndarray
     n: int  # seeds
+    ci95: np.ndarray | None = None
 
 
 def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
-                  colors: dict[str, str] | None = None, percent: bool = False) -> Figure:
-    """Fig. 3: a line per strategy (mean over seeds, markers at each t) and a band of +-1 std."""
+                  colors: dict[str, str] | None = None, percent: bool = False, band: str = "std") -> Figure:
+    """Fig. 3: a line per strategy (mean over seeds, its marker at each t) and a band of +-1 std
+    (``band='std'``) or of the 95% t-interval (``'ci95'``); the legend's title says which."""
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {', '.join(BANDS)}, got {band!r}")
     colors = colors or strategy_colors(c.strategy for c in curves)
+    markers = strategy_markers(c.strategy for c in curves)
     scale = 100.0 if percent else 1.0
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(6.0, 3.4), layout="constrained")
@@ -86,10 +105,11 @@ def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
         for c in curves:
             t = np.arange(1, len(c.mean) + 1)
             color = colors[c.strategy]
-            ax.plot(t, c.mean * scale, marker="o", ms=3.5, lw=1.5, color=color,
+            ax.plot(t, c.mean * scale, marker=markers[c.strategy], ms=4, lw=1.5, color=color,
                     ls=REFERENCE_STYLE.get(c.strategy, "-"), label=f"{c.label} (n={c.n})")
-            if c.n > 1:
-                ax.fill_between(t, (c.mean - c.std) * scale, (c.mean + c.std) * scale, color=color,
+            width = c.std if band == "std" else c.ci95
+            if c.n > 1 and width is not None and np.isfinite(width).all():
+                ax.fill_between(t, (c.mean - width) * scale, (c.mean + width) * scale, color=color,
                                 alpha=0.15, lw=0)
         ax.set_xticks(range(1, T + 1))
         ax.set_xlim(0.8, T + 0.2)
@@ -100,8 +120,8 @@ def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
         if not percent:
             ax.axhline(0.0, color="0.3", lw=0.6)  # rho = 0: as good as Joint
         _zoom_past_chance(ax, curves, scale)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-                  title="mean $\\pm$ 1 std over seeds", title_fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=BANDS[band],
+                  title_fontsize=8)
     return fig
 
 
@@ -124,43 +144,54 @@ def _zoom_past_chance(ax, curves: Sequence[Curve], scale: float) -> None:
 
 
 def _heatmap(ax, values: np.ndarray, fmt: str, cmap: str, vmin: float | None, vmax: float | None,
-             fontsize: float = 7):
-    """imshow with NaN cells blank and each defined cell annotated (white text on dark cells)."""
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    for (i, j), v in np.ndenumerate(values):
-        if np.isfinite(v):
-            r, g, b, _ = im.cmap(im.norm(v))
-            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=fontsize,
-                    color="white" if dark else "black")
-    return im
+             fontsize: float = 7, xticklabels="auto", yticklabels="auto"):
+    """seaborn's heatmap: NaN cells blank, each defined cell annotated (text colour set by the cell's
+    lightness), no colour bar (the caller adds one); returns the QuadMesh for the colour bar."""
+    values = np.asarray(values, dtype=float)
+    sns.heatmap(values, ax=ax, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, cbar=False,
+                mask=~np.isfinite(values), annot_kws={"fontsize": fontsize}, xticklabels=xticklabels,
+                yticklabels=yticklabels, linewidths=0.5, linecolor="white")
+    ax.tick_params(length=0)
+    return ax.collections[0]
+
+
+def _slant(ax, degrees: float, size: float | None = None) -> None:
+    """Tilt the x tick labels, each ending under its column (anchored at its right end)."""
+    for label in ax.get_xticklabels():
+        label.set(rotation=degrees, ha="right" if degrees else "center", rotation_mode="anchor")
+        if size:
+            label.set_fontsize(size)
 
 
 def accuracy_matrices_figure(matrices: Sequence[tuple[str, str, np.ndarray, int]],
                              task_names: Sequence[str], title: str) -> Figure:
     """Raw accuracy matrices: (label, strategy, mean matrix (T x T, NaN above the diagonal), seeds)
-    per panel; rows = after task t, columns = task tau, cells in %."""
+    per panel; rows = after task t, columns = task tau, cells in %; the tasks named on both axes."""
     n = len(matrices)
     T = len(task_names)
     cols = min(n, 4 if T <= 6 else 3)
     rows = math.ceil(n / cols)
-    size = max(1.9, 0.3 * T + 0.8)  # ~0.3 in per cell: two digits at 6 pt fit
+    named = any(not name.startswith("task ") for name in task_names)
+    size = max(1.9, 0.3 * T + 0.8) + (0.5 if named else 0)  # ~0.3 in per cell: two digits at 6 pt fit
+    labels = [f"{i + 1} {name}" if named else str(i + 1) for i, name in enumerate(task_names)]
     with plt.rc_context(RC):
         fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.9, size * rows + 0.5),
                                  squeeze=False, layout="constrained")
-        im = None
-        for ax, (label, _strategy, acc, seeds) in zip(axes.flat, matrices):
-            im = _heatmap(ax, 100 * np.asarray(acc, dtype=float), ".0f" if T > 4 else ".1f",
-                          "viridis", 0, 100, fontsize=6 if T > 6 else 7)
+        mesh = None
+        for k, (ax, (label, _strategy, acc, seeds)) in enumerate(zip(axes.flat, matrices)):
+            mesh = _heatmap(ax, 100 * np.asarray(acc, dtype=float), ".0f" if T > 4 else ".1f",
+                            "viridis", 0, 100, fontsize=6 if T > 6 else 7, xticklabels=labels,
+                            yticklabels=labels if k % cols == 0 else False)
             ax.set_title(f"{label} (n={seeds})")
-            ax.set_xticks(range(T), [str(i + 1) for i in range(T)])
-            ax.set_yticks(range(T), [str(i + 1) for i in range(T)])
             ax.set_xlabel("tested on task $\\tau$")
-            ax.set_ylabel("after task t")
+            ax.set_ylabel("after task t" if k % cols == 0 else "")
+            if named:
+                _slant(ax, 60, 6)
+                ax.tick_params(axis="y", labelrotation=0, labelsize=6)
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
-        if im is not None:
-            fig.colorbar(im, ax=axes, shrink=0.8, label="test accuracy (%), mean over seeds")
+        if mesh is not None:
+            fig.colorbar(mesh, ax=axes, shrink=0.8, label="test accuracy (%), mean over seeds")
         fig.suptitle(title)
     return fig
 
@@ -174,9 +205,9 @@ def hat_grid_figure(values: np.ndarray, s_max: Sequence[float], c: Sequence[floa
                                layout="constrained")
         finite = values[np.isfinite(values)]
         spread = float(finite.max() - finite.min()) if finite.size else 1.0
-        im = _heatmap(ax, values, ".2f" if spread >= 0.05 else ".3f", "RdYlGn", None, None)  # cells must differ
-        ax.set_xticks(range(len(c)), [f"{v:g}" for v in c])
-        ax.set_yticks(range(len(s_max)), [f"{v:g}" for v in s_max])
+        im = _heatmap(ax, values, ".2f" if spread >= 0.05 else ".3f", "viridis", None, None,  # cells must differ
+                      xticklabels=[f"{v:g}" for v in c], yticklabels=[f"{v:g}" for v in s_max])
+        ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("compressibility c")
         ax.set_ylabel("stability $s_{\\max}$")
         ax.set_title(title)
@@ -229,9 +260,9 @@ def reuse_figure(reuse: Sequence[Sequence[float | None]], task_names: Sequence[s
     with plt.rc_context(RC):
         side = max(2.6, 0.5 * (T - 1) + 1.6)
         fig, ax = plt.subplots(figsize=(side + 1.6, side), layout="constrained")
-        im = _heatmap(ax, values[:-1, 1:], ".0f", "Blues", 0, 100)
-        ax.set_xticks(range(T - 1), names[1:], rotation=30 if T > 4 else 0, ha="right" if T > 4 else "center")
-        ax.set_yticks(range(T - 1), names[:-1])
+        im = _heatmap(ax, values[:-1, 1:], ".0f", "Blues", 0, 100, xticklabels=names[1:], yticklabels=names[:-1])
+        _slant(ax, 30 if T > 4 else 0)
+        ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("later task $t_j$")
         ax.set_ylabel("task $t_i$")
         ax.set_title(title)
@@ -244,7 +275,7 @@ def compression_figure(points: Sequence[dict], task_names: Sequence[str], title:
     """Fig. 7: validation accuracy against compression (% of weights active in the task's mask), a dot
     per epoch joined in epoch order, one colour per task; triangles: SGD's accuracy (no compression)."""
     tasks = sorted({int(p["task"]) for p in points})
-    palette = plt.get_cmap("tab10")
+    palette = sns.color_palette("colorblind", max(len(tasks), 1))
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(6.0, 3.4), layout="constrained")
         comp_all = []
@@ -254,7 +285,7 @@ def compression_figure(points: Sequence[dict], task_names: Sequence[str], title:
             y = np.array([100 * p["valid_acc"] for p in pts])
             comp_all.extend(x)
             name = task_names[t] if t < len(task_names) else f"task {t + 1}"
-            color = palette(k % 10)
+            color = palette[k]
             ax.plot(x, y, marker="o", ms=3, lw=0.6, color=color, label=f"{t + 1}: {name}")
             if sgd_accuracy and t in sgd_accuracy:  # spread within 100 % +-3 % so equal accuracies show
                 nudge = 1.06 ** ((k - (len(tasks) - 1) / 2) / max(len(tasks) - 1, 1))
@@ -281,23 +312,25 @@ def compression_figure(points: Sequence[dict], task_names: Sequence[str], title:
 
 
 def save_figure(fig: Figure, directory: str | Path, name: str) -> list[Path]:
-    """Write ``name``.png and ``name``.pdf in ``directory``; closes the figure."""
+    """Write ``name``.png (300 dpi) and ``name``.pdf (TrueType fonts) in ``directory``; closes the figure."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
     try:
-        for p in paths:
-            fig.savefig(p, bbox_inches="tight")
+        with plt.rc_context(RC):  # the font type and dpi are read when saving, not when drawing
+            for p in paths:
+                fig.savefig(p, bbox_inches="tight", dpi=DPI)
     finally:
         plt.close(fig)
     return paths
 
 
-def png_bytes(fig: Figure, close: bool = True) -> bytes:
+def png_bytes(fig: Figure, close: bool = True, dpi: int = HTML_DPI) -> bytes:
     """The figure as PNG bytes (for embedding in the HTML report)."""
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", bbox_inches="tight", dpi=130)
+        with plt.rc_context(RC):
+            fig.savefig(buf, format="png", bbox_inches="tight", dpi=dpi)
     finally:
         if close:
             plt.close(fig)

@@ -1,24 +1,33 @@
-"""How strategies look in every table and figure: the paper's spelling of their names and one colour each.
+"""How strategies look in every table and figure: the paper's spelling of their names, one colour and one
+marker each.
 
-Kept apart from the drawing (plots.py) so the tables and the HTML page name and colour strategies without
-importing matplotlib.
+The colours are Paul Tol's colour-blind-safe "muted" palette for the nine baselines, his "vibrant"
+orange for HAT, black and grey for the Joint and Random bounds; each strategy also has its own marker,
+so lines stay apart in greyscale print. Kept apart from the drawing (plots.py) so the tables and the
+HTML page name and colour strategies without importing matplotlib.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
-# Fixed colours of the known strategies (tab20 pairs: a baseline and its variant share a hue).
+from cl_bench.registry import is_strategy_file
+
+# Fixed colours of the known strategies (Tol muted + vibrant orange; colour-blind safe).
 KNOWN_COLORS = {
-    "sgd": "#1f77b4", "sgd_frozen": "#6baed6",
-    "ewc": "#2ca02c", "imm_mean": "#98df8a", "imm_mode": "#bcbd22",
-    "lwf": "#ff7f0e", "lfl": "#f4a460",
-    "pathnet": "#9467bd", "pnn": "#c5b0d5",
-    "hat": "#d62728",
-    "joint": "#000000", "random": "#7f7f7f",
+    "sgd": "#332288", "sgd_frozen": "#88ccee",
+    "ewc": "#117733", "imm_mean": "#44aa99", "imm_mode": "#999933",
+    "lwf": "#ddcc77", "lfl": "#aa4499",
+    "pathnet": "#882255", "pnn": "#cc6677",
+    "hat": "#ee7733",
+    "joint": "#000000", "random": "#777777",
 }
-# Handed in order to strategies not in KNOWN_COLORS (sorted by name), then cycled.
-FREE_COLORS = ["#e377c2", "#17becf", "#8c564b", "#393b79", "#637939", "#843c39", "#7b4173",
-               "#9edae5", "#c49c94", "#f7b6d2"]
+# Handed in order to strategies not in KNOWN_COLORS (sorted by name), then cycled (Tol light/dark).
+FREE_COLORS = ["#0077bb", "#33bbee", "#009988", "#cc3311", "#ee3377", "#bbbbbb", "#77aadd", "#ee8866",
+               "#aaaa00", "#ffaabb"]
+MARKERS = {"sgd": "o", "sgd_frozen": "s", "ewc": "^", "imm_mean": "v", "imm_mode": "<", "lwf": ">",
+           "lfl": "P", "pathnet": "X", "pnn": "D", "hat": "*", "joint": "o", "random": "."}
+FREE_MARKERS = ["h", "p", "d", "H", "8"]
 LABELS = {"sgd": "SGD", "sgd_frozen": "SGD-F", "ewc": "EWC", "imm_mean": "IMM-mean",
           "imm_mode": "IMM-mode", "lwf": "LwF", "lfl": "LFL", "pathnet": "PathNet", "pnn": "PNN",
           "hat": "HAT", "joint": "Joint", "random": "Random"}
@@ -26,8 +35,14 @@ REFERENCE_STYLE = {"joint": "--", "random": ":"}  # line styles of the bounds in
 
 
 def strategy_label(name: str) -> str:
-    """The paper's spelling of a strategy name (SGD-F, IMM-mean, ...); unknown names unchanged."""
-    return LABELS.get(name, name)
+    """The paper's spelling of a strategy name (SGD-F, IMM-mean, ...); a user file as ``file.py:Class``;
+    other names unchanged."""
+    if name in LABELS:
+        return LABELS[name]
+    if is_strategy_file(name):
+        path, sep, cls = name.rpartition(":") if ".py:" in name else (name, "", "")
+        return f"{Path(path).name}{sep}{cls}"
+    return name
 
 
 def strategy_colors(names: Iterable[str]) -> dict[str, str]:
@@ -38,3 +53,11 @@ def strategy_colors(names: Iterable[str]) -> dict[str, str]:
     for i, n in enumerate(others):
         colors[n] = FREE_COLORS[i % len(FREE_COLORS)]
     return colors
+
+
+def strategy_markers(names: Iterable[str]) -> dict[str, str]:
+    """strategy -> matplotlib marker: fixed for the known names; the others, sorted, cycle FREE_MARKERS."""
+    names = sorted(set(names))
+    others = [n for n in names if n not in MARKERS]
+    return {n: MARKERS[n] for n in names if n in MARKERS} | {
+        n: FREE_MARKERS[i % len(FREE_MARKERS)] for i, n in enumerate(others)}

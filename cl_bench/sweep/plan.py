@@ -21,6 +21,8 @@ from cl_bench.trainer import Protocol
 
 METRICS = {"valid_acc": max, "valid_loss": min}  # how to pick the best value of each score
 NOTHING_TO_CHOOSE = "every search run failed"
+# Tag of the runs of a chosen point on then_seeds: the report shows the selected setting by default.
+SELECTED_TAG = "selected:"  # + the sweep's name
 
 
 class SweepError(ValueError):
@@ -122,8 +124,11 @@ class Sweep:
         return self.select.then_seeds if self.select else self.seeds
 
     def _item(self, cell: Cell, point: Point, seed: int, phase: str) -> PlanItem:
+        tags = [*self.tags, f"sweep:{self.name}"]
+        if phase == "selected" and len(cell.points) > 1:  # chosen on validation (tags do not enter run ids)
+            tags.append(f"{SELECTED_TAG}{self.name}")
         config = RunConfig(cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol,
-                           dict(cell.options), [*self.tags, f"sweep:{self.name}"])
+                           dict(cell.options), tags)
         return PlanItem(config, cell, point, phase, config.run_id(point.resolved))
 
 

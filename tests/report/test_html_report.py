@@ -77,7 +77,7 @@ def test_missing_references_are_listed_with_commands(tmp_path):
     for seed in SEEDS:
         for ref in ("joint", "random"):
             assert f"cl-bench run --strategy {ref} --scenario toy --seed {seed} --max-train-per-task 50" in html
-    assert "fig3_rho_toy__max_train_per_task-50</b> not drawn" in html
+    assert "fig3_rho_toy__max_train_per_task-50__epochs-2</b> not drawn" in html
     assert len(_images(html)) == N_FIGURES - 1  # all but the rho curves
 
 
@@ -95,9 +95,9 @@ def test_chromium_renders_every_figure(report, tmp_path):
              "i.naturalWidth+'x'+i.naturalHeight}).join(' ');document.body.appendChild(p)})</script>")
     probed = tmp_path / "probed.html"
     probed.write_text(html.replace("</body>", probe + "</body>"))
-    run = lambda *args: subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-        capture_output=True, text=True, timeout=120, check=False)
+    def run(*args):
+        return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+                              capture_output=True, text=True, timeout=120, check=False)
     dom = run("--dump-dom", probed.as_uri()).stdout
     found = re.search(r'<pre id="probe">([^<]*)</pre>', dom)
     assert found, f"probe did not run; chromium printed: {dom[-500:]}"

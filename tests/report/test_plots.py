@@ -77,10 +77,10 @@ def test_accuracy_curves_include_references_dashed(section):
 def test_accuracy_matrix_heatmaps_hold_the_seed_means(section):
     mats = mean_matrices(section)
     fig = plots.accuracy_matrices_figure(mats, section.task_names(), "m")
-    panels = {ax.get_title(): ax for ax in fig.axes if ax.images}
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.collections and ax.get_title()}  # not the colour bar
     assert set(panels) == {"HAT (n=3)", "SGD (n=3)", "Joint (n=3)", "Random (n=3)"}
     for strategy, title in [("sgd", "SGD (n=3)"), ("random", "Random (n=3)")]:
-        shown = panels[title].images[0].get_array()
+        shown = panels[title].collections[0].get_array()
         for t in range(T):
             for tau in range(T):
                 if tau > t:
@@ -96,7 +96,7 @@ def test_fig4_grid_is_hat_rho_at_each_s_max_and_c_on_the_common_seed(section):
     assert grid.s_max == [25.0, 400.0] and grid.c == [0.1, 0.75] and grid.metric == "rho<=T"
     assert grid.seeds == [0]  # the sweep ran seed 0 only, so the default cell uses seed 0 too
     fig = plots.hat_grid_figure(grid.values, grid.s_max, grid.c, "rho", "g", grid.counts)
-    shown = fig.axes[0].images[0].get_array()
+    shown = fig.axes[0].collections[0].get_array()
     for i, s_max in enumerate([25.0, 400.0]):
         for j, c in enumerate([0.1, 0.75]):
             assert (s_max, c) in SWEEP + [(400.0, 0.75)]
@@ -123,7 +123,7 @@ def test_fig5_capacity_curve_and_task_switches():
 
 def test_fig6_reuse_shows_the_defined_upper_triangle_in_percent():
     fig = plots.reuse_figure(monitoring()["hat"]["reuse"], ["a", "b", "c"], "r")
-    shown = fig.axes[0].images[0].get_array()  # rows t_1..t_2, columns t_2..t_3
+    shown = fig.axes[0].collections[0].get_array()  # rows t_1..t_2, columns t_2..t_3
     assert shown[0, 0] == pytest.approx(60) and shown[0, 1] == pytest.approx(50)
     assert shown[1, 1] == pytest.approx(70) and shown.mask[1, 0]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["2: b", "3: c"]

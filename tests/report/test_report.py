@@ -8,6 +8,7 @@ rho is computed here with explicit loops from Eq. 6, not with cl_bench.metrics.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 
@@ -16,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from cl_bench.cli import main
+from cl_bench.registry import get_strategy
 from cl_bench.report import (
     analyse,
     build_figures,
@@ -87,6 +89,8 @@ def record(strategy: str, seed: int, hp: dict | None = None, **kw) -> RunRecord:
     acc = matrix(strategy, seed, hp.get("s_max", 400.0), hp.get("c", 0.75)) if strategy == "hat" \
         else matrix(strategy, seed)
     run_id = f"{strategy}-{seed}-" + "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in hp.values())
+    if strategy == "hat":  # stored runs keep every hyperparameter, defaults filled in
+        hp = {**dataclasses.asdict(get_strategy("hat").Hparams()), **hp}
     return RunRecord(run_id, strategy, SCENARIO, seed, hp, dict(PROTOCOL), dict(OPTIONS), "finished", acc,
                      tags=["r1"], code_version="0.1.0+gtest", data=DATA, wall_s=12.0, **kw)
 
@@ -114,7 +118,7 @@ def synthetic_store(path, references: bool = True) -> Store:
 # ---- the independent computation -------------------------------------------------------------------
 
 def hand_rho_upto(strategy: str, seed: int, **hp) -> list[float]:
-    """rho^{<=t} for t = 1..T by explicit loops over Eq. 6 (reference §7.1)."""
+    """rho^{<=t} for t = 1..T by explicit loops over Eq. 6 (as the authors' plot script)."""
     a, r, j = matrix(strategy, seed, **hp), matrix("random", seed), matrix("joint", seed)
     out = []
     for t in range(T):
@@ -183,15 +187,20 @@ def test_markdown_and_latex_show_the_same_rounded_numbers(store_path):
 
 
 def test_sweep_variants_are_hidden_from_table1_and_said_so(store_path):
-    rows, err = _csv(store_path)
+    rows, _ = _csv(store_path)
     assert sum(r["strategy"] == "hat" for r in rows) == 1
-    assert "several settings: hat: shown (c=0.75, s_max=400.0), 3 other setting(s) hidden" in err
+    hat = next(r for r in rows if r["strategy"] == "hat")
+    assert hat["configuration"] == "default hyperparameters, fp32" and hat["seed list"] == "0,1,2"
+    md = CliRunner().invoke(main, ["report", "--store", str(store_path)]).stdout
+    assert "Not shown: hat: 3 other configuration(s) hidden (--all-variants, or --where NAME=VALUE, shows them)." in md
+    assert "Rows: sgd, hat: default hyperparameters, fp32, 3 seeds (0, 1, 2)." in md
     rows, _ = _csv(store_path, "--all-variants")
     hat = {r["variant"]: r for r in rows if r["strategy"] == "hat"}
     assert set(hat) == {"hat (c=0.1, s_max=25.0)", "hat (c=0.75, s_max=25.0)", "hat (c=0.1, s_max=400.0)",
                         "hat (c=0.75, s_max=400.0)"}
     one = hat["hat (c=0.1, s_max=25.0)"]
     assert int(one["seeds"]) == 1
+    assert one["configuration"] == "hyperparameters c=0.1 (default 0.75), s_max=25 (default 400), fp32"
     assert float(one["rho<=T"]) == pytest.approx(hand_rho_upto("hat", 0, s_max=25.0, c=0.1)[-1], abs=1e-12)
 
 
@@ -226,11 +235,11 @@ def test_without_any_reference_rho_is_na_and_figures_say_what_to_launch(tmp_path
                                     "--figures", str(tmp_path / "figs")])
     assert res.exit_code == 0, res.output
     assert "| sgd | 3 (rho: 0) | n/a | n/a |" in res.stdout
-    assert "skipped fig3_rho_toy__max_train_per_task-50: no run has its Joint and Random references " \
-           "(6 launch command(s) above)" in res.stderr
+    assert "skipped fig3_rho_toy__max_train_per_task-50__epochs-2: no run has its matching Joint and Random " \
+           "references (6 launch command(s) above)" in res.stderr
     assert "cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50" in res.stderr
-    assert (tmp_path / "figs" / "fig3_acc_toy__max_train_per_task-50.png").stat().st_size > 0
-    assert not (tmp_path / "figs" / "fig3_rho_toy__max_train_per_task-50.png").exists()
+    assert (tmp_path / "figs" / "fig3_acc_toy__max_train_per_task-50__epochs-2.png").stat().st_size > 0
+    assert not (tmp_path / "figs" / "fig3_rho_toy__max_train_per_task-50__epochs-2.png").exists()
 
 
 def test_figures_command_writes_png_and_pdf_for_every_supported_figure(store_path, tmp_path):
@@ -241,7 +250,7 @@ def test_figures_command_writes_png_and_pdf_for_every_supported_figure(store_pat
              "fig7_compression"]
     for stem in stems:
         for ext in ("png", "pdf"):
-            p = out / f"{stem}_toy__max_train_per_task-50.{ext}"
+            p = out / f"{stem}_toy__max_train_per_task-50__epochs-2.{ext}"
             assert p.stat().st_size > 1000, p
     assert "skipped" not in res.stderr
     rows = list(csv.DictReader(io.StringIO((out / "table1.csv").read_text())))
@@ -257,10 +266,14 @@ def test_figure_notes_when_hat_data_is_absent(store_path):
                      "fig5_capacity": "no HAT run", "fig6_reuse": "no HAT run", "fig7_compression": "no HAT run"}
 
 
-def test_main_variant_has_most_seeds():
+def test_main_variant_is_the_default_configuration():
+    """The row is the registered defaults (HAT's s_max=400, c=0.75), whatever the seed counts of the
+    sweep's other points."""
     var = variants(synthetic_records())
     mains = {v.label for v in var.values() if v.strategy == "hat" and v.main}
     assert mains == {"hat (c=0.75, s_max=400.0)"}
+    recs = [r for r in synthetic_records() if not (r.strategy == "hat" and r.seed > 0)]  # 1 seed, as the sweep
+    assert {v.label for v in variants(recs).values() if v.strategy == "hat" and v.main} == {"hat (c=0.75, s_max=400.0)"}
 
 
 def test_bad_seeds_option_is_a_clear_error(store_path):
