@@ -13,17 +13,19 @@ stay put. The loss adds c R, an L1 penalty on the units the task attends to that
 free (Eqs. 4-5), and the embeddings' gradients are rescaled to undo the annealing (Sec. 2.5).
 
 Where the paper and the authors' code (github.com/joansj/hat) differ, this file follows the code,
-whose numbers are the published ones (shared/reference/hat_reference.md §9), with the paper's form as
-an option where there is a choice:
+whose numbers are the published ones, with the paper's form as an option where there is a choice
+(docs/faithfulness.md lists every difference):
 
 - s is annealed by the batch's sample offset i/N, not (b-1)/(B-1): ``annealing="reference"``
-  (default) or ``"paper"`` (§4, §9 #2);
-- the validation loss that drives the lr schedule and best-weight choice is CE + c R at s_max (§9 #3);
-- biases are masked by their unit's cumulative attention, like the weights (§9 #4);
-- |s e| <= 50 inside the cosh of the compensation, embeddings clamped to [-6, 6] after each step
-  (§9 #5); the global gradient norm is clipped at 10,000 by the trainer (§9 #6);
-- PyTorch's default init, not Xavier (``init="xavier"`` for the paper's; §9 #1);
-- on the MNIST setups HAT uses its own 2x2000 MLP with input dropout 0.2 (§2.4, §9 #8).
+  (default) or ``"paper"``;
+- the validation loss that drives the lr schedule and best-weight choice is CE + c R at s_max;
+- biases are masked by their unit's cumulative attention, like the weights (the paper describes
+  weights only);
+- |s e| <= 50 inside the cosh of the compensation, embeddings clamped to [-6, 6] after each step (as
+  the paper); the global gradient norm is clipped at 10,000 by the trainer (the paper names no clipping);
+- PyTorch's default init, not Xavier (``init="xavier"`` for the paper's);
+- on the MNIST setups HAT uses its own 2x2000 MLP with input dropout 0.2, where the baselines use a
+  3x800 MLP without it (the paper does not say).
 
 The compression experiment (Sec. 4.4, Fig. 7) is a single-task run with U(0,2) embeddings and c = 1.5
 (``--tasks 0 --hp embedding_init=uniform --hp c=1.5``); its reference script also evaluated at
@@ -33,10 +35,12 @@ once |e| > 0.05).
 The trainer owns the loop (plain SGD, clipping, lr schedule, best-weight restore); HAT is the hooks
 below, in the order the trainer calls them. It must be trained with plain SGD: see ``train_task``.
 
-Monitoring (paper Sec. 4.4, reference §7.2): mask sizes per task and layer, capacity usage along
+Monitoring (paper Sec. 4.4; the authors' code does not compute it): mask sizes per task and layer, capacity usage along
 training (Fig. 5), weight reuse between tasks (Fig. 6) and per-epoch compression (Fig. 7), returned
 by ``monitoring()`` and stored with the run; the functions that compute them are pure functions of
-the masks, at the end of this file.
+the masks, at the end of this file. Also, after each task, whether its masks learned: the share of
+units per layer whose binarised mask left the on/off state of their random initial embedding
+(cl_bench.mask_learning), and the capacity then used (``monitoring()["hat"]["mask_learning"]``).
 """
 from __future__ import annotations
 
@@ -50,12 +54,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
+from cl_bench.mask_learning import mask_learning_share
 from cl_bench.registry import register_strategy
 from cl_bench.strategy import BatchInfo, Strategy, hparam
 
 # Masks below this are zeroed in the forward pass (their gradient is kept exact, see `gate`).
 # Why: sigmoid(s e) reaches float32's denormal range (< 1.2e-38) for s e in about [-103, -87], and
-# denormal activations and gradients slow CPU kernels down ~1.7x (hat_reference_speed.md). Zeroing
+# denormal activations and gradients slow CPU kernels down ~1.7x (measured on a 2-core CPU). Zeroing
 # a mask below 1e-20 changes a unit's output by less than 1e-20 of its value, 13 orders of magnitude
 # under float32's resolution (6e-8), so no sum it enters changes in practice; and it leaves 18
 # orders of magnitude of headroom before a product mask x activation (or x gradient) is denormal.
@@ -67,7 +72,7 @@ from cl_bench.strategy import BatchInfo, Strategy, hparam
 MASK_FLOOR = 1e-20
 
 # A unit (and so a weight) is "active" for monitoring if its mask exceeds this. The paper says
-# "binarize" without a threshold (reference §7.2); at s_max = 400 masks are almost binary, so any
+# "binarize" without a threshold and the authors' code has none; at s_max = 400 masks are almost binary, so any
 # threshold far from 0 and 1 gives the same counts, and 0.5 is the sigmoid's midpoint.
 THRESHOLD = 0.5
 
@@ -85,13 +90,13 @@ class HATHparams:
     thres_cosh: float = hparam(50.0, "clamp of |s e| inside the cosh of the compensation (Sec. 2.5)", above=0)
     thres_emb: float = hparam(6.0, "embeddings are clamped to [-thres_emb, thres_emb] after each step (Sec. 2.5)",
                               above=0)
-    annealing: str = hparam("reference", "'reference': s from the batch's sample offset i/N (code, §9 #2); "
+    annealing: str = hparam("reference", "'reference': s from the batch's sample offset i/N (the authors' code); "
                                          "'paper': (b-1)/(B-1) of Eq. 3, reaching s_max on the last batch",
                             choices=("reference", "paper"))
     embedding_init: str = hparam("normal", "'normal': N(0,1) (paper and code); 'uniform': U(0,2), the "
                                            "compression experiment's (Sec. 4.4, use with c=1.5)",
                                  choices=("normal", "uniform"))
-    init: str = hparam("default", "weights: 'default' PyTorch's U(+-1/sqrt(fan_in)) as the code (§9 #1); "
+    init: str = hparam("default", "weights: 'default' PyTorch's U(+-1/sqrt(fan_in)) as the authors' code; "
                                   "'xavier' the paper's Xavier uniform", choices=("default", "xavier"))
 
 
@@ -110,11 +115,11 @@ def annealed_s(s_max: float, batch: BatchInfo, form: str = "reference") -> float
     """Eq. 3: s grows linearly from 1/s_max on the first batch of every epoch towards s_max.
 
     "reference": progress = sample offset / samples, so the last batch stays just under s_max
-    (reference §4, §9 #2). "paper": (b-1)/(B-1), s_max on the last batch (an epoch of a single batch
+    (the authors' code). "paper": (b-1)/(B-1), s_max on the last batch (an epoch of a single batch
     gets s_max).
     """
     if form == "reference":
-        progress = batch.offset / batch.n_samples  # reference §9 #2
+        progress = batch.offset / batch.n_samples  # the authors' code: i/N, i the batch's first sample
     else:
         progress = batch.index / (batch.n_batches - 1) if batch.n_batches > 1 else 1.0
     return 1 / s_max + (s_max - 1 / s_max) * progress  # Eq. 3
@@ -137,7 +142,7 @@ def compensate_embedding_grad(grad: Tensor, e: Tensor, s: float, s_max: float, t
     """Sec. 2.5, in place: q' = s_max [cosh(s e) + 1] / (s [cosh(e) + 1]) q, with |s e| <= thres_cosh.
 
     The same as dividing by the annealed sigmoid's derivative s sigma(se)(1 - sigma(se)) and
-    multiplying by s_max sigma(e)(1 - sigma(e)); the clamp keeps cosh finite (reference §2.2, §9 #5).
+    multiplying by s_max sigma(e)(1 - sigma(e)); the clamp keeps cosh finite (as the paper and the authors' code).
     """
     num = torch.cosh(torch.clamp(s * e, -thres_cosh, thres_cosh)) + 1
     den = torch.cosh(e) + 1
@@ -149,7 +154,7 @@ def weight_masks(unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Siz
     of every masked layer, shaped to broadcast against the weight (a conv's kernel axes have size 1:
     all taps of a filter-channel pair share it).
 
-    The first layer's input is not masked, so its weights get a_1[out] alone (reference §2.2). At a
+    The first layer's input is not masked, so its weights get a_1[out] alone (as the authors' code). At a
     conv -> fc flatten, input k of the fc layer comes from channel k // spatial (channel-major), so
     the conv mask is repeated over each channel's spatial positions (``net.flatten_spatial``).
     """
@@ -170,7 +175,8 @@ def weight_masks(unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Siz
 
 # ---- the network ----------------------------------------------------------------------------------
 class HATNet(nn.Module):
-    """A base network whose masked layers are gated by per-task embeddings (reference §2.2, §2.4).
+    """A base network whose masked layers are gated by per-task embeddings (the authors' ``alexnet_hat``,
+    ``mlp_hat``).
 
     ``embeddings[l]`` is an ``nn.Embedding(n_tasks, units_l)``: row t is e_l^t. They are submodules,
     so they live in the state_dict the trainer snapshots and restores at the best epoch.
@@ -200,7 +206,7 @@ class HAT(Strategy):
 
     name = "hat"
     Hparams = HATHparams
-    clip_grad = 10000.0  # reference §3 table
+    clip_grad = 10000.0  # the authors' code's threshold for HAT
     model: HATNet
 
     def __init__(self, *args, **kwargs):
@@ -213,9 +219,14 @@ class HAT(Strategy):
         self._step = 0  # training steps so far, over all tasks (x axis of Fig. 5)
         self._capacity: list[dict[str, Any]] = []
         self._compression: list[dict[str, Any]] = []
+        # Every unit's initial embedding: its mask starts on exactly where e > 0. Row t is untouched until
+        # task t trains, so after task t the units whose mask differs from that start are what it learned.
+        self._initial = [emb.weight.detach().clone() for emb in self.model.embeddings]
+        self._moved: list[list[float]] = []  # per task, per layer: share of units that left their start
+        self._capacity_after: list[float] = []  # per task: capacity used by a^{<=t}
 
     def base_network(self) -> nets.MultiHeadNet:
-        """The network HAT gates: the reference's for the scenario (2x2000 MLP on MNIST, §2.4)."""
+        """The network HAT gates: the authors' for the scenario (2x2000 MLP on MNIST)."""
         return nets.build_network(self.scenario, variant="hat")
 
     def build_model(self) -> HATNet:
@@ -235,8 +246,8 @@ class HAT(Strategy):
         Eq. 2 protects earlier tasks by scaling gradients, which only works if the update is the
         gradient times lr. Weight decay moves protected weights whatever their gradient; Adam-like
         rescaling turns a gradient masked to 1e-9 back into a full step; momentum amplifies what
-        leaks through non-binary masks by 1/(1 - momentum). The reference trains with plain SGD
-        (reference §3) and so does cl_bench's trainer today; this guard is for the day the protocol
+        leaks through non-binary masks by 1/(1 - momentum). The authors' code trains with plain SGD
+        and so does cl_bench's trainer today; this guard is for the day the protocol
         grows an optimiser option.
         """
         p = trainer.protocol
@@ -257,6 +268,8 @@ class HAT(Strategy):
         self.task_masks.append(a_t)
         self.cumulative = a_t if self.cumulative is None else \
             [torch.maximum(a, prev) for a, prev in zip(a_t, self.cumulative)]  # a^{<=t} = max(a^t, a^{<=t-1})
+        self._moved.append([mask_learning_share(e[t].cpu(), a.cpu(), THRESHOLD) for e, a in zip(self._initial, a_t)])
+        self._capacity_after.append(capacity_usage(self.cumulative, self.weight_shapes))
         self._prepare_next_task()
 
     def _prepare_next_task(self) -> None:
@@ -269,7 +282,7 @@ class HAT(Strategy):
         views = weight_masks(self.cumulative, self.weight_shapes)
         for layer, m, a in zip(self.model.net.layers, views, self.cumulative):
             self._grad_keep.append((layer.weight, (1 - m).contiguous()))  # Eq. 2
-            self._grad_keep.append((layer.bias, 1 - a))  # biases follow their unit (reference §9 #4)
+            self._grad_keep.append((layer.bias, 1 - a))  # biases follow their unit (the authors' code)
         self._free = [1 - a for a in self.cumulative]  # Eq. 5 weights
 
     # ---- per step ---------------------------------------------------------------------------------
@@ -285,7 +298,7 @@ class HAT(Strategy):
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """Eq. 4: CE + c R on the current masks at the current s. In eval mode s = s_max, so the
-        validation loss driving early stopping includes c R at s_max (reference §9 #3)."""
+        validation loss driving early stopping includes c R at s_max (the authors' code; the paper does not say)."""
         logits, masks = self.model(x, t, self._current_s())
         return F.cross_entropy(logits, y) + self.hp.c * regularizer(masks, self._free), logits  # Eq. 4
 
@@ -347,12 +360,16 @@ class HAT(Strategy):
             "compression": list(self._compression),
             "parameters": {"total": nets.count_parameters(self.model),
                            "embeddings": sum(e.weight.numel() for e in self.model.embeddings)},
+            "mask_learning": {"moved": [list(m) for m in self._moved], "capacity": list(self._capacity_after),
+                              "threshold": THRESHOLD, "embedding_init": self.hp.embedding_init},
         }}
 
     # ---- checkpointing (cl_bench.checkpoint): the state kept outside the model ---------------------
     def state_dict(self) -> dict[str, Any]:
         return {"task_masks": [[a.cpu() for a in masks] for masks in self.task_masks],
-                "step": self._step, "capacity": list(self._capacity), "compression": list(self._compression)}
+                "step": self._step, "capacity": list(self._capacity), "compression": list(self._compression),
+                "initial": [e.cpu() for e in self._initial], "moved": [list(m) for m in self._moved],
+                "capacity_after": list(self._capacity_after)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task_masks, self.cumulative = [], None
@@ -364,9 +381,12 @@ class HAT(Strategy):
         self._prepare_next_task()
         self._step = int(state["step"])
         self._capacity, self._compression = list(state["capacity"]), list(state["compression"])
+        if "initial" in state:  # checkpoints made before 0.2.0 lack them: the fresh model's are the same seed's
+            self._initial = [e.to(self.device) for e in state["initial"]]
+        self._moved, self._capacity_after = list(state.get("moved", [])), list(state.get("capacity_after", []))
 
 
-# ---- monitoring quantities as pure functions of unit masks (paper Sec. 4.4, reference §7.2) ------------
+# ---- monitoring quantities as pure functions of unit masks (paper Sec. 4.4) -----------------------------
 # A weight's mask is min(a_l[out], a_{l-1}[in]) (`weight_masks`), and min(x, y) > thr exactly when
 # x > thr and y > thr. So the active weights of a layer are (active outputs) x (active inputs) x
 # kernel, and every count below is a product of unit counts: nothing of the weights' size is built.

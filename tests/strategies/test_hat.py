@@ -162,7 +162,7 @@ def test_eq2_masks_fc_gradients_of_the_mlp(tiny_scenario):
     # first layer: post-synaptic mask only (the input is not masked)
     assert torch.equal(grads["net.layers.0.weight"], (1 - a1)[:, None] * raw["net.layers.0.weight"])
     assert torch.equal(grads["net.layers.1.weight"], _expected_keep(a2, a1) * raw["net.layers.1.weight"])
-    assert torch.equal(grads["net.layers.0.bias"], (1 - a1) * raw["net.layers.0.bias"])  # reference §9 #4
+    assert torch.equal(grads["net.layers.0.bias"], (1 - a1) * raw["net.layers.0.bias"])  # biases masked too
     assert torch.equal(grads["net.layers.1.bias"], (1 - a2) * raw["net.layers.1.bias"])
     _spot_check(grads["net.layers.1.weight"], raw["net.layers.1.weight"], a2, a1)
     _spot_check(grads["net.layers.0.weight"], raw["net.layers.0.weight"], a1, None)
@@ -172,7 +172,7 @@ def test_eq2_masks_fc_gradients_of_the_mlp(tiny_scenario):
 def test_eq2_masks_conv_and_flatten_gradients_of_the_alexnet(tiny_scenario):
     torch.manual_seed(0)
     hat = HAT(tiny_scenario(shape=(3, 32, 32), arch="alexnet", n_train=12, n_test=6))
-    assert hat.model.net.flatten_spatial == 4  # 256 x 2 x 2 -> fc1 (reference §2.1)
+    assert hat.model.net.flatten_spatial == 4  # 256 x 2 x 2 -> fc1 (the authors' AlexNet-like net)
     c1, c2, c3, f1, f2 = random_cumulative(hat)
     raw = backward_once(hat, 1, batch=4)
     hat.after_backward(1)
@@ -251,7 +251,7 @@ def test_loss_is_ce_plus_c_times_r_at_the_current_s(tiny_scenario):
     previous = random_cumulative(hat)
     data = Trainer(hat.scenario, Protocol()).data(1, "valid")
     x, y, _ = data.batch(torch.arange(20))
-    hat.model.eval()  # validation: s = s_max (reference §9 #3), no dropout
+    hat.model.eval()  # validation: s = s_max (as the authors' code), no dropout
     with torch.no_grad():
         loss, logits = hat.loss(x, y, 1)
         a = [torch.sigmoid(hat.hp.s_max * emb.weight[1].double()) for emb in hat.model.embeddings]
@@ -330,7 +330,8 @@ def test_monitoring_schema_is_json_and_complete(tiny_scenario):
         hat.train_task(t, trainer)
         hat.after_task(t)
     m = json.loads(json.dumps(hat.monitoring(), allow_nan=False))["hat"]
-    assert set(m) == {"threshold", "layers", "units", "mask_sizes", "capacity", "reuse", "compression", "parameters"}
+    assert set(m) == {"threshold", "layers", "units", "mask_sizes", "capacity", "reuse", "compression", "parameters",
+                      "mask_learning"}
     assert m["threshold"] == 0.5 and m["layers"] == ["fc1", "fc2"] and m["units"] == [100, 100]
     assert len(m["mask_sizes"]) == 3 and all(len(row) == 2 for row in m["mask_sizes"])
     for t, row in enumerate(m["mask_sizes"]):
@@ -342,6 +343,14 @@ def test_monitoring_schema_is_json_and_complete(tiny_scenario):
     assert [(c["task"], c["epoch"]) for c in m["compression"]] == [(t, e) for t in range(3) for e in (1, 2)]
     assert m["parameters"]["embeddings"] == 3 * 200
     assert m["parameters"]["total"] == nets.count_parameters(hat.model)
+    # Mask learning, recomputed plainly: the share of task t's units whose binarised mask differs from
+    # the sign of their embedding before any training (a model built again under the same seed).
+    torch.manual_seed(0)
+    initial = [emb.weight.detach() for emb in SmallHAT(sc).model.embeddings]
+    moved = [[((initial[l][t] > 0) != (hat.task_masks[t][l] > 0.5)).float().mean().item() for l in range(2)]
+             for t in range(3)]
+    assert [v for row in m["mask_learning"]["moved"] for v in row] == pytest.approx([v for row in moved for v in row])
+    assert len(m["mask_learning"]["capacity"]) == 3 and all(0 < c <= 1 for c in m["mask_learning"]["capacity"])
 
 
 # ---- guard rails, options, state ---------------------------------------------------------------------
