@@ -65,7 +65,7 @@ class DatasetSpec:
     name: str
     ref_index: int  # the reference's data-set index in mixture.py (its task-order permutes these)
     n_classes: int
-    mean: tuple[float, ...]  # reference §6.1 constants, per channel, in units of x / 255
+    mean: tuple[float, ...]  # the authors' constants, per channel, in units of x / 255
     std: tuple[float, ...]
     official: tuple[int, int] | None  # (train, test) sizes of the full set the reference used
     npz_dirs: tuple[str, ...]
@@ -93,7 +93,7 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in [
     # FaceScrub-100 sizes are not known exactly (~20.6k / 2.3k): complete = all 100 people present.
     DatasetSpec("facescrub", 6, 100, (0.5163, 0.5569, 0.4695), (0.2307, 0.2272, 0.2479), None,
                 ("facescrub",), f"--download, or facescrub_100.zip from {FACESCRUB_URL}"),
-    # 16,853 / 1,873 are inferred (reference §6.1) from the paper's range and notMNIST_small's size.
+    # 16,853 / 1,873 are inferred from the paper's range and notMNIST_small's size.
     DatasetSpec("notmnist", 7, 10, (0.4254,) * 3, (0.4501,) * 3, (16853, 1873), ("notmnist",),
                 f"--download, or notmnist.zip from {NOTMNIST_URL}"),
 ]}

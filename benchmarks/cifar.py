@@ -1,9 +1,9 @@
-"""Incremental CIFAR of HAT's appendix (hat_reference.md §1, §6.2): CIFAR10 then CIFAR100 in tasks.
+"""Incremental CIFAR of HAT's appendix (the authors' ``cifar.py``): CIFAR10 then CIFAR100 in tasks.
 
 Ten tasks with their own heads: CIFAR10 labels {0,1}, {2,3}, ..., {8,9} (task ids 0..4, labels
 y mod 2) and CIFAR100 fine labels 0-19, ..., 80-99 (consecutive ids, not superclasses; task ids
 5..9, labels y mod 20). The seed shuffles the ten task ids (seed 0: [2, 8, 4, 9, 1, 6, 7, 3, 0, 5])
-and draws a 10% validation split per task (reference §9 #7: 10% here, 15% in the mixture).
+and draws a 10% validation split per task (as the authors' code: 10% here, 15% in the mixture; the paper says 15%).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def cifar(seed: int = 0, data_root_path=None, download: bool = False, valid_frac
     missing = require(("cifar10", "cifar100"), root, download, allow_missing, "cifar")
     loaded = {name: load_prepared(name, root, download) for name in ("cifar10", "cifar100")
               if name not in missing}
-    order = task_order(seed, N_CIFAR10_TASKS + N_CIFAR100_TASKS)  # reference §6.2
+    order = task_order(seed, N_CIFAR10_TASKS + N_CIFAR100_TASKS)  # as the authors' code
     tasks, kept = [], []
     for task_id in order:
         name, lo, k = task_classes(task_id)

@@ -4,14 +4,14 @@ Two entry points:
 
 - ``load_idx_dataset(name, root)``: MNIST / FashionMNIST at 28x28, for split and permuted MNIST.
 - ``load_prepared(name, root)``: the eight data sets of HAT's mixture as ``(N, 3, 32, 32)`` uint8,
-  adapted exactly as the reference adapts them (hat_reference.md §6.1), with the reference's
+  adapted exactly as the authors' code adapts them, with the authors'
   normalisation constants in ``SPECS``. ``availability(root)`` says what a root holds.
 
 Where each data set is looked for is ``catalogue``'s job, reading its files ``formats``', checksums
 and the derived-file cache ``cache``'s. The names users and scenarios need from all of them are
 importable from here.
 
-Adaptations (reference §6.1), applied once and cached:
+Adaptations (the authors' ``mixture.py``), applied once and cached:
 
 - MNIST, FashionMNIST: 28x28 padded by 2 px of 0 to 32x32, replicated to 3 channels.
 - notMNIST: HAT's pickle is already 32x32 (``notmnist_convert`` resized the 28x28 notMNIST_small
@@ -22,7 +22,7 @@ Adaptations (reference §6.1), applied once and cached:
   HAT trains on that. By default a true-RGB HWC source (the npz) is turned into the same scrambled
   layout by a plain reshape; ``facescrub_true_rgb=True`` gives real CHW colour planes instead.
 - SVHN: labels 0..9 with digit 0 as class 0 (as torchvision >= 0.2 returns them; the reference's
-  ``label - 1`` was only right for torchvision 0.1.9, reference §9 #14).
+  ``label - 1`` was only right for torchvision 0.1.9).
 - GTSRB: HWC -> CHW. From the official variable-size PPMs (torchvision's layout) each full frame is
   resized to 32x32 bilinearly without antialiasing (as ``cv2.resize``; the resize behind HAT's
   Udacity pickle is not documented).
@@ -156,13 +156,13 @@ def load_idx_dataset(name: str, root: Path, download: bool, n_classes: int = 10)
 
 
 # ----------------------------------------------------------------------------------------------
-# The eight data sets of the mixture (reference §6.1).
+# The eight data sets of the mixture (as the authors' ``mixture.py``).
 
 def _adapt(name: str, x: np.ndarray, path: Path) -> np.ndarray:
     """Source-resolution NCHW -> the reference's 32x32 (grey sets keep 1 channel until loaded)."""
     _, c, h, w = x.shape
     if name in ("mnist", "fashion_mnist") and (h, w) == (28, 28):
-        x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))  # reference §6.1: transforms.Pad(2, fill=0)
+        x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))  # the authors' transforms.Pad(2, fill=0)
     elif name == "notmnist" and (h, w) != (32, 32):
         x = lanczos_32(x[:, :1])
     if name in GRAY:
@@ -252,7 +252,7 @@ def load_prepared(name: str, root: Path | str | None = None, download: bool = Fa
 
 
 def normalisation(name: str, raw: RawDataset | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel: the reference's constants (§6.1). FaceScrub in true RGB has no
+    """(mean, std) per channel: the authors' constants. FaceScrub in true RGB has no
     reference constants (HAT's describe its scrambled layout): they are measured on the train set."""
     spec = check_name(name)
     if name == "facescrub" and raw is not None and raw.source.get("facescrub_true_rgb"):

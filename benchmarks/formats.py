@@ -196,7 +196,7 @@ def read_svhn_mat(path: Path, n_classes: int | None = None) -> tuple[np.ndarray,
     y = labels(path, y, len(x))
     if x.dtype != np.uint8 or x.shape[1:] != (3, 32, 32):
         raise CorruptDatasetError(f"{path}: X must be uint8 32x32x3xN, got {x.dtype} {m['X'].shape}")
-    y[y == 10] = 0  # as torchvision >= 0.2; do not subtract 1 (reference §9 #14)
+    y[y == 10] = 0  # as torchvision >= 0.2; do not subtract 1 (the authors' code did, for torchvision 0.1.9)
     if n_classes is not None:
         check_label_range(path, y, n_classes)
     return x, y

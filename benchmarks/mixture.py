@@ -1,4 +1,4 @@
-"""The 8-data-set mixture of HAT's main experiments (hat_reference.md §1, §6.1; paper §4.1).
+"""The 8-data-set mixture of HAT's main experiments (paper Sec. 4.1; the authors' ``mixture.py``).
 
 Eight tasks, one per data set: CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST, TrafficSigns (GTSRB),
 FaceScrub (100 people) and notMNIST, all as 3x32x32 images (adapted in
@@ -29,7 +29,7 @@ OPTION_RANGES = {"valid_fraction": Range(at_least=0, below=1), "valid_split": Ra
 
 
 def task_order(seed: int, n: int) -> list[int]:
-    """``sklearn.utils.shuffle(np.arange(n), random_state=seed)`` of the reference (§6.1, §6.2): it
+    """``sklearn.utils.shuffle(np.arange(n), random_state=seed)`` of the authors' code: it
     shuffles ``arange(n)`` in place with ``RandomState(seed)``, which is what ``permutation`` does."""
     return np.random.RandomState(seed).permutation(n).tolist()
 
@@ -38,7 +38,7 @@ def holdout(y: Tensor, seed: int, fraction: float, how: str = "reference") -> tu
     """(train indices, validation indices) of a training set with labels ``y``.
 
     ``reference``: r = shuffle(arange(n), random_state=seed); the first int(fraction * n) of r are
-    validation, the rest training, in r's order (§6.1; tasks with equal n get the same r).
+    validation, the rest training, in r's order (as the authors' code; tasks with equal n get the same r).
     ``stratified``: int(fraction * n) samples with the class proportions of ``y`` (largest
     remainders), drawn with a generator seeded by ``seed``; training keeps the original order.
     """
@@ -60,7 +60,7 @@ def holdout(y: Tensor, seed: int, fraction: float, how: str = "reference") -> tu
 def split_task(name: str, n_classes: int, x: Tensor, y: Tensor, test: Split, seed: int,
                valid_fraction: float, valid_split: str, mean, std) -> Task:
     """A task whose validation set is held out of its training set (``valid_fraction=0``: validate on
-    the training set itself, as the reference's MNIST setups do, §9 #7)."""
+    the training set itself, as the authors' MNIST setups do)."""
     if valid_fraction == 0:
         train = Split(x, y)
         return Task(name, n_classes, train, train, test, mean, std)
@@ -79,7 +79,7 @@ def data_record(loaded: dict[str, RawDataset], missing: list[str], allow_missing
 
 
 @register_scenario("mixture", "8 data sets (CIFAR10/100, MNIST, SVHN, FashionMNIST, GTSRB, FaceScrub, "
-                              "notMNIST), one task each, order by seed (HAT §4.1)",
+                              "notMNIST), one task each, order by seed (HAT Sec. 4.1)",
                    datasets=MIXTURE_DATASETS)
 @option_ranges(**OPTION_RANGES)
 def mixture(seed: int = 0, data_root_path=None, download: bool = False, valid_fraction: float = 0.15,
@@ -93,7 +93,7 @@ def mixture(seed: int = 0, data_root_path=None, download: bool = False, valid_fr
     missing = require(MIXTURE_DATASETS, root, download, allow_missing, "mixture")
     order = list(range(len(MIXTURE_DATASETS))) if fixed_order else task_order(seed, len(MIXTURE_DATASETS))
     tasks, loaded = [], {}
-    for idx in order:  # reference §6.1: task t is data set order[t]
+    for idx in order:  # as the authors' code: task t is data set order[t]
         name = MIXTURE_DATASETS[idx]
         if name in missing:
             continue

@@ -1,4 +1,4 @@
-"""Split MNIST and permuted MNIST, as the reference builds them (hat_reference.md §6.3, §6.4)."""
+"""Split MNIST and permuted MNIST, as the authors' code builds them (``pmnist.py``, ``mnist2.py``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +16,7 @@ VALID_FRACTION = Range(at_least=0, below=1)  # 0: validate on the training set i
 
 def _train_valid(x, y, seed: int, valid_fraction: float) -> tuple[Split, Split]:
     """The reference has no held-out validation on the MNIST setups: validation is the training set
-    itself (reference §9 #7, the default). ``valid_fraction > 0`` holds out a seeded random part."""
+    itself (the default). ``valid_fraction > 0`` holds out a seeded random part."""
     if valid_fraction <= 0:
         return Split(x, y), Split(x, y)
     order = torch.from_numpy(np.random.RandomState(seed).permutation(len(y)))
@@ -51,7 +51,7 @@ N_PERMUTATIONS = 10
 
 def pixel_permutation(perm_id: int) -> torch.Tensor:
     """Permutation number ``perm_id``: seed-independent, so every seed uses the same 10 permutations in
-    its own order. (The reference cached whichever permutations the first run made: §6.3, §9 #15.)"""
+    its own order. (The authors' code cached whichever permutations its first run made.)"""
     return torch.from_numpy(np.random.RandomState(1000 + perm_id).permutation(28 * 28))
 
 

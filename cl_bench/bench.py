@@ -9,8 +9,8 @@ in one process:
   grad-norm clipping;
 - bare: the strategy's base network without any hook (masks=None), inputs preloaded as normalised
   float tensors, and per epoch ``randperm`` -> slice -> forward -> cross-entropy -> backward ->
-  ``torch.optim.SGD`` step. Nothing else: no clipping, no evaluation. It is the floor (the
-  reference's speed note calls it the bare loop, hat_reference_speed.md). Strategies whose base nets
+  ``torch.optim.SGD`` step. Nothing else: no clipping, no evaluation. It is the floor: the
+  fastest loop that trains the same network on the same data. Strategies whose base nets
   differ (HAT's 2x2000 MLP and the baselines' 3x800 one on MNIST) each get their own bare loop.
 
 Both sides use the same execution settings (``--precision``, ``--channels-last``, ``--compile``),

@@ -19,7 +19,7 @@ class UndefinedRatioError(ValueError):
 
 
 def forgetting_ratio(acc: np.ndarray, acc_random: np.ndarray, acc_joint: np.ndarray) -> np.ndarray:
-    """rho[t, tau] of Eq. 6, as the reference's plot_results.py (reference §7.1).
+    """rho[t, tau] of Eq. 6, as the authors' plot_results.py computes it.
 
     A_R^tau is the random classifier's diagonal acc_random[tau, tau]; A_J^{tau<=t} = acc_joint[t, tau].
     """
@@ -186,7 +186,8 @@ class Summary:
 
 
 def summarize(values: Sequence[float]) -> Summary:
-    """Mean over seeds with both deviations the paper's Table 1 could mean (reference §7.1, §9 #16)."""
+    """Mean over seeds with both deviations the paper's Table 1 could mean: it says "standard deviation",
+    the authors' plot script prints a 95% t-interval."""
     v = np.asarray(values, dtype=float)
     n = len(v)
     std = float(v.std()) if n else math.nan

@@ -1,10 +1,10 @@
-"""The reference's base networks, shared by every strategy so parameter counts stay comparable.
+"""The authors' base networks, shared by every strategy so parameter counts stay comparable.
 
 Both networks are a body of "masked layers" (units a strategy may gate, as HAT does) followed by one
 linear head per task. ``forward(x, t, masks)`` multiplies the output of masked layer ``l`` by
-``masks[l]`` (shape: units) where the reference applies HAT's masks (reference §2.2, §2.4); with
+``masks[l]`` (shape: units) where the authors' code applies HAT's masks; with
 ``masks=None`` the network is the plain baseline net. Initialisation is PyTorch's default,
-U(+-1/sqrt(fan_in)), as the reference code (reference §9 #1); Xavier is an option.
+U(+-1/sqrt(fan_in)), as the authors' code (the paper says Xavier, an option here).
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def _gate(h: Tensor, masks: Sequence[Tensor] | None, l: int) -> Tensor:
 class MLP(MultiHeadNet):
     """Flatten -> [Dropout(p_in)] -> (Linear -> ReLU -> Dropout(p) -> mask) x L -> heads.
 
-    Baselines on (split/permuted) MNIST use 3x800 without input dropout (reference §2.3); HAT uses
-    2x2000 with input dropout 0.2 (reference §2.4, §9 #8).
+    Baselines on (split/permuted) MNIST use 3x800 without input dropout; HAT uses
+    2x2000 with input dropout 0.2 (as the authors' code; the paper does not say).
     """
 
     def __init__(self, in_features: int, hidden: Sequence[int], head_sizes: Sequence[int],
@@ -79,11 +79,11 @@ class MLP(MultiHeadNet):
 
 
 class AlexNet(MultiHeadNet):
-    """The AlexNet-like net of the mixture and CIFAR setups (reference §2.1).
+    """The AlexNet-like net of the mixture and CIFAR setups (the authors' ``alexnet``).
 
     conv(64, S//8) -> conv(128, S//10) -> conv(256, 2), each ReLU -> Dropout -> MaxPool(2) -> mask,
     then fc 2048 -> fc 2048 (ReLU -> Dropout -> mask), then heads. Dropout 0.2 after conv1/conv2,
-    0.5 elsewhere. ``fc2_dropout=False`` gives LFL's variant (reference §2.5).
+    0.5 elsewhere. ``fc2_dropout=False`` gives LFL's variant (the authors' ``alexnet_lfl``).
     """
 
     def __init__(self, input_shape: Sequence[int], head_sizes: Sequence[int],
@@ -118,7 +118,7 @@ class AlexNet(MultiHeadNet):
 
 
 def xavier_init_(net: nn.Module) -> None:
-    """The paper's Xavier-uniform init (reference §9 #1: the code used PyTorch's default)."""
+    """The paper's Xavier-uniform init (the authors' code used PyTorch's default)."""
     for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
@@ -128,8 +128,8 @@ def xavier_init_(net: nn.Module) -> None:
 def build_network(scenario, variant: str = "base", **kwargs) -> MultiHeadNet:
     """The reference's network for a scenario.
 
-    ``variant``: "base" (what SGD, EWC, ... use), "hat" (HAT's own MLP on the MNIST setups, reference
-    §2.4; identical to "base" on image setups) or "lfl" (no dropout on fc2, reference §2.5; on the
+    ``variant``: "base" (what SGD, EWC, ... use), "hat" (HAT's own MLP on the MNIST setups, as
+    the authors' code; identical to "base" on image setups) or "lfl" (no dropout on fc2; on the
     MLP, none on the last hidden layer: the reference never ran LFL there).
     """
     heads = [task.n_classes for task in scenario.tasks]
@@ -162,10 +162,10 @@ class Block:
 
 
 def base_blocks(scenario) -> list[Block]:
-    """The scenario's base body, layer by layer: the same layers as ``build_network`` (reference §2.1,
-    §2.3); tests/test_nets.py checks that they agree."""
+    """The scenario's base body, layer by layer: the same layers as ``build_network``;
+    tests/test_nets.py checks that they agree."""
     if scenario.arch == "mlp":
-        return [Block("fc", 800)] * 3  # reference §2.3: 3x800, dropout 0.5, no input dropout
+        return [Block("fc", 800)] * 3  # the authors' ``mlp``: 3x800, dropout 0.5, no input dropout
     if scenario.arch == "alexnet":
         if len(scenario.input_shape) != 3:
             raise ValueError(f"the AlexNet needs a (C, S, S) input, got {scenario.input_shape}")
@@ -196,7 +196,7 @@ def make_layer(block: Block, n_in: int, n_out: int) -> nn.Module:
 
 
 def activate(block: Block, pre: Tensor, dropout: nn.Module) -> Tensor:
-    """ReLU -> Dropout -> [MaxPool], the order of the reference's blocks (§2.1)."""
+    """ReLU -> Dropout -> [MaxPool], the order of the authors' blocks."""
     h = dropout(torch.relu(pre))
     return F.max_pool2d(h, 2) if block.pool else h
 

@@ -85,7 +85,7 @@ class Strategy:
 
     name: ClassVar[str] = ""
     Hparams: ClassVar[type] = NoHparams
-    clip_grad: ClassVar[float] = 10000.0  # global grad-norm threshold, per approach (reference §3)
+    clip_grad: ClassVar[float] = 10000.0  # global grad-norm threshold, per method (the authors' code's thresholds)
 
     def __init__(self, scenario: Scenario, hparams: Any = None, device: str | torch.device = "cpu"):
         self.scenario = scenario

@@ -1,4 +1,4 @@
-"""The training protocol of the reference (hat_reference.md §3), owned here once for every strategy.
+"""The training protocol of the HAT authors' code, owned here once for every strategy.
 
 Per task: plain SGD at lr 0.05 (no momentum, no weight decay), batches of 64 sliced from one random
 permutation per epoch (the last batch smaller), global grad-norm clipping at the strategy's
@@ -26,7 +26,7 @@ from cl_bench.values import parse_like
 
 @dataclass
 class Protocol:
-    """Every knob of the training protocol; the defaults are the reference's (§3)."""
+    """Every knob of the training protocol; the defaults are the HAT authors' code's."""
 
     lr: float = 0.05
     lr_factor: float = 3.0
@@ -35,8 +35,8 @@ class Protocol:
     epochs: int = 200
     batch_size: int = 64
     eval_batch_size: int = 1024  # larger than the reference's 64: same accuracy, faster
-    eval_train_each_epoch: bool = False  # the reference did it only to print; +~20% time (§9 #19)
-    clip_grad: float | None = None  # None: the strategy's own threshold (reference §3 table)
+    eval_train_each_epoch: bool = False  # the authors' code did it only to print; +~20% time
+    clip_grad: float | None = None  # None: the strategy's own threshold (as the authors' code)
     # Execution settings, not the reference's: they change results at the level of float rounding
     # (channels_last: another conv algorithm) or more (bf16), so they are part of a run's identity.
     precision: str = "fp32"  # "bf16": autocast forward passes (CPU AMX, CUDA); weights stay fp32

@@ -1,14 +1,14 @@
 """EWC: Elastic Weight Consolidation (Kirkpatrick et al., PNAS 2017, arXiv:1612.00796), as the HAT
-reference ran it (hat_reference.md §5, §9 #11).
+authors' code ran it (github.com/joansj/hat; docs/faithfulness.md).
 
 Training task t > 0 minimises
 
-    L(θ) = CE_t(θ) + λ Σ_i F_i (θ*_i − θ_i)² / 2                       # EWC Eq. 3, reference §5
+    L(θ) = CE_t(θ) + λ Σ_i F_i (θ*_i − θ_i)² / 2                       # EWC Eq. 3, as the authors' code
 
 over **all** parameters, heads included, where θ* is the model after task t−1 (a single anchor) and
-F is a running mean of the per-task diagonal Fishers, F <- (F_t + t·F)/(t+1) (reference §5).
+F is a running mean of the per-task diagonal Fishers, F <- (F_t + t·F)/(t+1) (as the authors' code).
 
-The Fisher is the reference's *empirical* one (reference §9 #11): true labels, the network in train
+The Fisher is the authors' code's *empirical* one: true labels, the network in train
 mode (dropout on), the training set cut in consecutive batches of 20, and for each batch the square
 of the gradient of the batch-mean loss times 20 (even for a smaller last batch), summed and divided by
 N. That is about 20x smaller than the per-sample empirical Fisher (1/N) Σ_n g_n² for uncorrelated
@@ -41,7 +41,7 @@ class EWC(Strategy):
 
     name = "ewc"
     Hparams = EWCHparams
-    clip_grad = 100.0  # reference §3
+    clip_grad = 100.0  # the authors' code's clipping threshold for this method
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -64,7 +64,7 @@ class EWC(Strategy):
         new = empirical_fisher(self.model, cross_entropy_of(self.model, t), data, self.hp.fisher_batch)
         if self.fisher is None:
             self.fisher = new
-        else:  # reference §5: F <- (F_t + t·F_old)/(t+1), a running mean over tasks, not a sum
+        else:  # the authors' code: F <- (F_t + t·F_old)/(t+1), a running mean over tasks, not a sum
             self.fisher = {name: (new[name] + t * self.fisher[name]) / (t + 1) for name in new}
         self.anchor = anchor_of(self.model)
 

@@ -1,9 +1,9 @@
 """IMM-mean: mean-based Incremental Moment Matching (Lee et al., NIPS 2017, arXiv:1703.08475), as the
-HAT reference ran it (hat_reference.md §5, §9 #10).
+HAT authors' code ran it (github.com/joansj/hat; docs/faithfulness.md).
 
 Training task t > 0 uses the IMM paper's L2-transfer toward the previous model θ_{t-1}:
 
-    L(θ) = CE_t(θ) + λ Σ_i (θ_{t-1,i} − θ_i)² / 2                      # IMM L2-transfer, reference §5
+    L(θ) = CE_t(θ) + λ Σ_i (θ_{t-1,i} − θ_i)² / 2                      # IMM L2-transfer, as the authors' code
 
 and after task t > 0 the model is replaced by the running mean of the task models with equal weights
 α_k = 1/(t+1) ("same alpha for all tasks" in the reference):
@@ -12,7 +12,7 @@ and after task t > 0 the model is replaced by the running mean of the task model
 
 ``faithful=True`` (default, reproduces the published numbers): the merge runs over **every**
 parameter, so the head of the new task t, which θ_{t-1} holds at its untrained random
-initialisation, ends up as (1/(t+1))·trained + (t/(t+1))·random init (reference §9 #10).
+initialisation, ends up as (1/(t+1))·trained + (t/(t+1))·random init.
 ``faithful=False`` (corrected): head t keeps its trained weights, since no previous model has learnt
 it; everything else is averaged as above. (Heads of earlier tasks are equal in θ_t and θ_{t-1}, since
 only the L2 term touches them and it is stationary there; heads of later tasks are untouched
@@ -40,8 +40,8 @@ def mean_merge(current: dict[str, Tensor], previous: dict[str, Tensor], t: int,
 class IMMMeanHparams:
     lamb: float = hparam(1e-4, "L2-transfer coefficient toward the previous model",
                          grid=[0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.000001], at_least=0)
-    faithful: bool = hparam(True, "True: the reference's merge, which averages the new head with its "
-                                  "random init (§9 #10); False: keep the trained new head")
+    faithful: bool = hparam(True, "True: the authors' merge, which averages the new head with its "
+                                  "random init; False: keep the trained new head")
 
 
 @register_strategy
@@ -50,7 +50,7 @@ class IMMMean(Strategy):
 
     name = "imm_mean"
     Hparams = IMMMeanHparams
-    clip_grad = 10000.0  # reference §3
+    clip_grad = 10000.0  # the authors' code's clipping threshold for this method
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,9 +1,9 @@
 """IMM-mode: mode-based Incremental Moment Matching (Lee et al., NIPS 2017, arXiv:1703.08475), as the
-HAT reference ran it (hat_reference.md §5, §9 #9).
+HAT authors' code ran it (github.com/joansj/hat; docs/faithfulness.md).
 
 Training task t > 0 uses the L2-transfer toward the previous model θ_{t-1}:
 
-    L(θ) = CE_t(θ) + λ Σ_i (θ_i − θ_{t-1,i})² / 2                      # IMM L2-transfer, reference §5
+    L(θ) = CE_t(θ) + λ Σ_i (θ_i − θ_{t-1,i})² / 2                      # IMM L2-transfer, as the authors' code
 
 The method then merges the task models at the mode of their Laplace approximations, with diagonal
 Fishers F_k and equal weights (which cancel):
@@ -13,7 +13,7 @@ Fishers F_k and equal weights (which cancel):
 
 ``faithful=True`` (default, reproduces the published numbers): **no merge**. The reference computes
 the Fishers but writes the merged value into a rebound local name, so the model never changes
-(reference §9 #9): as run, IMM-mode is SGD + plain L2 toward the previous task's weights. Since the
+(a Python rebinding bug): as run, IMM-mode is SGD + plain L2 toward the previous task's weights. Since the
 Fishers it accumulates are never used, they are not computed here.
 ``faithful=False`` (corrected): the merge above is written into the model. The Fisher is the
 reference's (``shared.empirical_fisher``: batches of 20, train mode, true labels) of its own criterion,
@@ -21,7 +21,7 @@ CE + the L2 term toward θ_{t-1}, as the reference computes it. Where Σ_k F_k =
 tasks) the current value is kept; the reference's intended code would have set those weights to 0.
 
 The reference's default λ is 0.01, although its comment says the best of the grid was 1; which value
-the paper's runs passed is unknown (reference §5). The default here is the code's, 0.01.
+the paper's runs passed is unknown. The default here is the code's, 0.01.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class IMMModeHparams:
     lamb: float = hparam(0.01, "L2-transfer coefficient toward the previous model (reference default; "
                                "its comment says the best was 1)",
                          grid=[10, 1, 0.1, 0.01, 0.001, 0.0001, 0.00001], at_least=0)
-    faithful: bool = hparam(True, "True: the reference, whose merge is a no-op (§9 #9); "
+    faithful: bool = hparam(True, "True: the authors' code, whose merge is a no-op; "
                                   "False: the Fisher-weighted merge is applied")
     fisher_batch: int = hparam(20, "Fisher batch size for the corrected merge (reference 20); "
                                    "1 = per-sample empirical Fisher", at_least=1)
@@ -65,7 +65,7 @@ class IMMMode(Strategy):
 
     name = "imm_mode"
     Hparams = IMMModeHparams
-    clip_grad = 1000.0  # reference §3
+    clip_grad = 1000.0  # the authors' code's clipping threshold for this method
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

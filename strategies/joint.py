@@ -1,4 +1,4 @@
-"""Joint: multitask training on all tasks seen so far, the A_J reference of Eq. 6 (reference §5).
+"""Joint: multitask training on all tasks seen so far, the A_J reference of Eq. 6.
 
 For every t the network restarts from the same initial weights and trains on the union of tasks
 0..t, in shuffled mixed-task batches; each sample's loss uses its own task's head.

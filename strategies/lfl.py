@@ -1,15 +1,15 @@
 """LFL: Less-Forgetting Learning (Jung et al., 2016, arXiv:1607.00122), as the HAT reference ran it
-(hat_reference.md §5, §2.5).
+(github.com/joansj/hat; docs/faithfulness.md).
 
 Training task t > 0 keeps the current model's last hidden representation h (the input of the heads)
 close to the one of the frozen model after task t−1, on the new task's data:
 
-    L = CE(head_t(h), y) + λ Σ_{n in batch} Σ_j (h_old,nj − h_nj)² / 2     # LFL, reference §5
+    L = CE(head_t(h), y) + λ Σ_{n in batch} Σ_j (h_old,nj − h_nj)² / 2     # LFL, as the authors' code
 
 The sum runs over the batch, not a mean, exactly as the reference. The old model runs in eval mode,
 the current one in train mode (dropout on in the layers below h). The network is the reference's
 ``alexnet_lfl`` (``nets.build_network(variant="lfl")``): the AlexNet-like net without dropout on fc2,
-so that h is not perturbed by dropout (reference §2.5).
+so that h is not perturbed by dropout.
 
 MLP setups (split/permuted MNIST): the reference cannot run LFL there (its ``run.py`` gives every
 non-HAT approach the plain ``mlp``, whose forward returns no features, so LFL's
@@ -48,7 +48,7 @@ class LFL(KeepsPreviousModel):
 
     name = "lfl"
     Hparams = LFLHparams
-    clip_grad = 200.0  # reference §3
+    clip_grad = 200.0  # the authors' code's clipping threshold for this method
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,15 +1,15 @@
 """LwF: Learning without Forgetting (Li & Hoiem, ECCV 2016, arXiv:1606.09282), as the HAT reference
-ran it (hat_reference.md §5, §9 #20).
+ran it (github.com/joansj/hat; docs/faithfulness.md).
 
 Training task t > 0 distils, on the new task's data, the outputs of every earlier head of the frozen
 model after task t−1 (run in eval mode) into the same heads of the current model:
 
-    L = CE(head_t(x), y) + λ Σ_{u<t} KD(head_u(x), head_u^old(x))      # LwF, reference §5
+    L = CE(head_t(x), y) + λ Σ_{u<t} KD(head_u(x), head_u^old(x))      # LwF, as the authors' code
 
 with the reference's KD (its ``utils.cross_entropy``): both softmaxes raised to the power 1/T and
 renormalised (that is softmax(z/T)), 1e-5/n_classes added to the student's probabilities and
 renormalised, then −Σ_c p_teacher log p_student averaged over the batch. As the reference: no T²
-factor, no warm-up of the new head, no weight decay (§9 #20).
+factor, no warm-up of the new head, no weight decay, T = 1 by default (the LwF paper uses the T² factor and a warm-up).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class LwF(KeepsPreviousModel):
 
     name = "lwf"
     Hparams = LwFHparams
-    clip_grad = 100.0  # reference §3
+    clip_grad = 100.0  # the authors' code's clipping threshold for this method
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE on head t + λ Σ_{u<t} KD (also the validation loss, as in the reference)."""

@@ -1,13 +1,13 @@
 """PathNet (Fernando et al., 2017, arXiv:1701.08734), as the HAT reference codes it
-(hat_reference.md §2.6, §5; network ``alexnet_pathnet``, approach ``pathnet``).
+(github.com/joansj/hat: network ``alexnet_pathnet``, approach ``pathnet``).
 
-Each of the L layers of the base body (reference §2.1 AlexNet: L = 5; §2.3 MLP: L = 3) is replaced by
+Each of the L layers of the base body (AlexNet: L = 5; MLP: L = 3) is replaced by
 M modules, narrow copies of that layer (conv -> ReLU -> Dropout [-> MaxPool], or fc -> ReLU ->
 Dropout). A path picks N modules per layer (an L x N matrix of module indices; a module may appear
 twice after mutation, and then counts twice); a layer's output is the *sum* of its N modules'
 outputs, and every module of the next layer reads that sum. Each task has its own head.
 
-Per task t, a tournament genetic algorithm over P paths (reference §5):
+Per task t, a tournament genetic algorithm over P paths (as the authors' code):
 
 1. modules not in any earlier task's best path are reset to their initial weights (t > 0);
 2. each path starts as N distinct random modules per layer, with its own lr, patience and best loss;
@@ -29,12 +29,13 @@ The layer-by-layer description of the base bodies (``Block``, ``base_blocks``) i
 cl_bench.strategies.pnn, which builds its columns from the same description.
 
 The fitness is the validation loss (``trainer.data(t, "valid")``), never the test set. The protocol's
-budget is at most P x G x (epochs // G) epochs per task: 400 with the paper's 200 epochs (§9 #12).
+budget is at most P x G x (epochs // G) epochs per task: 400 with the paper's 200 epochs (the paper says
+only that the number of training updates is matched).
 With fewer protocol epochs than generations the reference would train nothing (epochs // G = 0);
 here the GA then runs ``epochs`` generations of one epoch per path (budget P x epochs), with a warning.
 
 Module width: int(factor x base width) per layer, with the reference's factor for its three (M, N)
-configurations on the AlexNet (0.258 for M=16, N=3: conv 16, 33, 66, fc 528, 528; §2.6). The
+configurations on the AlexNet (0.258 for M=16, N=3: conv 16, 33, 66, fc 528, 528). The
 reference has no MLP PathNet; its analogue here uses the module width whose total parameter count
 (M modules per layer plus heads) is closest to the base 3x800 MLP's:
 
@@ -47,8 +48,8 @@ AlexNet, 8 tasks x 10 classes, 3x32x32      16,33,66,528,528   6,979,584        
 AlexNet, mixture heads (293 classes)        16,33,66,528,528   7,092,261        7,104,229
 ==========================================  =================  ===============  ===========
 
-That is -0.27%, -0.29%, +4.68% and -0.17% of the base; the mixture row is the reference's count
-(§2.6). Each run stores its widths and counts in ``monitoring``.
+That is -0.27%, -0.29%, +4.68% and -0.17% of the base; the mixture row is the authors' count.
+Each run stores its widths and counts in ``monitoring``.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ from cl_bench.registry import register_strategy
 from cl_bench.strategy import HparamError, Strategy, hparam
 from cl_bench.trainer import Plateau, snapshot
 
-# The reference's (M, N) configurations and their width factors on the AlexNet (§2.6).
+# The authors' (M, N) configurations and their width factors on the AlexNet.
 REFERENCE_WIDTH_FACTOR = {("alexnet", 16, 3): 0.258, ("alexnet", 10, 3): 0.325, ("alexnet", 20, 5): 0.231}
 
 Path = tuple[tuple[int, ...], ...]  # L x N module indices
@@ -93,7 +94,7 @@ class PathNetwork(nn.Module):
             outs = [activate(block, self.layers[l][k](h), self.dropouts[l]) for k in path[l]]
             h = outs[0]
             for o in outs[1:]:
-                h = h + o  # reference §2.6: a layer's output is the sum of its modules' outputs
+                h = h + o  # as the authors' code: a layer's output is the sum of its modules' outputs
         return self.heads[t](h)
 
 
@@ -104,7 +105,7 @@ def random_path(n_layers: int, n_modules: int, n_active: int, generator: torch.G
 
 
 def mutate(path: Tensor, n_modules: int, probability: float, step: int, generator: torch.Generator) -> Tensor:
-    """Each gene, with ``probability``, moves by a uniform integer in [-step, step], modulo M (§5).
+    """Each gene, with ``probability``, moves by a uniform integer in [-step, step], modulo M (as the authors' code).
 
     Draws, in this order: one uniform per gene (hit if < probability), one step per gene."""
     hit = torch.rand(path.shape, generator=generator) < probability
@@ -114,7 +115,7 @@ def mutate(path: Tensor, n_modules: int, probability: float, step: int, generato
 
 def next_generation(paths: Sequence[Tensor], winner: int, n_modules: int, probability: float, step: int,
                     generator: torch.Generator) -> list[Tensor]:
-    """The winner survives unchanged; every other path becomes a mutated copy of it (§5)."""
+    """The winner survives unchanged; every other path becomes a mutated copy of it."""
     return [paths[winner].clone() if i == winner else mutate(paths[winner], n_modules, probability, step, generator)
             for i in range(len(paths))]
 
@@ -149,12 +150,12 @@ class PathNet(Strategy):
 
     name = "pathnet"
     Hparams = PathNetHparams
-    clip_grad = 1000.0  # reference §3
+    clip_grad = 1000.0  # the authors' code's clipping threshold for this method
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         n_layers = len(self.model.blocks)
-        self.mutation_probability = 1.0 / (self.hp.active * n_layers)  # reference §5: 1 / (N L)
+        self.mutation_probability = 1.0 / (self.hp.active * n_layers)  # the authors' 1 / (N L)
         self.initial_state = [[{k: v.detach().clone() for k, v in m.state_dict().items()} for m in layer]
                               for layer in self.model.layers]
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))  # seeded run
@@ -210,7 +211,7 @@ class PathNet(Strategy):
             p.requires_grad_(True)
 
     def before_task(self, t: int) -> None:
-        """Reset the modules outside every earlier best path to their initial weights (reference §5)."""
+        """Reset the modules outside every earlier best path to their initial weights (as the authors' code)."""
         for l, used in enumerate(self.frozen(t)):
             for k, module in enumerate(self.model.layers[l]):
                 if k not in used:
@@ -223,7 +224,7 @@ class PathNet(Strategy):
         if generations < hp.generations:  # the reference would train 0 epochs: keep its P x epochs budget
             warnings.warn(f"PathNet: protocol epochs // generations = {p.epochs} // {hp.generations} = 0; "
                           f"running {generations} generations of 1 epoch per path instead", stacklevel=2)
-        epochs = p.epochs // generations  # reference §5: nepochs // G per path per generation
+        epochs = p.epochs // generations  # the authors' nepochs // G per path per generation
         train, valid = trainer.data(t, "train"), trainer.data(t, "valid")  # fitness: validation loss
         P, L = hp.population, len(self.model.blocks)
         paths = [random_path(L, hp.modules, hp.active, self.generator) for _ in range(P)]
@@ -248,7 +249,7 @@ class PathNet(Strategy):
                     schedules[i].update(log.valid_loss)
                     if schedules[i].stopped:
                         break
-            self.model.load_state_dict(best_state)  # reference §5: restore the best model per generation
+            self.model.load_state_dict(best_state)  # as the authors' code: restore the best model per generation
             self.ga_log[t].append({"generation": g + 1, "epochs": n_epochs, "winner": winner,
                                    "best_valid_loss": best_overall,
                                    "paths": [path.tolist() for path in paths]})

@@ -1,8 +1,8 @@
 """Progressive neural networks (PNN; Rusu et al., 2016, arXiv:1606.04671), as the HAT reference codes
-them (hat_reference.md §2.7, §5; network ``alexnet_progressive``).
+them (github.com/joansj/hat: network ``alexnet_progressive``).
 
-One column per task, each a narrow copy of the scenario's base body (reference §2.1 AlexNet or §2.3
-MLP) with its own head. Column t > 0 also receives, at every layer l >= 1 and at its head, a lateral
+One column per task, each a narrow copy of the scenario's base body (the AlexNet-like net or the
+3x800 MLP) with its own head. Column t > 0 also receives, at every layer l >= 1 and at its head, a lateral
 adapter from all earlier columns (Rusu et al. Eq. 2)::
 
     h_l^t = f( W_l^t h_{l-1}^t + U_l^t σ( V_l^t [α_0 h_{l-1}^0, ..., α_{t-1} h_{l-1}^{t-1}] ) )
@@ -17,10 +17,10 @@ construction; task tau is always evaluated with column tau.
 Faithful to the reference code, with three of its properties kept and noted:
 
 * Frozen columns run in the model's train/eval mode, so their dropout is active while a later column
-  trains (reference §9 #13).
+  trains.
 * When column t runs, the earlier columns it reads are computed as *plain* columns, without their own
   lateral inputs (the reference's ``alexnet_progressive.forward`` computes ``h_prev`` from each old
-  column's own layers only; not listed in reference §9). This matters from the third task on.
+  column's own layers only). This matters from the third task on.
   ``recursive_laterals=True`` gives Rusu et al.'s form, where each earlier column includes its
   laterals exactly as when it was trained.
 * Task t's logits are column t's plain head. The reference builds a head adapter for every column
@@ -29,7 +29,7 @@ Faithful to the reference code, with three of its properties kept and noted:
   an accuracy. ``lateral_head=True`` adds it to task t's logits, as Rusu et al.'s Eq. 2 does for
   every layer (cl-bench's default before 0.2.0).
 
-Column widths: int(1.117 x base width / n_tasks) per layer on the AlexNet (reference §2.7: conv 8, 17,
+Column widths: int(1.117 x base width / n_tasks) per layer on the AlexNet (the authors' ``expand_factor``: conv 8, 17,
 35, fc 285, 285 for 8 tasks), which makes the total close to the base network's. The reference has no
 MLP PNN; its analogue here uses the same rule with the width factor chosen so that the total parameter
 count is the closest to the base 3x800 MLP's (searched over the integer column width):
@@ -44,7 +44,7 @@ AlexNet, mixture heads in seed-0 order      8,17,35,285,285   7,134,966       7,
 ==========================================  ================  ==============  ===============
 
 That is -0.20%, -0.65%, +5.57% and +0.43% of the base (MLP width factors 381 x 2 / 800 = 0.9525 and
-86 x 10 / 800 = 1.075). The mixture row is the reference's count (§2.7); it depends on the task order,
+86 x 10 / 800 = 1.075). The mixture row is the authors' count; it depends on the task order,
 since only tasks t > 0 have a head adapter (seed 0 starts with FaceScrub's 100 classes). Each run
 stores its widths and counts in ``monitoring``.
 """
@@ -61,7 +61,7 @@ from cl_bench.nets import Block, activate, base_blocks, count_parameters_of, lay
 from cl_bench.registry import register_strategy
 from cl_bench.strategy import Strategy, hparam
 
-REFERENCE_WIDTH_FACTOR = {"alexnet": 1.117}  # reference §2.7 (``expand_factor``); none for the MLP
+REFERENCE_WIDTH_FACTOR = {"alexnet": 1.117}  # the authors' ``expand_factor``; none for the MLP
 
 
 # ---- the network ----------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ class Lateral(nn.Module):
         self.alpha = nn.Parameter(torch.randn(n_prev))  # reference: Embedding(1, t), N(0, 1) init
         self.V = nn.Conv2d(n_prev * size, size, 1) if kind == "conv" else nn.Linear(n_prev * size, size)
         self.U = U
-        self.relu = relu  # the head's adapter has no non-linearity (reference §2.7)
+        self.relu = relu  # the head's adapter has no non-linearity (the authors' code)
 
     def forward(self, hs: Sequence[Tensor]) -> Tensor:
         z = self.V(torch.cat([a * h for a, h in zip(self.alpha, hs)], 1))
@@ -134,7 +134,7 @@ class ProgressiveNet(nn.Module):
 
 
 def column_widths(blocks: Sequence[Block], factor: float, n_tasks: int) -> list[int]:
-    """int(factor x base width / n_tasks) per layer (reference §2.7), at least one unit."""
+    """int(factor x base width / n_tasks) per layer (the authors' rule), at least one unit."""
     return [max(1, int(factor * b.width / n_tasks)) for b in blocks]
 
 
@@ -142,8 +142,8 @@ def column_widths(blocks: Sequence[Block], factor: float, n_tasks: int) -> list[
 @dataclass
 class PNNHparams:
     width_factor: float = hparam(
-        0.0, "Column width = int(width_factor x base width / n_tasks); 0 = the reference's 1.117 on the "
-             "AlexNet (§2.7), and on the MLP the width whose total parameter count is closest to the "
+        0.0, "Column width = int(width_factor x base width / n_tasks); 0 = the authors' 1.117 on the "
+             "AlexNet, and on the MLP the width whose total parameter count is closest to the "
              "base 3x800 MLP's", at_least=0)
     recursive_laterals: bool = hparam(
         False, "True: earlier columns include their own laterals when feeding column t (Rusu et al.); "
@@ -159,7 +159,7 @@ class PNN(Strategy):
 
     name = "pnn"
     Hparams = PNNHparams
-    clip_grad = 10000.0  # reference §3
+    clip_grad = 10000.0  # the authors' code's clipping threshold for this method
 
     def build_model(self) -> nn.Module:
         sc = self.scenario
@@ -181,7 +181,7 @@ class PNN(Strategy):
         return self.model(x, t, self.hp.recursive_laterals, self.hp.lateral_head)
 
     def before_task(self, t: int) -> None:
-        """Freeze everything but column t and its adapters (reference §2.7 ``unfreeze_column``)."""
+        """Freeze everything but column t and its adapters (the authors' ``unfreeze_column``)."""
         self.model.requires_grad_(False)
         for p in self.trainable_parameters(t):
             p.requires_grad_(True)

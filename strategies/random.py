@@ -1,4 +1,4 @@
-"""Random: the stratified random classifier, the A_R reference of Eq. 6 (reference §5, §9 #17).
+"""Random: the stratified random classifier, the A_R reference of Eq. 6, as the authors' code.
 
 Predictions are the task's training labels, shuffled and repeated until they cover the batch, then
 truncated and shuffled again: labels follow the training distribution drawn without replacement, so

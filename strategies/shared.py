@@ -50,7 +50,7 @@ def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data,
     n_params = sum(p.numel() for p in params.values())
     chunk = max(1, _FISHER_CHUNK_FLOATS // n_params) * batch  # samples per vmap call
     was_training = model.training
-    model.train()  # reference §9 #11: dropout on
+    model.train()  # as the authors' code: dropout on
     try:
         n_full = (n // batch) * batch
         for start in range(0, n_full, chunk):

@@ -1,4 +1,4 @@
-"""The protocol (reference §3): lr schedule, early stop, best-weight restore, divergence."""
+"""The protocol (the HAT authors' code): lr schedule, early stop, best-weight restore, divergence."""
 import math
 
 import numpy as np

@@ -14,7 +14,7 @@ task, task label = task index, holding float tensors normalised by cl-bench's ow
 strategy class inside the cl-bench runner: the accuracy matrix, rho and the store are the same as for
 built-in strategies. Hyperparameters are the class's scalar constructor arguments (``hparams``;
 ``-p ewc_lambda=5000``), plus ``net``, the cl-bench network variant. What maps onto the cl-bench
-protocol (reference §3):
+protocol (the HAT authors' training protocol):
 
 | cl-bench protocol | in the Avalanche run |
 |---|---|

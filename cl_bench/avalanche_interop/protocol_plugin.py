@@ -54,7 +54,7 @@ def _protocol_plugin_class() -> type:
             self.loss_sum, self.n_seen = torch.zeros((), device=self.owner.device), 0
 
         def before_update(self, strategy, **kwargs):
-            """Global grad-norm clipping at the threshold of the cl-bench counterpart (reference §3)."""
+            """Global grad-norm clipping at the threshold of the cl-bench counterpart (the authors' thresholds)."""
             params = [p for g in strategy.optimizer.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.owner.clip_threshold)
 

@@ -34,7 +34,7 @@ class AvalancheSpec:
     """An Avalanche strategy runnable as ``avalanche:NAME``."""
 
     cls: str  # class name in avalanche.training
-    counterpart: str | None = None  # cl-bench strategy whose clipping threshold (reference §3) applies
+    counterpart: str | None = None  # cl-bench strategy whose clipping threshold applies
     net: str = "base"  # default cl-bench network variant, as the counterpart uses
 
 
@@ -98,7 +98,7 @@ class AvalancheStrategy(Strategy):
             evaluator = EvaluationPlugin(loggers=[])
         plugin = protocol_plugin(self)
         self.avalanche = self.avalanche_class(
-            model=model, optimizer=torch.optim.SGD(model.parameters(), lr=p.lr),  # plain SGD (§3)
+            model=model, optimizer=torch.optim.SGD(model.parameters(), lr=p.lr),  # plain SGD, as the protocol
             criterion=nn.CrossEntropyLoss(), train_mb_size=p.batch_size, train_epochs=p.epochs,
             eval_mb_size=p.eval_batch_size, device=self.device,
             plugins=[plugin], evaluator=evaluator, **self.avalanche_kwargs())

@@ -23,7 +23,8 @@ DEMO_STRATEGIES = ("random", "joint", "sgd", "hat")
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file (`cl-bench report` reads it).")
+@click.option("--store", default=DEFAULT_STORE, show_default=True,
+              help="SQLite results file (`cl-bench report` reads it).")
 @click.option("--scenario", default="split_mnist", show_default=True)
 @click.option("--max-train-per-task", type=int, default=2000, show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)

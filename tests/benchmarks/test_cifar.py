@@ -1,4 +1,4 @@
-"""Incremental CIFAR (reference §6.2) on small files in the official CIFAR formats, written here."""
+"""Incremental CIFAR (as the authors' code) on small files in the official CIFAR formats, written here."""
 import warnings
 
 import numpy as np
@@ -12,7 +12,7 @@ from cl_bench.benchmarks.datasets import DatasetsMissingError, SubsetWarning
 from cl_bench.benchmarks.mixture import holdout
 from cl_bench.registry import build_scenario
 
-SEED0_ORDER = [2, 8, 4, 9, 1, 6, 7, 3, 0, 5]  # hat_reference.md §6.2
+SEED0_ORDER = [2, 8, 4, 9, 1, 6, 7, 3, 0, 5]  # the authors' seed-0 order
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def test_ten_tasks_in_the_seeds_order_with_remapped_labels(cifar_root):
         # every image of the task's classes, and only those; pixel 0 of each image holds its label
         in_task = (f["y_train"] >= lo) & (f["y_train"] < lo + k)
         n = int(in_task.sum())
-        assert len(task.train) + len(task.valid) == n and len(task.valid) == int(0.10 * n)  # 10% (§9 #7)
+        assert len(task.train) + len(task.valid) == n and len(task.valid) == int(0.10 * n)  # 10%, as the authors' code
         for split in (task.train, task.valid, task.test):
             original = split.x[:, 0, 0, 0].long()  # the coded original label
             assert torch.equal(split.y, original - lo) and torch.equal(split.y, original % k)

@@ -1,4 +1,4 @@
-"""Dataset loaders of the mixture (reference §6.1): real files in ../shared/data where present, and
+"""Dataset loaders of the mixture (as the authors' code): real files in the test data root where present, and
 small files in the official formats (written here) for CIFAR100, SVHN, HAT's pickles and GTSRB PPMs."""
 import dataclasses
 import gzip
@@ -105,7 +105,7 @@ def write_cifar100(root: Path, per_class: int = 2, n_test: int = 100) -> dict[st
     return {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt}
 
 
-# ---- real data: adaptation as the reference (§6.1) ----------------------------------------------
+# ---- real data: adaptation as the authors' code ------------------------------------------------
 
 @shared("MNIST")
 @pytest.mark.parametrize("name,folder,mean,std", [("mnist", "MNIST", 0.1, 0.2752),
@@ -233,7 +233,7 @@ def test_svhn_mat_labels_are_not_shifted(tmp_root):
         scipy.io.savemat(tmp_root / "svhn" / f"{split}_32x32.mat", {"X": X, "y": y})
     raw = load_prepared("svhn", tmp_root)
     assert raw.y_train.tolist() == [(i % 10 + 1) % 10 for i in range(n)]  # 10 -> 0, others unchanged
-    assert raw.y_train.min() == 0  # no label -1 (reference §9 #14)
+    assert raw.y_train.min() == 0  # no label -1 (the authors' -1 was for torchvision 0.1.9)
     assert raw.x_train[5, 2, 3, 4] == X[3, 4, 2, 5]  # x[n, c, h, w] = X[h, w, c, n]
 
 

@@ -1,4 +1,4 @@
-"""The 8-data-set mixture (reference §6.1): order and validation split drawn from the seed as the
+"""The 8-data-set mixture (as the authors' code): order and validation split drawn from the seed as the
 reference draws them, per-data-set normalisation, missing and subset data recorded."""
 import warnings
 
@@ -13,7 +13,7 @@ from cl_bench.registry import build_scenario
 
 SMALL = ("facescrub", "notmnist", "cifar10")  # the small shared sets, for fast scenario builds
 
-# hat_reference.md §6.1, computed with sklearn 1.9.1 (names as in the reference table)
+# the authors' task orders, computed with sklearn 1.9.1 (names as in the authors' code)
 REFERENCE_ORDERS = {
     0: "facescrub, mnist, cifar100, notmnist, svhn, cifar10, traffic, fashion",
     1: "notmnist, mnist, cifar100, facescrub, cifar10, fashion, svhn, traffic",
@@ -34,7 +34,7 @@ def quiet_subsets():
 
 @pytest.fixture(scope="module")
 def small_root(tmp_path_factory):
-    """A data root with only the small shared sets (links to ../shared/data)."""
+    """A data root with only the small shared sets (links into the test data root)."""
     if not all((SHARED_DATA / n).is_dir() for n in SMALL):
         pytest.skip(f"{SMALL} not all in {SHARED_DATA}")
     root = tmp_path_factory.mktemp("mixture-data")

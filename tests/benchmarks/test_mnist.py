@@ -1,4 +1,4 @@
-"""Split and permuted MNIST on the real files in ../shared/data (reference §6.3, §6.4)."""
+"""Split and permuted MNIST on the real files of the test data root (as the authors' code builds them)."""
 import pytest
 import torch
 from conftest import requires_mnist
@@ -18,7 +18,7 @@ def test_split_mnist_tasks():
     for task in sc.tasks:
         assert task.train.x.dtype == torch.uint8 and task.train.x.shape[1:] == (1, 28, 28)
         assert set(task.train.y.unique().tolist()) == {0, 1, 2, 3, 4}
-        assert task.valid.x is task.train.x  # reference: validation is the training set (§9 #7)
+        assert task.valid.x is task.train.x  # the authors' code: validation is the training set
     assert sc.arch == "mlp"
 
 
@@ -37,7 +37,7 @@ def test_permuted_mnist_is_seeded_and_uses_the_same_permutations_for_every_seed(
     assert ids_a == build_scenario("permuted_mnist", seed=0).info["permutation_ids"]
     raw = build_scenario("split_mnist")  # unpermuted source, for the pixel check
     perm = pixel_permutation(ids_a[0])
-    assert not torch.equal(perm, torch.arange(784))  # no identity task (reference §6.3)
+    assert not torch.equal(perm, torch.arange(784))  # no identity task (as the authors' code)
     digits04 = torch.isin(a.tasks[0].test.y, torch.arange(5))
     assert torch.equal(a.tasks[0].test.x[digits04][:50],
                        raw.tasks[0].test.x.reshape(-1, 784)[:50][:, perm])

@@ -245,7 +245,7 @@ def test_imm_mode_faithful_never_merges():
     perturb(strategy.model)
     current = params(strategy.model)
     strategy.after_task(1)
-    assert_dicts_close(params(strategy.model), current, rtol=0, atol=0)  # reference §9 #9
+    assert_dicts_close(params(strategy.model), current, rtol=0, atol=0)  # the authors' merge is a no-op
     assert_dicts_close(strategy.previous, current, rtol=0, atol=0)
 
 
@@ -394,7 +394,7 @@ def test_lfl_features_have_no_dropout_on_the_mlp_and_alexnet():
     torch.testing.assert_close(h, torch.relu(model.layers[-1].bias).expand(4, -1))  # ...but h is not
     alex = build("lfl", make_scenario(n_tasks=2, n_train=6, n_test=3, shape=(3, 32, 32), arch="alexnet"),
                  small=False)
-    assert isinstance(alex.model.drop_fc2, nn.Identity)  # reference §2.5
+    assert isinstance(alex.model.drop_fc2, nn.Identity)  # the authors' alexnet_lfl
     sgd = build("sgd", make_scenario(n_tasks=2), small=False)
     assert [p.shape for p in sgd.model.parameters()] == [p.shape for p in strategy.model.parameters()]
 

@@ -19,7 +19,7 @@ def pathnet(sc, **hp):
 
 
 def test_forward_sums_the_path_modules():
-    """A layer's output is the sum of its path's modules (a duplicate counts twice), §2.6."""
+    """A layer's output is the sum of its path's modules (a duplicate counts twice), as the authors' code."""
     torch.manual_seed(0)
     net = PathNetwork([Block("fc", 3)] * 2, [3, 3], (4,), [2, 5], n_modules=4).eval()
     x = torch.randn(6, 4)
@@ -237,11 +237,11 @@ def test_earlier_best_paths_frozen_others_reinitialised():
 
 def test_parameter_counts():
     mixture = pathnet(synthetic("alexnet", (3, 32, 32), MIXTURE_HEADS, n=1))
-    assert mixture.widths == [16, 33, 66, 528, 528]  # reference §2.6
-    assert mixture.monitoring()["parameters"] == 7_092_261  # reference §2.6
+    assert mixture.widths == [16, 33, 66, 528, 528]  # the authors' widths
+    assert mixture.monitoring()["parameters"] == 7_092_261  # the authors' count
     for shape, heads, base in [((1, 28, 28), [5, 5], 1_917_610), ((784,), [10] * 10, 1_989_700)]:
         m = pathnet(synthetic("mlp", shape, heads, n=1)).monitoring()
-        assert m["base_parameters"] == base  # reference §2.3
+        assert m["base_parameters"] == base  # the 3x800 MLP
         assert abs(m["parameters"] - base) / base < 0.01, m
 
 

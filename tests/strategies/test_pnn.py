@@ -9,7 +9,7 @@ from cl_bench.trainer import Protocol, Trainer
 
 from conftest import synthetic, task0_after_each_task
 
-MIXTURE_SEED0_HEADS = [100, 10, 100, 10, 10, 10, 43, 10]  # facescrub, mnist, cifar100, ... (reference §6.1)
+MIXTURE_SEED0_HEADS = [100, 10, 100, 10, 10, 10, 43, 10]  # facescrub, mnist, cifar100, ... (the authors' seed-0 order)
 
 
 def lin(layer, h):
@@ -101,7 +101,7 @@ def test_laterals_come_from_earlier_columns_only():
 
 
 def test_frozen_columns_run_dropout_in_train_mode():
-    """Reference §9 #13: earlier columns are computed with dropout active while column t trains."""
+    """As the authors' code: earlier columns are computed with dropout active while column t trains."""
     net = ProgressiveNet([Block("fc", 4)] * 3, [4, 4, 4], (6,), [3, 3, 3]).train()
     calls = []
     net.dropouts[0].register_forward_hook(lambda m, i, o: calls.append(m.training))
@@ -135,12 +135,12 @@ def test_training_task_t_leaves_earlier_columns_bitwise_unchanged():
 
 def test_parameter_counts():
     mixture = PNN(synthetic("alexnet", (3, 32, 32), MIXTURE_SEED0_HEADS, n=1))
-    assert mixture.widths == [8, 17, 35, 285, 285]  # reference §2.7
-    assert mixture.monitoring()["parameters"] == 7_134_966  # reference §2.7
-    assert mixture.monitoring()["base_parameters"] == 7_104_229  # reference §2.1
+    assert mixture.widths == [8, 17, 35, 285, 285]  # the authors' widths
+    assert mixture.monitoring()["parameters"] == 7_134_966  # the authors' count
+    assert mixture.monitoring()["base_parameters"] == 7_104_229  # the authors' AlexNet-like base
     for shape, heads, base in [((1, 28, 28), [5, 5], 1_917_610), ((784,), [10] * 10, 1_989_700)]:
         m = PNN(synthetic("mlp", shape, heads, n=1)).monitoring()
-        assert m["base_parameters"] == base  # reference §2.3
+        assert m["base_parameters"] == base  # the 3x800 MLP
         assert abs(m["parameters"] - base) / base < 0.01, m
 
 
