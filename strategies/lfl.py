@@ -16,10 +16,14 @@ non-HAT approach the plain ``mlp``, whose forward returns no features, so LFL's
 ``outputs, h = model(x)`` fails). Here LFL uses the 3x800 baseline MLP with the same change as
 ``alexnet_lfl``: no dropout after the last hidden layer, whose output is h.
 
-Validation loss: the reference evaluates in batches of 64, so its per-sample validation loss is
-CE + λ·64·mean_n Σ_j (h_old − h)²/2. The trainer evaluates in batches of 1024; in eval mode the
-penalty is therefore scaled by (training batch size)/len(batch), which gives the same per-sample
-value for any evaluation batch size. Training batches use the plain sum, as the reference.
+Validation loss: the authors' code evaluates in batches of 64 (its training batch size B) and
+averages the batch losses weighted by batch size, so a sample's penalty p_n = Σ_j (h_old − h)²/2
+counts λ·|b|/N, with |b| the size of its evaluation batch: B for all but the last, smaller batch.
+The trainer evaluates in larger batches (1,024, a multiple of B, so B-batches start at the same
+samples); in eval mode each sample's penalty is therefore weighted by the size of the B-batch it
+would have been in, which gives the authors' validation loss exactly (tested). An evaluation batch
+size that is not a multiple of B misplaces the partial batch (it is weighted as if the data ended
+there). Training batches use the plain sum over the batch, as the authors' code.
 """
 from __future__ import annotations
 
@@ -61,6 +65,15 @@ class LFL(KeepsPreviousModel):
         self.train_batch_size = trainer.protocol.batch_size
         super().train_task(t, trainer)
 
+    def chunk_weights(self, n: int, device: torch.device) -> Tensor:
+        """For a validation batch of n samples: the size of the training-size batch each sample falls in
+        (B for all but a last partial batch of n % B samples, which weigh n % B each)."""
+        weights = torch.full((n,), float(self.train_batch_size), device=device)
+        rest = n % self.train_batch_size
+        if rest:
+            weights[n - rest:] = rest
+        return weights
+
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """CE on head t + λ Σ_batch Σ_units (h_old − h)²/2 (also the validation loss)."""
         h = self.model.features(x)
@@ -69,8 +82,10 @@ class LFL(KeepsPreviousModel):
         if self.old is not None:
             with torch.no_grad():
                 h_old = self.old.features(x)
-            penalty = (h_old - h).pow(2).sum() / 2  # summed over the batch too (reference)
-            if not self.model.training:  # per-sample validation loss as with the reference's batches
-                penalty = penalty * (self.train_batch_size / len(x))
+            per_sample = (h_old - h).pow(2).flatten(1).sum(1) / 2
+            if self.model.training:
+                penalty = per_sample.sum()  # summed over the batch too, as the authors' code
+            else:  # the authors' validation loss, as if evaluated in batches of the training size
+                penalty = (self.chunk_weights(len(x), x.device) * per_sample).sum() / len(x)
             loss = loss + self.hp.lamb * penalty
         return loss, logits

@@ -364,9 +364,12 @@ def test_lfl_penalty_is_zero_when_the_model_is_unchanged_and_the_plain_formula_o
     with torch.no_grad():
         d = ((h_old - mlp_hidden(model, x)) ** 2).sum() / 2  # summed over batch and units
     assert d > 0
-    # eval mode: per-sample value of the reference's batches of 64, whatever the batch size (90 here)
+    # eval mode: per-sample value of the authors' evaluation batches of 64 (here 64 + 26 of the 90)
+    with torch.no_grad():
+        p = ((h_old - mlp_hidden(model, x)) ** 2).sum(1) / 2
     loss, logits = strategy.loss(x, y, 1)
-    assert (loss - F.cross_entropy(logits, y)).item() == pytest.approx(0.05 * d.item() * 64 / 90, rel=1e-4)
+    expected = 0.05 * (64 * p[:64].sum() + 26 * p[64:].sum()).item() / 90
+    assert (loss - F.cross_entropy(logits, y)).item() == pytest.approx(expected, rel=1e-4)
     # train mode (dropout disabled to be deterministic): the plain batch sum, as the reference trains
     no_dropout(model).train()
     loss, logits = strategy.loss(x, y, 1)
@@ -382,6 +385,28 @@ def test_lfl_validation_loss_does_not_depend_on_the_evaluation_batch_size():
     small = Trainer(scenario, Protocol(eval_batch_size=64)).evaluate(strategy, 1, valid)[0]
     large = Trainer(scenario, Protocol(eval_batch_size=1024)).evaluate(strategy, 1, valid)[0]
     assert small == pytest.approx(large, rel=1e-5)
+
+
+def test_lfl_validation_loss_is_the_authors_batch_weighted_mean():
+    """Transcribed from the authors' evaluation: batches of 64 in order, each batch's loss CE mean + λ Σ_n p_n
+    (the penalty summed over the batch), averaged over batches weighted by their size; 150 samples make
+    batches of 64, 64 and 22."""
+    scenario = make_scenario(n_tasks=2, n_train=150)
+    strategy = build("lfl", scenario, lamb=0.05)
+    strategy.after_task(0)
+    perturb(strategy.model, names=["layers."], scale=0.02)
+    valid = Data.of(scenario.tasks[1], "train", 1)
+    model, old = strategy.model.eval(), strategy.old
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(valid), 64):
+            x, y, _ = valid.batch(torch.arange(start, min(start + 64, len(valid))))
+            ce = F.cross_entropy(model(x, 1), y)
+            penalty = ((mlp_hidden(old, x) - mlp_hidden(model, x)) ** 2).sum() / 2
+            total += (ce + 0.05 * penalty).item() * len(x)
+    reference = total / len(valid)
+    ours = Trainer(scenario, Protocol(eval_batch_size=1024)).evaluate(strategy, 1, valid)[0]
+    assert ours == pytest.approx(reference, rel=1e-5)
 
 
 def test_lfl_features_have_no_dropout_on_the_mlp_and_alexnet():
