@@ -218,6 +218,7 @@ class HAT(Strategy):
         self._batch: BatchInfo | None = None
         self._step = 0  # training steps so far, over all tasks (x axis of Fig. 5)
         self._capacity: list[dict[str, Any]] = []
+        self._capacity_pending: list[tuple[int, int, Tensor]] = []  # (step, task, active units per layer)
         self._compression: list[dict[str, Any]] = []
         # Every unit's initial embedding: its mask starts on exactly where e > 0. Row t is untouched until
         # task t trains, so after task t the units whose mask differs from that start are what it learned.
@@ -321,11 +322,24 @@ class HAT(Strategy):
         self._step += 1
         info = self._batch
         if info is not None and (info.index + 1) % max(1, info.n_batches // CAPACITY_SAMPLES_PER_EPOCH) == 0:
-            self._capacity.append({"step": self._step, "task": t, "usage": capacity_usage(
-                self._cumulative_with(self._current_task_masks(t)), self.weight_shapes)})
+            # Fig. 5's sample: the active units per layer stay on the device (no host sync per step);
+            # after_epoch turns the epoch's samples into capacities with one read.
+            masks = self._cumulative_with(self._current_task_masks(t))
+            self._capacity_pending.append((self._step, t, torch.stack([(a > THRESHOLD).sum() for a in masks])))
+
+    def _flush_capacity(self) -> None:
+        if not self._capacity_pending:
+            return
+        steps, tasks, counts = zip(*self._capacity_pending)
+        layer_units = list(self.model.net.units)
+        for step, task, active in zip(steps, tasks, torch.stack(counts).tolist()):
+            usage = sum(active_weight_counts(active, layer_units, self.weight_shapes)) / n_weights(self.weight_shapes)
+            self._capacity.append({"step": step, "task": task, "usage": usage})
+        self._capacity_pending = []
 
     def after_epoch(self, t: int, log) -> None:
         """Fig. 7: validation accuracy against the share of weights task t's own mask keeps."""
+        self._flush_capacity()
         self._compression.append({"task": t, "epoch": log.epoch, "valid_acc": log.valid_acc,
                                   "compression": weight_fraction(self._current_task_masks(t), self.weight_shapes)})
 
@@ -341,6 +355,7 @@ class HAT(Strategy):
 
     def monitoring(self) -> dict[str, Any]:
         """Everything Figs. 5-7 need, JSON-serialisable; binarised at THRESHOLD."""
+        self._flush_capacity()
         layers, n_conv, n_fc = [], 0, 0
         for layer in self.model.net.layers:
             if isinstance(layer, nn.Conv2d):
@@ -366,6 +381,7 @@ class HAT(Strategy):
 
     # ---- checkpointing (cl_bench.checkpoint): the state kept outside the model ---------------------
     def state_dict(self) -> dict[str, Any]:
+        self._flush_capacity()
         return {"task_masks": [[a.cpu() for a in masks] for masks in self.task_masks],
                 "step": self._step, "capacity": list(self._capacity), "compression": list(self._compression),
                 "initial": [e.cpu() for e in self._initial], "moved": [list(m) for m in self._moved],
@@ -395,14 +411,20 @@ def active_weights(unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.S
                    threshold: float = THRESHOLD) -> list[int]:
     """Per masked layer, how many weights have a binarised weight-level mask of 1."""
     active = [(a > threshold) if a.dtype != torch.bool else a for a in unit_masks]
+    return active_weight_counts([int(a.sum()) for a in active], [len(a) for a in active], weight_shapes)
+
+
+def active_weight_counts(active_units: Sequence[int], layer_units: Sequence[int],
+                         weight_shapes: Sequence[torch.Size]) -> list[int]:
+    """Per masked layer, the active weights given how many units of each layer are active."""
     counts = []
-    for l, (out, shape) in enumerate(zip(active, weight_shapes)):
+    for l, (n_out, shape) in enumerate(zip(active_units, weight_shapes)):
         kernel = math.prod(shape[2:])
         if l == 0:  # the input is not masked: every input of an active unit counts
-            counts.append(int(out.sum()) * shape[1] * kernel)
+            counts.append(n_out * shape[1] * kernel)
         else:
-            spatial = shape[1] // len(active[l - 1])  # conv -> fc flatten
-            counts.append(int(out.sum()) * int(active[l - 1].sum()) * spatial * kernel)
+            spatial = shape[1] // layer_units[l - 1]  # conv -> fc flatten
+            counts.append(n_out * active_units[l - 1] * spatial * kernel)
     return counts
 
 
