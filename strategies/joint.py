@@ -40,14 +40,17 @@ class Joint(Strategy):
     def loss(self, x: Tensor, y: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(t, int):
             return super().loss(x, y, t)
-        # Mixed-task batch: sum of per-task CE sums / batch size = per-sample CE with its own head.
+        # Mixed-task batch: each sample's CE with its own head, averaged over the batch. Every head runs
+        # on the whole batch and a mask keeps each sample's own (heads are small): no boolean indexing,
+        # whose sizes the host would have to read from the GPU on every step.
         h = self.model.features(x)
         width = max(head.out_features for head in self.model.heads)
         logits = torch.full((len(y), width), float("-inf"), device=x.device)  # padded, for argmax
         total = torch.zeros((), device=x.device)
-        for u in torch.unique(t).tolist():
-            sel = t == u
-            out = self.model.heads[u](h[sel])
-            total = total + F.cross_entropy(out, y[sel], reduction="sum")
-            logits[sel, :out.shape[1]] = out
+        for u, head in enumerate(self.model.heads):
+            mine = t == u
+            out = head(h)
+            labels = torch.where(mine, y, 0)  # another task's label may not exist in head u
+            total = total + (F.cross_entropy(out, labels, reduction="none") * mine).sum()
+            logits[:, :out.shape[1]] = torch.where(mine[:, None], out, logits[:, :out.shape[1]])
         return total / len(y), logits
