@@ -8,9 +8,12 @@ same folder, then ``os.replace``), holding plain tensors and plain Python values
 - every random state the rest of the run reads: the trainer's batch-shuffling generator, torch's
   global generator (dropout, strategies' draws), numpy's and Python's global generators (and CUDA's).
 
-Never a pickled strategy object (STYLE.md): files load with ``torch.load(weights_only=True)`` and stay
+Never a pickled strategy object: files load with ``torch.load(weights_only=True)`` and stay
 readable across library versions. Restoring all of the above makes a resumed run's accuracy matrix
 equal to an uninterrupted run's on CPU.
+
+A checkpoint also records the run's identity (cl_bench.identity): one made with another version of the
+strategy file or other data is ignored, never resumed.
 
 Checkpoints live beside the results store, ``<store>.checkpoints/<run_id>.pt``, and are deleted when
 the run is written to the store (finished or failed).
@@ -95,7 +98,7 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 # ---- save / load ---------------------------------------------------------------------------------
 def save(path: Path, *, run_id: str, code_version: str, next_task: int, strategy, trainer,
-         accuracy: np.ndarray) -> bool:
+         accuracy: np.ndarray, identity: dict[str, Any] | None = None) -> bool:
     """Write the state after task ``next_task - 1`` atomically: a reader sees the old file or the new
     one, never half of one, whatever kills the process. A folder that cannot be written (a full disk,
     a read-only node of a cluster) costs the checkpoint, not the run: warn and return False."""
@@ -105,6 +108,7 @@ def save(path: Path, *, run_id: str, code_version: str, next_task: int, strategy
     payload = {
         "format": FORMAT_VERSION,
         "run_id": run_id,
+        "identity": dict(identity or {}),  # cl_bench.identity: the strategy file's and the data's fingerprints
         "code_version": code_version,
         "next_task": next_task,
         "model": {k: v.detach().cpu() for k, v in strategy.model.state_dict().items()},
@@ -136,8 +140,9 @@ def save(path: Path, *, run_id: str, code_version: str, next_task: int, strategy
     return True
 
 
-def load(path: Path, run_id: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it is a readable checkpoint of ``run_id``, else None (with a
+def load(path: Path, run_id: str, identity: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it is a readable checkpoint of ``run_id`` made with the same strategy
+    file and data (``identity``; a checkpoint that recorded none is not compared), else None (with a
     warning saying why it is ignored: the run then starts from task 1)."""
     if not path.exists():
         return None
@@ -151,6 +156,12 @@ def load(path: Path, run_id: str) -> dict[str, Any] | None:
         warnings.warn(f"ignoring checkpoint {path}: format {payload.get('format')} of run "
                       f"{payload.get('run_id')}, expected format {FORMAT_VERSION} of run {run_id}",
                       stacklevel=2)
+        return None
+    changed = [k for k in ("strategy_source", "data") if (payload.get("identity") or {}).get(k) is not None
+               and (identity or {}).get(k) is not None and payload["identity"][k] != identity[k]]
+    if changed:
+        warnings.warn(f"ignoring checkpoint {path}: made with another {' and '.join(changed)} "
+                      f"(strategy file / data changed since); run {run_id} starts from task 1", stacklevel=2)
         return None
     return payload
 

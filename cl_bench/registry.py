@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import math
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,10 @@ def is_strategy_file(name: str) -> bool:
     return name.endswith(".py") or ".py:" in name
 
 
+class StrategyFileError(ValueError):
+    """A user strategy file that cannot be imported (syntax error, failing import): where and why."""
+
+
 def load_from_file(spec: str) -> type[Strategy]:
     """``path/to/file.py:ClassName`` -> the class (a third-party strategy not installed as a package)."""
     path, _, cls_name = spec.rpartition(":")
@@ -97,9 +102,21 @@ def load_from_file(spec: str) -> type[Strategy]:
         raise FileNotFoundError(f"strategy file {file} does not exist (expected path/to/file.py:ClassName)")
     mod_name = f"cl_bench_user_{file.stem}"
     module_spec = importlib.util.spec_from_file_location(mod_name, file)
+    if module_spec is None:
+        raise StrategyFileError(f"{file} is not a Python file (expected path/to/file.py:ClassName)")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[mod_name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:  # the user's file, not cl-bench: one line naming where
+        sys.modules.pop(mod_name, None)
+        raise StrategyFileError(f"{file}, line {e.lineno}: {type(e).__name__}: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 an import or a name that fails while the file runs
+        sys.modules.pop(mod_name, None)
+        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                     if Path(f.filename).resolve() == file.resolve()), None)
+        raise StrategyFileError(f"{file}{f', line {line}' if line else ''}: {type(e).__name__} while importing "
+                                f"it: {e}") from None
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")

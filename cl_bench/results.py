@@ -45,7 +45,7 @@ def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.Da
     every protocol setting, the ones a run made before they existed filled with their default: precision
     fp32, channels_last false), epochs (the epoch cap), precision ('fp32' or 'bf16'), channels_last, and
     code_version. So fp32/bf16 or 10/20-epoch runs of one configuration can be told apart."""
-    store = store if isinstance(store, Store) else Store(store)
+    store = store if isinstance(store, Store) else Store.open_read(store)
     records = store.query()
     rows = []
     for r in records:

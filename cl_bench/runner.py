@@ -1,4 +1,8 @@
-"""One run: a strategy x scenario x seed under a protocol, from configuration to stored record."""
+"""One run: a strategy x scenario x seed under a protocol, from configuration to stored record.
+
+``execute`` claims the configuration (cl_bench.claims), builds the scenario, serves a finished run of
+the same identity (cl_bench.identity) or trains, checkpointing after each task (cl_bench.checkpoint),
+and stores the run as one attempt (cl_bench.store: a failure never replaces a finished result)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +19,12 @@ import torch
 
 import cl_bench
 from cl_bench import checkpoint as ckpt
+from cl_bench import claims
+from cl_bench.claims import Heartbeat, Owner, RunBusy
+from cl_bench.identity import current_identity, resolve
 from cl_bench.ranges import Range
-from cl_bench.registry import get_strategy
-from cl_bench.registry import build_scenario
-from cl_bench.store import RunRecord, Store, config_hash
+from cl_bench.registry import build_scenario, get_strategy
+from cl_bench.store import RunRecord, Saved, Store, config_hash
 from cl_bench.strategy import Strategy
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Protocol, Trainer, resolve_device
 
@@ -54,8 +60,11 @@ class RunConfig:
 
 
 class RunFailed(RuntimeError):
-    def __init__(self, record: RunRecord):
-        self.record = record
+    """The run diverged or raised. ``record`` is the failed run; ``kept`` the earlier finished result of
+    the same run that stays in the store (a failed attempt never replaces one), else None."""
+
+    def __init__(self, record: RunRecord, kept: RunRecord | None = None, attempt: int | None = None):
+        self.record, self.kept, self.attempt = record, kept, attempt
         super().__init__(record.error)
 
 
@@ -78,19 +87,52 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
             device: str = "cpu", force: bool = False,
             on_epoch: Callable[[EpochLog], None] | None = None,
             on_task: Callable[[int, np.ndarray], None] | None = None,
-            checkpoints: bool = True) -> RunRecord:
-    """Run one configuration and store it. A finished identical configuration is returned from the
-    store unless ``force``. Divergence or any error is stored as a failed run, then raised as RunFailed.
+            checkpoints: bool = True, claimed: bool = False, run_id: str | None = None) -> RunRecord:
+    """Run one configuration and store it. A finished run of this configuration made with the same
+    strategy file and data (cl_bench.identity) is returned from the store unless ``force``; one made
+    with others stays, and this run is stored beside it. Divergence or any error is stored as a failed
+    attempt, then raised as RunFailed (a finished result of the same run is kept: ``RunFailed.kept``).
 
-    With a store and ``checkpoints``, the state after each task is checkpointed beside the store
-    (cl_bench.checkpoint) and a run killed before it was stored resumes from its last finished task
-    (``force`` starts afresh); strategies that cannot be resumed exactly are not checkpointed."""
+    With a store, the configuration is claimed first (cl_bench.claims; ``claimed``: the caller, a sweep
+    driver, holds the claim) and RunBusy raised if another live process runs it; ``run_id`` (sweeps on
+    Ray) is where to store it, as resolved by the caller. With ``checkpoints``, the state after each task
+    is checkpointed beside the store (cl_bench.checkpoint) and a run killed before it was stored resumes
+    from its last finished task (``force`` starts afresh); strategies that cannot be resumed exactly are
+    not checkpointed."""
     strategy_cls = get_strategy(config.strategy)
     hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
     device = resolve_device(device)
-    run_id = config.run_id()
-    if store is not None and not force and store.status(run_id) == "finished":
-        return store.get(run_id)
+    if store is None or claimed:
+        return _execute(config, strategy_cls, hparams, store, data_root, download, device, force, on_epoch,
+                        on_task, checkpoints, run_id)
+    config_id, owner = config.run_id(), Owner.here()
+    holder = claims.claim(store, config_id, owner)
+    if holder is not None:
+        raise RunBusy(config_id, holder)
+    try:
+        with Heartbeat(store, owner):
+            return _execute(config, strategy_cls, hparams, store, data_root, download, device, force, on_epoch,
+                            on_task, checkpoints, run_id)
+    finally:
+        claims.release(store, config_id, owner)
+
+
+def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, data_root, download: bool,
+             device: str, force: bool, on_epoch, on_task, checkpoints: bool, run_id: str | None) -> RunRecord:
+    config_id = config.run_id()
+    # Bad scenario options or missing data are configuration errors, raised before the run exists.
+    seed_everything(config.seed)
+    scenario = build_scenario(config.scenario, seed=config.seed, data_root=data_root,
+                              download=download, **config.scenario_options).to(device)
+    identity = current_identity(config.strategy, scenario.info)
+    if run_id is None and store is not None:
+        resolution = resolve(store, config_id, identity)
+        run_id = resolution.run_id
+        if resolution.status == "finished" and not force:
+            return store.get(run_id)
+    run_id = run_id or config_id
+    if run_id != config_id:  # stored beside the configuration's run made with another strategy file or data
+        identity["base_run_id"] = config_id
     ckpt_path = None
     if store is not None and checkpoints and ckpt.resume_refusal(strategy_cls) is None:
         ckpt_path = ckpt.checkpoint_path(store.path, run_id)
@@ -99,13 +141,10 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
     version = code_version()
     record = RunRecord(run_id, config.strategy, config.scenario, config.seed, dataclasses.asdict(hparams),
                        dataclasses.asdict(config.protocol), config.scenario_options, "running",
-                       tags=list(config.tags), code_version=version, started=started)
-    # Bad scenario options or missing data are configuration errors, raised before the run exists.
-    seed_everything(config.seed)
-    scenario = build_scenario(config.scenario, seed=config.seed, data_root=data_root,
-                              download=download, **config.scenario_options).to(device)
+                       tags=list(config.tags), code_version=version, started=started, identity=identity)
     record.data = scenario.info
     trainer = None
+    saved = None
     try:
         seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
         strategy: Strategy = strategy_cls(scenario, hparams, device=device)
@@ -114,11 +153,11 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
         T = len(scenario.tasks)
         acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
         first = 0
-        saved = ckpt.load(ckpt_path, run_id) if ckpt_path is not None and not force else None
-        if saved is not None:  # resume after the last checkpointed task, every RNG as it was then
-            first = ckpt.restore(saved, strategy, trainer, acc)
-            if saved["code_version"] != version:
-                record.code_version = f"{version} (tasks 1-{first} by {saved['code_version']})"
+        saved_state = ckpt.load(ckpt_path, run_id, identity) if ckpt_path is not None and not force else None
+        if saved_state is not None:  # resume after the last checkpointed task, every RNG as it was then
+            first = ckpt.restore(saved_state, strategy, trainer, acc)
+            if saved_state["code_version"] != version:
+                record.code_version = f"{version} (tasks 1-{first} by {saved_state['code_version']})"
         for t in range(first, T):
             strategy.before_task(t)
             strategy.train_task(t, trainer)
@@ -127,7 +166,7 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
                 acc[t, tau] = trainer.test_accuracy(strategy, tau)
             if ckpt_path is not None and t < T - 1:
                 ckpt.save(ckpt_path, run_id=run_id, code_version=version, next_task=t + 1,
-                          strategy=strategy, trainer=trainer, accuracy=acc)
+                          strategy=strategy, trainer=trainer, accuracy=acc, identity=identity)
             if on_task:
                 on_task(t, acc)
         record.monitoring = strategy.monitoring()
@@ -145,8 +184,9 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
         if trainer is not None:
             record.history = [dataclasses.asdict(h) for h in trainer.history]
         if store is not None and record.status in ("finished", "failed"):
-            store.save(record)
+            saved = store.save(record)
             ckpt.remove(ckpt_path)
     if record.status == "failed":
-        raise RunFailed(record)
+        kept = store.get(run_id) if isinstance(saved, Saved) and saved.kept else None
+        raise RunFailed(record, kept, saved.attempt if isinstance(saved, Saved) else None)
     return record

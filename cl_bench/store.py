@@ -1,160 +1,276 @@
 """The results store: one SQLite file (WAL mode) per project folder.
 
+Two ways to open it:
+
+- ``Store(path)``, for writing (``run``, ``sweep``, ``demo``): the file is created if missing; it must
+  be a cl-bench store of this or an older schema version (cl_bench.store_schema: an older one is
+  migrated in place by its first write, a newer one refused) and writable, all checked here, before
+  any training.
+- ``Store.open_read(path)`` (or ``Store(path, read_only=True)``), for reading (``report``, ``status``,
+  ``results.load``): never creates, migrates or writes anything, also works on a read-only file,
+  folder or file system, and a missing file is an error ("no store at PATH"), not a new empty store.
+
 A run is written in one transaction when it ends (finished or failed), so a crash or a kill never
-leaves half a run. Runs are keyed by the hash of their configuration; a finished configuration is
-skipped unless forced.
+leaves half a run. Every end is also kept as an *attempt* (``attempts``); a failed attempt never
+replaces a finished result: the finished run and its accuracy matrix stay and ``save`` says so
+(``Saved.kept``). A finished run replaces the stored one (``cl-bench run --force``): the replaced
+result's accuracy matrix and monitoring stay in its attempt's ``result``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
+from cl_bench.records import Attempt, RunRecord, Saved, StoredIdentity, config_hash, dump_json
+from cl_bench.store_schema import (
+    SCHEMA_VERSION,
+    SchemaError,
+    StoreError,
+    check_version,
+    create,
+    migrate,
+    tables,
+    version_of,
+)
+
 DEFAULT_STORE = "cl-bench.db"
+TIMEOUT_S = 60  # how long a write waits for another process's transaction
+FAILED = ("failed", "killed")  # attempt statuses that are failures
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,      -- hash of the configuration
-    strategy TEXT NOT NULL,
-    scenario TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    hparams TEXT NOT NULL,        -- JSON, every field with its value
-    protocol TEXT NOT NULL,       -- JSON
-    scenario_options TEXT NOT NULL,
-    tags TEXT NOT NULL,           -- JSON list
-    status TEXT NOT NULL,         -- 'finished' | 'failed'
-    error TEXT,
-    code_version TEXT,
-    data TEXT,                    -- JSON: datasets, counts, checksums actually used
-    started REAL, finished REAL, wall_s REAL,
-    n_tasks INTEGER,
-    monitoring TEXT,              -- JSON: strategy-specific results (HAT's capacity, ...)
-    history TEXT                  -- JSON: per-epoch log
-);
-CREATE TABLE IF NOT EXISTS accuracy (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    t INTEGER NOT NULL,           -- after training task t (0-based)
-    tau INTEGER NOT NULL,         -- accuracy on task tau's test set
-    acc REAL NOT NULL,
-    PRIMARY KEY (run_id, t, tau)
-);
-"""
+__all__ = ["DEFAULT_STORE", "SCHEMA_VERSION", "Attempt", "NoStoreError", "RunRecord", "Saved", "SchemaError",
+           "Store", "StoreError", "StoredIdentity", "config_hash"]
+
+T = TypeVar("T")
 
 
-class StoreError(RuntimeError):
-    pass
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    strategy: str
-    scenario: str
-    seed: int
-    hparams: dict[str, Any]
-    protocol: dict[str, Any]
-    scenario_options: dict[str, Any]
-    status: str
-    accuracy: np.ndarray | None = None  # (T, T), NaN above the diagonal
-    tags: list[str] = field(default_factory=list)
-    error: str | None = None
-    code_version: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    started: float | None = None
-    finished: float | None = None
-    wall_s: float | None = None
-    monitoring: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def n_tasks(self) -> int | None:
-        return None if self.accuracy is None else int(self.accuracy.shape[0])
+class NoStoreError(StoreError):
+    """A reading command was pointed at a path holding no store."""
 
 
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_STORE):
+    def __init__(self, path: str | os.PathLike = DEFAULT_STORE, read_only: bool = False):
         self.path = Path(path)
-        with self._connect() as conn:
-            conn.executescript(SCHEMA)
+        self.read_only = read_only
+        self.version = self._open_read() if read_only else self._open_write()
 
+    @classmethod
+    def open_read(cls, path: str | os.PathLike = DEFAULT_STORE) -> Store:
+        """The store at ``path`` for reading only (see the module docstring)."""
+        return cls(path, read_only=True)
+
+    # ---- opening -------------------------------------------------------------------------------------
+    def _open_write(self) -> int:
+        if self.path.is_dir():
+            raise StoreError(f"results store {self.path} is a folder; give a file, e.g. {self.path / DEFAULT_STORE}")
+        if not self.path.parent.is_dir():
+            raise StoreError(f"cannot create results store {self.path}: folder {self.path.parent} does not exist")
+        with self._errors("open"), self._connection() as conn:
+            version = version_of(conn, self.path)
+            check_version(version, self.path)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+            conn.execute("BEGIN IMMEDIATE")  # write access to the file and its folder, checked now
+            if version == 0:
+                create(conn)  # a new store: at the current version at once
+            conn.execute("COMMIT")
+        return version or SCHEMA_VERSION
+
+    def _open_read(self) -> int:
+        if not self.path.exists():
+            raise NoStoreError(f"no store at {self.path} (a mistyped --store? reading commands never create "
+                               f"one; `cl-bench run` or `cl-bench sweep` make it)")
+        if not self.path.is_file():
+            raise NoStoreError(f"no store at {self.path}: it is a folder, not a results file")
+        version = self.read(lambda conn: version_of(conn, self.path))
+        if version == 0:
+            raise NoStoreError(f"no store at {self.path}: the file is an empty database, not a cl-bench results store")
+        check_version(version, self.path)
+        return version
+
+    # ---- connections ---------------------------------------------------------------------------------
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connection(self, immutable: bool = False) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            # mode=ro reads through the WAL (what writers committed but not yet copied into the file);
+            # immutable=1 (no such changes: no -wal, or an empty one) reads the file alone, creating
+            # nothing (mode=ro would leave -wal/-shm files behind), even in a read-only folder
+            uri = self.path.resolve().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
+            conn = sqlite3.connect(uri, uri=True, timeout=TIMEOUT_S)
+        else:
+            conn = sqlite3.connect(self.path, timeout=TIMEOUT_S)
+        conn.isolation_level = None  # transactions are explicit (BEGIN IMMEDIATE in `transaction`)
         try:
-            conn = sqlite3.connect(self.path, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open results store {self.path}: {e} (is it a cl-bench SQLite "
-                             f"file? use --store to choose another)") from None
-        try:
-            with conn:  # one transaction: committed on success, rolled back on any error
-                yield conn
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
-                raise StoreError(f"results store {self.path} is locked by another process for over 60 s; "
-                                 f"nothing was written. Retry when it finishes.") from None
-            raise StoreError(f"results store {self.path}: {e}") from None
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"results store {self.path} is corrupt or not a cl-bench store ({e}); "
-                             f"nothing was written.") from None
+            yield conn
         finally:
             conn.close()
 
-    def save(self, rec: RunRecord) -> None:
-        """Write (or replace) a run and its accuracy matrix in one transaction."""
-        with self._connect() as conn:
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` on a consistent view of the store, read-only stores creating no file."""
+        if not self.read_only:
+            with self._errors("read"), self._connection() as conn:
+                return fn(conn)
+        wal = Path(f"{self.path}-wal")
+        if not wal.exists() or wal.stat().st_size == 0:  # nothing beyond the file itself to read
+            before = _stamp(self.path)
+            with self._errors("read"), self._connection(immutable=True) as conn:
+                result = fn(conn)
+            if _stamp(self.path) == before:
+                return result
+            # a writer started and checkpointed into the file while we read it: read again through its WAL
+        try:
+            with self._errors("read"), self._connection() as conn:
+                return fn(conn)
+        except StoreError as e:
+            if os.access(self.path.parent, os.W_OK):
+                raise
+            raise StoreError(f"results store {self.path} has changes not yet copied into it (in {wal}) and its "
+                             f"folder is read-only, so they cannot be read: where the folder is writable, run "
+                             f"`sqlite3 {self.path} 'PRAGMA wal_checkpoint(TRUNCATE)'` once ({e})") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock is taken first, so a read followed by a
+        write cannot be overtaken by another process). An older store is migrated first, in the same
+        transaction. Committed on success, rolled back on any error."""
+        if self.read_only:
+            raise StoreError(f"results store {self.path} was opened read-only")
+        with self._errors("write"), self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self.version < SCHEMA_VERSION:
+                    version = version_of(conn, self.path)  # another process may have migrated it already
+                    check_version(version, self.path)
+                    if version < SCHEMA_VERSION:
+                        migrate(conn, version)
+                    self.version = SCHEMA_VERSION
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """SQLite's errors as StoreError with what to do; every other exception passes unchanged."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except sqlite3.OperationalError as e:
+            text = str(e)
+            if "locked" in text or "busy" in text:
+                raise StoreError(f"results store {self.path} is locked by another process for over {TIMEOUT_S} "
+                                 f"s; nothing was written. Retry when it finishes.") from None
+            if not self.read_only and ("readonly" in text or "read-only" in text or not self._writable()):
+                raise StoreError(f"results store {self.path} cannot be written ({text}): run, sweep and demo need "
+                                 f"write access to the file and its folder (report and status only read; or "
+                                 f"use --store to write elsewhere)") from None
+            raise StoreError(f"cannot {doing} results store {self.path}: {text}") from None
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"results store {self.path} is corrupt or not a cl-bench store ({e}); "
+                             f"nothing was written (use --store to choose another file)") from None
+
+    def _writable(self) -> bool:
+        folder_ok = os.access(self.path.parent, os.W_OK)
+        return folder_ok and (not self.path.exists() or os.access(self.path, os.W_OK))
+
+    # ---- writing -------------------------------------------------------------------------------------
+    def save(self, rec: RunRecord) -> Saved:
+        """Record an attempt of ``rec.run_id`` and write the run, in one transaction. A failed run never
+        replaces a finished one (``Saved.kept``); a finished run replaces whatever was stored, the
+        replaced finished result staying in its attempt."""
+        with self.transaction() as conn:
+            old = conn.execute("SELECT status, started, finished, wall_s, code_version, n_tasks, monitoring "
+                               "FROM runs WHERE run_id = ?", (rec.run_id,)).fetchone()
+            kept = old is not None and old[0] == "finished" and rec.status != "finished"
+            if old is not None and old[0] == "finished" and not kept:
+                _keep_replaced(conn, rec.run_id, old)
+            attempt = _add_attempt(conn, rec.run_id, rec.status, rec.error, rec.started, rec.finished, rec.wall_s,
+                                   rec.code_version)
+            if kept:
+                return Saved(attempt, kept=True)
             conn.execute("DELETE FROM runs WHERE run_id = ?", (rec.run_id,))
             conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rec.run_id, rec.strategy, rec.scenario, rec.seed, _dump(rec.hparams), _dump(rec.protocol),
-                 _dump(rec.scenario_options), _dump(rec.tags), rec.status, rec.error, rec.code_version,
-                 _dump(rec.data), rec.started, rec.finished, rec.wall_s, rec.n_tasks,
-                 _dump(rec.monitoring), _dump(rec.history)))
+                "INSERT INTO runs (run_id, strategy, scenario, seed, hparams, protocol, scenario_options, tags, "
+                "status, error, code_version, data, started, finished, wall_s, n_tasks, monitoring, history, "
+                "identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.run_id, rec.strategy, rec.scenario, rec.seed, dump_json(rec.hparams), dump_json(rec.protocol),
+                 dump_json(rec.scenario_options), dump_json(rec.tags), rec.status, rec.error, rec.code_version,
+                 dump_json(rec.data), rec.started, rec.finished, rec.wall_s, rec.n_tasks,
+                 dump_json(rec.monitoring), dump_json(rec.history), dump_json(rec.identity) if rec.identity else None))
             if rec.accuracy is not None:
                 T = rec.accuracy.shape[0]
                 conn.executemany("INSERT INTO accuracy VALUES (?,?,?,?)",
                                  [(rec.run_id, t, tau, float(rec.accuracy[t, tau]))
                                   for t in range(T) for tau in range(t + 1)
                                   if not np.isnan(rec.accuracy[t, tau])])
+        return Saved(attempt)
 
+    def record_attempt(self, run_id: str, status: str, error: str | None = None, started: float | None = None,
+                       finished: float | None = None, code_version: str | None = None) -> int:
+        """An attempt that stored no run (its worker process was killed): kept for ``status``."""
+        wall = None if started is None or finished is None else finished - started
+        with self.transaction() as conn:
+            return _add_attempt(conn, run_id, status, error, started, finished, wall, code_version)
+
+    # ---- reading -------------------------------------------------------------------------------------
     def status(self, run_id: str) -> str | None:
-        with self._connect() as conn:
-            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return row[0] if row else None
+        return self.statuses([run_id]).get(run_id)
 
     def statuses(self, run_ids: list[str]) -> dict[str, str]:
         """Status of each stored run among ``run_ids``, in one connection."""
-        found: dict[str, str] = {}
-        with self._connect() as conn:
-            for start in range(0, len(run_ids), 500):  # SQLite's host-parameter limit
-                part = run_ids[start:start + 500]
-                found |= dict(conn.execute(f"SELECT run_id, status FROM runs WHERE run_id IN "
-                                           f"({','.join('?' * len(part))})", part).fetchall())
-        return found
+        def read(conn):
+            return dict(_rows_in(conn, "SELECT run_id, status FROM runs WHERE run_id IN ({})", run_ids))
+        return self.read(read)
+
+    def identities(self, run_ids: list[str]) -> dict[str, StoredIdentity]:
+        """What cl_bench.identity compares before serving each stored run among ``run_ids``."""
+        def read(conn):
+            has = "identity" in _columns(conn, "runs")
+            rows = _rows_in(conn, "SELECT run_id, status, strategy, scenario, scenario_options, data, "
+                                  f"{'identity' if has else 'NULL'} FROM runs WHERE run_id IN ({{}})", run_ids)
+            return {r[0]: StoredIdentity(r[1], r[2], r[3], json.loads(r[4]), json.loads(r[6]) if r[6] else None,
+                                         json.loads(r[5] or "{}")) for r in rows}
+        return self.read(read)
+
+    def attempts(self, run_id: str) -> list[Attempt]:
+        return self.attempts_of([run_id]).get(run_id, [])
+
+    def attempts_of(self, run_ids: list[str]) -> dict[str, list[Attempt]]:
+        """Every recorded attempt of each run among ``run_ids``, oldest first ({} for a version-1 store)."""
+        def read(conn):
+            if "attempts" not in tables(conn):
+                return []
+            return _rows_in(conn, "SELECT run_id, attempt, status, error, started, finished, wall_s, code_version, "
+                                  "result IS NOT NULL FROM attempts WHERE run_id IN ({}) ORDER BY attempt", run_ids)
+        out: dict[str, list[Attempt]] = {}
+        for r in self.read(read):
+            out.setdefault(r[0], []).append(Attempt(*r[:8], replaced=bool(r[8])))
+        return out
 
     def get(self, run_id: str) -> RunRecord | None:
         recs = self.query("run_id = ?", (run_id,))
         return recs[0] if recs else None
 
     def query(self, where: str = "1", params: tuple = ()) -> list[RunRecord]:
-        with self._connect() as conn:
+        def read(conn):
             conn.row_factory = sqlite3.Row
             rows = conn.execute(f"SELECT * FROM runs WHERE {where} ORDER BY strategy, scenario, seed",
                                 params).fetchall()
             accs = conn.execute("SELECT run_id, t, tau, acc FROM accuracy WHERE run_id IN "
                                 f"(SELECT run_id FROM runs WHERE {where})", params).fetchall()
+            return rows, accs
+
+        rows, accs = self.read(read)
         by_run: dict[str, list] = {}
         for a in accs:
             by_run.setdefault(a["run_id"], []).append((a["t"], a["tau"], a["acc"]))
@@ -165,24 +281,54 @@ class Store:
                 acc = np.full((r["n_tasks"], r["n_tasks"]), np.nan)
                 for t, tau, v in by_run.get(r["run_id"], []):
                     acc[t, tau] = v
+            identity = r["identity"] if "identity" in r.keys() else None
             out.append(RunRecord(
                 r["run_id"], r["strategy"], r["scenario"], r["seed"], json.loads(r["hparams"]),
                 json.loads(r["protocol"]), json.loads(r["scenario_options"]), r["status"], acc,
                 json.loads(r["tags"]), r["error"], r["code_version"], json.loads(r["data"] or "{}"),
                 r["started"], r["finished"], r["wall_s"], json.loads(r["monitoring"] or "{}"),
-                json.loads(r["history"] or "[]")))
+                json.loads(r["history"] or "[]"), json.loads(identity) if identity else {}))
         return out
 
 
-def _dump(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=_json_default)
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _json_default(o: Any):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if hasattr(o, "tolist"):  # torch tensors
-        return o.tolist()
-    return str(o)
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _rows_in(conn: sqlite3.Connection, sql: str, ids: list[str]) -> list[tuple]:
+    """``sql`` (with ``IN ({})``) over ``ids`` in chunks within SQLite's host-parameter limit."""
+    out: list[tuple] = []
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        out += conn.execute(sql.format(",".join("?" * len(part))), part).fetchall()
+    return out
+
+
+def _add_attempt(conn: sqlite3.Connection, run_id: str, status: str, error: str | None, started: float | None,
+                 finished: float | None, wall_s: float | None, code_version: str | None) -> int:
+    number = conn.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE run_id = ?",
+                          (run_id,)).fetchone()[0]
+    conn.execute("INSERT INTO attempts (run_id, attempt, status, error, started, finished, wall_s, code_version) "
+                 "VALUES (?,?,?,?,?,?,?,?)", (run_id, number, status, error, started, finished, wall_s, code_version))
+    return number
+
+
+def _keep_replaced(conn: sqlite3.Connection, run_id: str, old: tuple) -> None:
+    """Before a finished run replaces a finished one, its accuracy and monitoring go to its attempt."""
+    _status, started, finished, wall_s, version, n_tasks, monitoring = old
+    cells = conn.execute("SELECT t, tau, acc FROM accuracy WHERE run_id = ? ORDER BY t, tau", (run_id,)).fetchall()
+    result = dump_json({"n_tasks": n_tasks, "accuracy": [list(c) for c in cells],
+                    "monitoring": json.loads(monitoring or "{}")})
+    row = conn.execute("SELECT attempt FROM attempts WHERE run_id = ? AND status = 'finished' "
+                       "ORDER BY attempt DESC LIMIT 1", (run_id,)).fetchone()
+    if row is None:  # not recorded as an attempt (cannot happen after migration; kept safe anyway)
+        row = (_add_attempt(conn, run_id, "finished", None, started, finished, wall_s, version),)
+    conn.execute("UPDATE attempts SET result = ? WHERE run_id = ? AND attempt = ?", (result, run_id, row[0]))

@@ -3,14 +3,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import requires_mnist
 
+from cl_bench.registry import get_strategy
 from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import Store
 from cl_bench.strategy import HparamError
-from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol
-
-from conftest import requires_mnist
 
 pytestmark = requires_mnist
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "l2_anchor.py"

@@ -61,7 +61,7 @@ def report_command(store, scenarios, strategies, seeds, tags, where_pairs, as_cs
     (scenario, options, training protocol), each stating its scale and which configuration each row is;
     with --figures/--html also Figs. 3-7 and the accuracy matrices."""
     with user_errors(StoreError):
-        db = Store(store)
+        db = Store.open_read(store)
         records = normalise_records(db.query(), store)
         selected = sweep_selections(sweeps, db)
     try:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 
 import click
 import torch
 from tqdm import tqdm
 
 from cl_bench.cli.common import key_values, user_errors
+from cl_bench.registry import parse_scenario_options
 from cl_bench.report import format_accuracy_matrix
 from cl_bench.runner import RunConfig, RunFailed, execute
-from cl_bench.registry import parse_scenario_options
 from cl_bench.store import DEFAULT_STORE, Store, StoreError
 from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 
@@ -39,7 +40,8 @@ from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 @click.option("--precision", type=click.Choice(PRECISIONS),
               help="Shortcut for --set precision=...: bf16 autocast (CPU AMX, CUDA); fp32 is the default.")
 @click.option("--channels-last", is_flag=True, default=None, help="Shortcut for --set channels_last=true.")
-@click.option("--force", is_flag=True, help="Re-run even if this configuration already finished.")
+@click.option("--force", is_flag=True, help="Re-run even if this configuration already finished (a failed "
+              "re-run keeps the finished result; a finished one replaces it, the old one kept as an attempt).")
 def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_train_per_task, tasks,
         options, tags, data_root, download, store, device, threads, precision, channels_last, force):
     """Run one strategy on one scenario and seed; store the accuracy matrix."""
@@ -77,9 +79,18 @@ def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_tr
             record = execute(config, Store(store), data_root=data_root, download=download, device=device,
                              force=force, on_epoch=on_epoch, on_task=on_task)
         except RunFailed as e:
-            raise click.ClickException(f"run failed and was stored as failed: {e.record.error}") from None
+            raise click.ClickException(_failure(e)) from None
         finally:
             bar.close()
     click.echo(f"run {record.run_id} ({record.strategy} on {record.scenario}, seed {record.seed}): "
                f"{record.status} in {record.wall_s:.1f} s")
     click.echo(format_accuracy_matrix(record.accuracy))
+
+
+def _failure(e: RunFailed) -> str:
+    attempt = f" (attempt {e.attempt})" if e.attempt else ""
+    if e.kept is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.kept.finished)) if e.kept.finished else "earlier"
+        return (f"run failed{attempt}; the earlier finished result of this run (finished {when}) was kept in the "
+                f"store, the failure is recorded as an attempt (`cl-bench status` shows attempts): {e.record.error}")
+    return f"run failed{attempt} and was stored as failed: {e.record.error}"

@@ -1,4 +1,9 @@
-"""``cl-bench sweep`` and ``cl-bench status``: run a sweep file resumably, and show what is done."""
+"""``cl-bench sweep`` and ``cl-bench status``: run a sweep file resumably, and show what is done.
+
+``sweep`` exits with status 1 when a run failed, diverged or could not start in this call, or when the
+store holds failed runs of the sweep (so scripts and CI notice), after a summary line. ``status`` and
+``sweep --dry-run`` only read the store (``Store.open_read``: nothing is created or migrated).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from pathlib import Path
 
 import click
 
+from cl_bench.claims import live_claims
 from cl_bench.cli.common import user_errors
-from cl_bench.store import DEFAULT_STORE, Store, StoreError
-from cl_bench.sweep import Sweep, load_sweep, measure_split, run_label, run_sweep, status_rows
+from cl_bench.identity import CurrentView
+from cl_bench.store import DEFAULT_STORE, FAILED, Store, StoreError
+from cl_bench.sweep import Outcome, Sweep, load_sweep, measure_split, run_label, run_sweep, status_rows
 from cl_bench.sweep import sweep_file as find_sweep_file
 
 
@@ -20,10 +27,11 @@ def sweep_file(file: str) -> Path:
         return find_sweep_file(file)
 
 
-def _load_or_fail(file: str) -> Sweep:
+def _load_or_fail(file: str, run_code: bool = True) -> Sweep:
+    """The sweep of FILE; ``run_code=False`` (status, --dry-run): user strategy files are read, not run."""
     path = sweep_file(file)
     with user_errors():  # SweepError, HparamError: a bad sweep file
-        return load_sweep(path)
+        return load_sweep(path, run_code=run_code)
 
 
 @click.command("sweep")
@@ -39,7 +47,8 @@ def _load_or_fail(file: str) -> Sweep:
 @click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
 @click.option("--retry-failed", is_flag=True, help="Also re-run runs stored as failed.")
 @click.option("--no-checkpoints", is_flag=True, help="Do not checkpoint runs after each task.")
-@click.option("--dry-run", is_flag=True, help="List the runs still to do, run nothing.")
+@click.option("--dry-run", is_flag=True, help="List the runs still to do (loading the data sets to compare "
+              "their checksums with the stored runs'), run nothing, write nothing.")
 @click.option("--measure-split", "measure", is_flag=True,
               help="Time FILE's runs with every workers x threads split of the cores (fresh temporary "
                    "stores, nothing kept) and print the fastest.")
@@ -47,8 +56,9 @@ def _load_or_fail(file: str) -> Sweep:
 def sweep_command(file, store, backend, workers, threads, ray_address, device, data_root, retry_failed,
                   no_checkpoints, dry_run, measure, quiet):
     """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/). FILE may
-    also name a bundled preset: `mini` (the mixture's laptop-sized benchmark)."""
-    sweep = _load_or_fail(file)
+    also name a bundled preset: `mini` (the mixture's laptop-sized benchmark). Exits with status 1 when a
+    run failed or diverged (in this call, or stored as failed)."""
+    sweep = _load_or_fail(file, run_code=not dry_run)
     if measure:
         cores = os.cpu_count() or 1
         click.echo(f"measuring on {cores} cores; run this on an otherwise idle machine")
@@ -59,7 +69,8 @@ def sweep_command(file, store, backend, workers, threads, ray_address, device, d
     try:
         with user_errors(StoreError):
             if dry_run:
-                _echo_dry_run(sweep, Store(store), retry_failed)
+                db = Store.open_read(store) if Path(store).exists() else None
+                _echo_dry_run(sweep, CurrentView(db, store, data_root=data_root), retry_failed)
                 return
             outcomes = run_sweep(sweep, store, backend=backend, workers=workers, threads=threads,
                                  device=device, data_root=data_root, retry_failed=retry_failed,
@@ -67,36 +78,62 @@ def sweep_command(file, store, backend, workers, threads, ray_address, device, d
     except KeyboardInterrupt:
         click.echo("sweep interrupted; run the same command again to finish it", err=True)
         sys.exit(130)
-    n_ok = sum(o.status == "finished" for o in outcomes)
-    bad = [o for o in outcomes if o.status != "finished"]
-    click.echo(f"sweep {sweep.name}: {n_ok} run(s) finished, {len(bad)} failed in this call")
+    with user_errors(StoreError):
+        view = CurrentView(Store.open_read(store), check_data=False)
+        _echo_status(sweep, view, errors=False)
+        stored_failures = sum(1 for i in sweep.plan(view).items if i.status == "failed")
+    if not _summary(sweep.name, outcomes, stored_failures):
+        sys.exit(1)
+
+
+def _summary(name: str, outcomes: list[Outcome], stored_failures: int) -> bool:
+    """Print what this call did; True when nothing failed."""
+    count = {s: sum(o.status == s for o in outcomes) for s in ("finished", "failed", "error", "busy", "skipped")}
+    bad = [o for o in outcomes if o.status in ("failed", "error")]
     for o in bad:
         click.echo(f"  {o.status}: {o.label} ({o.run_id}): {o.message}")
-    _echo_status(sweep, Store(store), errors=False)
+    for o in outcomes:
+        if o.status == "busy":
+            click.echo(f"  left to another process: {o.label} ({o.run_id}): {o.message}")
+    extra = "".join(f", {count[s]} {what}" for s, what in (
+        ("busy", "left to another process running them"), ("skipped", "finished meanwhile by another process"))
+        if count[s])
+    click.echo(f"sweep {name}: {count['finished']} run(s) finished, {len(bad)} failed in this call{extra}")
+    if stored_failures or bad:
+        click.echo(f"sweep {name}: FAILED: {count['failed']} run(s) failed or diverged and {count['error']} could "
+                   f"not start in this call; {stored_failures} run(s) of this sweep are stored as failed "
+                   f"(`cl-bench status FILE --errors` shows why, `--retry-failed` runs them again)")
+        return False
+    return True
 
 
 @click.command("status")
 @click.argument("file")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
-@click.option("--errors", is_flag=True, help="Print the error of every failed run.")
+@click.option("--errors", is_flag=True, help="Print the error of every failed run and attempt.")
 def status_command(file, store, errors):
-    """Finished / failed / pending runs of a sweep FILE, per grid cell."""
-    sweep = _load_or_fail(file)
+    """Finished / failed / pending runs of a sweep FILE, per grid cell (reads the store only; data
+    changes since a run are found by `cl-bench sweep` and `sweep --dry-run`, which load the data)."""
+    sweep = _load_or_fail(file, run_code=False)
     with user_errors(StoreError):
-        _echo_status(sweep, Store(store), errors)
+        _echo_status(sweep, CurrentView(Store.open_read(store), check_data=False), errors)
 
 
-def _echo_dry_run(sweep: Sweep, store: Store, retry_failed: bool) -> None:
-    plan = sweep.plan(store)
+def _echo_dry_run(sweep: Sweep, view: CurrentView, retry_failed: bool) -> None:
+    plan = sweep.plan(view)
     todo = plan.pending(retry_failed)
     for item in todo:
-        click.echo(f"{item.run_id}  {item.phase:<9}  {run_label(item.config)}  [{item.point.label}]")
+        why = view.changed.get(item.run_id)
+        note = f"  (again: {' and '.join(why)} changed since the stored run)" if why else ""
+        click.echo(f"{view.run_id_for(item.run_id)}  {item.phase:<9}  {run_label(item.config)}  "
+                   f"[{item.point.label}]{note}")
     click.echo(f"{len(todo)} to run, {len(plan.items) - len(todo)} in the store"
-               + (f", {len(plan.waiting)} selection(s) waiting" if plan.waiting else ""))
+               + (f", {len(plan.waiting)} selection(s) waiting" if plan.waiting else "")
+               + ("" if view.store is not None else f" (no store at {view.path} yet)"))
 
 
-def _echo_status(sweep: Sweep, store: Store, errors: bool) -> None:
-    rows = status_rows(sweep, store)
+def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
+    rows = status_rows(sweep, view)
     header = ["scenario strategy", "grid point", "phase", "seeds", "done", "failed", "pending"]
     table = [[r["cell"], r["point"], r["phase"], ",".join(map(str, r["seeds"])), str(r["finished"]),
               str(r["failed"]), f"{r['pending']}" + (f" ({r['partial']} resumable)" if r["partial"] else "")]
@@ -107,9 +144,25 @@ def _echo_status(sweep: Sweep, store: Store, errors: bool) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(t, widths)))
     totals = [sum(r[k] for r in rows) for k in ("finished", "failed", "pending")]
     click.echo(f"total: {totals[0]} finished, {totals[1]} failed, {totals[2]} pending")
+    plan = sweep.plan(view)
+    store = view.store
+    ids = {view.run_id_for(i.run_id): i for i in plan.items}
+    running = {c.run_id: c for c in live_claims(store)}
+    for item in plan.items:
+        if item.run_id in running:
+            click.echo(f"running now: {run_label(item.config)} ({item.run_id}): {running[item.run_id].describe()}")
+    for run_id, attempts in store.attempts_of(list(ids)).items():
+        failed = [a for a in attempts if a.status in FAILED]
+        if failed:
+            now = view.status(ids[run_id].run_id) or "pending"
+            last = (failed[-1].error or "").splitlines()[0] if failed[-1].error else failed[-1].status
+            click.echo(f"attempts: {run_label(ids[run_id].config)} ({run_id}): {now} now; {len(failed)} of "
+                       f"{len(attempts)} attempt(s) failed, the last: {last}")
+            if errors:
+                for a in failed:
+                    click.echo(f"    attempt {a.attempt} ({a.status}, {a.code_version}): {a.error}")
     if errors:
-        plan = sweep.plan(store)
         for item in plan.items:
             if item.status == "failed":
-                rec = store.get(item.run_id)
-                click.echo(f"\n{run_label(item.config)} ({item.run_id}):\n{rec.error}")
+                rec = view.get(item.run_id)
+                click.echo(f"\n{run_label(item.config)} ({rec.run_id}):\n{rec.error}")

@@ -20,6 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from cl_bench.identity import CurrentView
 from cl_bench.report.naming import default_hparams, import_problem
 from cl_bench.report.style import strategy_label
 from cl_bench.results import protocol_of
@@ -158,8 +159,9 @@ def sweep_selections(files: Sequence[str], store) -> dict[str, str]:
     tagged their selected runs."""
     out: dict[str, str] = {}
     for f in files:
-        sweep = load_sweep(sweep_file(f))
-        plan = sweep.plan(store)
+        sweep = load_sweep(sweep_file(f), run_code=False)  # a report never imports user strategy code
+        view = CurrentView(store, check_data=False)
+        plan = sweep.plan(view)
         chosen = {(i.cell.key, i.point.label) for i in plan.items if i.phase == "selected" and len(i.cell.points) > 1}
-        out |= {i.run_id: sweep.name for i in plan.items if (i.cell.key, i.point.label) in chosen}
+        out |= {view.run_id_for(i.run_id): sweep.name for i in plan.items if (i.cell.key, i.point.label) in chosen}
     return out

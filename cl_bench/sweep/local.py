@@ -6,7 +6,8 @@ examples/sweeps/measure_split.yaml gave 2 x 1 threads 959 runs/hour against 536 
 small nets gain little from a second intra-op thread); ``--workers 0`` runs everything in the calling
 process (debuggers, tests). Each worker writes its run's record to the store itself. A worker killed
 by the OS is replaced and its run retried once; a second death stores the run as failed. A worker
-whose driver was killed (``kill -9``) exits by itself (watchdog).
+whose driver was killed (``kill -9``) exits by itself (watchdog), even when the driver died while the
+worker was starting. The driver claims each run before handing it to a worker (cl_bench.claims).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 
 import torch
 
-from cl_bench.runner import RunConfig, RunFailed, code_version, execute
 from cl_bench.registry import build_scenario
+from cl_bench.runner import RunConfig, RunFailed, code_version, execute
 from cl_bench.store import RunRecord, Store
 from cl_bench.sweep.plan import PlanItem, Sweep
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
@@ -40,16 +41,23 @@ _IN_WORKER = False  # True in the processes of the local pool
 
 
 # ---- in a worker ---------------------------------------------------------------------------------------
-def _worker_init(threads: int, events) -> None:
+def _worker_init(threads: int, events, driver: int) -> None:
     global _EVENTS, _IN_WORKER
     torch.set_num_threads(threads)
     _EVENTS, _IN_WORKER = events, True
-    parent = os.getppid()
+
+    def orphaned() -> bool:
+        # ``driver`` is the driver's pid, read by the driver before it spawned us: reading os.getppid()
+        # here would be too late if the driver died while we were starting (we would watch pid 1)
+        return os.getppid() != driver
+
+    if orphaned():
+        os._exit(1)
 
     def watchdog():  # the driver was killed (kill -9): do not live on as an orphan
         while True:
             time.sleep(0.5)
-            if os.getppid() != parent:
+            if orphaned():
                 os._exit(1)
 
     threading.Thread(target=watchdog, daemon=True).start()
@@ -61,7 +69,8 @@ def _emit(*event) -> None:
 
 
 def _worker_run(config: RunConfig, store_path: str, device: str, data_root, checkpoints: bool) -> Outcome:
-    """Run one configuration in a worker; the worker writes the record to the store itself."""
+    """Run one configuration in a worker; the worker writes the record to the store itself. The driver
+    holds the configuration's claim."""
     label = run_label(config)
     _emit("start", config.run_id(), label)
     n_tasks = len(config.scenario_options.get("tasks") or []) or None
@@ -70,13 +79,16 @@ def _worker_run(config: RunConfig, store_path: str, device: str, data_root, chec
         _emit("epoch", f"{label} | task {log.task + 1}{'/' + str(n_tasks) if n_tasks else ''} "
                        f"epoch {log.epoch} val_acc {100 * log.valid_acc:.1f}")
 
-    start = time.perf_counter()
+    start, since = time.perf_counter(), time.time()
     try:
         record = execute(config, Store(store_path), data_root=data_root, device=device,
-                         on_epoch=on_epoch, checkpoints=checkpoints)
+                         on_epoch=on_epoch, checkpoints=checkpoints, claimed=True)
+        if record.finished is not None and record.finished < since:  # found in the store: not run here
+            return Outcome(record.run_id, label, "skipped", "finished in the store", time.perf_counter() - start)
         return Outcome(record.run_id, label, "finished", wall_s=time.perf_counter() - start)
     except RunFailed as e:
-        return Outcome(e.record.run_id, label, "failed", (e.record.error or "").splitlines()[0],
+        kept = " (an earlier finished result of this run is kept)" if e.kept is not None else ""
+        return Outcome(e.record.run_id, label, "failed", (e.record.error or "").splitlines()[0] + kept,
                        time.perf_counter() - start)
     except Exception as e:  # noqa: BLE001 raised before the run existed (missing data, bad option): not stored,
         # so the next sweep tries again once the cause is fixed
@@ -93,20 +105,22 @@ def _worker_run(config: RunConfig, store_path: str, device: str, data_root, chec
 # ---- the driver ----------------------------------------------------------------------------------------
 def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, data_root,
               checkpoints: bool, progress: bool) -> list[Outcome]:
-    """The scheduler's runs on ``workers`` spawned processes of ``threads`` torch threads each."""
+    """The scheduler's runs on ``workers`` spawned processes of ``threads`` torch threads each. At most
+    ``workers`` runs are claimed at a time, so concurrent sweeps on one store share the work."""
     ctx = mp.get_context("spawn")  # fork after torch threads exist can deadlock; spawn is portable
     events = ctx.Queue()
-    todo = scheduler.next_runs()
+    queue_ = scheduler.next_runs()
     ui = Progress(progress, workers, scheduler.expected_total())
     store_path = str(scheduler.store.path)
     outcomes: list[Outcome] = []
     kills: dict[str, int] = {}  # run_id -> times a worker died while running it
     running: dict[int, str] = {}  # worker pid -> run_id, from the workers' events
     worker_pids: set[int] = set()
+    driver = os.getpid()  # read before any worker exists (its watchdog compares its parent with it)
 
     def new_pool():
         return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(threads, events))
+                                   initargs=(threads, events, driver))
 
     def drain():
         while True:
@@ -121,13 +135,28 @@ def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, dat
                 running.pop(pid, None)
             ui.event(pid, kind, *args)
 
+    def finish(item: PlanItem, outcome: Outcome) -> None:
+        scheduler.release(item)
+        outcomes.append(outcome)
+        ui.done(outcome, scheduler.expected_total())
+
     pool = new_pool()
     futures: dict[Any, PlanItem] = {}
     try:
-        while todo or futures:
-            for item in todo:
+        while True:
+            while queue_ and len(futures) < workers:
+                item = queue_.pop(0)
+                refused = scheduler.claim(item)
+                if refused is not None:
+                    outcomes.append(refused)
+                    ui.done(refused, scheduler.expected_total())
+                    continue
                 futures[pool.submit(_worker_run, item.config, store_path, device, data_root, checkpoints)] = item
-            todo = []
+            if not futures:
+                queue_ = scheduler.next_runs()  # selections another process's runs may have decided
+                if not queue_:
+                    break
+                continue
             done, _ = wait(list(futures), timeout=0.25, return_when=FIRST_COMPLETED)
             drain()
             broken = []
@@ -140,8 +169,7 @@ def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, dat
                     continue
                 except Exception as e:  # noqa: BLE001 not a run failure: e.g. the store could not be written
                     outcome = Outcome(item.run_id, run_label(item.config), "error", f"{type(e).__name__}: {e}")
-                outcomes.append(outcome)
-                ui.done(outcome, scheduler.expected_total())
+                finish(item, outcome)
             if broken:  # a worker was killed (out of memory, ...): every queued future fails with it
                 time.sleep(0.2)
                 drain()
@@ -152,19 +180,20 @@ def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, dat
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = new_pool()
                 ui.reset_workers()
+                retry = []
                 for item in broken:
                     if item.run_id in in_flight:
                         kills[item.run_id] = kills.get(item.run_id, 0) + 1
+                        _record_killed(scheduler, item)
                     if kills.get(item.run_id, 0) >= 2:  # retried once already: store it as failed
-                        outcome = _store_killed(scheduler.store, item)
-                        outcomes.append(outcome)
-                        ui.done(outcome, scheduler.expected_total())
+                        finish(item, _store_killed(scheduler, item))
                     else:
                         if item.run_id in in_flight:
                             ui.write(f"worker died while running {run_label(item.config)}; retrying once")
-                        todo.append(item)
+                        retry.append(item)  # still claimed by this sweep
+                queue_ = retry + queue_
             if done and not broken:
-                todo += scheduler.next_runs()  # selections decided by these runs release their seeds
+                queue_ += scheduler.next_runs()  # selections decided by these runs release their seeds
     except KeyboardInterrupt:
         ui.write("interrupted: runs in flight stop; finished runs are in the store and each run in flight "
                  "resumes from its last checkpointed task next time")
@@ -175,6 +204,9 @@ def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, dat
             except OSError:
                 pass
         pool.shutdown(wait=True, cancel_futures=True)
+        for item in futures.values():
+            with contextlib.suppress(Exception):
+                scheduler.release(item)
         ui.close()
         raise
     pool.shutdown(wait=True)
@@ -196,7 +228,12 @@ def run_inline(scheduler: Scheduler, threads: int, device: str, data_root, check
         while todo := scheduler.next_runs():
             for item in todo:
                 ui.bar.total = scheduler.expected_total()
-                outcome = _worker_run(item.config, str(scheduler.store.path), device, data_root, checkpoints)
+                outcome = scheduler.claim(item)
+                if outcome is None:
+                    try:
+                        outcome = _worker_run(item.config, str(scheduler.store.path), device, data_root, checkpoints)
+                    finally:
+                        scheduler.release(item)
                 while not events.empty():
                     pid, kind, *args = events.get_nowait()
                     ui.event(pid, kind, *args)
@@ -209,16 +246,26 @@ def run_inline(scheduler: Scheduler, threads: int, device: str, data_root, check
     return outcomes
 
 
-def _store_killed(store: Store, item: PlanItem) -> Outcome:
-    """A run that killed its worker twice is stored as failed, so later sweeps skip it."""
+def _record_killed(scheduler: Scheduler, item: PlanItem) -> None:
+    """A worker died while running ``item``: kept as an attempt, so `cl-bench status` shows it."""
+    with contextlib.suppress(Exception):  # the record of a death must not stop the sweep
+        scheduler.store.record_attempt(scheduler.run_id_for(item), "killed",
+                                       "its worker process died (killed by the OS: out of memory?)",
+                                       finished=time.time(), code_version=code_version())
+
+
+def _store_killed(scheduler: Scheduler, item: PlanItem) -> Outcome:
+    """A run that killed its worker twice is stored as failed, so later sweeps skip it (a finished
+    result of the same run, made with other data or strategy file, stays: Store.save)."""
     c = item.config
+    run_id = scheduler.run_id_for(item)
     msg = ("worker process died twice while running this configuration (killed by the OS: out of "
            "memory?); run it alone with `cl-bench run` to see why, or `cl-bench sweep --retry-failed`")
     now = time.time()
-    store.save(RunRecord(c.run_id(), c.strategy, c.scenario, c.seed, c.resolved_hparams(),
-                         dataclasses.asdict(c.protocol), c.scenario_options, "failed", tags=list(c.tags),
-                         error=msg, code_version=code_version(), started=now, finished=now, wall_s=0.0))
-    return Outcome(c.run_id(), run_label(c), "failed", msg)
+    scheduler.store.save(RunRecord(run_id, c.strategy, c.scenario, c.seed, item.point.resolved or c.resolved_hparams(),
+                                   dataclasses.asdict(c.protocol), c.scenario_options, "failed", tags=list(c.tags),
+                                   error=msg, code_version=code_version(), started=now, finished=now, wall_s=0.0))
+    return Outcome(run_id, run_label(c), "failed", msg)
 
 
 # ---- choosing the split --------------------------------------------------------------------------------
@@ -233,7 +280,7 @@ def measure_split(sweep: Sweep, cores: int, device: str, data_root,
     for workers, threads in splits:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            scheduler = Scheduler(sweep, Store(Path(tmp) / "measure.db"))
+            scheduler = Scheduler(sweep, Store(Path(tmp) / "measure.db"), data_root=data_root)
             outcomes = run_local(scheduler, workers, threads, device, data_root, checkpoints=True, progress=False)
             seconds = time.perf_counter() - start
         ok = sum(o.status == "finished" for o in outcomes)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm import tqdm
 
+from cl_bench import claims
+from cl_bench.claims import Owner
+from cl_bench.identity import CurrentView
 from cl_bench.runner import RunConfig
 from cl_bench.store import Store
 from cl_bench.sweep.plan import Plan, PlanItem, Sweep
@@ -19,31 +23,69 @@ class Outcome:
 
     run_id: str
     label: str
-    status: str  # "finished" | "failed" | "error" (not stored: missing data, bad option, store unreachable)
+    # "finished" | "failed" (stored: diverged or raised) | "error" (not stored: missing data, bad option,
+    # store unreachable) | "busy" (another live process is running it) | "skipped" (found finished in the
+    # store, by another process since this sweep planned it)
+    status: str
     message: str = ""
     wall_s: float = 0.0
 
 
 @dataclass
 class Scheduler:
-    """Hands out the runs a sweep still needs, re-planning when selections get decided."""
+    """Hands out the runs a sweep still needs, re-planning when selections get decided, and claims each
+    run before it starts (cl_bench.claims) so that concurrent sweeps on one store never both run it.
+
+    Plans are made against a ``CurrentView`` of the store (cl_bench.identity): a finished run made with
+    another version of its strategy file or other data counts as missing."""
 
     sweep: Sweep
     store: Store
     retry_failed: bool = False
+    data_root: Any = None
+    owner: Owner = field(default_factory=Owner.here)
     handed: set[str] = field(default_factory=set)
     plan: Plan | None = None
+    view: CurrentView | None = None
+    not_run: int = 0  # handed out, then found busy or done elsewhere
+
+    def __post_init__(self):
+        if self.view is None:
+            self.view = CurrentView(self.store, data_root=self.data_root)
 
     def next_runs(self) -> list[PlanItem]:
         """Runs not handed out yet; call after each finished run (selections may have been decided)."""
-        self.plan = self.sweep.plan(self.store)
+        self.plan = self.sweep.plan(self.view)
         new = [i for i in self.plan.pending(self.retry_failed) if i.run_id not in self.handed]
         self.handed |= {i.run_id for i in new}
         return new
 
     def expected_total(self) -> int:
         """Runs this invocation will do, counting undecided selections at their full size."""
-        return len(self.handed) + len(self.plan.waiting) * len(self.sweep.final_seeds())
+        return len(self.handed) - self.not_run + len(self.plan.waiting) * len(self.sweep.final_seeds())
+
+    def claim(self, item: PlanItem) -> Outcome | None:
+        """Claim ``item`` for this sweep: None when it may start, else the Outcome saying why not (another
+        process runs it, or finished it since the plan was made)."""
+        holder = claims.claim(self.store, item.run_id, self.owner)
+        if holder is not None:
+            self.not_run += 1
+            return Outcome(item.run_id, run_label(item.config), "busy",
+                           f"being run by another process ({holder.describe()})")
+        status = self.view.status(item.run_id)
+        if status == "finished" or (status == "failed" and not self.retry_failed):
+            self.release(item)
+            self.not_run += 1
+            return Outcome(self.view.run_id_for(item.run_id), run_label(item.config), "skipped",
+                           f"{status} in the store since this sweep planned it")
+        return None
+
+    def release(self, item: PlanItem) -> None:
+        claims.release(self.store, item.run_id, self.owner)
+
+    def run_id_for(self, item: PlanItem) -> str:
+        """Where ``item``'s result is stored (its run_id, or its salted id: cl_bench.identity)."""
+        return self.view.run_id_for(item.run_id)
 
 
 def run_label(config: RunConfig) -> str:
@@ -78,9 +120,11 @@ class Progress:
             line.set_description_str("  (restarting worker)")
 
     def done(self, outcome: Outcome, total: int) -> None:
-        self.bar.total = max(total, self.bar.n + 1)
         if outcome.status != "finished":
             self.write(f"{outcome.status}: {outcome.label}: {outcome.message}")
+        if outcome.status in ("busy", "skipped"):  # not run by this sweep (Scheduler.expected_total)
+            return
+        self.bar.total = max(total, self.bar.n + 1)
         self.bar.update()
 
     def write(self, text: str) -> None:

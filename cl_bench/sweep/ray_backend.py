@@ -5,7 +5,8 @@ Each run is a Ray task reserving ``threads`` CPUs; it returns its RunRecord and 
 the one store, so workers need no access to the store's filesystem, only the package and the data
 (``--data-root`` must exist at the same path on every node, or set CL_BENCH_DATA in the cluster's
 runtime environment). A task whose worker process dies is retried once by Ray (``max_retries=1``); a
-run that raises or diverges comes back as a failed record and is stored as such.
+run that raises or diverges comes back as a failed record and is stored as such. The driver claims each
+run before submitting it (cl_bench.claims), at most as many as the cluster's CPUs can run at once.
 
 Workers checkpoint after each task beside the store path when that path is writable on their node
 (always on a single machine), so a retried or re-submitted run resumes there; elsewhere it restarts.
@@ -33,23 +34,19 @@ class _Capture:
         self.path = Path(path)
         self.record: RunRecord | None = None
 
-    def status(self, run_id: str) -> None:
-        return None  # the driver only submits runs missing from the real store
-
-    def get(self, run_id: str) -> None:
-        return None
-
     def save(self, record: RunRecord) -> None:
         self.record = record
 
 
 def _ray_run(config: RunConfig, store_path: str, device: str, data_root, threads: int,
-             checkpoints: bool) -> RunRecord:
-    """The Ray task: run one configuration, return its record (finished or failed)."""
+             checkpoints: bool, run_id: str) -> RunRecord:
+    """The Ray task: run one configuration, return its record (finished or failed). The driver holds
+    its claim and chose ``run_id`` (cl_bench.identity)."""
     torch.set_num_threads(threads)
     capture = _Capture(store_path)
     try:
-        return execute(config, capture, data_root=data_root, device=device, checkpoints=checkpoints)
+        return execute(config, capture, data_root=data_root, device=device, checkpoints=checkpoints,
+                       claimed=True, run_id=run_id)
     except RunFailed as e:
         return e.record
 
@@ -80,12 +77,24 @@ def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_roo
     in_flight: dict[Any, Any] = {}  # ObjectRef -> PlanItem
     started: dict[Any, float] = {}
     try:
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))  # claim only what can run now
         todo = scheduler.next_runs()
-        while todo or in_flight:
-            for item in todo:
-                ref = task.remote(item.config, store_path, device, data_root, threads, checkpoints)
+        while True:
+            while todo and len(in_flight) < slots:
+                item = todo.pop(0)
+                refused = scheduler.claim(item)
+                if refused is not None:
+                    outcomes.append(refused)
+                    ui.done(refused, scheduler.expected_total())
+                    continue
+                ref = task.remote(item.config, store_path, device, data_root, threads, checkpoints,
+                                  scheduler.run_id_for(item))
                 in_flight[ref], started[ref] = item, time.perf_counter()
-            todo = []
+            if not in_flight:
+                todo = scheduler.next_runs()
+                if not todo:
+                    break
+                continue
             ui.bar.total = scheduler.expected_total()
             ui.bar.set_postfix(running=len(in_flight), refresh=True)
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
@@ -98,17 +107,21 @@ def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_roo
                 except Exception as e:  # noqa: BLE001 the worker died twice, or Ray lost the task
                     outcome = Outcome(item.run_id, label, "error", f"{type(e).__name__}: {e}".splitlines()[0])
                 else:
-                    store.save(record)  # one transaction per run, on the driver
+                    saved = store.save(record)  # one transaction per run, on the driver
                     checkpoint_path(store.path, record.run_id).unlink(missing_ok=True)
                     message = "" if record.status == "finished" else (record.error or "").splitlines()[0]
+                    if saved.kept:
+                        message += " (an earlier finished result of this run is kept)"
                     outcome = Outcome(record.run_id, label, record.status, message, wall)
+                scheduler.release(item)
                 outcomes.append(outcome)
                 ui.done(outcome, scheduler.expected_total())
             if ready:
-                todo = scheduler.next_runs()
+                todo += scheduler.next_runs()
     except KeyboardInterrupt:
-        for ref in in_flight:
+        for ref, item in in_flight.items():
             ray.cancel(ref, force=True)
+            scheduler.release(item)
         raise
     finally:
         ui.close()

@@ -33,10 +33,10 @@ from typing import Any
 
 import yaml
 
-from cl_bench.registry import all_scenarios, get_strategy
+from cl_bench.registry import all_scenarios, get_strategy, is_strategy_file, parse_scenario_options
 from cl_bench.runner import MAX_SEED
-from cl_bench.registry import parse_scenario_options
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
+from cl_bench.strategy_files import static_strategy
 from cl_bench.sweep.plan import METRICS, Cell, Point, Select, Sweep, SweepError
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
@@ -63,39 +63,60 @@ def sweep_file(file: str) -> Path:
                             f"bundled: {', '.join(bundled_sweeps()) or 'none'}")
 
 
-def load_sweep(path: str | os.PathLike) -> Sweep:
+def load_sweep(path: str | os.PathLike, run_code: bool = True) -> Sweep:
+    """The sweep of a YAML file. ``run_code=False`` (reading commands): user strategy files are read,
+    never imported (cl_bench.strategy_files)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise SweepError(f"cannot read sweep file {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{path} is not a sweep file: not UTF-8 text ({e.reason} at byte {e.start}); "
+                         f"a sweep file is YAML text (see examples/sweeps/)") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SweepError(f"{path} is not valid YAML: {e}") from None
-    return parse_sweep(data, default_name=path.stem, source=str(path))
+    return parse_sweep(data, default_name=path.stem, source=str(path), run_code=run_code)
 
 
 # ---- the schema ----------------------------------------------------------------------------------------
-def parse_sweep(data: Any, default_name: str = "sweep", source: str = "sweep") -> Sweep:
-    """A Sweep from the parsed YAML, every name and value validated before anything runs."""
+def parse_sweep(data: Any, default_name: str = "sweep", source: str = "sweep", run_code: bool = True) -> Sweep:
+    """A Sweep from the parsed YAML, every name and value validated before anything runs. ``run_code``:
+    import user strategy files (else read them: cl_bench.strategy_files)."""
+    try:
+        return _parse(data, default_name, source, run_code)
+    except TypeError as e:  # a value of a shape no check above foresaw: still the file's fault, one line
+        raise SweepError(f"{source}: a value has the wrong type ({e}); see examples/sweeps/ for the format") from None
+
+
+def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
     if not isinstance(data, dict):
         raise SweepError(f"{source}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
-    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    unknown = sorted(str(k) for k in set(data) - set(SWEEP_KEYS))
     if unknown:
         raise SweepError(f"{source}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(SWEEP_KEYS)}")
     if "strategies" not in data:
         raise SweepError(f"{source}: `strategies` is required")
     if "scenario" in data and "scenarios" in data:
         raise SweepError(f"{source}: give `scenario` or `scenarios`, not both")
-    name = str(data.get("name") or default_name)
+    name = data.get("name") or default_name
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise SweepError(f"{source}: name must be a text, got {name!r}")
+    name = str(name)
     scenarios = _scenarios(data.get("scenarios", data.get("scenario")), source)
     protocols = _protocols(data.get("protocol"), source)
-    strategies = _strategies(data["strategies"], source)
+    strategies = _strategies(data["strategies"], source, run_code)
     select = _select(data.get("select"), source)
     if select is not None and "seeds" in data:
         raise SweepError(f"{source}: with `select`, give the seeds as select.then_seeds, not `seeds`")
     seeds = _seeds(data.get("seeds", [0]), f"{source}: seeds")
     tags = data.get("tags") or []
-    tags = [tags] if isinstance(tags, str) else [str(t) for t in tags]
+    tags = [tags] if isinstance(tags, str) else tags
+    if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
+        raise SweepError(f"{source}: tags must be a text or a list of texts, got {data.get('tags')!r}")
+    tags = [str(t) for t in tags]
 
     cells = []
     for scenario, options in scenarios:
@@ -105,12 +126,9 @@ def parse_sweep(data: Any, default_name: str = "sweep", source: str = "sweep") -
             cells.append(Cell(scenario, options, strategy, points))
     refs = data.get("references", False)
     if refs:
-        wanted = REFERENCE_STRATEGIES if refs is True else refs
-        if isinstance(wanted, str):
-            wanted = [wanted]
-        bad = [r for r in wanted if r not in REFERENCE_STRATEGIES]
-        if bad or not isinstance(wanted, (list, tuple)):
-            raise SweepError(f"{source}: references must be true or a list of {REFERENCE_STRATEGIES}")
+        wanted = REFERENCE_STRATEGIES if refs is True else [refs] if isinstance(refs, str) else refs
+        if not isinstance(wanted, (list, tuple)) or [r for r in wanted if r not in REFERENCE_STRATEGIES]:
+            raise SweepError(f"{source}: references must be true or a list of {REFERENCE_STRATEGIES}, got {refs!r}")
         for scenario, options in scenarios:
             for ref in wanted:
                 # Random ignores the protocol: one run per seed, with the first protocol.
@@ -149,7 +167,7 @@ def _scenarios(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
                              f"got {entry!r}")
         entry = dict(entry)
         name = entry.pop("name")
-        if name not in known:
+        if not isinstance(name, str) or name not in known:
             raise SweepError(f"{source}: unknown scenario {name!r}; valid: {', '.join(known)}")
         try:
             out.append((name, parse_scenario_options(name, entry, f"scenario {name!r}")))
@@ -160,9 +178,12 @@ def _scenarios(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
 
 def _protocols(value: Any, source: str) -> list[Protocol]:
     """The protocol points: the preset with the overrides; a list value is a grid axis."""
+    if value is not None and not isinstance(value, dict):
+        raise SweepError(f"{source}: protocol must be a mapping of settings, e.g. {{preset: paper, epochs: 10}}, "
+                         f"got {value!r}")
     value = dict(value or {})
     preset = value.pop("preset", "paper")
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise SweepError(f"{source}: unknown protocol preset {preset!r}; valid: {', '.join(PRESETS)}")
     axes = [[(key, v) for v in (raw if isinstance(raw, list) else [raw])] for key, raw in value.items()]
     try:
@@ -171,8 +192,10 @@ def _protocols(value: Any, source: str) -> list[Protocol]:
         raise SweepError(f"{source}: {e}") from None
 
 
-def _strategies(value: Any, source: str) -> list[tuple[str, list[tuple[dict, tuple[str, ...], dict]]]]:
-    """[(strategy, expand_grid's points)], validated against each strategy's Hparams."""
+def _strategies(value: Any, source: str,
+                run_code: bool = True) -> list[tuple[str, list[tuple[dict, tuple[str, ...], dict]]]]:
+    """[(strategy, expand_grid's points)], validated against each strategy's Hparams (of a user file read
+    without running it unless ``run_code``)."""
     if isinstance(value, dict):
         entries = [(k, v) for k, v in value.items()]
     elif isinstance(value, list):
@@ -189,8 +212,10 @@ def _strategies(value: Any, source: str) -> list[tuple[str, list[tuple[dict, tup
         raise SweepError(f"{source}: `strategies` must map names to grids (or list them)")
     out = []
     for name, spec in entries:
+        if not isinstance(name, str):
+            raise SweepError(f"{source}: a strategy is named by a text, got {name!r}")
         try:
-            cls = get_strategy(name)
+            cls = static_strategy(name) if not run_code and is_strategy_file(name) else get_strategy(name)
         except (ValueError, FileNotFoundError) as e:
             raise SweepError(f"{source}: {e}") from None
         out.append((name, expand_grid(cls, spec, f"{source}: strategy {name!r}")))

@@ -1,0 +1,91 @@
+"""What the results store holds, as Python values: a run (``RunRecord``), an attempt (``Attempt``), what
+a save did (``Saved``), what decides whether a stored run may be served (``StoredIdentity``), and the
+JSON the store writes them as. cl_bench.store re-exports them all."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    strategy: str
+    scenario: str
+    seed: int
+    hparams: dict[str, Any]
+    protocol: dict[str, Any]
+    scenario_options: dict[str, Any]
+    status: str
+    accuracy: np.ndarray | None = None  # (T, T), NaN above the diagonal
+    tags: list[str] = field(default_factory=list)
+    error: str | None = None
+    code_version: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    finished: float | None = None
+    wall_s: float | None = None
+    monitoring: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    identity: dict[str, Any] = field(default_factory=dict)  # cl_bench.identity; {} for runs stored before it
+
+    @property
+    def n_tasks(self) -> int | None:
+        return None if self.accuracy is None else int(self.accuracy.shape[0])
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What ``Store.save`` did: the attempt's number, and whether an earlier finished result was kept
+    (the run failed and a finished result of the same run_id stays in the store)."""
+
+    attempt: int
+    kept: bool = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    run_id: str
+    attempt: int
+    status: str  # finished | failed | killed
+    error: str | None
+    started: float | None
+    finished: float | None
+    wall_s: float | None
+    code_version: str | None
+    replaced: bool = False  # a finished result a later finished run replaced (kept in attempts.result)
+
+
+@dataclass(frozen=True)
+class StoredIdentity:
+    """What decides whether a stored run may be served for a configuration (cl_bench.identity)."""
+
+    status: str
+    strategy: str
+    scenario: str
+    scenario_options: dict[str, Any]
+    identity: dict[str, Any] | None  # None: stored before identities were recorded
+    data: dict[str, Any]
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if hasattr(o, "tolist"):  # torch tensors
+        return o.tolist()
+    return str(o)
