@@ -36,10 +36,38 @@ class LazyGroup(click.Group):
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            reject_repeated_options(command, rest)
+        return name, command, rest
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The summaries written above, without importing every command's module."""
         with formatter.section("Commands"):
             formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
+
+
+def reject_repeated_options(command: click.Command, args: list[str]) -> None:
+    """An option that takes one value given twice (``--store a --store b``) is an error: click would
+    silently keep the last one."""
+    single = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.multiple and not param.count:
+            for opt in (*param.opts, *param.secondary_opts):
+                single[opt] = param
+    seen: dict[str, str] = {}
+    for arg in args:
+        if arg == "--":
+            break
+        opt = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        param = single.get(opt)
+        if param is None:
+            continue
+        if param.name in seen:
+            given = f"{opt} given twice" if seen[param.name] == opt else f"{seen[param.name]} and {opt} both given"
+            raise click.UsageError(f"{given}: {command.name} takes one value for {param.opts[0]}")
+        seen[param.name] = opt
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
