@@ -129,6 +129,8 @@ def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, da
         resolution = resolve(store, config_id, identity)
         run_id = resolution.run_id
         if resolution.status == "finished" and not force:
+            if config.tags:  # a new tag on a finished configuration is added to the stored run
+                store.add_tags([run_id], config.tags)
             return store.get(run_id)
     run_id = run_id or config_id
     if run_id != config_id:  # stored beside the configuration's run made with another strategy file or data

@@ -45,13 +45,17 @@ TIMEOUT_S = 60  # how long a write waits for another process's transaction
 FAILED = ("failed", "killed")  # attempt statuses that are failures
 
 __all__ = ["DEFAULT_STORE", "SCHEMA_VERSION", "Attempt", "NoStoreError", "RunRecord", "Saved", "SchemaError",
-           "Store", "StoreError", "StoredIdentity", "config_hash"]
+           "Store", "StoreError", "StoredIdentity", "UnknownRunError", "config_hash"]
 
 T = TypeVar("T")
 
 
 class NoStoreError(StoreError):
     """A reading command was pointed at a path holding no store."""
+
+
+class UnknownRunError(LookupError):
+    """A run id that the store does not hold."""
 
 
 class Store:
@@ -222,7 +226,39 @@ class Store:
         with self.transaction() as conn:
             return _add_attempt(conn, run_id, status, error, started, finished, wall, code_version)
 
+    def add_tags(self, run_ids: list[str], tags: list[str]) -> int:
+        """Add ``tags`` to each stored run among ``run_ids`` (its tags first, then the new ones it lacks, in
+        the order given), in one transaction; returns how many runs changed. Tags never enter a run id.
+        An id the store lacks is UnknownRunError and nothing is written; an empty tag is a ValueError."""
+        tags = list(dict.fromkeys(str(t) for t in tags))
+        if any(not t.strip() for t in tags):
+            raise ValueError("a tag cannot be empty")
+        def read(conn):
+            return dict(_rows_in(conn, "SELECT run_id, tags FROM runs WHERE run_id IN ({})", list(run_ids)))
+
+        stored = self.read(read)
+        if all(r in stored and set(tags) <= set(json.loads(stored[r])) for r in run_ids):
+            return 0  # nothing to write: no write lock taken (``execute`` calls this for every served run)
+        changed = 0
+        with self.transaction() as conn:
+            stored = read(conn)
+            missing = [r for r in run_ids if r not in stored]
+            if missing:
+                raise UnknownRunError(f"no run {', '.join(missing)} in {self.path}; nothing was tagged")
+            for run_id in dict.fromkeys(run_ids):
+                old = json.loads(stored[run_id])
+                new = old + [t for t in tags if t not in old]
+                if new != old:
+                    conn.execute("UPDATE runs SET tags = ? WHERE run_id = ?", (dump_json(new), run_id))
+                    changed += 1
+        return changed
+
     # ---- reading -------------------------------------------------------------------------------------
+    def run_ids(self) -> list[str]:
+        """Every stored run's id, sorted."""
+        return [r[0] for r in self.read(lambda conn: conn.execute("SELECT run_id FROM runs ORDER BY run_id")
+                                        .fetchall())]
+
     def status(self, run_id: str) -> str | None:
         return self.statuses([run_id]).get(run_id)
 

@@ -19,6 +19,7 @@ COMMANDS = {
     "sweep": ("cl_bench.cli.sweep:sweep_command", "Run a sweep file (or a bundled preset) resumably."),
     "status": ("cl_bench.cli.sweep:status_command", "Finished / failed / pending runs of a sweep file."),
     "bench": ("cl_bench.cli.bench:bench_command", "Training and evaluation throughput against a bare PyTorch loop."),
+    "runs": ("cl_bench.cli.runs:runs", "List, show, tag, remove, export runs; merge another store."),
     "doctor": ("cl_bench.cli.doctor:doctor", "Check a device against the CPU, time it, and write a dated report."),
 }
 
