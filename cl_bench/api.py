@@ -110,9 +110,10 @@ def run(strategy: str, scenario: str, seed: int = 0, *, hparams: Mapping[str, An
 
 def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, store: StoreLike = DEFAULT_STORE, *,
               workers: int | None = None, threads: int | None = None, backend: str = "local",
-              device: str = "cpu", data_root: str | os.PathLike | None = None, retry_failed: bool = False,
+              device: str | None = None, data_root: str | os.PathLike | None = None, retry_failed: bool = False,
               checkpoints: bool = True, ray_address: str | None = None, progress: bool = True,
-              name: str = "sweep") -> list[Outcome]:
+              name: str = "sweep", devices: str | list[str] | None = None, workers_per_device: int | None = None,
+              loggers: tuple[str, ...] = ()) -> list[Outcome]:
     """Run every run of a sweep that is not yet in the store: the Python form of ``cl-bench sweep``.
 
     A sweep is resumable: runs already finished in ``store`` are skipped, runs killed part-way resume
@@ -127,7 +128,12 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, store: Store
             process (notebooks, debuggers).
         threads: torch threads per worker; None is cores / workers.
         backend: ``"local"`` (a pool of processes on this machine) or ``"ray"`` (the ``[ray]`` extra).
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        device: ``"cpu"`` (None: the default), ``"cuda"`` or ``"cuda:N"``.
+        devices: Several devices (``"cuda:0,cuda:1"`` or a list), each with ``workers_per_device``
+            workers pinned to it; not with ``device`` or ``workers``.
+        workers_per_device: Workers per device (with ``devices``, or on ``device``).
+        loggers: File or dashboard loggers every run writes, beside the sweep file's (``"jsonl"``,
+            ``"csv"``, ``"tensorboard"``, ``"wandb"``).
         data_root: The data sets' folder; default ``$CL_BENCH_DATA``, else ``./data``.
         retry_failed: Also run again the runs stored as failed.
         checkpoints: Checkpoint each run after each task, so a killed sweep resumes mid-run.
@@ -159,13 +165,12 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, store: Store
     elif not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep_file(os.fspath(sweep)))
     path = store.path if isinstance(store, Store) else store
-    if workers is None:
-        workers = os.cpu_count() or 1
-    if workers < 0 or (threads is not None and threads < 1):
+    if (workers is not None and workers < 0) or (threads is not None and threads < 1):
         raise ValueError(f"workers must be >= 0 and threads >= 1, got workers={workers}, threads={threads}")
     return _run_sweep(sweep, path, backend=backend, workers=workers, threads=threads, device=device,
                       data_root=data_root, retry_failed=retry_failed, checkpoints=checkpoints,
-                      ray_address=ray_address, progress=progress)
+                      ray_address=ray_address, progress=progress, devices=devices,
+                      workers_per_device=workers_per_device, loggers=loggers)
 
 
 def load_results(store: StoreLike = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:

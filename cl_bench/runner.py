@@ -2,9 +2,11 @@
 
 ``execute`` claims the configuration (cl_bench.claims), builds the scenario, serves a finished run of
 the same identity (cl_bench.identity) or trains, checkpointing after each task (cl_bench.checkpoint),
-and stores the run as one attempt (cl_bench.store: a failure never replaces a finished result)."""
+and stores the run as one attempt (cl_bench.store: a failure never replaces a finished result). A
+``Logger`` (cl_bench.loggers) given to ``execute`` hears of the run per epoch and per task."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import subprocess
 import time
@@ -22,6 +24,8 @@ from cl_bench import checkpoint as ckpt
 from cl_bench import claims
 from cl_bench.claims import Heartbeat, Owner, RunBusy
 from cl_bench.identity import current_identity, resolve
+from cl_bench.loggers import Logger
+from cl_bench.metrics import step_metrics
 from cl_bench.ranges import Range
 from cl_bench.registry import build_scenario, get_strategy
 from cl_bench.store import RunRecord, Saved, Store, config_hash
@@ -87,7 +91,8 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
             device: str = "cpu", force: bool = False,
             on_epoch: Callable[[EpochLog], None] | None = None,
             on_task: Callable[[int, np.ndarray], None] | None = None,
-            checkpoints: bool = True, claimed: bool = False, run_id: str | None = None) -> RunRecord:
+            checkpoints: bool = True, claimed: bool = False, run_id: str | None = None,
+            logger: Logger | None = None) -> RunRecord:
     """Run one configuration and store it. A finished run of this configuration made with the same
     strategy file and data (cl_bench.identity) is returned from the store unless ``force``; one made
     with others stays, and this run is stored beside it. Divergence or any error is stored as a failed
@@ -98,13 +103,17 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
     Ray) is where to store it, as resolved by the caller. With ``checkpoints``, the state after each task
     is checkpointed beside the store (cl_bench.checkpoint) and a run killed before it was stored resumes
     from its last finished task (``force`` starts afresh); strategies that cannot be resumed exactly are
-    not checkpointed."""
+    not checkpointed.
+
+    ``logger`` is told of a run it trains (not of one served from the store): ``start_run``, then
+    ``log_epoch`` per epoch (beside ``on_epoch``) and ``log_task`` per task with ``step_metrics``, then
+    ``end_run`` with the final metrics, or the error, and ``wall_s``. The caller closes it."""
     strategy_cls = get_strategy(config.strategy)
     hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
     device = resolve_device(device)
     if store is None or claimed:
         return _execute(config, strategy_cls, hparams, store, data_root, download, device, force, on_epoch,
-                        on_task, checkpoints, run_id)
+                        on_task, checkpoints, run_id, logger)
     config_id, owner = config.run_id(), Owner.here()
     holder = claims.claim(store, config_id, owner)
     if holder is not None:
@@ -112,13 +121,14 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
     try:
         with Heartbeat(store, owner):
             return _execute(config, strategy_cls, hparams, store, data_root, download, device, force, on_epoch,
-                            on_task, checkpoints, run_id)
+                            on_task, checkpoints, run_id, logger)
     finally:
         claims.release(store, config_id, owner)
 
 
 def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, data_root, download: bool,
-             device: str, force: bool, on_epoch, on_task, checkpoints: bool, run_id: str | None) -> RunRecord:
+             device: str, force: bool, on_epoch, on_task, checkpoints: bool, run_id: str | None,
+             logger: Logger | None) -> RunRecord:
     config_id = config.run_id()
     # Bad scenario options or missing data are configuration errors, raised before the run exists.
     seed_everything(config.seed)
@@ -145,6 +155,11 @@ def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, da
                        dataclasses.asdict(config.protocol), config.scenario_options, "running",
                        tags=list(config.tags), code_version=version, started=started, identity=identity)
     record.data = scenario.info
+    if logger is not None:
+        logger.start_run({"run_id": run_id, "strategy": config.strategy, "scenario": config.scenario,
+                          "seed": config.seed, "hparams": record.hparams, "protocol": record.protocol,
+                          "scenario_options": config.scenario_options, "tags": list(config.tags)})
+        on_epoch = _both(logger.log_epoch, on_epoch)
     trainer = None
     saved = None
     try:
@@ -169,6 +184,8 @@ def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, da
             if ckpt_path is not None and t < T - 1:
                 ckpt.save(ckpt_path, run_id=run_id, code_version=version, next_task=t + 1,
                           strategy=strategy, trainer=trainer, accuracy=acc, identity=identity)
+            if logger is not None:
+                logger.log_task(t, acc[t, :t + 1], step_metrics(acc, t))
             if on_task:
                 on_task(t, acc)
         record.monitoring = strategy.monitoring()
@@ -188,7 +205,30 @@ def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, da
         if store is not None and record.status in ("finished", "failed"):
             saved = store.save(record)
             ckpt.remove(ckpt_path)
+        if logger is not None:
+            _end_run(logger, record)
     if record.status == "failed":
         kept = store.get(run_id) if isinstance(saved, Saved) and saved.kept else None
         raise RunFailed(record, kept, saved.attempt if isinstance(saved, Saved) else None)
     return record
+
+
+def _both(first: Callable[[EpochLog], None], second: Callable[[EpochLog], None] | None) -> Callable[[EpochLog], None]:
+    if second is None:
+        return first
+
+    def both(log: EpochLog) -> None:
+        first(log)
+        second(log)
+    return both
+
+
+def _end_run(logger: Logger, record: RunRecord) -> None:
+    """The end of the run for its logger, after the record is stored (a logger error never loses it)."""
+    if record.status == "finished":
+        T = record.accuracy.shape[0]
+        logger.end_run("finished", {**step_metrics(record.accuracy, T - 1), "wall_s": record.wall_s})
+        return
+    status = record.status if record.status == "failed" else "interrupted"  # still "running": Ctrl-C
+    with contextlib.suppress(Exception):  # the run's own failure is what the caller must see
+        logger.end_run(status, {"error": record.error or status, "wall_s": record.wall_s})

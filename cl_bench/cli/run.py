@@ -1,16 +1,18 @@
-"""``cl-bench run``: one strategy x scenario x seed under the protocol, stored with its accuracy matrix."""
+"""``cl-bench run``: one strategy x scenario x seed under the protocol, stored with its accuracy matrix.
+
+Progress goes to stderr through the console logger (a bar on a terminal, plain lines when piped;
+``--quiet``: none); ``--logger`` adds file and dashboard loggers, writing in ``<store>.logs/``."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 
 import click
 import torch
-from tqdm import tqdm
 
 from cl_bench.cli.common import key_values, user_errors
+from cl_bench.loggers import LOGGER_NAMES, log_dir, make_loggers
 from cl_bench.registry import parse_scenario_options
 from cl_bench.report import format_accuracy_matrix
 from cl_bench.runner import RunConfig, RunFailed, execute
@@ -40,10 +42,15 @@ from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 @click.option("--precision", type=click.Choice(PRECISIONS),
               help="Shortcut for --set precision=...: bf16 autocast (CPU AMX, CUDA); fp32 is the default.")
 @click.option("--channels-last", is_flag=True, default=None, help="Shortcut for --set channels_last=true.")
+@click.option("--logger", "loggers", multiple=True, type=click.Choice(LOGGER_NAMES),
+              help="Also log the run to files or a dashboard, in <store>.logs/ (repeatable): jsonl, csv, "
+                   "tensorboard, wandb. The console logger (progress on stderr) is on unless --quiet.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr (the result is still printed).")
 @click.option("--force", is_flag=True, help="Re-run even if this configuration already finished (a failed "
               "re-run keeps the finished result; a finished one replaces it, the old one kept as an attempt).")
 def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_train_per_task, tasks,
-        options, tags, data_root, download, store, device, threads, precision, channels_last, force):
+        options, tags, data_root, download, store, device, threads, precision, channels_last, loggers, quiet,
+        force):
     """Run one strategy on one scenario and seed; store the accuracy matrix."""
     if threads:
         torch.set_num_threads(threads)
@@ -64,24 +71,13 @@ def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_tr
         opts = parse_scenario_options(scenario, opts)
         config = RunConfig(strategy, scenario, seed, key_values(hparams, "--hp"), protocol, opts, list(tags))
         config.resolved_hparams()  # a bad strategy name or hyperparameter fails before the store is opened
-        bar = tqdm(total=None, unit="epoch", dynamic_ncols=True, file=sys.stderr)
-
-        def on_epoch(log):
-            bar.set_description(f"task {log.task + 1}")
-            bar.set_postfix(loss=f"{log.train_loss:.3f}", val_loss=f"{log.valid_loss:.3f}",
-                            val_acc=f"{100 * log.valid_acc:.1f}", lr=f"{log.lr:.2g}")
-            bar.update()
-
-        def on_task(t, acc):
-            bar.write(f"after task {t + 1}: test acc " + " ".join(f"{100 * a:.1f}" for a in acc[t, :t + 1]))
-
-        try:
-            record = execute(config, Store(store), data_root=data_root, download=download, device=device,
-                             force=force, on_epoch=on_epoch, on_task=on_task)
-        except RunFailed as e:
-            raise click.ClickException(_failure(e)) from None
-        finally:
-            bar.close()
+        names = [n for n in ("console", *loggers) if not (quiet and n == "console")]
+        with make_loggers(names, log_dir(store)) as logger:  # an unknown or uninstalled one fails here
+            try:
+                record = execute(config, Store(store), data_root=data_root, download=download, device=device,
+                                 force=force, logger=logger)
+            except RunFailed as e:
+                raise click.ClickException(_failure(e)) from None
     click.echo(f"run {record.run_id} ({record.strategy} on {record.scenario}, seed {record.seed}): "
                f"{record.status} in {record.wall_s:.1f} s")
     click.echo(format_accuracy_matrix(record.accuracy))

@@ -2,7 +2,9 @@
 
 ``sweep`` exits with status 1 when a run failed, diverged or could not start in this call, or when the
 store holds failed runs of the sweep (so scripts and CI notice), after a summary line. ``status`` and
-``sweep --dry-run`` only read the store (``Store.open_read``: nothing is created or migrated).
+``sweep --dry-run`` only read the store (``Store.open_read``: nothing is created or migrated). Workers
+go on one device (``--device``, ``--workers`` x ``--threads``) or on several (``--devices``,
+``--workers-per-device``): cl_bench.sweep.placement.
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ from cl_bench.claims import live_claims
 from cl_bench.cli.common import user_errors
 from cl_bench.identity import CurrentView
 from cl_bench.store import DEFAULT_STORE, FAILED, Store, StoreError
-from cl_bench.sweep import Outcome, Sweep, load_sweep, measure_split, run_label, run_sweep, status_rows
+from cl_bench.sweep import (
+    SWEEP_LOGGERS,
+    Outcome,
+    Sweep,
+    WorkerStartError,
+    load_sweep,
+    measure_split,
+    parse_devices,
+    run_label,
+    run_sweep,
+    status_rows,
+)
 from cl_bench.sweep import sweep_file as find_sweep_file
 
 
@@ -38,12 +51,21 @@ def _load_or_fail(file: str, run_code: bool = True) -> Sweep:
 @click.argument("file")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="one per core",
-              help="Local worker processes (0: run in this process); measured fastest with one "
-                   "single-threaded worker per core (see --measure-split).")
+@click.option("--workers", type=int, help="Local worker processes (0: run in this process) [default: one per "
+              "core]; measured fastest with one single-threaded worker per core (see --measure-split).")
 @click.option("--threads", type=int, help="torch threads per worker [default: cores / workers].")
 @click.option("--ray-address", help="Ray cluster address (default: start a local Ray).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", help="Where every run trains: cpu, cuda, cuda:N [default: cpu].")
+@click.option("--devices", metavar="DEV,DEV,...",
+              help="Spread the workers over these devices, e.g. cuda:0,cuda:1 (instead of --device); each "
+                   "worker stays on its device.")
+@click.option("--workers-per-device", type=int,
+              help="Workers on each device of --devices (or on --device) [default: 1 with --devices]; small "
+                   "nets use a fraction of a GPU, so several runs per GPU finish more runs per hour. With "
+                   "--backend ray: runs sharing each GPU (each asks for 1/N of one).")
+@click.option("--logger", "loggers", multiple=True, type=click.Choice(SWEEP_LOGGERS),
+              help="Log every run to files or a dashboard, beside the store in <store>.logs/ (repeatable; "
+                   "added to the sweep file's `loggers`).")
 @click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
 @click.option("--retry-failed", is_flag=True, help="Also re-run runs stored as failed.")
 @click.option("--no-checkpoints", is_flag=True, help="Do not checkpoint runs after each task.")
@@ -53,8 +75,8 @@ def _load_or_fail(file: str, run_code: bool = True) -> Sweep:
               help="Time FILE's runs with every workers x threads split of the cores (fresh temporary "
                    "stores, nothing kept) and print the fastest.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep_command(file, store, backend, workers, threads, ray_address, device, data_root, retry_failed,
-                  no_checkpoints, dry_run, measure, quiet):
+def sweep_command(file, store, backend, workers, threads, ray_address, device, devices, workers_per_device,
+                  loggers, data_root, retry_failed, no_checkpoints, dry_run, measure, quiet):
     """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/). FILE may
     also name a bundled preset: `mini` (the mixture's laptop-sized benchmark). Exits with status 1 when a
     run failed or diverged (in this call, or stored as failed)."""
@@ -62,19 +84,21 @@ def sweep_command(file, store, backend, workers, threads, ray_address, device, d
     if measure:
         cores = os.cpu_count() or 1
         click.echo(f"measuring on {cores} cores; run this on an otherwise idle machine")
-        measure_split(sweep, cores, device, data_root, echo=click.echo)
+        with user_errors():
+            measure_split(sweep, cores, device or "cpu", data_root, echo=click.echo)
         return
-    if workers < 0 or (threads is not None and threads < 1):
-        raise click.BadParameter("--workers must be >= 0 and --threads >= 1")
+    with user_errors():
+        devices = parse_devices(devices)
     try:
-        with user_errors(StoreError):
+        with user_errors(StoreError, WorkerStartError):
             if dry_run:
                 db = Store.open_read(store) if Path(store).exists() else None
                 _echo_dry_run(sweep, CurrentView(db, store, data_root=data_root), retry_failed)
                 return
-            outcomes = run_sweep(sweep, store, backend=backend, workers=workers, threads=threads,
-                                 device=device, data_root=data_root, retry_failed=retry_failed,
-                                 checkpoints=not no_checkpoints, ray_address=ray_address, progress=not quiet)
+            outcomes = run_sweep(sweep, store, backend=backend, workers=workers, threads=threads, device=device,
+                                 devices=devices, workers_per_device=workers_per_device, data_root=data_root,
+                                 retry_failed=retry_failed, checkpoints=not no_checkpoints,
+                                 ray_address=ray_address, progress=not quiet, loggers=loggers)
     except KeyboardInterrupt:
         click.echo("sweep interrupted; run the same command again to finish it", err=True)
         sys.exit(130)

@@ -9,7 +9,9 @@ transaction as it ends and checkpointed after each task (cl_bench.checkpoint), s
 again finishes exactly what is missing. Each run is claimed before it starts (cl_bench.claims), so two
 sweeps on one store share the work and never both run a configuration; a finished run made with
 another version of its strategy file or other data is run again beside it (cl_bench.identity).
-``cl-bench status FILE`` shows what is done (``status_rows``).
+``cl-bench status FILE`` shows what is done (``status_rows``). Workers are placed on devices by
+cl_bench.sweep.placement (``--devices cuda:0,cuda:1 --workers-per-device N``); the file and dashboard
+loggers of the sweep file's ``loggers`` (and ``--logger``) log each run in its worker (cl_bench.loggers).
 
 This module is the public face: ``run_sweep`` picks the backend.
 """
@@ -17,10 +19,13 @@ This module is the public face: ``run_sweep`` picks the backend.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from cl_bench.claims import Heartbeat
+from cl_bench.loggers import log_dir, make_loggers
 from cl_bench.store import DEFAULT_STORE, Store
-from cl_bench.sweep.local import measure_split, run_inline, run_local
+from cl_bench.sweep.local import WorkerStartError, measure_split, run_inline, run_local, worker_slot
+from cl_bench.sweep.placement import PlacementError, Slot, parse_devices, place_workers
 from cl_bench.sweep.plan import (
     METRICS,
     NOTHING_TO_CHOOSE,
@@ -40,39 +45,61 @@ from cl_bench.sweep.ray_backend import run_ray  # imports Ray only when it runs
 from cl_bench.sweep.spec import (
     BUNDLED_SWEEPS,
     REFERENCE_STRATEGIES,
+    SWEEP_LOGGERS,
     bundled_sweeps,
     expand_grid,
     load_sweep,
     parse_sweep,
     sweep_file,
+    sweep_loggers,
 )
 
 BACKENDS = ("local", "ray")
 
 __all__ = [
-    "BACKENDS", "BUNDLED_SWEEPS", "METRICS", "NOTHING_TO_CHOOSE", "REFERENCE_STRATEGIES", "Cell", "Outcome",
-    "Plan", "PlanItem", "Point", "Progress", "Scheduler", "Select", "Sweep", "SweepError", "bundled_sweeps",
-    "choose", "expand_grid", "load_sweep", "measure_split", "parse_sweep", "run_label", "run_sweep",
-    "status_rows", "sweep_file", "validation_score",
+    "BACKENDS", "BUNDLED_SWEEPS", "METRICS", "NOTHING_TO_CHOOSE", "REFERENCE_STRATEGIES", "SWEEP_LOGGERS", "Cell",
+    "Outcome", "PlacementError", "Plan", "PlanItem", "Point", "Progress", "Scheduler", "Select", "Slot", "Sweep",
+    "SweepError", "WorkerStartError", "bundled_sweeps", "choose", "expand_grid", "load_sweep", "measure_split",
+    "parse_devices", "parse_sweep", "place_workers", "run_label", "run_sweep", "status_rows", "sweep_file",
+    "sweep_loggers", "validation_score", "worker_slot",
 ]
 
 
 def run_sweep(sweep: Sweep, store: str | os.PathLike = DEFAULT_STORE, *, backend: str = "local",
-              workers: int = 1, threads: int | None = None, device: str = "cpu", data_root=None,
+              workers: int | None = None, threads: int | None = None, device: str | None = None,
+              devices: Sequence[str] | None = None, workers_per_device: int | None = None, data_root=None,
               retry_failed: bool = False, checkpoints: bool = True, ray_address: str | None = None,
-              progress: bool = True) -> list[Outcome]:
+              progress: bool = True, loggers: Sequence[str] = ()) -> list[Outcome]:
     """Run what the sweep still needs; returns an Outcome per run attempted in this call (and per run
-    found busy in another process or done meanwhile: status "busy" / "skipped")."""
+    found busy in another process or done meanwhile: status "busy" / "skipped").
+
+    Placement (cl_bench.sweep.placement): ``workers`` (None: one per core; 0: in this process) x
+    ``threads`` on ``device`` (None: cpu), or ``devices`` x ``workers_per_device``. On Ray, ``device``
+    ``cuda`` asks ``1 / workers_per_device`` GPU per run. ``loggers``: file and dashboard loggers
+    (cl_bench.loggers) for every run, besides those of the sweep's ``loggers`` key."""
     if backend not in BACKENDS:
         raise SweepError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    names = sweep_loggers([*sweep.loggers, *loggers], "loggers")
+    make_loggers(names, log_dir(store)).close()  # a missing extra (tensorboard, wandb) fails before any run
+    if backend == "ray":
+        if devices is not None:
+            raise PlacementError("Ray places each run on a GPU itself: give --device cuda and "
+                                 "--workers-per-device N (runs per GPU), not --devices")
+        cores = os.cpu_count() or 1
+        threads = threads or max(1, cores // max(1, cores if workers is None else workers))
+        return _with_heartbeat(sweep, store, retry_failed, data_root, lambda scheduler: run_ray(
+            scheduler, threads=threads, device=device or "cpu", data_root=data_root, checkpoints=checkpoints,
+            address=ray_address, progress=progress, workers_per_device=workers_per_device or 1, loggers=names))
+    slots = place_workers(workers=workers, threads=threads, device=device, devices=devices,
+                          workers_per_device=workers_per_device)
+    if workers == 0:
+        return _with_heartbeat(sweep, store, retry_failed, data_root, lambda scheduler: run_inline(
+            scheduler, slots[0], data_root, checkpoints, progress, names))
+    return _with_heartbeat(sweep, store, retry_failed, data_root, lambda scheduler: run_local(
+        scheduler, slots, data_root, checkpoints, progress, names))
+
+
+def _with_heartbeat(sweep: Sweep, store, retry_failed: bool, data_root, backend) -> list[Outcome]:
     scheduler = Scheduler(sweep, Store(store), retry_failed, data_root=data_root)
-    # 1 worker x all threads is the default until the split is measured on an idle machine
-    # (`cl-bench sweep --measure-split examples/sweeps/measure_split.yaml`).
-    threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     with Heartbeat(scheduler.store, scheduler.owner):  # keeps this driver's claims alive
-        if backend == "local" and workers == 0:
-            return run_inline(scheduler, threads, device, data_root, checkpoints, progress)
-        if backend == "local":
-            return run_local(scheduler, workers, threads, device, data_root, checkpoints, progress)
-        return run_ray(scheduler, threads=threads, device=device, data_root=data_root,
-                       checkpoints=checkpoints, address=ray_address, progress=progress)
+        return backend(scheduler)

@@ -1,13 +1,18 @@
-"""The local backend of ``cl-bench sweep``: a pool of spawned worker processes on this machine.
+"""The local backend of ``cl-bench sweep``: worker processes on this machine, one per worker slot.
 
-``--workers`` processes x ``--threads`` torch threads each. The default is one single-threaded worker
-per core: on the 2-core reference machine, ``--measure-split`` (``measure_split``) on
-examples/sweeps/measure_split.yaml gave 2 x 1 threads 959 runs/hour against 536 for 1 x 2 (runs of
-small nets gain little from a second intra-op thread); ``--workers 0`` runs everything in the calling
-process (debuggers, tests). Each worker writes its run's record to the store itself. A worker killed
-by the OS is replaced and its run retried once; a second death stores the run as failed. A worker
-whose driver was killed (``kill -9``) exits by itself (watchdog), even when the driver died while the
-worker was starting. The driver claims each run before handing it to a worker (cl_bench.claims).
+The slots come from cl_bench.sweep.placement: ``--workers`` x ``--threads`` on one device (the default),
+or ``--devices`` x ``--workers-per-device``. Each slot is one spawned process, pinned to its slot's
+device (``torch.cuda.set_device`` for a GPU) and thread count, that runs every run handed to it there;
+the driver hands each run to a free slot, in slot order, so runs spread over the devices. On CPU the
+default is one single-threaded worker per core: on the 2-core reference machine, ``--measure-split``
+(``measure_split``) on examples/sweeps/measure_split.yaml gave 2 x 1 threads 959 runs/hour against 536
+for 1 x 2 (runs of small nets gain little from a second intra-op thread); ``--workers 0`` runs
+everything in the calling process (debuggers, tests). Each worker writes its run's record to the store
+itself, and makes the sweep's file and dashboard loggers (cl_bench.loggers) in its own process. A
+worker killed by the OS is replaced (the other workers go on) and its run retried once; a second death
+stores the run as failed. A worker whose driver was killed (``kill -9``) exits by itself (watchdog),
+even when the driver died while the worker was starting. The driver claims each run before handing it
+to a worker (cl_bench.claims).
 """
 
 from __future__ import annotations
@@ -22,29 +27,50 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cl_bench.loggers import Logger, log_dir, make_loggers
 from cl_bench.registry import build_scenario
 from cl_bench.runner import RunConfig, RunFailed, code_version, execute
 from cl_bench.store import RunRecord, Store
+from cl_bench.sweep.placement import Slot, place_workers
 from cl_bench.sweep.plan import PlanItem, Sweep
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
 
 _EVENTS = None  # in a worker: the queue of progress events to the driver
 _IN_WORKER = False  # True in the processes of the local pool
+_SLOT: Slot | None = None  # the slot this process works for (also set while an inline sweep runs)
+STARTS = 3  # a slot whose worker dies this many times before starting a run stops the sweep
+
+
+class WorkerStartError(RuntimeError):
+    """A worker process keeps dying before it runs anything (e.g. its device cannot be used)."""
 
 
 # ---- in a worker ---------------------------------------------------------------------------------------
-def _worker_init(threads: int, events, driver: int) -> None:
-    global _EVENTS, _IN_WORKER
-    torch.set_num_threads(threads)
-    _EVENTS, _IN_WORKER = events, True
+def worker_slot() -> Slot | None:
+    """The slot of the sweep worker running in this process: its device, threads and label; None
+    outside a local sweep. Code run by a sweep (a strategy) can read where it was placed."""
+    return _SLOT
+
+
+def _pin(slot: Slot) -> None:
+    """This process works for ``slot``: its torch threads, and its GPU as the current CUDA device."""
+    torch.set_num_threads(slot.threads)
+    if slot.cuda_index is not None:  # kernels and allocations without an explicit device go there too
+        torch.cuda.set_device(slot.cuda_index)
+
+
+def _worker_init(slot: Slot, events, driver: int) -> None:
+    global _EVENTS, _IN_WORKER, _SLOT
+    _pin(slot)
+    _EVENTS, _IN_WORKER, _SLOT = events, True, slot
 
     def orphaned() -> bool:
         # ``driver`` is the driver's pid, read by the driver before it spawned us: reading os.getppid()
@@ -65,11 +91,13 @@ def _worker_init(threads: int, events, driver: int) -> None:
 
 def _emit(*event) -> None:
     with contextlib.suppress(Exception):  # progress is best effort
-        _EVENTS.put_nowait((os.getpid(), *event))
+        _EVENTS.put_nowait((_SLOT.index if _SLOT is not None else 0, os.getpid(), *event))
 
 
-def _worker_run(config: RunConfig, store_path: str, device: str, data_root, checkpoints: bool) -> Outcome:
-    """Run one configuration in a worker; the worker writes the record to the store itself. The driver
+def _worker_run(config: RunConfig, store_path: str, device: str, data_root, checkpoints: bool,
+                loggers: Sequence[str] = ()) -> Outcome:
+    """Run one configuration in a worker; the worker writes the record to the store itself, and the
+    run's logs beside it (``loggers``: names of cl_bench.loggers, made here, in the worker). The driver
     holds the configuration's claim."""
     label = run_label(config)
     _emit("start", config.run_id(), label)
@@ -80,9 +108,11 @@ def _worker_run(config: RunConfig, store_path: str, device: str, data_root, chec
                        f"epoch {log.epoch} val_acc {100 * log.valid_acc:.1f}")
 
     start, since = time.perf_counter(), time.time()
+    logger: Logger | None = None
     try:
+        logger = make_loggers(loggers, log_dir(store_path)) if loggers else None
         record = execute(config, Store(store_path), data_root=data_root, device=device,
-                         on_epoch=on_epoch, checkpoints=checkpoints, claimed=True)
+                         on_epoch=on_epoch, checkpoints=checkpoints, claimed=True, logger=logger)
         if record.finished is not None and record.finished < since:  # found in the store: not run here
             return Outcome(record.run_id, label, "skipped", "finished in the store", time.perf_counter() - start)
         return Outcome(record.run_id, label, "finished", wall_s=time.perf_counter() - start)
@@ -95,63 +125,75 @@ def _worker_run(config: RunConfig, store_path: str, device: str, data_root, chec
         return Outcome(config.run_id(), label, "error", f"{type(e).__name__}: {e}".splitlines()[0],
                        time.perf_counter() - start)
     except KeyboardInterrupt:
-        if _IN_WORKER:  # stop now: else the pool would go on with the calls already queued to it
+        if _IN_WORKER:  # stop now: else the worker would go on with a call already queued to it
             os._exit(130)  # the run is not stored; its checkpoint stays for the next sweep
         raise
     finally:
+        if logger is not None:
+            with contextlib.suppress(Exception):  # the run's outcome counts, not a log file's closing
+                logger.close()
         _emit("end")
 
 
 # ---- the driver ----------------------------------------------------------------------------------------
-def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, data_root,
-              checkpoints: bool, progress: bool) -> list[Outcome]:
-    """The scheduler's runs on ``workers`` spawned processes of ``threads`` torch threads each. At most
-    ``workers`` runs are claimed at a time, so concurrent sweeps on one store share the work."""
+def run_local(scheduler: Scheduler, slots: Sequence[Slot], data_root, checkpoints: bool, progress: bool,
+              loggers: Sequence[str] = ()) -> list[Outcome]:
+    """The scheduler's runs on one spawned process per slot (cl_bench.sweep.placement), each run on its
+    slot's device. At most one run per slot is claimed at a time, so concurrent sweeps on one store
+    share the work."""
     ctx = mp.get_context("spawn")  # fork after torch threads exist can deadlock; spawn is portable
     events = ctx.Queue()
     queue_ = scheduler.next_runs()
-    ui = Progress(progress, workers, scheduler.expected_total())
+    ui = Progress(progress, [s.name for s in slots], scheduler.expected_total())
     store_path = str(scheduler.store.path)
+    loggers = tuple(loggers)
     outcomes: list[Outcome] = []
     kills: dict[str, int] = {}  # run_id -> times a worker died while running it
-    running: dict[int, str] = {}  # worker pid -> run_id, from the workers' events
+    dead_starts = [0] * len(slots)  # per slot: worker deaths before it started the run handed to it
+    running: dict[int, str] = {}  # slot -> run_id, from the workers' events
     worker_pids: set[int] = set()
     driver = os.getpid()  # read before any worker exists (its watchdog compares its parent with it)
 
-    def new_pool():
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(threads, events, driver))
+    def new_pool(slot: Slot) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(slot, events, driver))
 
     def drain():
         while True:
             try:
-                pid, kind, *args = events.get_nowait()
+                slot, pid, kind, *args = events.get_nowait()
             except queue.Empty:
                 return
             worker_pids.add(pid)
             if kind == "start":
-                running[pid] = args[0]
+                running[slot] = args[0]
             elif kind == "end":
-                running.pop(pid, None)
-            ui.event(pid, kind, *args)
+                running.pop(slot, None)
+            ui.event(slot, kind, *args)
 
     def finish(item: PlanItem, outcome: Outcome) -> None:
         scheduler.release(item)
+        claimed.pop(item.run_id, None)
         outcomes.append(outcome)
         ui.done(outcome, scheduler.expected_total())
 
-    pool = new_pool()
-    futures: dict[Any, PlanItem] = {}
+    pools = [new_pool(slot) for slot in slots]  # a process starts with its first run
+    busy: dict[int, PlanItem] = {}  # slot -> its run
+    futures: dict[Future, int] = {}  # -> slot
+    claimed: dict[str, PlanItem] = {}  # by this sweep and not finished: running, or waiting for a retry
     try:
         while True:
-            while queue_ and len(futures) < workers:
+            free = [s.index for s in slots if s.index not in busy]
+            while queue_ and free:
                 item = queue_.pop(0)
                 refused = scheduler.claim(item)
                 if refused is not None:
                     outcomes.append(refused)
                     ui.done(refused, scheduler.expected_total())
                     continue
-                futures[pool.submit(_worker_run, item.config, store_path, device, data_root, checkpoints)] = item
+                k = free.pop(0)
+                busy[k] = claimed[item.run_id] = item
+                futures[pools[k].submit(_worker_run, item.config, store_path, slots[k].device, data_root,
+                                        checkpoints, loggers)] = k
             if not futures:
                 queue_ = scheduler.next_runs()  # selections another process's runs may have decided
                 if not queue_:
@@ -159,40 +201,26 @@ def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, dat
                 continue
             done, _ = wait(list(futures), timeout=0.25, return_when=FIRST_COMPLETED)
             drain()
-            broken = []
+            died = False
             for fut in done:
-                item = futures.pop(fut)
+                k = futures.pop(fut)
+                item = busy.pop(k)
                 try:
-                    outcome = fut.result()
-                except BrokenProcessPool:
-                    broken.append(item)
+                    outcome = dataclasses.replace(fut.result(), worker=slots[k].name)
+                except BrokenProcessPool:  # this slot's worker was killed (out of memory, ...): replace it
+                    died = True
+                    retry = _worker_died(scheduler, slots[k], item, pools, k, new_pool, drain, running, kills,
+                                         dead_starts, ui)
+                    if retry:
+                        queue_.insert(0, item)  # still claimed by this sweep
+                    else:
+                        finish(item, _store_killed(scheduler, item))
                     continue
                 except Exception as e:  # noqa: BLE001 not a run failure: e.g. the store could not be written
-                    outcome = Outcome(item.run_id, run_label(item.config), "error", f"{type(e).__name__}: {e}")
+                    outcome = Outcome(item.run_id, run_label(item.config), "error", f"{type(e).__name__}: {e}",
+                                      worker=slots[k].name)
                 finish(item, outcome)
-            if broken:  # a worker was killed (out of memory, ...): every queued future fails with it
-                time.sleep(0.2)
-                drain()
-                broken += list(futures.values())
-                futures.clear()
-                in_flight = set(running.values())
-                running.clear()
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = new_pool()
-                ui.reset_workers()
-                retry = []
-                for item in broken:
-                    if item.run_id in in_flight:
-                        kills[item.run_id] = kills.get(item.run_id, 0) + 1
-                        _record_killed(scheduler, item)
-                    if kills.get(item.run_id, 0) >= 2:  # retried once already: store it as failed
-                        finish(item, _store_killed(scheduler, item))
-                    else:
-                        if item.run_id in in_flight:
-                            ui.write(f"worker died while running {run_label(item.config)}; retrying once")
-                        retry.append(item)  # still claimed by this sweep
-                queue_ = retry + queue_
-            if done and not broken:
+            if done and not died:
                 queue_ += scheduler.next_runs()  # selections decided by these runs release their seeds
     except KeyboardInterrupt:
         ui.write("interrupted: runs in flight stop; finished runs are in the store and each run in flight "
@@ -203,26 +231,64 @@ def run_local(scheduler: Scheduler, workers: int, threads: int, device: str, dat
                 os.kill(pid, signal.SIGINT)
             except OSError:
                 pass
-        pool.shutdown(wait=True, cancel_futures=True)
-        for item in futures.values():
-            with contextlib.suppress(Exception):
-                scheduler.release(item)
-        ui.close()
+        _stop(pools, claimed.values(), scheduler, ui)
         raise
-    pool.shutdown(wait=True)
+    except BaseException:
+        _stop(pools, claimed.values(), scheduler, ui)
+        raise
+    for pool in pools:
+        pool.shutdown(wait=True)
     ui.close()
     return outcomes
 
 
-def run_inline(scheduler: Scheduler, threads: int, device: str, data_root, checkpoints: bool,
-               progress: bool) -> list[Outcome]:
-    """``--workers 0``: every run in this process, one after another (debuggers, tests)."""
-    global _EVENTS
+def _worker_died(scheduler: Scheduler, slot: Slot, item: PlanItem, pools: list[ProcessPoolExecutor], k: int,
+                 new_pool: Callable[[Slot], ProcessPoolExecutor], drain: Callable[[], None],
+                 running: dict[int, str], kills: dict[str, int], dead_starts: list[int], ui: Progress) -> bool:
+    """Replace slot ``k``'s dead worker; True when ``item`` is to run again, False when it killed its
+    worker twice (store it as failed). Raises when the slot's worker keeps dying before any run starts."""
+    time.sleep(0.2)  # the dead worker's last events
+    drain()
+    started = running.pop(k, None) == item.run_id
+    pools[k].shutdown(wait=True, cancel_futures=True)
+    pools[k] = new_pool(slot)
+    ui.reset_worker(k)
+    if not started:
+        dead_starts[k] += 1
+        if dead_starts[k] >= STARTS:
+            raise WorkerStartError(f"the sweep worker {slot.name} died {STARTS} times while starting, before "
+                                   f"running anything (device {slot.device}: is it usable?)")
+        return True
+    dead_starts[k] = 0
+    kills[item.run_id] = kills.get(item.run_id, 0) + 1
+    _record_killed(scheduler, item)
+    if kills[item.run_id] >= 2:  # retried once already
+        return False
+    ui.write(f"worker {slot.name} died while running {run_label(item.config)}; retrying once")
+    return True
+
+
+def _stop(pools: list[ProcessPoolExecutor], claimed: Iterable[PlanItem], scheduler: Scheduler,
+          ui: Progress) -> None:
+    """The sweep stops early: workers shut down, the claims of its unfinished runs released."""
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+    for item in claimed:
+        with contextlib.suppress(Exception):
+            scheduler.release(item)
+    ui.close()
+
+
+def run_inline(scheduler: Scheduler, slot: Slot, data_root, checkpoints: bool, progress: bool,
+               loggers: Sequence[str] = ()) -> list[Outcome]:
+    """``--workers 0``: every run in this process, one after another (debuggers, tests), on ``slot``."""
+    global _EVENTS, _SLOT
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    ui = Progress(progress, 1, 0)
+    torch.set_num_threads(slot.threads)
+    ui = Progress(progress, [slot.name], 0)
     events: queue.Queue = queue.Queue()
-    _EVENTS, saved = events, _EVENTS
+    saved = _EVENTS, _SLOT
+    _EVENTS, _SLOT = events, slot
     outcomes: list[Outcome] = []
     try:
         while todo := scheduler.next_runs():
@@ -231,16 +297,18 @@ def run_inline(scheduler: Scheduler, threads: int, device: str, data_root, check
                 outcome = scheduler.claim(item)
                 if outcome is None:
                     try:
-                        outcome = _worker_run(item.config, str(scheduler.store.path), device, data_root, checkpoints)
+                        outcome = _worker_run(item.config, str(scheduler.store.path), slot.device, data_root,
+                                              checkpoints, loggers)
+                        outcome = dataclasses.replace(outcome, worker=slot.name)
                     finally:
                         scheduler.release(item)
                 while not events.empty():
-                    pid, kind, *args = events.get_nowait()
-                    ui.event(pid, kind, *args)
+                    index, _pid, kind, *args = events.get_nowait()
+                    ui.event(index, kind, *args)
                 outcomes.append(outcome)
                 ui.done(outcome, scheduler.expected_total())
     finally:
-        _EVENTS = saved
+        _EVENTS, _SLOT = saved
         torch.set_num_threads(previous)
         ui.close()
     return outcomes
@@ -278,10 +346,11 @@ def measure_split(sweep: Sweep, cores: int, device: str, data_root,
         build_scenario(cell.scenario, data_root=data_root, **cell.options)  # warm the dataset caches
     results = []
     for workers, threads in splits:
+        slots = place_workers(workers=workers, threads=threads, device=device, cores=cores)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             scheduler = Scheduler(sweep, Store(Path(tmp) / "measure.db"), data_root=data_root)
-            outcomes = run_local(scheduler, workers, threads, device, data_root, checkpoints=True, progress=False)
+            outcomes = run_local(scheduler, slots, data_root, checkpoints=True, progress=False)
             seconds = time.perf_counter() - start
         ok = sum(o.status == "finished" for o in outcomes)
         rate = 3600 * ok / seconds

@@ -89,6 +89,7 @@ class Sweep:
     seeds: tuple[int, ...] = (0,)
     select: Select | None = None
     tags: tuple[str, ...] = ()
+    loggers: tuple[str, ...] = ()  # file/dashboard loggers each run writes (cl_bench.loggers)
 
     def plan(self, store: Store) -> Plan:
         """Every run this sweep needs that is known now, with its status in ``store``. With ``select``,

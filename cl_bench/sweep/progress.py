@@ -29,6 +29,7 @@ class Outcome:
     status: str
     message: str = ""
     wall_s: float = 0.0
+    worker: str = ""  # the worker that ran it, e.g. "cuda:1 #3" (local backend); "" when none did
 
 
 @dataclass
@@ -94,30 +95,27 @@ def run_label(config: RunConfig) -> str:
 
 
 class Progress:
-    """One tqdm bar over runs, plus one status line per worker with its current run."""
+    """One tqdm bar over runs, plus one status line per worker slot with its current run."""
 
-    def __init__(self, enabled: bool, slots: int, total: int):
+    def __init__(self, enabled: bool, slots: int | list[str], total: int):
+        """``slots``: the workers' names (one status line each), or how many (named by number)."""
+        names = [f"#{i + 1}" for i in range(slots)] if isinstance(slots, int) else list(slots)
         self.enabled = enabled
         self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr, disable=not enabled)
+        self.names = names
         self.lines = [tqdm(total=0, position=i + 1, bar_format="{desc}", file=sys.stderr,
-                           disable=not enabled, dynamic_ncols=True) for i in range(slots)]
-        self.slot_of: dict[int, int] = {}
+                           disable=not enabled, dynamic_ncols=True) for i in range(len(names))]
 
-    def event(self, pid: int, kind: str, *args) -> None:
-        """A worker's event: ("start", run_id, label), ("epoch", text) or ("end",)."""
-        if pid not in self.slot_of:
-            used = set(self.slot_of.values())
-            free = [i for i in range(len(self.lines)) if i not in used]
-            self.slot_of[pid] = free[0] if free else 0
-        line = self.lines[self.slot_of[pid]]
-        text = {"start": lambda: f"  [{pid}] {args[1]}", "epoch": lambda: f"  [{pid}] {args[0]}",
-                "end": lambda: f"  [{pid}] idle"}[kind]()
-        line.set_description_str(text[:200])
+    def event(self, slot: int, kind: str, *args) -> None:
+        """Worker ``slot``'s event: ("start", run_id, label), ("epoch", text) or ("end",)."""
+        if not 0 <= slot < len(self.lines):
+            return
+        text = {"start": lambda: args[1], "epoch": lambda: args[0], "end": lambda: "idle"}[kind]()
+        self.lines[slot].set_description_str(f"  [{self.names[slot]}] {text}"[:200])
 
-    def reset_workers(self) -> None:
-        self.slot_of.clear()
-        for line in self.lines:
-            line.set_description_str("  (restarting worker)")
+    def reset_worker(self, slot: int) -> None:
+        if 0 <= slot < len(self.lines):
+            self.lines[slot].set_description_str(f"  [{self.names[slot]}] (restarting worker)")
 
     def done(self, outcome: Outcome, total: int) -> None:
         if outcome.status != "finished":

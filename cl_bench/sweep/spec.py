@@ -15,6 +15,7 @@ A sweep file (every key optional but the scenario(s) and ``strategies``)::
     references: true                   # adds Joint and Random per scenario and seed, for rho (Eq. 6)
     tags: [r1]
     select: {seed: 0, metric: valid_acc, then_seeds: [0, 1, 2]}   # instead of `seeds`
+    loggers: [jsonl]                   # file / dashboard loggers of every run (cl_bench.loggers)
 
 Without ``select`` every grid point runs on every seed; with it, see cl_bench.sweep.plan. Values are
 typed by the one parser (cl_bench.values) through the owners of each schema: strategies' Hparams,
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from cl_bench.loggers import LOGGER_NAMES
 from cl_bench.registry import all_scenarios, get_strategy, is_strategy_file, parse_scenario_options
 from cl_bench.runner import MAX_SEED
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
@@ -42,7 +44,9 @@ from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
 REFERENCE_STRATEGIES = ("joint", "random")
 SWEEP_KEYS = ("name", "scenario", "scenarios", "strategies", "seeds", "protocol", "references", "tags",
-              "select")
+              "select", "loggers")
+# The console logger is left out: a sweep shows its own progress display.
+SWEEP_LOGGERS = tuple(n for n in LOGGER_NAMES if n != "console")
 BUNDLED_SWEEPS = Path(__file__).parents[1] / "sweeps"  # presets shipped with the package, e.g. `mini`
 
 
@@ -117,6 +121,7 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
     if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
         raise SweepError(f"{source}: tags must be a text or a list of texts, got {data.get('tags')!r}")
     tags = [str(t) for t in tags]
+    loggers = sweep_loggers(data.get("loggers") or [], f"{source}: loggers")
 
     cells = []
     for scenario, options in scenarios:
@@ -136,7 +141,23 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
                 resolved = dataclasses.asdict(get_strategy(ref).parse_hparams({}))
                 cells.append(Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos],
                                   role="reference"))
-    return Sweep(name, cells, tuple(seeds), select, tuple(tags))
+    return Sweep(name, cells, tuple(seeds), select, tuple(tags), tuple(loggers))
+
+
+def sweep_loggers(value: Any, where: str = "loggers") -> tuple[str, ...]:
+    """The names of a sweep's loggers, validated (SWEEP_LOGGERS); a text is one name, a name given twice
+    counts once."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise SweepError(f"{where}: expected a logger name or a list of them ({', '.join(SWEEP_LOGGERS)}), "
+                         f"got {value!r}")
+    for name in names:
+        if name == "console":
+            raise SweepError(f"{where}: `console` is not a sweep logger (a sweep shows its own progress); "
+                             f"valid: {', '.join(SWEEP_LOGGERS)}")
+        if name not in SWEEP_LOGGERS:
+            raise SweepError(f"{where}: unknown logger {name!r}; valid: {', '.join(SWEEP_LOGGERS)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _seeds(value: Any, where: str) -> list[int]:
