@@ -3,6 +3,7 @@
 Importing this package imports every module in it; scenario modules register their builders with
 ``@register_scenario``.
 """
+
 import importlib
 import pkgutil
 

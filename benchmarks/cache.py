@@ -13,6 +13,7 @@
 
 The data root itself is never written to (it may be read-only).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,10 @@ def file_sha256s(paths: list[Path], root: Path) -> dict[Path, str]:
                 out[path] = sha256(path)
                 memo[key], changed = [*stamp, out[path]], True
         except OSError as e:
-            raise DataAccessError(f"cannot read {path} ({reason(e)}): give this user read permission on it "
-                                  "(and on its folders), or replace it") from e
+            raise DataAccessError(
+                f"cannot read {path} ({reason(e)}): give this user read permission on it "
+                "(and on its folders), or replace it"
+            ) from e
     if changed:
         atomic_write(memo_path, lambda tmp: Path(tmp).write_text(json.dumps(memo)))
     return out
@@ -92,8 +95,9 @@ def read_sha256sums(listing: Path) -> dict[str, str]:
         elif m := _TAGGED.fullmatch(body):
             rel, digest = m.group(1), m.group(2)
         else:
-            raise CorruptDatasetError(f"{listing}: line {number} is not a sha256sum line "
-                                      f"('<64 hex digits>  <path>'): {line[:80]!r}")
+            raise CorruptDatasetError(
+                f"{listing}: line {number} is not a sha256sum line ('<64 hex digits>  <path>'): {line[:80]!r}"
+            )
         if escaped:
             rel = rel.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
         expected[posixpath.normpath(rel)] = digest.lower()
@@ -121,9 +125,11 @@ def verify_sha256sums(root: Path, sums: dict[Path, str]) -> None:
     for path, digest in sums.items():
         for rel in sorted(_names_in_root(path, root) & expected.keys()):
             if expected[rel] != digest:
-                raise CorruptDatasetError(f"{path}: sha256 {digest} does not match {listing} "
-                                          f"({expected[rel]} for {rel}): the file is corrupt or was modified; "
-                                          "replace it with the original")
+                raise CorruptDatasetError(
+                    f"{path}: sha256 {digest} does not match {listing} "
+                    f"({expected[rel]} for {rel}): the file is corrupt or was modified; "
+                    "replace it with the original"
+                )
 
 
 def checked_sha256s(paths: list[Path], root: Path) -> dict[Path, str]:
@@ -135,6 +141,7 @@ def checked_sha256s(paths: list[Path], root: Path) -> dict[Path, str]:
 
 # -- writing cache files ----------------------------------------------------------------------------
 
+
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """``write(tmp)`` to a temporary file next to ``path``, then a rename: readers never see a
     half-written file. A failure (disk full, no permission) is a ``DataAccessError`` naming the file."""
@@ -145,8 +152,10 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        raise DataAccessError(f"cannot write the cache file {path} ({reason(e)}): free some space, fix the "
-                              f"folder's permissions or set ${CACHE_ENV} to a writable folder") from e
+        raise DataAccessError(
+            f"cannot write the cache file {path} ({reason(e)}): free some space, fix the "
+            f"folder's permissions or set ${CACHE_ENV} to a writable folder"
+        ) from e
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
@@ -159,13 +168,14 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 # -- the prepared-tensor cache --------------------------------------------------------------------
 
-def prepared_path(root: Path, name: str, kind: str, sums: dict[Path, str], version: int,
-                  extra: Any = None) -> Path:
+
+def prepared_path(root: Path, name: str, kind: str, sums: dict[Path, str], version: int, extra: Any = None) -> Path:
     """The cache file of data set ``name`` derived from the files with checksums ``sums`` (all of
     them: images and labels), found as ``kind``. ``version`` is the preparation's version, so a
     changed preparation misses the cache; ``extra`` (JSON-able) is anything else it depends on."""
-    key = hashlib.sha256(json.dumps([version, name, kind, extra, sorted(
-        (str(p), s) for p, s in sums.items())]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([version, name, kind, extra, sorted((str(p), s) for p, s in sums.items())]).encode()
+    ).hexdigest()[:16]
     return cache_dir(root) / f"prepared-{name}-{key}.pt"
 
 

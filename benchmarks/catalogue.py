@@ -26,6 +26,7 @@ github.com/nkundiushuti/facescrub_subset ``data/facescrub_100.zip`` (holds
 
 How each data set is downloaded, and how a download is verified, is ``downloads``' job.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,9 +56,11 @@ from cl_bench.benchmarks.formats import (
 )
 from cl_bench.data import DataAccessError, reason
 
-PLAIN_FORMAT = ("Every data set can also be given in the plain format (see the README's \"Data\" section): "
-                "<root>/<name>/{train,test}.npz with `x` uint8 NHWC images at the source's own resolution "
-                "and `y` int64 labels 0..C-1.")
+PLAIN_FORMAT = (
+    'Every data set can also be given in the plain format (see the README\'s "Data" section): '
+    "<root>/<name>/{train,test}.npz with `x` uint8 NHWC images at the source's own resolution "
+    "and `y` int64 labels 0..C-1."
+)
 
 
 @dataclass(frozen=True)
@@ -77,26 +80,86 @@ _CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 FACESCRUB_URL = "https://github.com/nkundiushuti/facescrub_subset/blob/master/data/facescrub_100.zip?raw=true"
 NOTMNIST_URL = "https://github.com/nkundiushuti/notmnist_convert/blob/master/notmnist.zip?raw=true"
 
-SPECS: dict[str, DatasetSpec] = {s.name: s for s in [
-    DatasetSpec("cifar10", 0, 10, _CIFAR_MEAN, _CIFAR_STD, (50000, 10000), ("cifar10",),
-                "--download (torchvision CIFAR10)"),
-    DatasetSpec("cifar100", 1, 100, _CIFAR_MEAN, _CIFAR_STD, (50000, 10000), ("cifar100",),
-                "--download (torchvision CIFAR100)"),
-    DatasetSpec("mnist", 2, 10, (0.1,) * 3, (0.2752,) * 3, (60000, 10000), ("MNIST", "mnist"),
-                "--download (torchvision MNIST)"),  # constants "including the padding"
-    DatasetSpec("svhn", 3, 10, (0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197), (73257, 26032),
-                ("svhn",), "--download (torchvision SVHN, train and test, no extra)"),
-    DatasetSpec("fashion_mnist", 4, 10, (0.2190,) * 3, (0.3318,) * 3, (60000, 10000),
-                ("FashionMNIST", "fashion_mnist"), "--download (torchvision FashionMNIST)"),
-    DatasetSpec("gtsrb", 5, 43, (0.3398, 0.3117, 0.3210), (0.2755, 0.2647, 0.2712), (39209, 12630),
-                ("gtsrb",), "--download (torchvision GTSRB), or HAT's Udacity train.p/test.p"),
-    # FaceScrub-100 sizes are not known exactly (~20.6k / 2.3k): complete = all 100 people present.
-    DatasetSpec("facescrub", 6, 100, (0.5163, 0.5569, 0.4695), (0.2307, 0.2272, 0.2479), None,
-                ("facescrub",), f"--download, or facescrub_100.zip from {FACESCRUB_URL}"),
-    # 16,853 / 1,873 are inferred from the paper's range and notMNIST_small's size.
-    DatasetSpec("notmnist", 7, 10, (0.4254,) * 3, (0.4501,) * 3, (16853, 1873), ("notmnist",),
-                f"--download, or notmnist.zip from {NOTMNIST_URL}"),
-]}
+SPECS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in [
+        DatasetSpec(
+            "cifar10", 0, 10, _CIFAR_MEAN, _CIFAR_STD, (50000, 10000), ("cifar10",), "--download (torchvision CIFAR10)"
+        ),
+        DatasetSpec(
+            "cifar100",
+            1,
+            100,
+            _CIFAR_MEAN,
+            _CIFAR_STD,
+            (50000, 10000),
+            ("cifar100",),
+            "--download (torchvision CIFAR100)",
+        ),
+        DatasetSpec(
+            "mnist",
+            2,
+            10,
+            (0.1,) * 3,
+            (0.2752,) * 3,
+            (60000, 10000),
+            ("MNIST", "mnist"),
+            "--download (torchvision MNIST)",
+        ),  # constants "including the padding"
+        DatasetSpec(
+            "svhn",
+            3,
+            10,
+            (0.4377, 0.4438, 0.4728),
+            (0.198, 0.201, 0.197),
+            (73257, 26032),
+            ("svhn",),
+            "--download (torchvision SVHN, train and test, no extra)",
+        ),
+        DatasetSpec(
+            "fashion_mnist",
+            4,
+            10,
+            (0.2190,) * 3,
+            (0.3318,) * 3,
+            (60000, 10000),
+            ("FashionMNIST", "fashion_mnist"),
+            "--download (torchvision FashionMNIST)",
+        ),
+        DatasetSpec(
+            "gtsrb",
+            5,
+            43,
+            (0.3398, 0.3117, 0.3210),
+            (0.2755, 0.2647, 0.2712),
+            (39209, 12630),
+            ("gtsrb",),
+            "--download (torchvision GTSRB), or HAT's Udacity train.p/test.p",
+        ),
+        # FaceScrub-100 sizes are not known exactly (~20.6k / 2.3k): complete = all 100 people present.
+        DatasetSpec(
+            "facescrub",
+            6,
+            100,
+            (0.5163, 0.5569, 0.4695),
+            (0.2307, 0.2272, 0.2479),
+            None,
+            ("facescrub",),
+            f"--download, or facescrub_100.zip from {FACESCRUB_URL}",
+        ),
+        # 16,853 / 1,873 are inferred from the paper's range and notMNIST_small's size.
+        DatasetSpec(
+            "notmnist",
+            7,
+            10,
+            (0.4254,) * 3,
+            (0.4501,) * 3,
+            (16853, 1873),
+            ("notmnist",),
+            f"--download, or notmnist.zip from {NOTMNIST_URL}",
+        ),
+    ]
+}
 GRAY = ("mnist", "fashion_mnist", "notmnist")
 
 
@@ -127,8 +190,7 @@ class Layout:
 
 def _pair(kind: str, where: Path, train: Path, test: Path, read_one: Callable[..., Any]) -> Source:
     """A data set in two files, a train file and a test file, each read by ``read_one(path, n_classes=)``."""
-    return Source(kind, where, [train, test],
-                  lambda n: (*read_one(train, n_classes=n), *read_one(test, n_classes=n)))
+    return Source(kind, where, [train, test], lambda n: (*read_one(train, n_classes=n), *read_one(test, n_classes=n)))
 
 
 def _npz_layout(dirs: tuple[str, ...], scramble: bool = False) -> Layout:
@@ -138,6 +200,7 @@ def _npz_layout(dirs: tuple[str, ...], scramble: bool = False) -> Layout:
             if tr.is_file() and te.is_file():
                 return _pair("npz", root / d, tr, te, functools.partial(read_npz, scramble=scramble))
         return None
+
     return Layout(lambda root: [str(root / d / "{train,test}.npz") for d in dirs], find)
 
 
@@ -146,8 +209,13 @@ def _cifar_layout(folder: str, train: list[str], test: list[str], label_key: str
         tr, te = [root / folder / f for f in train], [root / folder / f for f in test]
         if not all(p.is_file() for p in tr + te):
             return None
-        return Source("torchvision", root / folder, tr + te,
-                      lambda n: (*read_cifar_batches(tr, label_key, n), *read_cifar_batches(te, label_key, n)))
+        return Source(
+            "torchvision",
+            root / folder,
+            tr + te,
+            lambda n: (*read_cifar_batches(tr, label_key, n), *read_cifar_batches(te, label_key, n)),
+        )
+
     return Layout(lambda root: [str(root / folder / f) for f in train + test], find)
 
 
@@ -158,15 +226,20 @@ def _svhn_layout() -> Layout:
             if tr.is_file() and te.is_file():
                 return _pair("torchvision", d, tr, te, read_svhn_mat)
         return None
+
     return Layout(lambda root: [str(d / "{train,test}_32x32.mat") for d in (root, root / "svhn")], find)
 
 
 def _gtsrb_official_layout() -> Layout:
     """torchvision's GTSRB: class folders of training PPMs, test PPMs labelled by a csv."""
+
     def find(root: Path) -> Source | None:
         base = root / "gtsrb"
-        train_dir, test_dir, gt = base / "GTSRB" / "Training", base / "GTSRB" / "Final_Test" / "Images", \
-            base / "GT-final_test.csv"
+        train_dir, test_dir, gt = (
+            base / "GTSRB" / "Training",
+            base / "GTSRB" / "Final_Test" / "Images",
+            base / "GT-final_test.csv",
+        )
         if not (train_dir.is_dir() and test_dir.is_dir() and gt.is_file()):
             return None
         try:  # the labels: class folder names (train), the csv's ClassId (test)
@@ -186,15 +259,24 @@ def _gtsrb_official_layout() -> Layout:
             check_label_range(train_dir, y_train, n_classes)
             check_label_range(gt, y_test, n_classes)
             return read_ppms([p for p, _ in train]), y_train, read_ppms([p for p, _ in test]), y_test
+
         return Source("torchvision", base, [gt] + [p for p, _ in train + test], read)
-    return Layout(lambda root: [str(root / "gtsrb/GTSRB/Training/*/*.ppm"),
-                                str(root / "gtsrb/GTSRB/Final_Test/Images/*.ppm"),
-                                str(root / "gtsrb/GT-final_test.csv")], find)
+
+    return Layout(
+        lambda root: [
+            str(root / "gtsrb/GTSRB/Training/*/*.ppm"),
+            str(root / "gtsrb/GTSRB/Final_Test/Images/*.ppm"),
+            str(root / "gtsrb/GT-final_test.csv"),
+        ],
+        find,
+    )
 
 
-def _pickle_pair_layout(kind: str, folder: str, train: str, test: str, zip_name: str | None = None,
-                        hwc: bool = False) -> Layout:
+def _pickle_pair_layout(
+    kind: str, folder: str, train: str, test: str, zip_name: str | None = None, hwc: bool = False
+) -> Layout:
     """Two pickles in ``<root>/<folder>``, or inside ``<root>/<folder>/<zip_name>`` (by basename)."""
+
     def find(root: Path) -> Source | None:
         d = root / folder
         if (d / train).is_file() and (d / test).is_file():
@@ -208,9 +290,14 @@ def _pickle_pair_layout(kind: str, folder: str, train: str, test: str, zip_name:
                 raise corrupt(z, e) from e
             if train not in names or test not in names:
                 raise CorruptDatasetError(f"{z}: does not contain {train} and {test}")
-            return Source(kind, d, [z], lambda n: (*read_feature_pickle(z, names[train], hwc, n),
-                                                   *read_feature_pickle(z, names[test], hwc, n)))
+            return Source(
+                kind,
+                d,
+                [z],
+                lambda n: (*read_feature_pickle(z, names[train], hwc, n), *read_feature_pickle(z, names[test], hwc, n)),
+            )
         return None
+
     looked = [folder + "/" + f for f in (train, test)] + ([f"{folder}/{zip_name}"] if zip_name else [])
     return Layout(lambda root: [str(root / p) for p in looked], find)
 
@@ -225,8 +312,9 @@ def _idx_layout(name: str) -> Layout:
             x_train, y_train = read_idx_pair(files["x_train"], files["y_train"], n_classes)
             x_test, y_test = read_idx_pair(files["x_test"], files["y_test"], n_classes)
             return x_train[:, None], y_train, x_test[:, None], y_test
-        return Source("idx", root / name / "raw", list(files.values()), read,
-                      (files["x_train"], files["x_test"]))
+
+        return Source("idx", root / name / "raw", list(files.values()), read, (files["x_train"], files["x_test"]))
+
     return Layout(lambda root: [str(root / name / "raw" / f"{v}[.gz]") for v in IDX_FILES.values()], find)
 
 
@@ -237,13 +325,19 @@ LAYOUTS: dict[str, list[Layout]] = {
     "mnist": [_idx_layout("MNIST")],
     "svhn": [_svhn_layout()],
     "fashion_mnist": [_idx_layout("FashionMNIST")],
-    "gtsrb": [_gtsrb_official_layout(),
-              _pickle_pair_layout("udacity-pickle", "gtsrb", "train.p", "test.p", hwc=True),
-              _pickle_pair_layout("udacity-pickle", "traffic_signs/lab 2 data", "train.p", "test.p", hwc=True)],
-    "facescrub": [_pickle_pair_layout("hat-pickle", "facescrub", "facescrub_train_100.pkl",
-                                      "facescrub_test_100.pkl", "facescrub_100.zip")],
-    "notmnist": [_pickle_pair_layout("hat-pickle", "notmnist", "notmnist_train.pkl",
-                                     "notmnist_test.pkl", "notmnist.zip")],
+    "gtsrb": [
+        _gtsrb_official_layout(),
+        _pickle_pair_layout("udacity-pickle", "gtsrb", "train.p", "test.p", hwc=True),
+        _pickle_pair_layout("udacity-pickle", "traffic_signs/lab 2 data", "train.p", "test.p", hwc=True),
+    ],
+    "facescrub": [
+        _pickle_pair_layout(
+            "hat-pickle", "facescrub", "facescrub_train_100.pkl", "facescrub_test_100.pkl", "facescrub_100.zip"
+        )
+    ],
+    "notmnist": [
+        _pickle_pair_layout("hat-pickle", "notmnist", "notmnist_train.pkl", "notmnist_test.pkl", "notmnist.zip")
+    ],
 }
 for _name, _spec in SPECS.items():  # every data set is also read from the plain npz format
     # FaceScrub npz files hold true-RGB HWC images: stored in HAT's scrambled layout like its pickles
@@ -263,8 +357,10 @@ def searching(name: str, root: Path) -> Iterator[None]:
     try:
         yield
     except PermissionError as e:
-        raise DataAccessError(f"cannot look for {name} in {e.filename or root} ({reason(e)}): give this user "
-                              f"read and execute permission on the folders of the data root {root}") from e
+        raise DataAccessError(
+            f"cannot look for {name} in {e.filename or root} ({reason(e)}): give this user "
+            f"read and execute permission on the folders of the data root {root}"
+        ) from e
 
 
 def locate(name: str, root: Path) -> Source | None:
@@ -283,4 +379,4 @@ def looked_at(name: str, root: Path) -> list[str]:
 
 def missing_hint(name: str, root: Path, download: bool) -> str:
     spec = check_name(name)
-    return (f"download={download}. Get it with {spec.get_it}, into {root}. {PLAIN_FORMAT}")
+    return f"download={download}. Get it with {spec.get_it}, into {root}. {PLAIN_FORMAT}"

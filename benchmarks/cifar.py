@@ -5,6 +5,7 @@ y mod 2) and CIFAR100 fine labels 0-19, ..., 80-99 (consecutive ids, not supercl
 5..9, labels y mod 20). The seed shuffles the ten task ids (seed 0: [2, 8, 4, 9, 1, 6, 7, 3, 0, 5])
 and draws a 10% validation split per task (as the authors' code: 10% here, 15% in the mixture; the paper says 15%).
 """
+
 from __future__ import annotations
 
 from cl_bench.benchmarks.datasets import SPECS, load_prepared, require
@@ -23,17 +24,25 @@ def task_classes(task_id: int) -> tuple[str, int, int]:
     return "cifar100", 20 * (task_id - N_CIFAR10_TASKS), 20
 
 
-@register_scenario("cifar", "Incremental CIFAR: 5 CIFAR10 tasks of 2 classes + 5 CIFAR100 tasks of 20, "
-                            "order by seed (HAT appendix)", datasets=("cifar10", "cifar100"))
+@register_scenario(
+    "cifar",
+    "Incremental CIFAR: 5 CIFAR10 tasks of 2 classes + 5 CIFAR100 tasks of 20, order by seed (HAT appendix)",
+    datasets=("cifar10", "cifar100"),
+)
 @option_ranges(**OPTION_RANGES)
-def cifar(seed: int = 0, data_root_path=None, download: bool = False, valid_fraction: float = 0.10,
-          valid_split: str = "reference", allow_missing: bool = False) -> Scenario:
+def cifar(
+    seed: int = 0,
+    data_root_path=None,
+    download: bool = False,
+    valid_fraction: float = 0.10,
+    valid_split: str = "reference",
+    allow_missing: bool = False,
+) -> Scenario:
     """See ``mixture`` for ``valid_split`` and ``allow_missing`` (here: drop the tasks of a missing
     data set, keep the seed's order of the rest)."""
     root = data_root(data_root_path)
     missing = require(("cifar10", "cifar100"), root, download, allow_missing, "cifar")
-    loaded = {name: load_prepared(name, root, download) for name in ("cifar10", "cifar100")
-              if name not in missing}
+    loaded = {name: load_prepared(name, root, download) for name in ("cifar10", "cifar100") if name not in missing}
     order = task_order(seed, N_CIFAR10_TASKS + N_CIFAR100_TASKS)  # as the authors' code
     tasks, kept = [], []
     for task_id in order:
@@ -45,13 +54,30 @@ def cifar(seed: int = 0, data_root_path=None, download: bool = False, valid_frac
         te = (raw.y_test >= lo) & (raw.y_test < lo + k)
         test = Split(raw.x_test[te], raw.y_test[te] - lo)  # = y mod k within this task
         label = f"{name}-{task_id if name == 'cifar10' else task_id - N_CIFAR10_TASKS}"  # reference names
-        tasks.append(split_task(label, k, raw.x_train[tr], raw.y_train[tr] - lo, test, seed,
-                                valid_fraction, valid_split, SPECS[name].mean, SPECS[name].std))
+        tasks.append(
+            split_task(
+                label,
+                k,
+                raw.x_train[tr],
+                raw.y_train[tr] - lo,
+                test,
+                seed,
+                valid_fraction,
+                valid_split,
+                SPECS[name].mean,
+                SPECS[name].std,
+            )
+        )
         kept.append(task_id)
     if not tasks:
         raise ValueError(f"cifar: neither CIFAR10 nor CIFAR100 is present in {root}")
     for raw in loaded.values():
         raw.x_train = raw.x_test = None  # the tasks hold their own copies
-    info = {"task_ids": kept, "reference_order": order, "valid_split": valid_split,
-            "valid_fraction": valid_fraction, **data_record(loaded, missing, allow_missing)}
+    info = {
+        "task_ids": kept,
+        "reference_order": order,
+        "valid_split": valid_split,
+        "valid_fraction": valid_fraction,
+        **data_record(loaded, missing, allow_missing),
+    }
     return Scenario("cifar", tasks, (3, 32, 32), "alexnet", seed, info)

@@ -37,6 +37,7 @@ be written: ``DataAccessError`` (a ValueError) saying how to fix it.
 A subset (fewer samples than the official set) is used with a ``SubsetWarning`` and recorded as
 ``complete: False``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,10 +78,32 @@ from cl_bench.benchmarks.formats import (
 from cl_bench.data import DataAccessError, DatasetMissingError, cache_dir, check_data_root, data_root
 
 __all__ = [
-    "GRAY", "IDX_FILES", "IDX_VERSION", "LAYOUTS", "PLAIN_FORMAT", "PREP_VERSION", "SPECS", "CorruptDatasetError",
-    "DataAccessError", "DatasetSpec", "DatasetsMissingError", "Layout", "RawDataset", "Source", "SubsetWarning",
-    "availability", "file_sha256s", "format_availability", "load_idx_dataset", "load_prepared",
-    "locate", "looked_at", "missing_hint", "normalisation", "read_idx", "require",
+    "GRAY",
+    "IDX_FILES",
+    "IDX_VERSION",
+    "LAYOUTS",
+    "PLAIN_FORMAT",
+    "PREP_VERSION",
+    "SPECS",
+    "CorruptDatasetError",
+    "DataAccessError",
+    "DatasetSpec",
+    "DatasetsMissingError",
+    "Layout",
+    "RawDataset",
+    "Source",
+    "SubsetWarning",
+    "availability",
+    "file_sha256s",
+    "format_availability",
+    "load_idx_dataset",
+    "load_prepared",
+    "locate",
+    "looked_at",
+    "missing_hint",
+    "normalisation",
+    "read_idx",
+    "require",
 ]
 
 
@@ -133,9 +156,11 @@ def load_idx_dataset(name: str, root: Path, download: bool, n_classes: int = 10)
         files = idx_files(raw)
     if files is None:
         raise DatasetMissingError(
-            name, [*(raw / v for v in IDX_FILES.values()), *(raw / (v + ".gz") for v in IDX_FILES.values())],
+            name,
+            [*(raw / v for v in IDX_FILES.values()), *(raw / (v + ".gz") for v in IDX_FILES.values())],
             f"Download is off: pass --download (torchvision fetches {name} into the data root), or put "
-            f"the four idx files (plain or .gz) in {raw}. {PLAIN_FORMAT}")
+            f"the four idx files (plain or .gz) in {raw}. {PLAIN_FORMAT}",
+        )
     by_path = checked_sha256s(list(files.values()), root)
     cached = prepared_path(root, f"idx-{name}", "idx", by_path, IDX_VERSION, extra=n_classes)
     if (hit := read_prepared(cached)) is not None:
@@ -145,18 +170,26 @@ def load_idx_dataset(name: str, root: Path, download: bool, n_classes: int = 10)
         for split in ("train", "test"):
             x, y = read_idx_pair(files[f"x_{split}"], files[f"y_{split}"], n_classes)
             if x.shape[1:] != (28, 28):  # split / permuted MNIST flatten 28x28 images
-                raise CorruptDatasetError(f"{files[f'x_{split}']}: images are {x.shape[1]}x{x.shape[2]}, "
-                                          f"expected 28x28 for {name}")
+                raise CorruptDatasetError(
+                    f"{files[f'x_{split}']}: images are {x.shape[1]}x{x.shape[2]}, expected 28x28 for {name}"
+                )
             arrays[f"x_{split}"], arrays[f"y_{split}"] = torch.from_numpy(x.copy()), torch.from_numpy(y)
-        source = {"files": {str(p): by_path[p] for p in files.values()},
-                  "complete": len(arrays["y_train"]) == 60000}
+        source = {"files": {str(p): by_path[p] for p in files.values()}, "complete": len(arrays["y_train"]) == 60000}
         write_prepared(cached, f"idx-{name}", arrays, source)
-    return RawDataset(name, arrays["x_train"].clone(), arrays["y_train"].clone(), arrays["x_test"].clone(),
-                      arrays["y_test"].clone(), n_classes, source)
+    return RawDataset(
+        name,
+        arrays["x_train"].clone(),
+        arrays["y_train"].clone(),
+        arrays["x_test"].clone(),
+        arrays["y_test"].clone(),
+        n_classes,
+        source,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # The eight data sets of the mixture (as the authors' ``mixture.py``).
+
 
 def _adapt(name: str, x: np.ndarray, path: Path) -> np.ndarray:
     """Source-resolution NCHW -> the reference's 32x32 (grey sets keep 1 channel until loaded)."""
@@ -169,8 +202,9 @@ def _adapt(name: str, x: np.ndarray, path: Path) -> np.ndarray:
         x = x[:, :1]  # 3 identical channels are made at load time (expand)
     expected = (1 if name in GRAY else 3, 32, 32)
     if x.shape[1:] != expected:
-        raise CorruptDatasetError(f"{path}: {name} images are {c}x{h}x{w} (CHW); expected "
-                                  f"{expected} after the reference's adaptation")
+        raise CorruptDatasetError(
+            f"{path}: {name} images are {c}x{h}x{w} (CHW); expected {expected} after the reference's adaptation"
+        )
     return np.ascontiguousarray(x)
 
 
@@ -202,28 +236,52 @@ def _prepared(name: str, root: Path, download: bool = False) -> tuple[dict[str, 
     if complete and src.kind == "torchvision":
         check_official_md5(src)
     source = _source_record(name, src, sums, spec, counts, present, bool(complete))
-    arrays = {"x_train": torch.from_numpy(x_tr), "y_train": torch.from_numpy(y_tr),
-              "x_test": torch.from_numpy(x_te), "y_test": torch.from_numpy(y_te)}
+    arrays = {
+        "x_train": torch.from_numpy(x_tr),
+        "y_train": torch.from_numpy(y_tr),
+        "x_test": torch.from_numpy(x_te),
+        "y_test": torch.from_numpy(y_te),
+    }
     write_prepared(cached, name, arrays, source)
     return arrays, source
 
 
-def _source_record(name: str, src: Source, sums: dict[Path, str], spec: DatasetSpec,
-                   counts: tuple[int, int], present: int, complete: bool) -> dict[str, Any]:
+def _source_record(
+    name: str,
+    src: Source,
+    sums: dict[Path, str],
+    spec: DatasetSpec,
+    counts: tuple[int, int],
+    present: int,
+    complete: bool,
+) -> dict[str, Any]:
     """What a run records about the data it used: where, which files (checksums), counts."""
     files = sorted(src.files)
     return {
-        "name": name, "found": src.kind, "where": str(src.where),
-        "files": ({str(p): sums[p] for p in files} if len(files) <= 8 else  # GTSRB PPMs: 51k files
-                  {f"{len(files)} files under {src.where}": hashlib.sha256(
-                      "".join(sums[p] for p in files).encode()).hexdigest()}),
-        "train": counts[0], "test": counts[1], "classes_present": present,
-        "official": list(spec.official) if spec.official else None, "complete": complete,
+        "name": name,
+        "found": src.kind,
+        "where": str(src.where),
+        "files": (
+            {str(p): sums[p] for p in files}
+            if len(files) <= 8
+            # GTSRB PPMs: 51k files
+            else {
+                f"{len(files)} files under {src.where}": hashlib.sha256(
+                    "".join(sums[p] for p in files).encode()
+                ).hexdigest()
+            }
+        ),
+        "train": counts[0],
+        "test": counts[1],
+        "classes_present": present,
+        "official": list(spec.official) if spec.official else None,
+        "complete": complete,
     }
 
 
-def load_prepared(name: str, root: Path | str | None = None, download: bool = False,
-                  facescrub_true_rgb: bool = False) -> RawDataset:
+def load_prepared(
+    name: str, root: Path | str | None = None, download: bool = False, facescrub_true_rgb: bool = False
+) -> RawDataset:
     """One mixture data set as (N, 3, 32, 32) uint8 tensors adapted as the reference adapts it.
 
     Warns (``SubsetWarning``) when it is a subset of the official set; ``source["complete"]`` says so.
@@ -235,20 +293,27 @@ def load_prepared(name: str, root: Path | str | None = None, download: bool = Fa
         x_train, x_test = (x.expand(-1, 3, -1, -1).contiguous() for x in (x_train, x_test))
     elif name == "facescrub" and facescrub_true_rgb:
         # the stored layout is HAT's reshape((3,32,32)) of HWC bytes: undo it, then a real transpose
-        x_train, x_test = (x.reshape(len(x), 32, 32, 3).permute(0, 3, 1, 2).contiguous()
-                           for x in (x_train, x_test))
+        x_train, x_test = (x.reshape(len(x), 32, 32, 3).permute(0, 3, 1, 2).contiguous() for x in (x_train, x_test))
     else:
         x_train, x_test = x_train.clone(), x_test.clone()  # detach from the memory-mapped cache
     if not source["complete"]:
-        official = (f"the official {source['official'][0]}/{source['official'][1]}"
-                    if source["official"] else f"all {SPECS[name].n_classes} classes")
-        warnings.warn(SubsetWarning(
-            f"{name}: using a subset ({source['train']} train / {source['test']} test, "
-            f"{source['classes_present']} classes, from {source['where']}) instead of {official}: "
-            f"results are not comparable to the paper's"), stacklevel=2)
+        official = (
+            f"the official {source['official'][0]}/{source['official'][1]}"
+            if source["official"]
+            else f"all {SPECS[name].n_classes} classes"
+        )
+        warnings.warn(
+            SubsetWarning(
+                f"{name}: using a subset ({source['train']} train / {source['test']} test, "
+                f"{source['classes_present']} classes, from {source['where']}) instead of {official}: "
+                f"results are not comparable to the paper's"
+            ),
+            stacklevel=2,
+        )
     source = dict(source, facescrub_true_rgb=facescrub_true_rgb) if name == "facescrub" else source
-    return RawDataset(name, x_train, arrays["y_train"].clone(), x_test, arrays["y_test"].clone(),
-                      SPECS[name].n_classes, source)
+    return RawDataset(
+        name, x_train, arrays["y_train"].clone(), x_test, arrays["y_test"].clone(), SPECS[name].n_classes, source
+    )
 
 
 def normalisation(name: str, raw: RawDataset | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -261,8 +326,9 @@ def normalisation(name: str, raw: RawDataset | None = None) -> tuple[tuple[float
     return spec.mean, spec.std
 
 
-def require(names: list[str] | tuple[str, ...], root: Path, download: bool, allow_missing: bool,
-            scenario: str) -> list[str]:
+def require(
+    names: list[str] | tuple[str, ...], root: Path, download: bool, allow_missing: bool, scenario: str
+) -> list[str]:
     """The data sets of ``names`` that are missing (and will not be downloaded). Raises one
     ``DatasetsMissingError`` listing all of them unless ``allow_missing``."""
     missing = {}
@@ -271,8 +337,11 @@ def require(names: list[str] | tuple[str, ...], root: Path, download: bool, allo
         if locate(name, root) is None and not download:
             missing[name] = (looked_at(name, root), missing_hint(name, root, download))
     if missing and not allow_missing:
-        raise DatasetsMissingError(missing, f"To run {scenario!r} on the tasks whose data are present, "
-                                            "pass --option allow_missing=true (the run record says so).")
+        raise DatasetsMissingError(
+            missing,
+            f"To run {scenario!r} on the tasks whose data are present, "
+            "pass --option allow_missing=true (the run record says so).",
+        )
     return list(missing)
 
 
@@ -288,11 +357,11 @@ def availability(root: Path | str | None = None, load: bool = True) -> list[dict
     for name, spec in SPECS.items():
         src = locate(name, root)
         if src is None:
-            rows.append({"name": name, "found": None, "looked": looked_at(name, root),
-                         "get_it": spec.get_it})
+            rows.append({"name": name, "found": None, "looked": looked_at(name, root), "get_it": spec.get_it})
         elif not load:
-            rows.append({"name": name, "found": src.kind, "where": str(src.where),
-                         "files": [str(p) for p in src.files[:8]]})
+            rows.append(
+                {"name": name, "found": src.kind, "where": str(src.where), "files": [str(p) for p in src.files[:8]]}
+            )
         else:
             try:
                 rows.append(_prepared(name, root)[1])
@@ -313,9 +382,13 @@ def format_availability(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{r['name']:<14} {r['found']:<15} {'?':>7} {'?':>7} {'?':>7}  {r['where']}")
         else:
             status = "complete" if r["complete"] else "SUBSET"
-            lines.append(f"{r['name']:<14} {r['found']:<15} {r['train']:>7} {r['test']:>7} "
-                         f"{r['classes_present']:>7}  {status}  {r['where']}")
+            lines.append(
+                f"{r['name']:<14} {r['found']:<15} {r['train']:>7} {r['test']:>7} "
+                f"{r['classes_present']:>7}  {status}  {r['where']}"
+            )
     if any("error" in r for r in rows):
-        lines.append("UNUSABLE: replace the files named (or delete them and pass --download); the README's "
-                     "\"Data\" section describes every accepted layout")
+        lines.append(
+            "UNUSABLE: replace the files named (or delete them and pass --download); the README's "
+            '"Data" section describes every accepted layout'
+        )
     return "\n".join(lines)

@@ -9,6 +9,7 @@ and notMNIST), and every download is checked before it is used.
 - ``check_official_md5``: a local torchvision file that claims the official sample count must be
   bit-identical to the official one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,30 +22,62 @@ from cl_bench.benchmarks.formats import CorruptDatasetError
 from cl_bench.data import DataAccessError
 
 _CIFAR10 = {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"} | {
-    f"cifar-10-batches-py/{f}": m for f, m in [
-        ("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
-        ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"), ("data_batch_4", "634d18415352ddfa80567beed471001a"),
-        ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"), ("test_batch", "40351d587109b95175f43aff81a1287e")]}
-_IDX_GZ = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-           "t10k-labels-idx1-ubyte.gz"]
+    f"cifar-10-batches-py/{f}": m
+    for f, m in [
+        ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+        ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+        ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+        ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+        ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+        ("test_batch", "40351d587109b95175f43aff81a1287e"),
+    ]
+}
+_IDX_GZ = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 # torchvision's md5 of every file its download leaves in the root (its class attributes, and the
 # literals of GTSRB.download), by path relative to the root. tests/benchmarks checks them against torchvision.
 DOWNLOAD_MD5: dict[str, dict[str, str]] = {
     "cifar10": _CIFAR10,
-    "cifar100": {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85",
-                 "cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
-                 "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
-    "mnist": dict(zip([f"MNIST/raw/{f}" for f in _IDX_GZ], [
-        "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-        "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"])),
-    "fashion_mnist": dict(zip([f"FashionMNIST/raw/{f}" for f in _IDX_GZ], [
-        "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-        "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"])),
-    "svhn": {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
-             "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3"},
-    "gtsrb": {"gtsrb/GTSRB-Training_fixed.zip": "513f3c79a4c5141765e10e952eaa2478",
-              "gtsrb/GTSRB_Final_Test_Images.zip": "c7e4e6327067d32654124b0fe9e82185",
-              "gtsrb/GTSRB_Final_Test_GT.zip": "fe31e9c9270bbcd7b84b7f21a9d9d9e5"},
+    "cifar100": {
+        "cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
+        "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    },
+    "mnist": dict(
+        zip(
+            [f"MNIST/raw/{f}" for f in _IDX_GZ],
+            [
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ],
+        )
+    ),
+    "fashion_mnist": dict(
+        zip(
+            [f"FashionMNIST/raw/{f}" for f in _IDX_GZ],
+            [
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ],
+        )
+    ),
+    "svhn": {
+        "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+        "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+    },
+    "gtsrb": {
+        "gtsrb/GTSRB-Training_fixed.zip": "513f3c79a4c5141765e10e952eaa2478",
+        "gtsrb/GTSRB_Final_Test_Images.zip": "c7e4e6327067d32654124b0fe9e82185",
+        "gtsrb/GTSRB_Final_Test_GT.zip": "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
+    },
 }
 
 
@@ -61,6 +94,7 @@ def download_files(name: str, root: Path) -> None:
     then ``verify_download``. A failed download is a ``DataAccessError`` saying what to do."""
     import torchvision.datasets as tvd  # only to download: importing torchvision costs seconds
     from torchvision.datasets.utils import download_url
+
     spec = check_name(name)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -81,8 +115,10 @@ def download_files(name: str, root: Path) -> None:
         elif name == "notmnist":
             download_url(NOTMNIST_URL, str(root / "notmnist"), "notmnist.zip")
     except (OSError, RuntimeError) as e:  # no network, no permission, torchvision's md5 check failed
-        raise DataAccessError(f"downloading {name} into {root} failed ({e}): check the network and that "
-                              f"{root} is writable, or get it yourself ({spec.get_it})") from e
+        raise DataAccessError(
+            f"downloading {name} into {root} failed ({e}): check the network and that "
+            f"{root} is writable, or get it yourself ({spec.get_it})"
+        ) from e
     verify_download(name, root)
 
 
@@ -97,8 +133,10 @@ def verify_download(name: str, root: Path) -> None:
         raise CorruptDatasetError(f"download of {name} left none of {', '.join(DOWNLOAD_MD5[name])} in {root}")
     for path, want in present.items():
         if (got := md5(path)) != want:
-            raise CorruptDatasetError(f"{path}: md5 {got} is not torchvision's {want}: the download is corrupt "
-                                      "or was modified; delete it and download again")
+            raise CorruptDatasetError(
+                f"{path}: md5 {got} is not torchvision's {want}: the download is corrupt "
+                "or was modified; delete it and download again"
+            )
 
 
 def check_members(name: str, root: Path) -> None:
@@ -115,8 +153,9 @@ def check_members(name: str, root: Path) -> None:
         if len(x) == 0 or x.shape[1] not in (1, 3) or x.shape[2:] != (32, 32):
             raise CorruptDatasetError(f"{src.files[0]}: {split} images are {x.shape}, expected (N, C, 32, 32)")
     if len(np.unique(y_tr)) != spec.n_classes:
-        raise CorruptDatasetError(f"{src.files[0]}: the train split has {len(np.unique(y_tr))} of the "
-                                  f"{spec.n_classes} classes of {name}")
+        raise CorruptDatasetError(
+            f"{src.files[0]}: the train split has {len(np.unique(y_tr))} of the {spec.n_classes} classes of {name}"
+        )
 
 
 def official_md5() -> dict[str, str]:
@@ -130,5 +169,7 @@ def check_official_md5(src: Source) -> None:
     for p in src.files:
         want = sums.get(f"{p.parent.name}/{p.name}") or sums.get(p.name)
         if want and md5(p) != want:
-            raise CorruptDatasetError(f"{p}: has the official sample count but not the official md5 "
-                                      f"{want}: the file is corrupt or was modified")
+            raise CorruptDatasetError(
+                f"{p}: has the official sample count but not the official md5 "
+                f"{want}: the file is corrupt or was modified"
+            )

@@ -8,6 +8,7 @@ pickles, SVHN's ``.mat`` files, GTSRB's variable-size PPM images, and HAT's feat
 pickles of dicts with ``features`` and ``labels``, loose or inside a zip). Where each data set keeps
 which files is ``catalogue``'s job; nothing here knows a data set by name.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -30,13 +31,24 @@ class CorruptDatasetError(ValueError):
 
 
 def corrupt(path: Path, e: Exception) -> CorruptDatasetError:
-    return CorruptDatasetError(f"{path}: cannot read ({type(e).__name__}: {e}): truncated, corrupt "
-                               "or not in the expected format")
+    return CorruptDatasetError(
+        f"{path}: cannot read ({type(e).__name__}: {e}): truncated, corrupt or not in the expected format"
+    )
 
 
 # What the readers below raise on damaged input, whichever library parses it.
-READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zlib.error,
-               zipfile.BadZipFile, pickle.UnpicklingError, AttributeError)
+READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    zlib.error,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+    AttributeError,
+)
 
 
 def labels(path: Path, y: Any, n: int, n_classes: int | None = None) -> np.ndarray:
@@ -55,15 +67,18 @@ def check_label_range(path: Path | str, y: np.ndarray, n_classes: int) -> None:
     """Labels must be ``0..n_classes-1``: a label outside would index past the classifier's head."""
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
         bad = int(((y < 0) | (y >= n_classes)).sum())
-        raise CorruptDatasetError(f"{path}: labels span {y.min()}..{y.max()}, outside 0..{n_classes - 1} "
-                                  f"({bad} of {len(y)} labels)")
+        raise CorruptDatasetError(
+            f"{path}: labels span {y.min()}..{y.max()}, outside 0..{n_classes - 1} ({bad} of {len(y)} labels)"
+        )
 
 
 # -- MNIST-family idx files -----------------------------------------------------------------------
 
 IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
 }
 IDX_NDIM = {"x": 3, "y": 1}  # images (N, H, W), labels (N,)
 
@@ -86,11 +101,12 @@ def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
     header = 4 + 4 * raw[3]
     if len(raw) < header:
         raise CorruptDatasetError(f"{path}: truncated idx file: {len(raw)} bytes, header needs {header}")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3])]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
     size = int(np.prod(dims, dtype=np.int64))
     if len(raw) - header != size:
-        raise CorruptDatasetError(f"{path}: truncated or corrupt idx file: header says {dims} "
-                                  f"({size} values) but holds {len(raw) - header}")
+        raise CorruptDatasetError(
+            f"{path}: truncated or corrupt idx file: header says {dims} ({size} values) but holds {len(raw) - header}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -114,6 +130,7 @@ def idx_files(folder: Path) -> dict[str, Path] | None:
 
 # -- the plain arrays -----------------------------------------------------------------------------
 
+
 def read_npz(path: Path, scramble: bool = False, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``x`` uint8 NHWC (1 or 3 channels), ``y`` integer labels -> x NCHW, y int64.
 
@@ -136,6 +153,7 @@ def read_npz(path: Path, scramble: bool = False, n_classes: int | None = None) -
 
 # -- pickles: CIFAR's batches and HAT's feature dicts ---------------------------------------------
 
+
 def unpickle(path: Path, member: str | None = None) -> Any:
     """A (possibly Python-2) pickle, from a file or from a member of a zip file."""
     try:
@@ -148,8 +166,9 @@ def unpickle(path: Path, member: str | None = None) -> Any:
         raise corrupt(path if member is None else Path(f"{path}:{member}"), e) from e
 
 
-def read_cifar_batches(paths: list[Path], label_key: str, n_classes: int | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_batches(
+    paths: list[Path], label_key: str, n_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """torchvision's CIFAR python pickles (rows are CHW-flattened images), concatenated in order."""
     xs, ys = [], []
     for p in paths:
@@ -164,8 +183,9 @@ def read_cifar_batches(paths: list[Path], label_key: str, n_classes: int | None 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def read_feature_pickle(path: Path, member: str | None = None, hwc: bool = False,
-                        n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_feature_pickle(
+    path: Path, member: str | None = None, hwc: bool = False, n_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A HAT-style pickle: dict with ``features`` (N, C, H, W) (or NHWC if ``hwc``) and ``labels``."""
     d = unpickle(path, member)
     where = path if member is None else Path(f"{path}:{member}")
@@ -185,8 +205,10 @@ def read_feature_pickle(path: Path, member: str | None = None, hwc: bool = False
 
 # -- SVHN's .mat files (X is H, W, C, N; digit 0 is label 10) --------------------------------------
 
+
 def read_svhn_mat(path: Path, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     import scipy.io  # only when SVHN's .mat files are read: keeps importing the package cheap
+
     try:
         m = scipy.io.loadmat(str(path))
         x = np.ascontiguousarray(np.transpose(m["X"], (3, 2, 0, 1)))  # as torchvision: N, C, H, W
@@ -204,6 +226,7 @@ def read_svhn_mat(path: Path, n_classes: int | None = None) -> tuple[np.ndarray,
 
 # -- images: GTSRB's PPMs, and the resizes to 32x32 -----------------------------------------------
 
+
 def resize_bilinear_32(img: np.ndarray) -> np.ndarray:
     """HWC uint8 -> CHW uint8 32x32, bilinear without antialiasing (as cv2.resize's default)."""
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
@@ -215,6 +238,7 @@ def resize_bilinear_32(img: np.ndarray) -> np.ndarray:
 def read_ppms(paths: list[Path]) -> np.ndarray:
     """Image files of any size -> (N, 3, 32, 32) uint8, each resized by ``resize_bilinear_32``."""
     from PIL import Image  # only when images are decoded: keeps importing the package cheap
+
     out = np.empty((len(paths), 3, 32, 32), dtype=np.uint8)
     for i, p in enumerate(paths):  # once per data root (the result is cached)
         try:
@@ -229,6 +253,7 @@ def lanczos_32(x: np.ndarray) -> np.ndarray:
     """(N, 1, H, W) -> (N, 1, 32, 32) with PIL's Lanczos filter (= the ``Image.ANTIALIAS`` of
     HAT's notmnist_convert)."""
     from PIL import Image  # only when images are resized: keeps importing the package cheap
+
     out = np.empty((len(x), 1, 32, 32), dtype=np.uint8)
     for i in range(len(x)):  # once per data root (the result is cached)
         out[i, 0] = np.asarray(Image.fromarray(x[i, 0]).resize((32, 32), Image.LANCZOS))

@@ -5,6 +5,7 @@ FaceScrub (100 people) and notMNIST, all as 3x32x32 images (adapted in
 ``cl_bench.benchmarks.datasets``), each with its own head and the reference's per-data-set
 normalisation. The seed draws the task order and the validation split, as the reference does.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,7 @@ from cl_bench.registry import option_ranges, register_scenario
 from cl_bench.scenario import Scenario, Split, Task, stratified_subset
 
 # The reference's data-set indices 0..7 (mixture.py): its task order is a permutation of these.
-MIXTURE_DATASETS = ("cifar10", "cifar100", "mnist", "svhn", "fashion_mnist", "gtsrb", "facescrub",
-                    "notmnist")
+MIXTURE_DATASETS = ("cifar10", "cifar100", "mnist", "svhn", "fashion_mnist", "gtsrb", "facescrub", "notmnist")
 VALID_SPLITS = ("reference", "stratified")
 # The builders' option ranges (this file's and cl_bench.benchmarks.cifar's): 0 validates on the
 # training set itself; 1 would leave nothing to train on.
@@ -57,8 +57,18 @@ def holdout(y: Tensor, seed: int, fraction: float, how: str = "reference") -> tu
     return keep.nonzero().flatten(), valid
 
 
-def split_task(name: str, n_classes: int, x: Tensor, y: Tensor, test: Split, seed: int,
-               valid_fraction: float, valid_split: str, mean, std) -> Task:
+def split_task(
+    name: str,
+    n_classes: int,
+    x: Tensor,
+    y: Tensor,
+    test: Split,
+    seed: int,
+    valid_fraction: float,
+    valid_split: str,
+    mean,
+    std,
+) -> Task:
     """A task whose validation set is held out of its training set (``valid_fraction=0``: validate on
     the training set itself, as the authors' MNIST setups do)."""
     if valid_fraction == 0:
@@ -72,19 +82,32 @@ def data_record(loaded: dict[str, RawDataset], missing: list[str], allow_missing
     """What the run record says about the data: per data set its source and counts, what was a
     subset, what was missing and left out."""
     subsets = [n for n, raw in loaded.items() if not raw.source["complete"]]
-    return {"datasets": {n: raw.source for n, raw in loaded.items()},
-            "subset_datasets": subsets, "missing_datasets": missing,
-            "allow_missing": allow_missing,
-            "complete": not subsets and not missing}
+    return {
+        "datasets": {n: raw.source for n, raw in loaded.items()},
+        "subset_datasets": subsets,
+        "missing_datasets": missing,
+        "allow_missing": allow_missing,
+        "complete": not subsets and not missing,
+    }
 
 
-@register_scenario("mixture", "8 data sets (CIFAR10/100, MNIST, SVHN, FashionMNIST, GTSRB, FaceScrub, "
-                              "notMNIST), one task each, order by seed (HAT Sec. 4.1)",
-                   datasets=MIXTURE_DATASETS)
+@register_scenario(
+    "mixture",
+    "8 data sets (CIFAR10/100, MNIST, SVHN, FashionMNIST, GTSRB, FaceScrub, "
+    "notMNIST), one task each, order by seed (HAT Sec. 4.1)",
+    datasets=MIXTURE_DATASETS,
+)
 @option_ranges(**OPTION_RANGES)
-def mixture(seed: int = 0, data_root_path=None, download: bool = False, valid_fraction: float = 0.15,
-            valid_split: str = "reference", fixed_order: bool = False, allow_missing: bool = False,
-            facescrub_true_rgb: bool = False) -> Scenario:
+def mixture(
+    seed: int = 0,
+    data_root_path=None,
+    download: bool = False,
+    valid_fraction: float = 0.15,
+    valid_split: str = "reference",
+    fixed_order: bool = False,
+    allow_missing: bool = False,
+    facescrub_true_rgb: bool = False,
+) -> Scenario:
     """``valid_split="reference"`` (default) reproduces the reference's split index for index, so a
     run sees the same training samples as the published ones; ``"stratified"`` keeps each class's
     share in validation (it matters for the small subsets, e.g. 17-46 faces per person).
@@ -99,14 +122,28 @@ def mixture(seed: int = 0, data_root_path=None, download: bool = False, valid_fr
             continue
         raw = loaded[name] = load_prepared(name, root, download, facescrub_true_rgb=facescrub_true_rgb)
         mean, std = normalisation(name, raw)
-        tasks.append(split_task(name, SPECS[name].n_classes, raw.x_train, raw.y_train,
-                                Split(raw.x_test, raw.y_test), seed, valid_fraction, valid_split,
-                                mean, std))
+        tasks.append(
+            split_task(
+                name,
+                SPECS[name].n_classes,
+                raw.x_train,
+                raw.y_train,
+                Split(raw.x_test, raw.y_test),
+                seed,
+                valid_fraction,
+                valid_split,
+                mean,
+                std,
+            )
+        )
         raw.x_train = raw.x_test = None  # the task holds its own copies; free the full arrays
     if not tasks:
         raise ValueError(f"mixture: none of its data sets is present in {root}")
-    info = {"order": [MIXTURE_DATASETS[i] for i in order if MIXTURE_DATASETS[i] not in missing],
-            "reference_order": [MIXTURE_DATASETS[i] for i in order],
-            "valid_split": valid_split, "valid_fraction": valid_fraction,
-            **data_record(loaded, missing, allow_missing)}
+    info = {
+        "order": [MIXTURE_DATASETS[i] for i in order if MIXTURE_DATASETS[i] not in missing],
+        "reference_order": [MIXTURE_DATASETS[i] for i in order],
+        "valid_split": valid_split,
+        "valid_fraction": valid_fraction,
+        **data_record(loaded, missing, allow_missing),
+    }
     return Scenario("mixture", tasks, (3, 32, 32), "alexnet", seed, info)

@@ -1,4 +1,5 @@
 """Split MNIST and permuted MNIST, as the authors' code builds them (``pmnist.py``, ``mnist2.py``)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,11 +29,9 @@ def _source_info(raw) -> dict:
     return {"datasets": {raw.name: raw.source}}
 
 
-@register_scenario("split_mnist", "MNIST digits 0-4 then 5-9, two 5-class heads (Lee et al. 2017)",
-                   datasets=("MNIST",))
+@register_scenario("split_mnist", "MNIST digits 0-4 then 5-9, two 5-class heads (Lee et al. 2017)", datasets=("MNIST",))
 @option_ranges(valid_fraction=VALID_FRACTION)
-def split_mnist(seed: int = 0, data_root_path=None, download: bool = False,
-                valid_fraction: float = 0.0) -> Scenario:
+def split_mnist(seed: int = 0, data_root_path=None, download: bool = False, valid_fraction: float = 0.0) -> Scenario:
     raw = load_idx_dataset("MNIST", data_root(data_root_path), download)
     tasks = []
     for digits in [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]:  # fixed order, as the reference
@@ -55,11 +54,13 @@ def pixel_permutation(perm_id: int) -> torch.Tensor:
     return torch.from_numpy(np.random.RandomState(1000 + perm_id).permutation(28 * 28))
 
 
-@register_scenario("permuted_mnist", "10 tasks of MNIST under fixed pixel permutations, order by seed",
-                   datasets=("MNIST",))
+@register_scenario(
+    "permuted_mnist", "10 tasks of MNIST under fixed pixel permutations, order by seed", datasets=("MNIST",)
+)
 @option_ranges(valid_fraction=VALID_FRACTION, n_tasks=Range(at_least=1, at_most=N_PERMUTATIONS))
-def permuted_mnist(seed: int = 0, data_root_path=None, download: bool = False,
-                   valid_fraction: float = 0.0, n_tasks: int = 10) -> Scenario:
+def permuted_mnist(
+    seed: int = 0, data_root_path=None, download: bool = False, valid_fraction: float = 0.0, n_tasks: int = 10
+) -> Scenario:
     raw = load_idx_dataset("MNIST", data_root(data_root_path), download)
     order = np.random.RandomState(seed).permutation(N_PERMUTATIONS)[:n_tasks]  # as sklearn.utils.shuffle
     x_train, x_test = raw.x_train.reshape(-1, 784), raw.x_test.reshape(-1, 784)

@@ -41,13 +41,25 @@ __all__ = ["load_results", "run", "run_sweep"]
 StoreLike = str | os.PathLike | Store
 
 
-def run(strategy: str, scenario: str, seed: int = 0, *, hparams: Mapping[str, Any] | None = None,
-        protocol: Protocol | Mapping[str, Any] | None = None, preset: str = "paper",
-        scenario_options: Mapping[str, Any] | None = None, tags: Iterable[str] = (),
-        store: StoreLike | None = DEFAULT_STORE, data_root: str | os.PathLike | None = None,
-        download: bool = False, device: str = "cpu", force: bool = False, checkpoints: bool = True,
-        on_epoch: Callable[[EpochLog], None] | None = None,
-        on_task: Callable[[int, np.ndarray], None] | None = None) -> RunRecord:
+def run(
+    strategy: str,
+    scenario: str,
+    seed: int = 0,
+    *,
+    hparams: Mapping[str, Any] | None = None,
+    protocol: Protocol | Mapping[str, Any] | None = None,
+    preset: str = "paper",
+    scenario_options: Mapping[str, Any] | None = None,
+    tags: Iterable[str] = (),
+    store: StoreLike | None = DEFAULT_STORE,
+    data_root: str | os.PathLike | None = None,
+    download: bool = False,
+    device: str = "cpu",
+    force: bool = False,
+    checkpoints: bool = True,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_task: Callable[[int, np.ndarray], None] | None = None,
+) -> RunRecord:
     """Run one strategy on one scenario and seed under the training protocol, and store the result.
 
     The Python form of ``cl-bench run``. An identical configuration already finished in ``store`` is
@@ -104,16 +116,37 @@ def run(strategy: str, scenario: str, seed: int = 0, *, hparams: Mapping[str, An
     config = RunConfig(strategy, scenario, seed, dict(hparams or {}), protocol, options, tags)
     config.resolved_hparams()  # a bad strategy name or hyperparameter fails before the store is opened
     db = store if isinstance(store, Store) or store is None else Store(store)
-    return execute(config, db, data_root=data_root, download=download, device=device, force=force,
-                   on_epoch=on_epoch, on_task=on_task, checkpoints=checkpoints)
+    return execute(
+        config,
+        db,
+        data_root=data_root,
+        download=download,
+        device=device,
+        force=force,
+        on_epoch=on_epoch,
+        on_task=on_task,
+        checkpoints=checkpoints,
+    )
 
 
-def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, store: StoreLike = DEFAULT_STORE, *,
-              workers: int | None = None, threads: int | None = None, backend: str = "local",
-              device: str | None = None, data_root: str | os.PathLike | None = None, retry_failed: bool = False,
-              checkpoints: bool = True, ray_address: str | None = None, progress: bool = True,
-              name: str = "sweep", devices: str | list[str] | None = None, workers_per_device: int | None = None,
-              loggers: tuple[str, ...] = ()) -> list[Outcome]:
+def run_sweep(
+    sweep: str | os.PathLike | Mapping[str, Any] | Sweep,
+    store: StoreLike = DEFAULT_STORE,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    backend: str = "local",
+    device: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    retry_failed: bool = False,
+    checkpoints: bool = True,
+    ray_address: str | None = None,
+    progress: bool = True,
+    name: str = "sweep",
+    devices: str | list[str] | None = None,
+    workers_per_device: int | None = None,
+    loggers: tuple[str, ...] = (),
+) -> list[Outcome]:
     """Run every run of a sweep that is not yet in the store: the Python form of ``cl-bench sweep``.
 
     A sweep is resumable: runs already finished in ``store`` are skipped, runs killed part-way resume
@@ -167,10 +200,22 @@ def run_sweep(sweep: str | os.PathLike | Mapping[str, Any] | Sweep, store: Store
     path = store.path if isinstance(store, Store) else store
     if (workers is not None and workers < 0) or (threads is not None and threads < 1):
         raise ValueError(f"workers must be >= 0 and threads >= 1, got workers={workers}, threads={threads}")
-    return _run_sweep(sweep, path, backend=backend, workers=workers, threads=threads, device=device,
-                      data_root=data_root, retry_failed=retry_failed, checkpoints=checkpoints,
-                      ray_address=ray_address, progress=progress, devices=devices,
-                      workers_per_device=workers_per_device, loggers=loggers)
+    return _run_sweep(
+        sweep,
+        path,
+        backend=backend,
+        workers=workers,
+        threads=threads,
+        device=device,
+        data_root=data_root,
+        retry_failed=retry_failed,
+        checkpoints=checkpoints,
+        ray_address=ray_address,
+        progress=progress,
+        devices=devices,
+        workers_per_device=workers_per_device,
+        loggers=loggers,
+    )
 
 
 def load_results(store: StoreLike = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -29,6 +29,7 @@ Tasks before ``--task`` are marked finished without training (``before_task``/``
 initial weights), as the speed note did with ``nepochs=0``: with ``--task 1`` HAT's gradient masks
 are on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,10 @@ def synthetic_scenario(name: str, n_samples: int, n_tasks: int, seed: int = 0) -
     g = torch.Generator().manual_seed(seed)
     tasks = []
     for t in range(n_tasks):
-        split = Split(torch.randint(0, 256, (n_samples, *shape), generator=g, dtype=torch.uint8),
-                      torch.randint(0, 10, (n_samples,), generator=g))
+        split = Split(
+            torch.randint(0, 256, (n_samples, *shape), generator=g, dtype=torch.uint8),
+            torch.randint(0, 10, (n_samples,), generator=g),
+        )
         tasks.append(Task(f"random{t}", 10, split, split, split, (0.5,) * shape[0], (0.25,) * shape[0]))
     return Scenario(name, tasks, shape, arch, seed, {"synthetic": True})
 
@@ -81,10 +84,17 @@ def environment(device: torch.device) -> dict[str, Any]:
                 name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-    return {"torch": torch.__version__, "python": platform.python_version(), "cl_bench": cl_bench.__version__,
-            "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "device": str(device), "device_name": name, "cpu_count": os.cpu_count(),
-            "load_average": load_average()}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cl_bench": cl_bench.__version__,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "device": str(device),
+        "device_name": name,
+        "cpu_count": os.cpu_count(),
+        "load_average": load_average(),
+    }
 
 
 def load_average() -> list[float] | None:
@@ -101,14 +111,22 @@ def base_network(strategy: Strategy) -> nets.MultiHeadNet | None:
     return None
 
 
-def bare_epoch(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, t: int, batch_size: int, lr: float,
-               generator: torch.Generator, autocast=contextlib.nullcontext) -> None:
+def bare_epoch(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    autocast=contextlib.nullcontext,
+) -> None:
     """The floor: one epoch of plain PyTorch on preloaded, normalised tensors."""
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     order = torch.randperm(len(y), generator=generator).to(y.device)
     for start in range(0, len(y), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         with autocast():
             loss = F.cross_entropy(net(x[idx], t), y[idx])
         optimizer.zero_grad(set_to_none=True)
@@ -136,7 +154,7 @@ def _bare_eval(net: torch.nn.Module, x: torch.Tensor, t: int, batch_size: int, a
     net.eval()
     with torch.no_grad(), autocast():
         for start in range(0, len(x), batch_size):
-            net(x[start:start + batch_size], t).argmax(1)
+            net(x[start : start + batch_size], t).argmax(1)
 
 
 def _network_key(net: nets.MultiHeadNet) -> str:
@@ -144,11 +162,25 @@ def _network_key(net: nets.MultiHeadNet) -> str:
     return f"{type(net).__name__} {nets.count_parameters(net):,}"
 
 
-def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic-alexnet",
-              samples: int = 10000, reps: int = 3, warmup: int = 640, batch_size: int = 64, lr: float = 0.05,
-              task: int = 1, device: str = "cpu", hparams: dict[str, str] | None = None, seed: int = 0,
-              data_root=None, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-              eval_batch_size: int = 1024, echo=lambda line: None) -> dict[str, Any]:
+def run_bench(
+    strategies: tuple[str, ...] = ("hat",),
+    scenario: str = "synthetic-alexnet",
+    samples: int = 10000,
+    reps: int = 3,
+    warmup: int = 640,
+    batch_size: int = 64,
+    lr: float = 0.05,
+    task: int = 1,
+    device: str = "cpu",
+    hparams: dict[str, str] | None = None,
+    seed: int = 0,
+    data_root=None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    eval_batch_size: int = 1024,
+    echo=lambda line: None,
+) -> dict[str, Any]:
     """Time ``reps`` epochs of each strategy's ``train_epoch`` and of the bare loop on the same net,
     then evaluation passes of both; returns the result as a JSON-ready dict.
 
@@ -158,8 +190,10 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
     strategies = tuple(dict.fromkeys(strategies))  # once each, in the given order
     foreign = [s for s in strategies if s.startswith("avalanche:")]
     if foreign:  # their training runs in Avalanche's loop, not Trainer.train_epoch: nothing to time here
-        raise ValueError(f"{', '.join(foreign)}: Avalanche strategies train in Avalanche's own loop; "
-                                   f"examples/avalanche_crosscheck.py times them against cl-bench's")
+        raise ValueError(
+            f"{', '.join(foreign)}: Avalanche strategies train in Avalanche's own loop; "
+            f"examples/avalanche_crosscheck.py times them against cl-bench's"
+        )
     dev = resolve_device(device)
     classes = {name: get_strategy(name) for name in strategies}
     hparams = dict(hparams or {})
@@ -167,23 +201,26 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
     unknown = sorted(set(hparams) - declared)
     if unknown:
         raise HparamError(f"no benchmarked strategy has hyperparameter(s) {', '.join(unknown)}")
-    hps = {name: cls.parse_hparams({k: v for k, v in hparams.items()
-                                    if k in {f.name for f in cls.hparam_fields()}})
-           for name, cls in classes.items()}
+    hps = {
+        name: cls.parse_hparams({k: v for k, v in hparams.items() if k in {f.name for f in cls.hparam_fields()}})
+        for name, cls in classes.items()
+    }
 
     started = time.perf_counter()
     if scenario in SYNTHETIC:
         sc = synthetic_scenario(scenario, samples, n_tasks=max(2, task + 1), seed=seed)
     else:
-        sc = build_scenario(scenario, seed=seed, data_root=data_root, max_train_per_task=samples,
-                            tasks=list(range(task + 1)))
+        sc = build_scenario(
+            scenario, seed=seed, data_root=data_root, max_train_per_task=samples, tasks=list(range(task + 1))
+        )
     if task >= len(sc.tasks):
         raise ValueError(f"--task {task}: scenario {scenario!r} has {len(sc.tasks)} tasks")
     sc = sc.to(dev)
     prepare_s = time.perf_counter() - started
 
-    protocol = Protocol(batch_size=batch_size, lr=lr, eval_batch_size=eval_batch_size, precision=precision,
-                        channels_last=channels_last)
+    protocol = Protocol(
+        batch_size=batch_size, lr=lr, eval_batch_size=eval_batch_size, precision=precision, channels_last=channels_last
+    )
     trainer = Trainer(sc, protocol, seed=seed)
     data = trainer.data(task, "train")
     n = len(data)
@@ -220,7 +257,8 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
         except (KeyError, IndexError, RuntimeError) as e:  # e.g. PathNet: its GA picks the paths
             raise ValueError(
                 f"strategy {name!r} cannot be timed per epoch: marking tasks 0..{task - 1} finished without "
-                f"training failed ({type(e).__name__}: {e}); try --task 0") from None
+                f"training failed ({type(e).__name__}: {e}); try --task 0"
+            ) from None
         if not any(p.requires_grad for p in trainable):
             raise ValueError(f"strategy {name!r} has nothing to train: no throughput to measure")
         algos[name] = algo
@@ -235,13 +273,20 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
     def autocast():  # the strategies' precision, for the bare loops too
         return trainer.autocast(dev)
 
-    train = {f"bare {key}": (lambda m, ep, net=net: bare_epoch(net, x_all[:m], y_all[:m], task, batch_size, lr,
-                                                              generator, autocast))
-             for key, net in bare_nets.items()}
-    train |= {name: (lambda m, ep, algo=algo: trainer.train_epoch(algo, task, _head(data, m), lr, ep))
-              for name, algo in algos.items()}
-    evaluate = {f"bare {key}": (lambda net=net: _bare_eval(net, x_all, task, eval_batch_size, autocast))
-                for key, net in bare_nets.items()}
+    train = {
+        f"bare {key}": (
+            lambda m, ep, net=net: bare_epoch(net, x_all[:m], y_all[:m], task, batch_size, lr, generator, autocast)
+        )
+        for key, net in bare_nets.items()
+    }
+    train |= {
+        name: (lambda m, ep, algo=algo: trainer.train_epoch(algo, task, _head(data, m), lr, ep))
+        for name, algo in algos.items()
+    }
+    evaluate = {
+        f"bare {key}": (lambda net=net: _bare_eval(net, x_all, task, eval_batch_size, autocast))
+        for key, net in bare_nets.items()
+    }
     evaluate |= {name: (lambda algo=algo: trainer.accuracy(algo, data)) for name, algo in algos.items()}
 
     if warmup:  # untimed: first-call costs (allocations, oneDNN primitives, compilation)
@@ -253,7 +298,7 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
     eval_seconds: dict[str, list[float]] = {name: [] for name in evaluate}
     names = list(train)
     for r in range(reps):
-        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             s = _timed(lambda name=name, r=r: train[name](n, r + 1), dev)
             seconds[name].append(s)
@@ -262,22 +307,41 @@ def run_bench(strategies: tuple[str, ...] = ("hat",), scenario: str = "synthetic
             eval_seconds[name].append(_timed(evaluate[name], dev))
 
     result: dict[str, Any] = {
-        "config": {"strategies": list(strategies), "hparams": {k: dataclasses.asdict(v) for k, v in hps.items()},
-                   "scenario": scenario, "task": task, "samples": n, "batch_size": batch_size, "lr": lr,
-                   "eval_batch_size": eval_batch_size, "reps": reps, "warmup": warmup, "seed": seed,
-                   "precision": precision, "channels_last": channels_last, "compile": compile},
+        "config": {
+            "strategies": list(strategies),
+            "hparams": {k: dataclasses.asdict(v) for k, v in hps.items()},
+            "scenario": scenario,
+            "task": task,
+            "samples": n,
+            "batch_size": batch_size,
+            "lr": lr,
+            "eval_batch_size": eval_batch_size,
+            "reps": reps,
+            "warmup": warmup,
+            "seed": seed,
+            "precision": precision,
+            "channels_last": channels_last,
+            "compile": compile,
+        },
         "prepare_s": prepare_s,
-        "networks": {f"bare {key}": key for key in bare_nets} | {
-            name: (f"{_network_key(base_network(a))} ({nets.count_parameters(a.model):,} with the strategy's)"
-                   if base_network(a) is not None else f"own, {nets.count_parameters(a.model):,} parameters")
-            for name, a in algos.items()},
+        "networks": {f"bare {key}": key for key in bare_nets}
+        | {
+            name: (
+                f"{_network_key(base_network(a))} ({nets.count_parameters(a.model):,} with the strategy's)"
+                if base_network(a) is not None
+                else f"own, {nets.count_parameters(a.model):,} parameters"
+            )
+            for name, a in algos.items()
+        },
         "bare_of": {name: f"bare {key}" for name, key in bare_of.items()},
         "train": {name: _summary(s, n) for name, s in seconds.items()},
         "eval": {name: _summary(s, n) for name, s in eval_seconds.items()},
     }
     for what in ("train", "eval"):
-        result[f"{what}_ratio"] = {name: result[what][name]["median_s"] / result[what][bare]["median_s"]
-                                   for name, bare in result["bare_of"].items()}
+        result[f"{what}_ratio"] = {
+            name: result[what][name]["median_s"] / result[what][bare]["median_s"]
+            for name, bare in result["bare_of"].items()
+        }
     return result
 
 
@@ -290,24 +354,35 @@ def format_markdown(result: dict[str, Any]) -> str:
     """The result as a markdown page (with the ``command``, ``environment`` and ``load_average_after``
     the CLI adds to what ``run_bench`` returns)."""
     c, env = result["config"], result["environment"]
-    settings = [c["precision"]] + (["channels_last"] if c["channels_last"] else []) + \
-        (["torch.compile"] if c["compile"] else [])
+    settings = (
+        [c["precision"]]
+        + (["channels_last"] if c["channels_last"] else [])
+        + (["torch.compile"] if c["compile"] else [])
+    )
     lines = [
         f"# cl-bench bench: {', '.join(c['strategies'])} on {c['scenario']} (task {c['task']})",
         "",
         f"`{result['command']}`",
         "",
         f"- torch {env['torch']}, python {env['python']}, cl-bench {env['cl_bench']}",
-        (f"- device {env['device']} ({env['device_name']}), {env['threads']} threads "
-         f"({env['interop_threads']} inter-op), {env['cpu_count']} CPUs"),
-        (f"- load average before {format_load(env['load_average'])}, "
-         f"after {format_load(result['load_average_after'])}"),
-        (f"- {c['samples']} samples, batch {c['batch_size']} (evaluation {c['eval_batch_size']}), lr {c['lr']}, "
-         f"{', '.join(settings)}, warm-up {c['warmup']} samples, {c['reps']} repetitions rotating the order"),
+        (
+            f"- device {env['device']} ({env['device_name']}), {env['threads']} threads "
+            f"({env['interop_threads']} inter-op), {env['cpu_count']} CPUs"
+        ),
+        (
+            f"- load average before {format_load(env['load_average'])}, "
+            f"after {format_load(result['load_average_after'])}"
+        ),
+        (
+            f"- {c['samples']} samples, batch {c['batch_size']} (evaluation {c['eval_batch_size']}), lr {c['lr']}, "
+            f"{', '.join(settings)}, warm-up {c['warmup']} samples, {c['reps']} repetitions rotating the order"
+        ),
         f"- scenario prepared in {result['prepare_s']:.2f} s",
         "",
-        ("| loop | network | train s/10k | train samples/s | vs bare | eval s/10k | eval samples/s | vs bare |"
-         " train reps (s) |"),
+        (
+            "| loop | network | train s/10k | train samples/s | vs bare | eval s/10k | eval samples/s | vs bare |"
+            " train reps (s) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result["train"].items():
@@ -318,9 +393,16 @@ def format_markdown(result: dict[str, Any]) -> str:
             f"| {name if name.startswith('bare') else f'{name} `train_epoch`'} | {result['networks'][name]} "
             f"| {r['s_per_10k']:.2f} | {r['samples_per_s']:.0f} | {'' if ratio is None else f'{ratio:.3f}'} "
             f"| {e['s_per_10k']:.3f} | {e['samples_per_s']:.0f} | {'' if eratio is None else f'{eratio:.3f}'} "
-            f"| {', '.join(f'{s:.3f}' for s in r['seconds'])} |")
-    lines += ["", ("Ratios are of medians, strategy / the bare loop on the same network (1.0 = the floor; "
-                   "throughput as a fraction of the bare loop's is 1 / ratio)."), ""]
+            f"| {', '.join(f'{s:.3f}' for s in r['seconds'])} |"
+        )
+    lines += [
+        "",
+        (
+            "Ratios are of medians, strategy / the bare loop on the same network (1.0 = the floor; "
+            "throughput as a fraction of the bare loop's is 1 / ratio)."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ Only strategies that define that pair are checkpointed; the others restart from 
 says nothing is never resumed from its model alone). tests/test_checkpoint.py checks that every
 checkpointed strategy resumes to the same accuracy matrix as an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,7 @@ from cl_bench.strategy import Strategy
 from cl_bench.trainer import EpochLog
 
 FORMAT_VERSION = 1
+
 
 class CheckpointError(RuntimeError):
     pass
@@ -67,19 +69,28 @@ def resume_refusal(strategy_cls: type) -> str | None:
     """None if runs of this strategy can be checkpointed and resumed exactly, else why not."""
     if _own_hook(strategy_cls, "state_dict") and _own_hook(strategy_cls, "load_state_dict"):
         return None
-    return (f"strategy {getattr(strategy_cls, 'name', strategy_cls.__name__)!r} has no "
-            f"state_dict()/load_state_dict() hooks for the state it keeps outside its model, so its "
-            f"runs are not checkpointed: a killed run restarts from task 1")
+    return (
+        f"strategy {getattr(strategy_cls, 'name', strategy_cls.__name__)!r} has no "
+        f"state_dict()/load_state_dict() hooks for the state it keeps outside its model, so its "
+        f"runs are not checkpointed: a killed run restarts from task 1"
+    )
 
 
 # ---- random states as plain values ---------------------------------------------------------------
 def _rng_state(device: torch.device) -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "state": list(py_state), "gauss": py_gauss}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -88,8 +99,7 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["gauss"]))
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if device.type == "cuda" and "cuda" in state:
@@ -97,8 +107,17 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 # ---- save / load ---------------------------------------------------------------------------------
-def save(path: Path, *, run_id: str, code_version: str, next_task: int, strategy, trainer,
-         accuracy: np.ndarray, identity: dict[str, Any] | None = None) -> bool:
+def save(
+    path: Path,
+    *,
+    run_id: str,
+    code_version: str,
+    next_task: int,
+    strategy,
+    trainer,
+    accuracy: np.ndarray,
+    identity: dict[str, Any] | None = None,
+) -> bool:
     """Write the state after task ``next_task - 1`` atomically: a reader sees the old file or the new
     one, never half of one, whatever kills the process. A folder that cannot be written (a full disk,
     a read-only node of a cluster) costs the checkpoint, not the run: warn and return False."""
@@ -149,19 +168,31 @@ def load(path: Path, run_id: str, identity: dict[str, Any] | None = None) -> dic
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated by a full disk, from another torch, not a checkpoint, ...
-        warnings.warn(f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {e}); "
-                      f"run {run_id} starts from task 1", stacklevel=2)
+        warnings.warn(
+            f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {e}); run {run_id} starts from task 1",
+            stacklevel=2,
+        )
         return None
     if payload.get("format") != FORMAT_VERSION or payload.get("run_id") != run_id:
-        warnings.warn(f"ignoring checkpoint {path}: format {payload.get('format')} of run "
-                      f"{payload.get('run_id')}, expected format {FORMAT_VERSION} of run {run_id}",
-                      stacklevel=2)
+        warnings.warn(
+            f"ignoring checkpoint {path}: format {payload.get('format')} of run "
+            f"{payload.get('run_id')}, expected format {FORMAT_VERSION} of run {run_id}",
+            stacklevel=2,
+        )
         return None
-    changed = [k for k in ("strategy_source", "data") if (payload.get("identity") or {}).get(k) is not None
-               and (identity or {}).get(k) is not None and payload["identity"][k] != identity[k]]
+    changed = [
+        k
+        for k in ("strategy_source", "data")
+        if (payload.get("identity") or {}).get(k) is not None
+        and (identity or {}).get(k) is not None
+        and payload["identity"][k] != identity[k]
+    ]
     if changed:
-        warnings.warn(f"ignoring checkpoint {path}: made with another {' and '.join(changed)} "
-                      f"(strategy file / data changed since); run {run_id} starts from task 1", stacklevel=2)
+        warnings.warn(
+            f"ignoring checkpoint {path}: made with another {' and '.join(changed)} "
+            f"(strategy file / data changed since); run {run_id} starts from task 1",
+            stacklevel=2,
+        )
         return None
     return payload
 
@@ -173,8 +204,7 @@ def restore(payload: dict[str, Any], strategy, trainer, accuracy: np.ndarray) ->
     if callable(getattr(strategy, "load_state_dict", None)):
         strategy.load_state_dict(payload["strategy"])
     elif payload["strategy"]:
-        raise CheckpointError(f"checkpoint holds strategy state but {type(strategy).__name__} has no "
-                              f"load_state_dict()")
+        raise CheckpointError(f"checkpoint holds strategy state but {type(strategy).__name__} has no load_state_dict()")
     accuracy[:k] = payload["accuracy"].numpy()
     trainer.history = [EpochLog(**h) for h in payload["history"]]
     trainer.generator.set_state(payload["trainer_rng"])

@@ -12,6 +12,7 @@ Not promised: a process paused for longer than the TTL (a suspended laptop, SIGS
 to another host; two hosts must see the same store file (SQLite over a network file system is only as
 safe as that file system's locks).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,10 @@ class RunBusy(StoreError):
 
     def __init__(self, run_id: str, holder: Claim):
         self.run_id, self.holder = run_id, holder
-        super().__init__(f"run {run_id} is being run by another process ({holder.describe()}); nothing was done. "
-                         f"Its result will be in the store when it ends")
+        super().__init__(
+            f"run {run_id} is being run by another process ({holder.describe()}); nothing was done. "
+            f"Its result will be in the store when it ends"
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -88,14 +91,17 @@ def claim(store: Store, run_id: str, owner: Owner, ttl: float = CLAIM_TTL_S) -> 
     None when claimed, else the live claim of another owner."""
     now = time.time()
     with store.transaction() as conn:
-        row = conn.execute("SELECT run_id, owner, host, pid, claimed, expires FROM claims WHERE run_id = ?",
-                           (run_id,)).fetchone()
+        row = conn.execute(
+            "SELECT run_id, owner, host, pid, claimed, expires FROM claims WHERE run_id = ?", (run_id,)
+        ).fetchone()
         held = Claim(*row) if row else None
         if held is not None and held.owner != owner.token and not is_dead(held, now):
             return held
         since = held.claimed if held is not None and held.owner == owner.token else now
-        conn.execute("INSERT OR REPLACE INTO claims (run_id, owner, host, pid, claimed, expires) VALUES (?,?,?,?,?,?)",
-                     (run_id, owner.token, owner.host, owner.pid, since, now + ttl))
+        conn.execute(
+            "INSERT OR REPLACE INTO claims (run_id, owner, host, pid, claimed, expires) VALUES (?,?,?,?,?,?)",
+            (run_id, owner.token, owner.host, owner.pid, since, now + ttl),
+        )
     return None
 
 
@@ -112,10 +118,12 @@ def heartbeat(store: Store, owner: Owner, ttl: float = CLAIM_TTL_S) -> None:
 
 def live_claims(store: Store) -> list[Claim]:
     """The claims of live owners (for ``cl-bench status``); none in a store of schema version 1."""
+
     def read(conn):
         if "claims" not in tables(conn):
             return []
         return conn.execute("SELECT run_id, owner, host, pid, claimed, expires FROM claims").fetchall()
+
     now = time.time()
     return [c for c in (Claim(*r) for r in store.read(read)) if not is_dead(c, now)]
 

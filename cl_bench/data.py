@@ -1,5 +1,6 @@
 """Where datasets come from: the data root, the cache folder, and the errors a user can fix
 (missing data set, unusable data root or cache folder)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,10 @@ def check_data_root(root: Path) -> Path:
     if root.exists() and not root.is_dir():
         raise DataAccessError(f"data root {root} is a file, not a folder: {how}")
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
-        raise DataAccessError(f"cannot read data root {root} (permission denied): give this user read and "
-                              f"execute permission on it, or {how}")
+        raise DataAccessError(
+            f"cannot read data root {root} (permission denied): give this user read and "
+            f"execute permission on it, or {how}"
+        )
     return root
 
 

@@ -14,6 +14,7 @@ TF32 is switched off while a check runs (``strict_fp32``): the comparison is of 
 TF32 convolutions (cuDNN's default) would round to 10 bits; the doctor's report says whether runs
 use TF32. On CPU against CPU the tolerance is zero: the check is then one of determinism.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,8 +81,9 @@ def tolerance(device: str | torch.device, precision: str = "fp32", other: str | 
 
 
 # ---- tiny runs ---------------------------------------------------------------------------------
-def tiny_scenario(arch: str = "mlp", n_tasks: int = 2, n_classes: int = 3, n_train: int = 96, n_test: int = 64,
-                  seed: int = 0) -> Scenario:
+def tiny_scenario(
+    arch: str = "mlp", n_tasks: int = 2, n_classes: int = 3, n_train: int = 96, n_test: int = 64, seed: int = 0
+) -> Scenario:
     """Random uint8 images whose class is written into a few pixels (learnable in a few steps), tasks
     that disagree (so sequential training forgets): a scenario of the given architecture in KBs."""
     shape = INPUT_SHAPES[arch]
@@ -95,7 +97,7 @@ def tiny_scenario(arch: str = "mlp", n_tasks: int = 2, n_classes: int = 3, n_tra
             flat = x.view(n, -1)
             code = (y + t) % n_classes
             for c in range(n_classes):
-                flat[code == c, c * 4:(c + 1) * 4] = 250
+                flat[code == c, c * 4 : (c + 1) * 4] = 250
             splits.append(Split(x, y))
         tasks.append(Task(f"tiny{t}", n_classes, *splits, mean=(0.2,) * shape[0], std=(0.3,) * shape[0]))
     return Scenario(f"tiny-{arch}", tasks, shape, arch, seed, {"synthetic": True})
@@ -134,8 +136,14 @@ class SequenceResult:
     strategy: Strategy | None = field(default=None, repr=False)  # the trained strategy, for inspection
 
 
-def build(strategy: str, scenario: Scenario, device: torch.device, hparams: dict[str, Any] | None = None,
-          seed: int = 0, dropout: bool = False) -> Strategy:
+def build(
+    strategy: str,
+    scenario: Scenario,
+    device: torch.device,
+    hparams: dict[str, Any] | None = None,
+    seed: int = 0,
+    dropout: bool = False,
+) -> Strategy:
     """The strategy on ``device``, seeded as ``runner.execute`` seeds it (weights built on the CPU)."""
     cls = get_strategy(strategy)
     hp = cls.parse_hparams({**TINY_HPARAMS.get(strategy, {}), **(hparams or {})})
@@ -146,10 +154,18 @@ def build(strategy: str, scenario: Scenario, device: torch.device, hparams: dict
     return algo
 
 
-def run_sequence(strategy: str, device: str | torch.device = "cpu", *, scenario: Scenario | None = None,
-                 protocol: Protocol = TINY_PROTOCOL, hparams: dict[str, Any] | None = None, seed: int = 0,
-                 dropout: bool = False, resume_after: int | None = None,
-                 resume_on: str | torch.device | None = None) -> SequenceResult:
+def run_sequence(
+    strategy: str,
+    device: str | torch.device = "cpu",
+    *,
+    scenario: Scenario | None = None,
+    protocol: Protocol = TINY_PROTOCOL,
+    hparams: dict[str, Any] | None = None,
+    seed: int = 0,
+    dropout: bool = False,
+    resume_after: int | None = None,
+    resume_on: str | torch.device | None = None,
+) -> SequenceResult:
     """Train every task of ``scenario`` (default: ``tiny_scenario()``) in order on ``device``.
 
     With ``resume_after=k`` the run is checkpointed after task k (``checkpoint.save``), and a freshly
@@ -170,11 +186,29 @@ def run_sequence(strategy: str, device: str | torch.device = "cpu", *, scenario:
         for tau in range(t + 1):
             acc[t, tau] = trainer.test_accuracy(algo, tau)
         if resume_after == t and t < T - 1:
-            algo, trainer = _resumed(algo, trainer, acc, t + 1, resolve_device(resume_on or dev), strategy, sc,
-                                     protocol, hparams, seed, dropout)
-    return SequenceResult(str(dev), acc, [h.train_loss for h in trainer.history],
-                          [h.valid_loss for h in trainer.history], final_logits(algo, trainer),
-                          time.perf_counter() - started, None if resume_after is None else str(algo.device), algo)
+            algo, trainer = _resumed(
+                algo,
+                trainer,
+                acc,
+                t + 1,
+                resolve_device(resume_on or dev),
+                strategy,
+                sc,
+                protocol,
+                hparams,
+                seed,
+                dropout,
+            )
+    return SequenceResult(
+        str(dev),
+        acc,
+        [h.train_loss for h in trainer.history],
+        [h.valid_loss for h in trainer.history],
+        final_logits(algo, trainer),
+        time.perf_counter() - started,
+        None if resume_after is None else str(algo.device),
+        algo,
+    )
 
 
 def _resumed(algo, trainer, acc, next_task, dev, strategy, sc, protocol, hparams, seed, dropout):
@@ -184,8 +218,15 @@ def _resumed(algo, trainer, acc, next_task, dev, strategy, sc, protocol, hparams
         raise ValueError(refusal)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "run.pt"
-        if not ckpt.save(path, run_id="device-check", code_version="", next_task=next_task, strategy=algo,
-                         trainer=trainer, accuracy=acc):
+        if not ckpt.save(
+            path,
+            run_id="device-check",
+            code_version="",
+            next_task=next_task,
+            strategy=algo,
+            trainer=trainer,
+            accuracy=acc,
+        ):
             raise OSError(f"could not write a checkpoint to {path}")
         payload = ckpt.load(path, "device-check")
     if payload is None:
@@ -236,8 +277,10 @@ def compare(a: SequenceResult, b: SequenceResult, tol: Tolerance, n_test: int | 
     loss = logit = 0.0
     samples = 0
     if len(a.train_losses) != len(b.train_losses):
-        problems.append(f"{len(a.train_losses)} epochs on {a.device}, {len(b.train_losses)} on {b.device} "
-                        f"(the lr schedule took another turn)")
+        problems.append(
+            f"{len(a.train_losses)} epochs on {a.device}, {len(b.train_losses)} on {b.device} "
+            f"(the lr schedule took another turn)"
+        )
     else:
         for x, y in zip(a.train_losses + a.valid_losses, b.train_losses + b.valid_losses):
             if not (math.isfinite(x) and math.isfinite(y)):
@@ -274,17 +317,31 @@ def n_test_samples(scenario: Scenario) -> list[int]:
     return [len(task.test) for task in scenario.tasks]
 
 
-def check_against_cpu(strategy: str, device: str | torch.device, *, arch: str = "mlp", precision: str = "fp32",
-                      resume_after: int | None = None, resume_on: str | torch.device | None = None,
-                      hparams: dict[str, Any] | None = None) -> tuple[Agreement, SequenceResult, SequenceResult]:
+def check_against_cpu(
+    strategy: str,
+    device: str | torch.device,
+    *,
+    arch: str = "mlp",
+    precision: str = "fp32",
+    resume_after: int | None = None,
+    resume_on: str | torch.device | None = None,
+    hparams: dict[str, Any] | None = None,
+) -> tuple[Agreement, SequenceResult, SequenceResult]:
     """One tiny sequence on ``device`` (resumed on ``resume_on`` after task ``resume_after`` if given)
     against the uninterrupted CPU run: (agreement, device's run, CPU's run). TF32 is off meanwhile."""
     sc = tiny_scenario(arch)
     protocol = TINY_PROTOCOL.replace(precision=precision)
     with strict_fp32():
         cpu = run_sequence(strategy, "cpu", scenario=sc, protocol=protocol, hparams=hparams)
-        other = run_sequence(strategy, device, scenario=sc, protocol=protocol, hparams=hparams,
-                             resume_after=resume_after, resume_on=resume_on)
+        other = run_sequence(
+            strategy,
+            device,
+            scenario=sc,
+            protocol=protocol,
+            hparams=hparams,
+            resume_after=resume_after,
+            resume_on=resume_on,
+        )
     devices = {str(device), str(resume_on or device)}
     tol = EXACT if all(torch.device(d).type == "cpu" for d in devices) else tolerance("cuda", precision)
     return compare(other, cpu, tol, n_test_samples(sc)), other, cpu

@@ -19,6 +19,7 @@ In order, each step timed, every outcome written to one dated markdown report (a
 ``--scale tiny`` is sized for a CPU and CI (well under a minute); ``full`` for a data-centre GPU
 (under 8 minutes).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,12 +79,32 @@ class Scale:
 
 
 SCALES = {
-    "tiny": Scale("tiny", resume=("sgd", "ewc", "hat"), alexnet=("sgd", "hat"), bf16=("sgd", "hat"),
-                  bench=("sgd", "hat"), bench_samples=128, bench_reps=1, bench_warmup=32, run_samples=100,
-                  run_epochs=1, test_timeout=300),
-    "full": Scale("full", resume=None, alexnet=("sgd", "ewc", "hat", "lwf", "pnn", "pathnet"),
-                  bf16=("sgd", "ewc", "hat", "pnn"), bench=("sgd", "ewc", "hat"), bench_samples=10000, bench_reps=3,
-                  bench_warmup=640, run_samples=2000, run_epochs=3, test_timeout=240),
+    "tiny": Scale(
+        "tiny",
+        resume=("sgd", "ewc", "hat"),
+        alexnet=("sgd", "hat"),
+        bf16=("sgd", "hat"),
+        bench=("sgd", "hat"),
+        bench_samples=128,
+        bench_reps=1,
+        bench_warmup=32,
+        run_samples=100,
+        run_epochs=1,
+        test_timeout=300,
+    ),
+    "full": Scale(
+        "full",
+        resume=None,
+        alexnet=("sgd", "ewc", "hat", "lwf", "pnn", "pathnet"),
+        bf16=("sgd", "ewc", "hat", "pnn"),
+        bench=("sgd", "ewc", "hat"),
+        bench_samples=10000,
+        bench_reps=3,
+        bench_warmup=640,
+        run_samples=2000,
+        run_epochs=3,
+        test_timeout=240,
+    ),
 }
 
 
@@ -142,22 +163,31 @@ def device_facts(device: torch.device) -> dict[str, Any]:
     """Everything the results and timings depend on, as plain values."""
     env = environment(torch.device("cpu"))
     facts: dict[str, Any] = {
-        "cl_bench": f"{cl_bench.__version__} ({code_version()})", "python": platform.python_version(),
-        "platform": platform.platform(), "torch": torch.__version__, "torch built for CUDA": torch.version.cuda,
-        "CUDA available": torch.cuda.is_available(), "CUDA devices": torch.cuda.device_count(),
+        "cl_bench": f"{cl_bench.__version__} ({code_version()})",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch built for CUDA": torch.version.cuda,
+        "CUDA available": torch.cuda.is_available(),
+        "CUDA devices": torch.cuda.device_count(),
         "cuDNN": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "device": str(device), "CPU": env["device_name"],
+        "device": str(device),
+        "CPU": env["device_name"],
         "CPU instruction set": torch.backends.cpu.get_cpu_capability(),
-        "CPUs": os.cpu_count(), "torch threads": torch.get_num_threads(),
-        "torch inter-op threads": torch.get_num_interop_threads(), "RAM": _gib(_ram_bytes()),
+        "CPUs": os.cpu_count(),
+        "torch threads": torch.get_num_threads(),
+        "torch inter-op threads": torch.get_num_interop_threads(),
+        "RAM": _gib(_ram_bytes()),
         "load average": format_load(load_average()),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         free, total = torch.cuda.mem_get_info(device)
         facts |= {
-            "GPU": props.name, "GPU memory": f"{_gib(total)} ({_gib(free)} free)",
-            "compute capability": f"{props.major}.{props.minor}", "multiprocessors": props.multi_processor_count,
+            "GPU": props.name,
+            "GPU memory": f"{_gib(total)} ({_gib(free)} free)",
+            "compute capability": f"{props.major}.{props.minor}",
+            "multiprocessors": props.multi_processor_count,
             "bf16 supported": torch.cuda.is_bf16_supported(),
             "TF32 in matmuls (runs)": torch.backends.cuda.matmul.allow_tf32,
             "TF32 in cuDNN convolutions (runs)": torch.backends.cudnn.allow_tf32,
@@ -192,11 +222,16 @@ def cross_device_checks(device: torch.device, scale: Scale, echo) -> list[Outcom
     specs += [(f"{n} (alexnet, fp32)", n, {"arch": "alexnet"}) for n in scale.alexnet]
     specs += [(f"{n} (mlp, bf16)", n, {"precision": "bf16"}) for n in scale.bf16]
     pairs = [(device, cpu), (cpu, device)] if device.type != "cpu" else [(cpu, cpu)]
-    specs += [(f"{n} checkpoint {a.type} -> {b.type}", n, {"device": a, "resume_after": 0, "resume_on": b})
-              for n in (scale.resume if scale.resume is not None else strategies)
-              if resume_refusal(strategies[n]) is None for a, b in pairs]
-    return [_attempt("checks", label, lambda n=n, kw=kw: _agreement(n, **{"device": device, **kw}), echo)
-            for label, n, kw in specs]
+    specs += [
+        (f"{n} checkpoint {a.type} -> {b.type}", n, {"device": a, "resume_after": 0, "resume_on": b})
+        for n in (scale.resume if scale.resume is not None else strategies)
+        if resume_refusal(strategies[n]) is None
+        for a, b in pairs
+    ]
+    return [
+        _attempt("checks", label, lambda n=n, kw=kw: _agreement(n, **{"device": device, **kw}), echo)
+        for label, n, kw in specs
+    ]
 
 
 # ---- 3. the device tests of a source checkout ------------------------------------------------------
@@ -208,17 +243,29 @@ def device_tests(device: torch.device, tests_dir: Path | None, timeout: int, ech
         return Outcome("tests", "tests/devices", "SKIP", 0.0, f"no tests folder at {tests_dir} (not a source checkout)")
 
     def run() -> tuple[str, str]:
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", str(tests_dir),
-                   f"--ignore={tests_dir / 'test_doctor.py'}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rfE",
+            str(tests_dir),
+            f"--ignore={tests_dir / 'test_doctor.py'}",
+        ]
         env = dict(os.environ, CL_BENCH_TEST_DEVICE=str(device))
         try:
-            done = subprocess.run(command, cwd=tests_dir.parents[1], env=env, capture_output=True, text=True,
-                                  timeout=timeout)
+            done = subprocess.run(
+                command, cwd=tests_dir.parents[1], env=env, capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             return "FAIL", f"did not finish in {timeout} s"
         lines = (done.stdout + done.stderr).strip().splitlines()
-        summary = next((ln.strip("= ") for ln in reversed(lines) if re.search(r"\d+ (passed|failed|error)", ln)),
-                       lines[-1] if lines else "no output")
+        summary = next(
+            (ln.strip("= ") for ln in reversed(lines) if re.search(r"\d+ (passed|failed|error)", ln)),
+            lines[-1] if lines else "no output",
+        )
         if done.returncode == 0:
             return "PASS", summary
         raise ChildFailed(f"pytest exit code {done.returncode}: {summary}", "\n".join(lines[-40:]))
@@ -238,17 +285,28 @@ class ChildFailed(RuntimeError):
 def throughput(device: torch.device, scale: Scale, echo) -> tuple[list[Outcome], list[dict[str, Any]]]:
     outcomes, results = [], []
     for scenario in ("synthetic-mlp", "synthetic-alexnet"):
+
         def bench(scenario=scenario) -> tuple[str, str]:
-            result = run_bench(scale.bench, scenario, samples=scale.bench_samples, reps=scale.bench_reps,
-                               warmup=scale.bench_warmup, task=1, device=str(device))
+            result = run_bench(
+                scale.bench,
+                scenario,
+                samples=scale.bench_samples,
+                reps=scale.bench_reps,
+                warmup=scale.bench_warmup,
+                task=1,
+                device=str(device),
+            )
             result["environment"] = environment(device)
             result["load_average_after"] = load_average()
-            result["command"] = (f"cl-bench bench {' '.join(f'-s {s}' for s in scale.bench)} --scenario {scenario} "
-                                 f"--samples {scale.bench_samples} --reps {scale.bench_reps} "
-                                 f"--warmup {scale.bench_warmup} --task 1 --device {device}")
+            result["command"] = (
+                f"cl-bench bench {' '.join(f'-s {s}' for s in scale.bench)} --scenario {scenario} "
+                f"--samples {scale.bench_samples} --reps {scale.bench_reps} "
+                f"--warmup {scale.bench_warmup} --task 1 --device {device}"
+            )
             results.append(result)
             ratios = ", ".join(f"{name} x{r:.2f}" for name, r in result["train_ratio"].items())
             return "PASS", f"train time vs bare: {ratios}"
+
         outcomes.append(_attempt("throughput", scenario, bench, echo))
     return outcomes, results
 
@@ -262,7 +320,8 @@ def short_run_scenario(data_root) -> tuple[str, str]:
     except (DatasetMissingError, DataAccessError) as e:
         if SYNTHETIC_SCENARIO not in all_scenarios():
             register_scenario(SYNTHETIC_SCENARIO, "2 tiny synthetic tasks (cl-bench doctor)")(
-                lambda seed=0, data_root_path=None, download=False: dc.tiny_scenario(seed=seed))
+                lambda seed=0, data_root_path=None, download=False: dc.tiny_scenario(seed=seed)
+            )
         return SYNTHETIC_SCENARIO, f"no MNIST ({str(e).splitlines()[0]})"
 
 
@@ -277,15 +336,18 @@ def short_runs(device: torch.device, scale: Scale, data_root, echo) -> list[Outc
 
         def run(name: str) -> tuple[str, str]:
             try:
-                record = execute(RunConfig(name, scenario, 0, {}, protocol, options), store, data_root=data_root,
-                                 device=str(device))
+                record = execute(
+                    RunConfig(name, scenario, 0, {}, protocol, options), store, data_root=data_root, device=str(device)
+                )
             except RunFailed as e:
                 raise RuntimeError(e.record.error.splitlines()[0]) from None
             last = record.accuracy[-1]
             if not np.isfinite(last).all():
                 return "FAIL", f"accuracy row {last.tolist()}"
-            return "PASS", (f"accuracy after the last task {np.round(last, 3).tolist()}, {len(record.history)} "
-                            f"epochs, {record.wall_s:.1f} s")
+            return "PASS", (
+                f"accuracy after the last task {np.round(last, 3).tolist()}, {len(record.history)} "
+                f"epochs, {record.wall_s:.1f} s"
+            )
 
         for name in all_strategies():
             out.append(_attempt("runs", f"{name} on {scenario}", lambda n=name: run(n), echo))
@@ -293,8 +355,15 @@ def short_runs(device: torch.device, scale: Scale, data_root, echo) -> list[Outc
 
 
 # ---- the whole ------------------------------------------------------------------------------------
-def run_doctor(device: str = "cpu", scale: str = "tiny", out: str | Path = "reports/gpu", data_root=None,
-               tests: bool = True, tests_dir: Path | None = None, echo=lambda line: None) -> DoctorReport:
+def run_doctor(
+    device: str = "cpu",
+    scale: str = "tiny",
+    out: str | Path = "reports/gpu",
+    data_root=None,
+    tests: bool = True,
+    tests_dir: Path | None = None,
+    echo=lambda line: None,
+) -> DoctorReport:
     """Every step above on ``device``; writes ``doctor-<device>-<date>.md`` (and ``.json``) into ``out``."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
@@ -303,8 +372,7 @@ def run_doctor(device: str = "cpu", scale: str = "tiny", out: str | Path = "repo
     started = time.perf_counter()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    report = DoctorReport(str(dev), scale, datetime.date.today().isoformat(), device_facts(dev),
-                          pending=list(SECTIONS))
+    report = DoctorReport(str(dev), scale, datetime.date.today().isoformat(), device_facts(dev), pending=list(SECTIONS))
     echo(f"cl-bench doctor on {dev} ({report.facts.get('GPU', report.facts['CPU'])}), scale {scale}")
 
     def skipped_tests() -> list[Outcome]:
@@ -347,8 +415,9 @@ def write_report(report: DoctorReport, out: str | Path) -> Path:
     path = folder / f"{stem}.md"
     path.write_text(format_report(report))
     data = {k: v for k, v in dataclasses.asdict(report).items() if k not in ("path", "bench")} | {"ok": report.ok}
-    data["bench"] = [{k: r[k] for k in ("config", "networks", "train", "eval", "train_ratio", "eval_ratio")}
-                     for r in report.bench]
+    data["bench"] = [
+        {k: r[k] for k in ("config", "networks", "train", "eval", "train_ratio", "eval_ratio")} for r in report.bench
+    ]
     path.with_suffix(".json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path
 
@@ -357,9 +426,13 @@ def format_report(report: DoctorReport) -> str:
     n = report.counts()
     tol = [("fp32", dc.FP32), ("bf16", dc.BF16)]
     verdict = "OK" if report.ok else "FAILED" if n["FAIL"] else "INCOMPLETE"
-    lines = [f"# cl-bench doctor: {report.device}, {report.date}", "",
-             f"**{verdict}**: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped "
-             f"in {report.seconds:.0f} s (scale {report.scale}).", ""]
+    lines = [
+        f"# cl-bench doctor: {report.device}, {report.date}",
+        "",
+        f"**{verdict}**: {n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped "
+        f"in {report.seconds:.0f} s (scale {report.scale}).",
+        "",
+    ]
     if report.pending:
         lines += [f"Not run (the doctor stopped before them): {', '.join(SECTIONS[s] for s in report.pending)}.", ""]
     lines += ["## Device", "", "| fact | value |", "|---|---|"]
@@ -367,18 +440,31 @@ def format_report(report: DoctorReport) -> str:
     for section, title in SECTIONS.items():
         lines += ["", f"## {title}", ""]
         if section == "checks":
-            lines += ["Tiny runs (dropout off, TF32 off) compared with the CPU's. Tolerances: on the CPU none (the "
-                      "same seed gives the same numbers); on another device "
-                      + "; ".join(f"{p}: losses {t.loss:g} relative, logits {t.logit:g} relative, "
-                                  f"{t.samples} test prediction(s) per task" for p, t in tol) + ".", ""]
+            lines += [
+                "Tiny runs (dropout off, TF32 off) compared with the CPU's. Tolerances: on the CPU none (the "
+                "same seed gives the same numbers); on another device "
+                + "; ".join(
+                    f"{p}: losses {t.loss:g} relative, logits {t.logit:g} relative, "
+                    f"{t.samples} test prediction(s) per task"
+                    for p, t in tol
+                )
+                + ".",
+                "",
+            ]
         if section == "throughput":
             if report.scale == "tiny":
-                lines += ["Scale tiny: a few batches per loop, too short for the timings to mean anything; they show "
-                          "that every loop runs. Use --scale full for numbers.", ""]
+                lines += [
+                    "Scale tiny: a few batches per loop, too short for the timings to mean anything; they show "
+                    "that every loop runs. Use --scale full for numbers.",
+                    "",
+                ]
             lines += _bench_table(report.bench)
         lines += ["| check | status | seconds | detail |", "|---|---|---|---|"]
-        lines += [f"| {o.name} | {o.status} | {o.seconds:.1f} | {_cell(o.detail)} |"
-                  for o in report.outcomes if o.section == section]
+        lines += [
+            f"| {o.name} | {o.status} | {o.seconds:.1f} | {_cell(o.detail)} |"
+            for o in report.outcomes
+            if o.section == section
+        ]
     failed = [o for o in report.outcomes if o.status == "FAIL"]
     if failed:
         lines += ["", "## Failures", ""]
@@ -388,14 +474,18 @@ def format_report(report: DoctorReport) -> str:
 
 
 def _bench_table(results: list[dict[str, Any]]) -> list[str]:
-    lines = ["| scenario | loop | network | train s/10k | train samples/s | vs bare | eval s/10k | vs bare |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | loop | network | train s/10k | train samples/s | vs bare | eval s/10k | vs bare |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for result in results:
         for name, r in result["train"].items():
             e, ratio, eratio = result["eval"][name], result["train_ratio"].get(name), result["eval_ratio"].get(name)
-            lines.append(f"| {result['config']['scenario']} | {name} | {result['networks'][name]} "
-                         f"| {r['s_per_10k']:.2f} | {r['samples_per_s']:.0f} | {_ratio(ratio)} "
-                         f"| {e['s_per_10k']:.3f} | {_ratio(eratio)} |")
+            lines.append(
+                f"| {result['config']['scenario']} | {name} | {result['networks'][name]} "
+                f"| {r['s_per_10k']:.2f} | {r['samples_per_s']:.0f} | {_ratio(ratio)} "
+                f"| {e['s_per_10k']:.3f} | {_ratio(eratio)} |"
+            )
     return lines + [""] if results else []
 
 

@@ -20,6 +20,7 @@ the store. So resuming a store whose code and data did not change serves every f
 own id, and a changed file never serves a stale result. ``resolve`` is the rule; ``CurrentView`` applies
 it for the sweep planner, which skips, selects and counts runs exactly as ``runner.execute`` serves them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,7 @@ def stored_identity(stored: StoredIdentity | RunRecord) -> dict[str, Any]:
 
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The parts of the identity both sides know and that differ ([] = the stored run may be served)."""
-    return [p for p in PARTS if stored.get(p) is not None and current.get(p) is not None
-            and stored[p] != current[p]]
+    return [p for p in PARTS if stored.get(p) is not None and current.get(p) is not None and stored[p] != current[p]]
 
 
 def salted_id(run_id: str, identity: dict[str, Any]) -> str:
@@ -127,8 +127,9 @@ class CurrentView:
     (missing data) is not compared. Without it (``cl-bench status``: reading only), strategy files are
     still compared, by hash, never imported."""
 
-    def __init__(self, store: Store | None, path: str | os.PathLike | None = None, data_root=None,
-                 check_data: bool = True):
+    def __init__(
+        self, store: Store | None, path: str | os.PathLike | None = None, data_root=None, check_data: bool = True
+    ):
         self.store = store
         self.path = Path(path) if path is not None else store.path
         self.data_root, self.check_data = data_root, check_data

@@ -9,6 +9,7 @@ every layer (N(0,1) start): HAT then protects and reuses units at random, not as
 A pure function of arrays (numpy, or anything ``np.asarray`` reads: CPU tensors), so the strategy can
 record it after each task and the report can check it against a hand-computed example.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,8 +30,10 @@ def moved_units(initial_embedding, final_mask, threshold: float = 0.5) -> int:
     state (``initial_embedding > 0``). Each argument is one layer's array or a list of layers."""
     initial, final = _layers(initial_embedding), _layers(final_mask)
     if [a.shape for a in initial] != [b.shape for b in final]:
-        raise ValueError(f"initial embeddings {[a.shape for a in initial]} and final masks "
-                         f"{[b.shape for b in final]} must have one value per unit, layer by layer")
+        raise ValueError(
+            f"initial embeddings {[a.shape for a in initial]} and final masks "
+            f"{[b.shape for b in final]} must have one value per unit, layer by layer"
+        )
     return int(sum(((e > 0) != (a > threshold)).sum() for e, a in zip(initial, final)))
 
 

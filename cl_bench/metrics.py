@@ -4,6 +4,7 @@ Matrices are square (T x T) with NaN above the diagonal (tau > t is never measur
 paper's forgetting ratio, the field's standard metrics (ACC, BWT, FWT, forgetting) and the summary over
 seeds.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,8 @@ def forgetting_ratio(acc: np.ndarray, acc_random: np.ndarray, acc_joint: np.ndar
         t, tau = map(int, np.argwhere(zero)[0])
         raise UndefinedRatioError(
             f"forgetting ratio undefined: Joint accuracy equals Random's on task {tau} after task {t} "
-            f"(A_J = A_R = {acc_joint[t, tau]:.4f}); the Joint reference did not learn this task")
+            f"(A_J = A_R = {acc_joint[t, tau]:.4f}); the Joint reference did not learn this task"
+        )
     rho = np.full((T, T), np.nan)
     rho[lower] = ((acc - a_r) / np.where(lower, denom, 1.0) - 1.0)[lower]  # Eq. 6
     return rho
@@ -42,7 +44,7 @@ def forgetting_ratio(acc: np.ndarray, acc_random: np.ndarray, acc_joint: np.ndar
 def mean_upto(matrix: np.ndarray) -> np.ndarray:
     """Row means over tau <= t: rho^{<=t} from rho (paper Sec. 4.1), or A^{<=t} from an accuracy matrix."""
     matrix = np.asarray(matrix, dtype=float)
-    return np.array([matrix[t, :t + 1].mean() for t in range(matrix.shape[0])])
+    return np.array([matrix[t, : t + 1].mean() for t in range(matrix.shape[0])])
 
 
 # --- The field's standard metrics -------------------------------------------------------------------
@@ -70,8 +72,10 @@ def _square(acc) -> np.ndarray:
 
 def _need_two_tasks(acc: np.ndarray, metric: str) -> None:
     if acc.shape[0] < 2:
-        raise UndefinedMetricError(f"{metric} is undefined with a single task: it compares each earlier "
-                                   "task's accuracy with its accuracy after later tasks, and there is none")
+        raise UndefinedMetricError(
+            f"{metric} is undefined with a single task: it compares each earlier "
+            "task's accuracy with its accuracy after later tasks, and there is none"
+        )
 
 
 def average_accuracy(acc) -> float:
@@ -150,15 +154,17 @@ def forward_transfer(acc, random_init: Sequence[float]) -> float:
     if b.shape != (T,):
         raise ValueError(f"random_init must hold one accuracy per task ({T}), got shape {b.shape}")
     if T < 2:
-        raise UndefinedMetricError("forward transfer (FWT) is undefined with a single task: no task is "
-                                   "tested after training an earlier one")
+        raise UndefinedMetricError(
+            "forward transfer (FWT) is undefined with a single task: no task is tested after training an earlier one"
+        )
     before = np.array([acc[tau - 1, tau] for tau in range(1, T)])
     missing = [f"A[{tau - 1}, {tau}]" for tau in range(1, T) if np.isnan(before[tau - 1])]
     if missing:
         raise UndefinedMetricError(
             f"forward transfer (FWT) needs each task's accuracy before training on it, {', '.join(missing)} "
             "(NaN here): cl-bench runs test only the tasks trained so far (tau <= t), so their matrices "
-            "do not have these entries")
+            "do not have these entries"
+        )
     if np.isnan(b[1:]).any():
         raise UndefinedMetricError("forward transfer (FWT) needs random_init[tau] for every tau >= 1 (NaN here)")
     return float((before - b[1:]).mean())
@@ -171,7 +177,7 @@ def step_metrics(acc, t: int) -> dict[str, float]:
     acc = _square(acc)
     if not 0 <= t < acc.shape[0]:
         raise ValueError(f"task index t={t} is outside the matrix's {acc.shape[0]} tasks")
-    seen = acc[:t + 1, :t + 1]
+    seen = acc[: t + 1, : t + 1]
     if t == 0:
         return {"acc": average_accuracy(seen), "bwt": math.nan, "forgetting": math.nan}
     return {"acc": average_accuracy(seen), "bwt": backward_transfer(seen), "forgetting": forgetting(seen)}

@@ -6,6 +6,7 @@ linear head per task. ``forward(x, t, masks)`` multiplies the output of masked l
 ``masks=None`` the network is the plain baseline net. Initialisation is PyTorch's default,
 U(+-1/sqrt(fan_in)), as the authors' code (the paper says Xavier, an option here).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,15 @@ class MLP(MultiHeadNet):
     2x2000 with input dropout 0.2 (as the authors' code; the paper does not say).
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], head_sizes: Sequence[int],
-                 input_dropout: float = 0.0, dropout: float = 0.5, last_dropout: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        head_sizes: Sequence[int],
+        input_dropout: float = 0.0,
+        dropout: float = 0.5,
+        last_dropout: bool = True,
+    ):
         super().__init__()
         self.input_dropout = nn.Dropout(input_dropout)
         self.dropout = nn.Dropout(dropout)
@@ -86,15 +94,20 @@ class AlexNet(MultiHeadNet):
     0.5 elsewhere. ``fc2_dropout=False`` gives LFL's variant (the authors' ``alexnet_lfl``).
     """
 
-    def __init__(self, input_shape: Sequence[int], head_sizes: Sequence[int],
-                 fc2_dropout: bool = True, width: float = 1.0):
+    def __init__(
+        self, input_shape: Sequence[int], head_sizes: Sequence[int], fc2_dropout: bool = True, width: float = 1.0
+    ):
         super().__init__()
         c, s, _ = input_shape
         k1, k2, k3 = s // 8, s // 10, 2
         w = [int(64 * width), int(128 * width), int(256 * width), int(2048 * width), int(2048 * width)]
-        self.layers = nn.ModuleList([
-            nn.Conv2d(c, w[0], k1), nn.Conv2d(w[0], w[1], k2), nn.Conv2d(w[1], w[2], k3),
-        ])
+        self.layers = nn.ModuleList(
+            [
+                nn.Conv2d(c, w[0], k1),
+                nn.Conv2d(w[0], w[1], k2),
+                nn.Conv2d(w[1], w[2], k3),
+            ]
+        )
         size = s
         for k in (k1, k2, k3):
             size = (size - k + 1) // 2
@@ -170,13 +183,17 @@ def base_blocks(scenario) -> list[Block]:
         if len(scenario.input_shape) != 3:
             raise ValueError(f"the AlexNet needs a (C, S, S) input, got {scenario.input_shape}")
         s = scenario.input_shape[1]
-        return [Block("conv", 64, s // 8, 0.2, True), Block("conv", 128, s // 10, 0.2, True),
-                Block("conv", 256, 2, 0.5, True), Block("fc", 2048), Block("fc", 2048)]
+        return [
+            Block("conv", 64, s // 8, 0.2, True),
+            Block("conv", 128, s // 10, 0.2, True),
+            Block("conv", 256, 2, 0.5, True),
+            Block("fc", 2048),
+            Block("fc", 2048),
+        ]
     raise ValueError(f"no layer description for architecture {scenario.arch!r}; known: 'mlp', 'alexnet'")
 
 
-def layer_inputs(blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int]
-                 ) -> tuple[list[int], int]:
+def layer_inputs(blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int]) -> tuple[list[int], int]:
     """(input size of each layer: channels for a conv, features for an fc; features out of the body)."""
     channels, side, flat = input_shape[0], input_shape[-1], math.prod(input_shape)
     sizes = []

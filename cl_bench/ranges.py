@@ -26,8 +26,7 @@ class Range:
     optional: bool = False
 
     def __post_init__(self):
-        if self.at_least is not None and self.above is not None or \
-                self.at_most is not None and self.below is not None:
+        if self.at_least is not None and self.above is not None or self.at_most is not None and self.below is not None:
             raise ValueError("a range takes one lower bound (at_least or above) and one upper (at_most or below)")
         if self.choices is not None:
             object.__setattr__(self, "choices", tuple(self.choices))
@@ -50,8 +49,10 @@ class Range:
         low = self.at_least if self.at_least is not None else self.above
         high = self.at_most if self.at_most is not None else self.below
         if low is not None and high is not None:
-            return (f"in {'[' if self.at_least is not None else '('}{_number(low)}, "
-                    f"{_number(high)}{']' if self.at_most is not None else ')'}")
+            return (
+                f"in {'[' if self.at_least is not None else '('}{_number(low)}, "
+                f"{_number(high)}{']' if self.at_most is not None else ')'}"
+            )
         if low is not None:
             return f"{'>=' if self.at_least is not None else '>'} {_number(low)}"
         if high is not None:
@@ -68,11 +69,14 @@ class Range:
             return False
         if isinstance(value, float) and not math.isfinite(value):  # inf, NaN: never a meaningful setting
             return False
-        return ((self.at_least is None or value >= self.at_least) and (self.above is None or value > self.above)
-                and (self.at_most is None or value <= self.at_most) and (self.below is None or value < self.below))
+        return (
+            (self.at_least is None or value >= self.at_least)
+            and (self.above is None or value > self.above)
+            and (self.at_most is None or value <= self.at_most)
+            and (self.below is None or value < self.below)
+        )
 
-    def check(self, value: Any, name: str, kind: type | None = None,
-              error: type[Exception] = ValueError) -> None:
+    def check(self, value: Any, name: str, kind: type | None = None, error: type[Exception] = ValueError) -> None:
         """Raise ``error`` "<name> must be <expected>, got <value>" unless ``value`` is allowed."""
         if not self.contains(value, kind):
             raise error(f"{name} must be {self.expected(kind)}, got {value!r}")

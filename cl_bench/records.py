@@ -1,6 +1,7 @@
 """What the results store holds, as Python values: a run (``RunRecord``), an attempt (``Attempt``), what
 a save did (``Saved``), what decides whether a stored run may be served (``StoredIdentity``), and the
 JSON the store writes them as. cl_bench.store re-exports them all."""
+
 from __future__ import annotations
 
 import hashlib

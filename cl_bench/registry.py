@@ -71,8 +71,10 @@ def _discover() -> None:
         try:
             cls = ep.load()
         except Exception as e:  # a third party's bug: say so, keep every other strategy usable
-            warnings.warn(f"strategy entry point {ep.name!r} ({ep.value}) failed to load and is skipped: "
-                          f"{type(e).__name__}: {e}", stacklevel=2)
+            warnings.warn(
+                f"strategy entry point {ep.name!r} ({ep.value}) failed to load and is skipped: {type(e).__name__}: {e}",
+                stacklevel=2,
+            )
             continue
         STRATEGIES.setdefault(getattr(cls, "name", "") or ep.name, cls)
     _DISCOVERED = True
@@ -113,10 +115,17 @@ def load_from_file(spec: str) -> type[Strategy]:
         raise StrategyFileError(f"{file}, line {e.lineno}: {type(e).__name__}: {e.msg}") from None
     except Exception as e:  # noqa: BLE001 an import or a name that fails while the file runs
         sys.modules.pop(mod_name, None)
-        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
-                     if Path(f.filename).resolve() == file.resolve()), None)
-        raise StrategyFileError(f"{file}{f', line {line}' if line else ''}: {type(e).__name__} while importing "
-                                f"it: {e}") from None
+        line = next(
+            (
+                f.lineno
+                for f in reversed(traceback.extract_tb(e.__traceback__))
+                if Path(f.filename).resolve() == file.resolve()
+            ),
+            None,
+        )
+        raise StrategyFileError(
+            f"{file}{f', line {line}' if line else ''}: {type(e).__name__} while importing it: {e}"
+        ) from None
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")
@@ -131,8 +140,10 @@ def get_strategy(name: str) -> type[Strategy]:
     if sep:
         resolver = _prefix_resolver(prefix)
         if resolver is None:
-            raise ValueError(f"unknown strategy prefix {prefix + ':'!r} in {name!r}; known prefixes: "
-                             f"{', '.join(p + ':' for p in known_prefixes()) or 'none'}")
+            raise ValueError(
+                f"unknown strategy prefix {prefix + ':'!r} in {name!r}; known prefixes: "
+                f"{', '.join(p + ':' for p in known_prefixes()) or 'none'}"
+            )
         return resolver(name)
     _discover()
     if name not in STRATEGIES:
@@ -247,8 +258,9 @@ def check_common_options(max_train_per_task: int | None, tasks: Sequence[int] | 
             Range(at_least=0).check(i, f"{where} option 'tasks' position", int)
         repeated = sorted({i for i in tasks if tasks.count(i) > 1})
         if repeated:
-            raise ValueError(f"{where} option 'tasks' names position(s) {', '.join(map(str, repeated))} "
-                             f"more than once, got {tasks}")
+            raise ValueError(
+                f"{where} option 'tasks' names position(s) {', '.join(map(str, repeated))} more than once, got {tasks}"
+            )
 
 
 def parse_scenario_options(name: str, values: dict[str, Any], where: str = "") -> dict[str, Any]:
@@ -258,8 +270,10 @@ def parse_scenario_options(name: str, values: dict[str, Any], where: str = "") -
     accepted = scenario_options(name)
     unknown = sorted(set(values) - set(accepted) - set(COMMON_OPTIONS))
     if unknown:
-        raise ValueError(f"{where} has no option {', '.join(unknown)}; it accepts: "
-                         + ", ".join([f"{k}={v!r}" for k, v in accepted.items()] + list(COMMON_OPTIONS)))
+        raise ValueError(
+            f"{where} has no option {', '.join(unknown)}; it accepts: "
+            + ", ".join([f"{k}={v!r}" for k, v in accepted.items()] + list(COMMON_OPTIONS))
+        )
     out = {}
     for key, raw in values.items():
         name_ = f"{where} option {key!r}"
@@ -279,9 +293,15 @@ def parse_scenario_options(name: str, values: dict[str, Any], where: str = "") -
     return out
 
 
-def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = False,
-                   max_train_per_task: int | None = None, tasks: Sequence[int] | None = None,
-                   **options) -> Scenario:
+def build_scenario(
+    name: str,
+    seed: int = 0,
+    data_root=None,
+    download: bool = False,
+    max_train_per_task: int | None = None,
+    tasks: Sequence[int] | None = None,
+    **options,
+) -> Scenario:
     """Build a registered scenario; ``tasks`` keeps a subset (by position) and ``max_train_per_task``
     caps each task's training split (stratified, seeded; a held-out validation split shrinks in the
     same proportion): the reduced-scale knobs every scenario takes."""
@@ -289,8 +309,10 @@ def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = Fa
     accepted = scenario_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"scenario {name!r} has no option {', '.join(unknown)}; it accepts: "
-                         f"{', '.join(f'{k}={v!r}' for k, v in accepted.items()) or 'none'}")
+        raise ValueError(
+            f"scenario {name!r} has no option {', '.join(unknown)}; it accepts: "
+            f"{', '.join(f'{k}={v!r}' for k, v in accepted.items()) or 'none'}"
+        )
     check_common_options(max_train_per_task, tasks, f"scenario {name!r}")  # before any data is loaded
     scenario = spec.build(seed=seed, data_root_path=data_root, download=download, **options)
     if tasks is not None:
@@ -311,8 +333,13 @@ def build_scenario(name: str, seed: int = 0, data_root=None, download: bool = Fa
                 n_valid = math.ceil(len(task.valid) * len(keep) / n_train)
                 keep = stratified_subset(task.valid.y, n_valid, generator)
                 task.valid = Split(task.valid.x[keep], task.valid.y[keep])
-    scenario.info["options"] = {"max_train_per_task": max_train_per_task,
-                                "tasks": list(tasks) if tasks is not None else None, **options}
-    scenario.info["tasks"] = [{"name": t.name, "classes": t.n_classes, "train": len(t.train),
-                               "valid": len(t.valid), "test": len(t.test)} for t in scenario.tasks]
+    scenario.info["options"] = {
+        "max_train_per_task": max_train_per_task,
+        "tasks": list(tasks) if tasks is not None else None,
+        **options,
+    }
+    scenario.info["tasks"] = [
+        {"name": t.name, "classes": t.n_classes, "train": len(t.train), "valid": len(t.valid), "test": len(t.test)}
+        for t in scenario.tasks
+    ]
     return scenario

@@ -14,6 +14,7 @@ A run without a match keeps rho = None, with the reason (``RunMetrics.missing``)
 ``cl-bench run`` command that would produce the reference (``RunMetrics.commands``). A reference from
 another protocol, seed or data is never used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,9 +33,25 @@ from cl_bench.trainer import LATER_SETTINGS
 REFERENCES = ("random", "joint")
 EVAL_ONLY = ("eval_batch_size", "eval_train_each_epoch")  # change what is measured when, not what is learned
 
-RUN_COLUMNS = ["run_id", "strategy", "scenario", "seed", "status", "n_tasks", "wall_s", "error", "tags",
-               "hparams", "scenario_options", "max_train_per_task", "protocol", "epochs", "precision",
-               "channels_last", "code_version"]
+RUN_COLUMNS = [
+    "run_id",
+    "strategy",
+    "scenario",
+    "seed",
+    "status",
+    "n_tasks",
+    "wall_s",
+    "error",
+    "tags",
+    "hparams",
+    "scenario_options",
+    "max_train_per_task",
+    "protocol",
+    "epochs",
+    "precision",
+    "channels_last",
+    "code_version",
+]
 
 
 def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -50,22 +67,47 @@ def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.Da
     rows = []
     for r in records:
         proto = protocol_of(r)
-        rows.append({
-            "run_id": r.run_id, "strategy": r.strategy, "scenario": r.scenario, "seed": r.seed,
-            "status": r.status, "n_tasks": r.n_tasks, "wall_s": r.wall_s, "error": r.error,
-            "tags": ",".join(r.tags), "hparams": json.dumps(r.hparams, sort_keys=True),
-            "scenario_options": json.dumps(r.scenario_options, sort_keys=True),
-            "max_train_per_task": r.scenario_options.get("max_train_per_task"),
-            "protocol": json.dumps(proto, sort_keys=True), "epochs": proto.get("epochs"),
-            "precision": proto.get("precision"), "channels_last": proto.get("channels_last"),
-            "code_version": r.code_version})
+        rows.append(
+            {
+                "run_id": r.run_id,
+                "strategy": r.strategy,
+                "scenario": r.scenario,
+                "seed": r.seed,
+                "status": r.status,
+                "n_tasks": r.n_tasks,
+                "wall_s": r.wall_s,
+                "error": r.error,
+                "tags": ",".join(r.tags),
+                "hparams": json.dumps(r.hparams, sort_keys=True),
+                "scenario_options": json.dumps(r.scenario_options, sort_keys=True),
+                "max_train_per_task": r.scenario_options.get("max_train_per_task"),
+                "protocol": json.dumps(proto, sort_keys=True),
+                "epochs": proto.get("epochs"),
+                "precision": proto.get("precision"),
+                "channels_last": proto.get("channels_last"),
+                "code_version": r.code_version,
+            }
+        )
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    acc = pd.DataFrame([{"run_id": r.run_id, "strategy": r.strategy, "scenario": r.scenario,
-                         "seed": r.seed, "t": t, "tau": tau, "acc": r.accuracy[t, tau]}
-                        for r in records if r.accuracy is not None
-                        for t in range(r.n_tasks) for tau in range(t + 1)
-                        if not np.isnan(r.accuracy[t, tau])],
-                       columns=["run_id", "strategy", "scenario", "seed", "t", "tau", "acc"])
+    acc = pd.DataFrame(
+        [
+            {
+                "run_id": r.run_id,
+                "strategy": r.strategy,
+                "scenario": r.scenario,
+                "seed": r.seed,
+                "t": t,
+                "tau": tau,
+                "acc": r.accuracy[t, tau],
+            }
+            for r in records
+            if r.accuracy is not None
+            for t in range(r.n_tasks)
+            for tau in range(t + 1)
+            if not np.isnan(r.accuracy[t, tau])
+        ],
+        columns=["run_id", "strategy", "scenario", "seed", "t", "tau", "acc"],
+    )
     return runs, acc
 
 
@@ -85,10 +127,14 @@ def data_fingerprint(r: RunRecord) -> str | None:
     machines), the tasks' names and sizes, and the task order; None when the run recorded none."""
     data = r.data or {}
     datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
-    checksums = sorted(sha for info in datasets.values() if isinstance(info, dict)
-                       for sha in (info.get("files") or {}).values())
-    tasks = [[t.get(k) for k in ("name", "classes", "train", "valid", "test")]
-             for t in data.get("tasks", []) if isinstance(t, dict)]
+    checksums = sorted(
+        sha for info in datasets.values() if isinstance(info, dict) for sha in (info.get("files") or {}).values()
+    )
+    tasks = [
+        [t.get(k) for k in ("name", "classes", "train", "valid", "test")]
+        for t in data.get("tasks", [])
+        if isinstance(t, dict)
+    ]
     order = {k: data[k] for k in ("order", "task_ids", "permutation_ids") if k in data}
     if not checksums and not tasks:
         return None
@@ -125,8 +171,10 @@ class MissingReferences(LookupError):
 
     def __init__(self, commands: list[str]):
         self.commands = commands
-        super().__init__("forgetting ratio needs the Joint and Random references of the same scenario, "
-                         "options, seed, protocol and data; launch:\n  " + "\n  ".join(commands))
+        super().__init__(
+            "forgetting ratio needs the Joint and Random references of the same scenario, "
+            "options, seed, protocol and data; launch:\n  " + "\n  ".join(commands)
+        )
 
 
 class _Pool:
@@ -156,8 +204,9 @@ class _Pool:
         fp = data_fingerprint(r)
         same_data = [x for x in same if fp is None or data_fingerprint(x) in (None, fp)]
         if not same_data:
-            return None, (f"the {name} run(s) of this seed used other data (file checksums, task sizes or "
-                          f"order differ)")
+            return None, (
+                f"the {name} run(s) of this seed used other data (file checksums, task sizes or order differ)"
+            )
         mine = training_protocol(r)
         if kind == "random":  # does not train: any protocol, the same one preferred
             same_data.sort(key=lambda x: (training_protocol(x) != mine, x.run_id))
@@ -196,8 +245,9 @@ def rho_per_run(records: list[RunRecord], pool: list[RunRecord] | None = None) -
     return out
 
 
-def with_rho(records: list[RunRecord], require_references: bool = True,
-             pool: list[RunRecord] | None = None) -> list[RunMetrics]:
+def with_rho(
+    records: list[RunRecord], require_references: bool = True, pool: list[RunRecord] | None = None
+) -> list[RunMetrics]:
     """``rho_per_run``, raising MissingReferences (the launch commands) if a run lacks its references
     and ``require_references``, and UndefinedRatioError if Eq. 6 is undefined for a run."""
     metrics = rho_per_run(records, pool)
@@ -217,8 +267,9 @@ def _launch_command(strategy: str, r: RunRecord) -> str:
         parts.append(f"--max-train-per-task {opts['max_train_per_task']}")
     if opts.get("tasks"):
         parts.append("--tasks " + ",".join(map(str, opts["tasks"])))
-    parts += [f"--option {k}={v}" for k, v in opts.items()
-              if k not in ("max_train_per_task", "tasks") and v is not None]
+    parts += [
+        f"--option {k}={v}" for k, v in opts.items() if k not in ("max_train_per_task", "tasks") and v is not None
+    ]
     if strategy == "joint":
         parts += [f"--set {k}={v}" for k, v in r.protocol.items() if v is not None]  # None: the default
     return " ".join(parts)

@@ -4,6 +4,7 @@
 the same identity (cl_bench.identity) or trains, checkpointing after each task (cl_bench.checkpoint),
 and stores the run as one attempt (cl_bench.store: a failure never replaces a finished result). A
 ``Logger`` (cl_bench.loggers) given to ``execute`` hears of the run per epoch and per task."""
+
 from __future__ import annotations
 
 import contextlib
@@ -56,11 +57,21 @@ class RunConfig:
     def run_id(self, resolved_hparams: dict[str, Any] | None = None) -> str:
         """Hash of what determines the result (tags and device excluded). Sweeps pass the
         hyperparameters resolved once per grid point (looking the strategy up per run is slow)."""
-        protocol = {k: v for k, v in dataclasses.asdict(self.protocol).items()
-                    if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}  # earlier runs keep their ids
-        return config_hash({"strategy": self.strategy, "scenario": self.scenario, "seed": self.seed,
-                            "hparams": self.resolved_hparams() if resolved_hparams is None else resolved_hparams,
-                            "protocol": protocol, "scenario_options": self.scenario_options})
+        protocol = {
+            k: v
+            for k, v in dataclasses.asdict(self.protocol).items()
+            if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])
+        }  # earlier runs keep their ids
+        return config_hash(
+            {
+                "strategy": self.strategy,
+                "scenario": self.scenario,
+                "seed": self.seed,
+                "hparams": self.resolved_hparams() if resolved_hparams is None else resolved_hparams,
+                "protocol": protocol,
+                "scenario_options": self.scenario_options,
+            }
+        )
 
 
 class RunFailed(RuntimeError):
@@ -75,8 +86,13 @@ class RunFailed(RuntimeError):
 def code_version() -> str:
     version = cl_bench.__version__
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
         return f"{version}+g{commit}" if commit else version
     except (OSError, subprocess.SubprocessError):
         return version
@@ -87,12 +103,20 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def execute(config: RunConfig, store: Store | None = None, data_root=None, download: bool = False,
-            device: str = "cpu", force: bool = False,
-            on_epoch: Callable[[EpochLog], None] | None = None,
-            on_task: Callable[[int, np.ndarray], None] | None = None,
-            checkpoints: bool = True, claimed: bool = False, run_id: str | None = None,
-            logger: Logger | None = None) -> RunRecord:
+def execute(
+    config: RunConfig,
+    store: Store | None = None,
+    data_root=None,
+    download: bool = False,
+    device: str = "cpu",
+    force: bool = False,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_task: Callable[[int, np.ndarray], None] | None = None,
+    checkpoints: bool = True,
+    claimed: bool = False,
+    run_id: str | None = None,
+    logger: Logger | None = None,
+) -> RunRecord:
     """Run one configuration and store it. A finished run of this configuration made with the same
     strategy file and data (cl_bench.identity) is returned from the store unless ``force``; one made
     with others stays, and this run is stored beside it. Divergence or any error is stored as a failed
@@ -112,28 +136,67 @@ def execute(config: RunConfig, store: Store | None = None, data_root=None, downl
     hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
     device = resolve_device(device)
     if store is None or claimed:
-        return _execute(config, strategy_cls, hparams, store, data_root, download, device, force, on_epoch,
-                        on_task, checkpoints, run_id, logger)
+        return _execute(
+            config,
+            strategy_cls,
+            hparams,
+            store,
+            data_root,
+            download,
+            device,
+            force,
+            on_epoch,
+            on_task,
+            checkpoints,
+            run_id,
+            logger,
+        )
     config_id, owner = config.run_id(), Owner.here()
     holder = claims.claim(store, config_id, owner)
     if holder is not None:
         raise RunBusy(config_id, holder)
     try:
         with Heartbeat(store, owner):
-            return _execute(config, strategy_cls, hparams, store, data_root, download, device, force, on_epoch,
-                            on_task, checkpoints, run_id, logger)
+            return _execute(
+                config,
+                strategy_cls,
+                hparams,
+                store,
+                data_root,
+                download,
+                device,
+                force,
+                on_epoch,
+                on_task,
+                checkpoints,
+                run_id,
+                logger,
+            )
     finally:
         claims.release(store, config_id, owner)
 
 
-def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, data_root, download: bool,
-             device: str, force: bool, on_epoch, on_task, checkpoints: bool, run_id: str | None,
-             logger: Logger | None) -> RunRecord:
+def _execute(
+    config: RunConfig,
+    strategy_cls: type[Strategy],
+    hparams,
+    store,
+    data_root,
+    download: bool,
+    device: str,
+    force: bool,
+    on_epoch,
+    on_task,
+    checkpoints: bool,
+    run_id: str | None,
+    logger: Logger | None,
+) -> RunRecord:
     config_id = config.run_id()
     # Bad scenario options or missing data are configuration errors, raised before the run exists.
     seed_everything(config.seed)
-    scenario = build_scenario(config.scenario, seed=config.seed, data_root=data_root,
-                              download=download, **config.scenario_options).to(device)
+    scenario = build_scenario(
+        config.scenario, seed=config.seed, data_root=data_root, download=download, **config.scenario_options
+    ).to(device)
     identity = current_identity(config.strategy, scenario.info)
     if run_id is None and store is not None:
         resolution = resolve(store, config_id, identity)
@@ -151,14 +214,34 @@ def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, da
 
     started = time.time()
     version = code_version()
-    record = RunRecord(run_id, config.strategy, config.scenario, config.seed, dataclasses.asdict(hparams),
-                       dataclasses.asdict(config.protocol), config.scenario_options, "running",
-                       tags=list(config.tags), code_version=version, started=started, identity=identity)
+    record = RunRecord(
+        run_id,
+        config.strategy,
+        config.scenario,
+        config.seed,
+        dataclasses.asdict(hparams),
+        dataclasses.asdict(config.protocol),
+        config.scenario_options,
+        "running",
+        tags=list(config.tags),
+        code_version=version,
+        started=started,
+        identity=identity,
+    )
     record.data = scenario.info
     if logger is not None:
-        logger.start_run({"run_id": run_id, "strategy": config.strategy, "scenario": config.scenario,
-                          "seed": config.seed, "hparams": record.hparams, "protocol": record.protocol,
-                          "scenario_options": config.scenario_options, "tags": list(config.tags)})
+        logger.start_run(
+            {
+                "run_id": run_id,
+                "strategy": config.strategy,
+                "scenario": config.scenario,
+                "seed": config.seed,
+                "hparams": record.hparams,
+                "protocol": record.protocol,
+                "scenario_options": config.scenario_options,
+                "tags": list(config.tags),
+            }
+        )
         on_epoch = _both(logger.log_epoch, on_epoch)
     trainer = None
     saved = None
@@ -182,10 +265,18 @@ def _execute(config: RunConfig, strategy_cls: type[Strategy], hparams, store, da
             for tau in range(t + 1):
                 acc[t, tau] = trainer.test_accuracy(strategy, tau)
             if ckpt_path is not None and t < T - 1:
-                ckpt.save(ckpt_path, run_id=run_id, code_version=version, next_task=t + 1,
-                          strategy=strategy, trainer=trainer, accuracy=acc, identity=identity)
+                ckpt.save(
+                    ckpt_path,
+                    run_id=run_id,
+                    code_version=version,
+                    next_task=t + 1,
+                    strategy=strategy,
+                    trainer=trainer,
+                    accuracy=acc,
+                    identity=identity,
+                )
             if logger is not None:
-                logger.log_task(t, acc[t, :t + 1], step_metrics(acc, t))
+                logger.log_task(t, acc[t, : t + 1], step_metrics(acc, t))
             if on_task:
                 on_task(t, acc)
         record.monitoring = strategy.monitoring()
@@ -220,6 +311,7 @@ def _both(first: Callable[[EpochLog], None], second: Callable[[EpochLog], None] 
     def both(log: EpochLog) -> None:
         first(log)
         second(log)
+
     return both
 
 

@@ -4,6 +4,7 @@ Images stay uint8 (4x less memory than float; the mixture is ~1 GB as uint8) and
 batch by a fused multiply-add with the task's constants, so a batch is one index slice plus one
 ``x.float() * scale + shift``: no per-sample Python, no DataLoader.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -54,8 +55,15 @@ class Task:
         return scale.to(self.train.x.device), shift.to(self.train.x.device)
 
     def to(self, device) -> Task:
-        return Task(self.name, self.n_classes, self.train.to(device), self.valid.to(device),
-                    self.test.to(device), self.mean, self.std)
+        return Task(
+            self.name,
+            self.n_classes,
+            self.train.to(device),
+            self.valid.to(device),
+            self.test.to(device),
+            self.mean,
+            self.std,
+        )
 
 
 @dataclass
@@ -77,8 +85,9 @@ class Scenario:
         return len(self.tasks)
 
     def to(self, device) -> Scenario:
-        return Scenario(self.name, [t.to(device) for t in self.tasks], self.input_shape, self.arch,
-                        self.seed, self.info)
+        return Scenario(
+            self.name, [t.to(device) for t in self.tasks], self.input_shape, self.arch, self.seed, self.info
+        )
 
 
 class Data:
@@ -103,8 +112,7 @@ class Data:
         splits = [getattr(task, split) for task in tasks]
         x = torch.cat([s.x for s in splits])
         y = torch.cat([s.y for s in splits])
-        ids = torch.cat([torch.full((len(s),), i, dtype=torch.long, device=x.device)
-                         for s, i in zip(splits, task_ids)])
+        ids = torch.cat([torch.full((len(s),), i, dtype=torch.long, device=x.device) for s, i in zip(splits, task_ids)])
         n_ids = max(task_ids) + 1
         ss = {i: task.scale_shift() for task, i in zip(tasks, task_ids)}
         ref_scale, ref_shift = next(iter(ss.values()))

@@ -16,6 +16,7 @@ replaces a finished result: the finished run and its accuracy matrix stay and ``
 (``Saved.kept``). A finished run replaces the stored one (``cl-bench run --force``): the replaced
 result's accuracy matrix and monitoring stay in its attempt's ``result``.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,20 @@ DEFAULT_STORE = "cl-bench.db"
 TIMEOUT_S = 60  # how long a write waits for another process's transaction
 FAILED = ("failed", "killed")  # attempt statuses that are failures
 
-__all__ = ["DEFAULT_STORE", "SCHEMA_VERSION", "Attempt", "NoStoreError", "RunRecord", "Saved", "SchemaError",
-           "Store", "StoreError", "StoredIdentity", "UnknownRunError", "config_hash"]
+__all__ = [
+    "DEFAULT_STORE",
+    "SCHEMA_VERSION",
+    "Attempt",
+    "NoStoreError",
+    "RunRecord",
+    "Saved",
+    "SchemaError",
+    "Store",
+    "StoreError",
+    "StoredIdentity",
+    "UnknownRunError",
+    "config_hash",
+]
 
 T = TypeVar("T")
 
@@ -88,8 +101,10 @@ class Store:
 
     def _open_read(self) -> int:
         if not self.path.exists():
-            raise NoStoreError(f"no store at {self.path} (a mistyped --store? reading commands never create "
-                               f"one; `cl-bench run` or `cl-bench sweep` make it)")
+            raise NoStoreError(
+                f"no store at {self.path} (a mistyped --store? reading commands never create "
+                f"one; `cl-bench run` or `cl-bench sweep` make it)"
+            )
         if not self.path.is_file():
             raise NoStoreError(f"no store at {self.path}: it is a folder, not a results file")
         version = self.read(lambda conn: version_of(conn, self.path))
@@ -135,9 +150,11 @@ class Store:
         except StoreError as e:
             if os.access(self.path.parent, os.W_OK):
                 raise
-            raise StoreError(f"results store {self.path} has changes not yet copied into it (in {wal}) and its "
-                             f"folder is read-only, so they cannot be read: where the folder is writable, run "
-                             f"`sqlite3 {self.path} 'PRAGMA wal_checkpoint(TRUNCATE)'` once ({e})") from None
+            raise StoreError(
+                f"results store {self.path} has changes not yet copied into it (in {wal}) and its "
+                f"folder is read-only, so they cannot be read: where the folder is writable, run "
+                f"`sqlite3 {self.path} 'PRAGMA wal_checkpoint(TRUNCATE)'` once ({e})"
+            ) from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -172,16 +189,22 @@ class Store:
         except sqlite3.OperationalError as e:
             text = str(e)
             if "locked" in text or "busy" in text:
-                raise StoreError(f"results store {self.path} is locked by another process for over {TIMEOUT_S} "
-                                 f"s; nothing was written. Retry when it finishes.") from None
+                raise StoreError(
+                    f"results store {self.path} is locked by another process for over {TIMEOUT_S} "
+                    f"s; nothing was written. Retry when it finishes."
+                ) from None
             if not self.read_only and ("readonly" in text or "read-only" in text or not self._writable()):
-                raise StoreError(f"results store {self.path} cannot be written ({text}): run, sweep and demo need "
-                                 f"write access to the file and its folder (report and status only read; or "
-                                 f"use --store to write elsewhere)") from None
+                raise StoreError(
+                    f"results store {self.path} cannot be written ({text}): run, sweep and demo need "
+                    f"write access to the file and its folder (report and status only read; or "
+                    f"use --store to write elsewhere)"
+                ) from None
             raise StoreError(f"cannot {doing} results store {self.path}: {text}") from None
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"results store {self.path} is corrupt or not a cl-bench store ({e}); "
-                             f"nothing was written (use --store to choose another file)") from None
+            raise StoreError(
+                f"results store {self.path} is corrupt or not a cl-bench store ({e}); "
+                f"nothing was written (use --store to choose another file)"
+            ) from None
 
     def _writable(self) -> bool:
         folder_ok = os.access(self.path.parent, os.W_OK)
@@ -193,13 +216,17 @@ class Store:
         replaces a finished one (``Saved.kept``); a finished run replaces whatever was stored, the
         replaced finished result staying in its attempt."""
         with self.transaction() as conn:
-            old = conn.execute("SELECT status, started, finished, wall_s, code_version, n_tasks, monitoring "
-                               "FROM runs WHERE run_id = ?", (rec.run_id,)).fetchone()
+            old = conn.execute(
+                "SELECT status, started, finished, wall_s, code_version, n_tasks, monitoring "
+                "FROM runs WHERE run_id = ?",
+                (rec.run_id,),
+            ).fetchone()
             kept = old is not None and old[0] == "finished" and rec.status != "finished"
             if old is not None and old[0] == "finished" and not kept:
                 _keep_replaced(conn, rec.run_id, old)
-            attempt = _add_attempt(conn, rec.run_id, rec.status, rec.error, rec.started, rec.finished, rec.wall_s,
-                                   rec.code_version)
+            attempt = _add_attempt(
+                conn, rec.run_id, rec.status, rec.error, rec.started, rec.finished, rec.wall_s, rec.code_version
+            )
             if kept:
                 return Saved(attempt, kept=True)
             conn.execute("DELETE FROM runs WHERE run_id = ?", (rec.run_id,))
@@ -207,20 +234,50 @@ class Store:
                 "INSERT INTO runs (run_id, strategy, scenario, seed, hparams, protocol, scenario_options, tags, "
                 "status, error, code_version, data, started, finished, wall_s, n_tasks, monitoring, history, "
                 "identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rec.run_id, rec.strategy, rec.scenario, rec.seed, dump_json(rec.hparams), dump_json(rec.protocol),
-                 dump_json(rec.scenario_options), dump_json(rec.tags), rec.status, rec.error, rec.code_version,
-                 dump_json(rec.data), rec.started, rec.finished, rec.wall_s, rec.n_tasks,
-                 dump_json(rec.monitoring), dump_json(rec.history), dump_json(rec.identity) if rec.identity else None))
+                (
+                    rec.run_id,
+                    rec.strategy,
+                    rec.scenario,
+                    rec.seed,
+                    dump_json(rec.hparams),
+                    dump_json(rec.protocol),
+                    dump_json(rec.scenario_options),
+                    dump_json(rec.tags),
+                    rec.status,
+                    rec.error,
+                    rec.code_version,
+                    dump_json(rec.data),
+                    rec.started,
+                    rec.finished,
+                    rec.wall_s,
+                    rec.n_tasks,
+                    dump_json(rec.monitoring),
+                    dump_json(rec.history),
+                    dump_json(rec.identity) if rec.identity else None,
+                ),
+            )
             if rec.accuracy is not None:
                 T = rec.accuracy.shape[0]
-                conn.executemany("INSERT INTO accuracy VALUES (?,?,?,?)",
-                                 [(rec.run_id, t, tau, float(rec.accuracy[t, tau]))
-                                  for t in range(T) for tau in range(t + 1)
-                                  if not np.isnan(rec.accuracy[t, tau])])
+                conn.executemany(
+                    "INSERT INTO accuracy VALUES (?,?,?,?)",
+                    [
+                        (rec.run_id, t, tau, float(rec.accuracy[t, tau]))
+                        for t in range(T)
+                        for tau in range(t + 1)
+                        if not np.isnan(rec.accuracy[t, tau])
+                    ],
+                )
         return Saved(attempt)
 
-    def record_attempt(self, run_id: str, status: str, error: str | None = None, started: float | None = None,
-                       finished: float | None = None, code_version: str | None = None) -> int:
+    def record_attempt(
+        self,
+        run_id: str,
+        status: str,
+        error: str | None = None,
+        started: float | None = None,
+        finished: float | None = None,
+        code_version: str | None = None,
+    ) -> int:
         """An attempt that stored no run (its worker process was killed): kept for ``status``."""
         wall = None if started is None or finished is None else finished - started
         with self.transaction() as conn:
@@ -233,6 +290,7 @@ class Store:
         tags = list(dict.fromkeys(str(t) for t in tags))
         if any(not t.strip() for t in tags):
             raise ValueError("a tag cannot be empty")
+
         def read(conn):
             return dict(_rows_in(conn, "SELECT run_id, tags FROM runs WHERE run_id IN ({})", list(run_ids)))
 
@@ -256,26 +314,39 @@ class Store:
     # ---- reading -------------------------------------------------------------------------------------
     def run_ids(self) -> list[str]:
         """Every stored run's id, sorted."""
-        return [r[0] for r in self.read(lambda conn: conn.execute("SELECT run_id FROM runs ORDER BY run_id")
-                                        .fetchall())]
+        return [
+            r[0] for r in self.read(lambda conn: conn.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall())
+        ]
 
     def status(self, run_id: str) -> str | None:
         return self.statuses([run_id]).get(run_id)
 
     def statuses(self, run_ids: list[str]) -> dict[str, str]:
         """Status of each stored run among ``run_ids``, in one connection."""
+
         def read(conn):
             return dict(_rows_in(conn, "SELECT run_id, status FROM runs WHERE run_id IN ({})", run_ids))
+
         return self.read(read)
 
     def identities(self, run_ids: list[str]) -> dict[str, StoredIdentity]:
         """What cl_bench.identity compares before serving each stored run among ``run_ids``."""
+
         def read(conn):
             has = "identity" in _columns(conn, "runs")
-            rows = _rows_in(conn, "SELECT run_id, status, strategy, scenario, scenario_options, data, "
-                                  f"{'identity' if has else 'NULL'} FROM runs WHERE run_id IN ({{}})", run_ids)
-            return {r[0]: StoredIdentity(r[1], r[2], r[3], json.loads(r[4]), json.loads(r[6]) if r[6] else None,
-                                         json.loads(r[5] or "{}")) for r in rows}
+            rows = _rows_in(
+                conn,
+                "SELECT run_id, status, strategy, scenario, scenario_options, data, "
+                f"{'identity' if has else 'NULL'} FROM runs WHERE run_id IN ({{}})",
+                run_ids,
+            )
+            return {
+                r[0]: StoredIdentity(
+                    r[1], r[2], r[3], json.loads(r[4]), json.loads(r[6]) if r[6] else None, json.loads(r[5] or "{}")
+                )
+                for r in rows
+            }
+
         return self.read(read)
 
     def attempts(self, run_id: str) -> list[Attempt]:
@@ -283,11 +354,17 @@ class Store:
 
     def attempts_of(self, run_ids: list[str]) -> dict[str, list[Attempt]]:
         """Every recorded attempt of each run among ``run_ids``, oldest first ({} for a version-1 store)."""
+
         def read(conn):
             if "attempts" not in tables(conn):
                 return []
-            return _rows_in(conn, "SELECT run_id, attempt, status, error, started, finished, wall_s, code_version, "
-                                  "result IS NOT NULL FROM attempts WHERE run_id IN ({}) ORDER BY attempt", run_ids)
+            return _rows_in(
+                conn,
+                "SELECT run_id, attempt, status, error, started, finished, wall_s, code_version, "
+                "result IS NOT NULL FROM attempts WHERE run_id IN ({}) ORDER BY attempt",
+                run_ids,
+            )
+
         out: dict[str, list[Attempt]] = {}
         for r in self.read(read):
             out.setdefault(r[0], []).append(Attempt(*r[:8], replaced=bool(r[8])))
@@ -300,10 +377,13 @@ class Store:
     def query(self, where: str = "1", params: tuple = ()) -> list[RunRecord]:
         def read(conn):
             conn.row_factory = sqlite3.Row
-            rows = conn.execute(f"SELECT * FROM runs WHERE {where} ORDER BY strategy, scenario, seed",
-                                params).fetchall()
-            accs = conn.execute("SELECT run_id, t, tau, acc FROM accuracy WHERE run_id IN "
-                                f"(SELECT run_id FROM runs WHERE {where})", params).fetchall()
+            rows = conn.execute(
+                f"SELECT * FROM runs WHERE {where} ORDER BY strategy, scenario, seed", params
+            ).fetchall()
+            accs = conn.execute(
+                f"SELECT run_id, t, tau, acc FROM accuracy WHERE run_id IN (SELECT run_id FROM runs WHERE {where})",
+                params,
+            ).fetchall()
             return rows, accs
 
         rows, accs = self.read(read)
@@ -318,12 +398,29 @@ class Store:
                 for t, tau, v in by_run.get(r["run_id"], []):
                     acc[t, tau] = v
             identity = r["identity"] if "identity" in r.keys() else None
-            out.append(RunRecord(
-                r["run_id"], r["strategy"], r["scenario"], r["seed"], json.loads(r["hparams"]),
-                json.loads(r["protocol"]), json.loads(r["scenario_options"]), r["status"], acc,
-                json.loads(r["tags"]), r["error"], r["code_version"], json.loads(r["data"] or "{}"),
-                r["started"], r["finished"], r["wall_s"], json.loads(r["monitoring"] or "{}"),
-                json.loads(r["history"] or "[]"), json.loads(identity) if identity else {}))
+            out.append(
+                RunRecord(
+                    r["run_id"],
+                    r["strategy"],
+                    r["scenario"],
+                    r["seed"],
+                    json.loads(r["hparams"]),
+                    json.loads(r["protocol"]),
+                    json.loads(r["scenario_options"]),
+                    r["status"],
+                    acc,
+                    json.loads(r["tags"]),
+                    r["error"],
+                    r["code_version"],
+                    json.loads(r["data"] or "{}"),
+                    r["started"],
+                    r["finished"],
+                    r["wall_s"],
+                    json.loads(r["monitoring"] or "{}"),
+                    json.loads(r["history"] or "[]"),
+                    json.loads(identity) if identity else {},
+                )
+            )
         return out
 
 
@@ -343,17 +440,29 @@ def _rows_in(conn: sqlite3.Connection, sql: str, ids: list[str]) -> list[tuple]:
     """``sql`` (with ``IN ({})``) over ``ids`` in chunks within SQLite's host-parameter limit."""
     out: list[tuple] = []
     for start in range(0, len(ids), 500):
-        part = ids[start:start + 500]
+        part = ids[start : start + 500]
         out += conn.execute(sql.format(",".join("?" * len(part))), part).fetchall()
     return out
 
 
-def _add_attempt(conn: sqlite3.Connection, run_id: str, status: str, error: str | None, started: float | None,
-                 finished: float | None, wall_s: float | None, code_version: str | None) -> int:
-    number = conn.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE run_id = ?",
-                          (run_id,)).fetchone()[0]
-    conn.execute("INSERT INTO attempts (run_id, attempt, status, error, started, finished, wall_s, code_version) "
-                 "VALUES (?,?,?,?,?,?,?,?)", (run_id, number, status, error, started, finished, wall_s, code_version))
+def _add_attempt(
+    conn: sqlite3.Connection,
+    run_id: str,
+    status: str,
+    error: str | None,
+    started: float | None,
+    finished: float | None,
+    wall_s: float | None,
+    code_version: str | None,
+) -> int:
+    number = conn.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE run_id = ?", (run_id,)).fetchone()[
+        0
+    ]
+    conn.execute(
+        "INSERT INTO attempts (run_id, attempt, status, error, started, finished, wall_s, code_version) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (run_id, number, status, error, started, finished, wall_s, code_version),
+    )
     return number
 
 
@@ -361,10 +470,12 @@ def _keep_replaced(conn: sqlite3.Connection, run_id: str, old: tuple) -> None:
     """Before a finished run replaces a finished one, its accuracy and monitoring go to its attempt."""
     _status, started, finished, wall_s, version, n_tasks, monitoring = old
     cells = conn.execute("SELECT t, tau, acc FROM accuracy WHERE run_id = ? ORDER BY t, tau", (run_id,)).fetchall()
-    result = dump_json({"n_tasks": n_tasks, "accuracy": [list(c) for c in cells],
-                    "monitoring": json.loads(monitoring or "{}")})
-    row = conn.execute("SELECT attempt FROM attempts WHERE run_id = ? AND status = 'finished' "
-                       "ORDER BY attempt DESC LIMIT 1", (run_id,)).fetchone()
+    result = dump_json(
+        {"n_tasks": n_tasks, "accuracy": [list(c) for c in cells], "monitoring": json.loads(monitoring or "{}")}
+    )
+    row = conn.execute(
+        "SELECT attempt FROM attempts WHERE run_id = ? AND status = 'finished' ORDER BY attempt DESC LIMIT 1", (run_id,)
+    ).fetchone()
     if row is None:  # not recorded as an attempt (cannot happen after migration; kept safe anyway)
         row = (_add_attempt(conn, run_id, "finished", None, started, finished, wall_s, version),)
     conn.execute("UPDATE attempts SET result = ? WHERE run_id = ? AND attempt = ?", (result, run_id, row[0]))

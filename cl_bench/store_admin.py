@@ -14,6 +14,7 @@ store into one, export runs to CSV or JSON. Tagging is ``Store.add_tags``.
   ``option.NAME`` columns), or JSON (a list with one object per run: configuration, accuracy matrix,
   history, monitoring, attempts).
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,12 +36,41 @@ from cl_bench.store_schema import tables
 
 FORMATS = ("csv", "json")
 # what a run is, beside its id and tags: two stores' runs are identical when all of these are
-RUN_FIELDS = ("strategy", "scenario", "seed", "hparams", "protocol", "scenario_options", "status", "error",
-              "code_version", "data", "started", "finished", "wall_s", "n_tasks", "monitoring", "history", "identity")
+RUN_FIELDS = (
+    "strategy",
+    "scenario",
+    "seed",
+    "hparams",
+    "protocol",
+    "scenario_options",
+    "status",
+    "error",
+    "code_version",
+    "data",
+    "started",
+    "finished",
+    "wall_s",
+    "n_tasks",
+    "monitoring",
+    "history",
+    "identity",
+)
 JSON_FIELDS = {"hparams", "protocol", "scenario_options", "data", "monitoring", "history", "identity"}
 ATTEMPT_FIELDS = ("status", "error", "started", "finished", "wall_s", "code_version")  # an attempt, without its number
-CSV_RUN_COLUMNS = ["run_id", "strategy", "scenario", "seed", "status", "tags", "n_tasks", "started", "finished",
-                   "wall_s", "code_version", "error"]
+CSV_RUN_COLUMNS = [
+    "run_id",
+    "strategy",
+    "scenario",
+    "seed",
+    "status",
+    "tags",
+    "n_tasks",
+    "started",
+    "finished",
+    "wall_s",
+    "code_version",
+    "error",
+]
 
 
 # ---- finding runs ------------------------------------------------------------------------------------
@@ -73,8 +103,11 @@ def delete(store: Store, run_ids: Sequence[str]) -> list[str]:
         if missing:
             raise UnknownRunError(f"no run {', '.join(missing)} in {store.path}; nothing was deleted")
         now = time.time()
-        live = [c for c in (Claim(*r) for r in conn.execute("SELECT run_id, owner, host, pid, claimed, expires "
-                                                             "FROM claims")) if not is_dead(c, now)]
+        live = [
+            c
+            for c in (Claim(*r) for r in conn.execute("SELECT run_id, owner, host, pid, claimed, expires FROM claims"))
+            if not is_dead(c, now)
+        ]
         for run_id in ids:
             # a run stored beside its configuration's (cl_bench.identity) is claimed under the configuration's id
             names = {run_id, json.loads(stored[run_id] or "{}").get("base_run_id")}
@@ -98,10 +131,15 @@ class Conflict:
     differences: tuple[str, ...]  # the fields that differ (RUN_FIELDS, "accuracy")
 
     def describe(self) -> str:
-        what = ("kept this store's" if self.kept == "this" else "took the other store's finished run over "
-                "this store's failed")
-        return (f"{self.run_id}: {what} (here {self.this_status}, there {self.other_status}; they differ in "
-                f"{', '.join(self.differences)})")
+        what = (
+            "kept this store's"
+            if self.kept == "this"
+            else "took the other store's finished run over this store's failed"
+        )
+        return (
+            f"{self.run_id}: {what} (here {self.this_status}, there {self.other_status}; they differ in "
+            f"{', '.join(self.differences)})"
+        )
 
 
 class Merged(NamedTuple):
@@ -188,27 +226,37 @@ def _differences(a: _Run, b: _Run) -> tuple[str, ...]:
 
 def _insert(conn: sqlite3.Connection, run: _Run, attempts: bool = True) -> None:
     names = list(run.row)
-    conn.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                 [run.row[n] for n in names])
-    conn.executemany("INSERT INTO accuracy (run_id, t, tau, acc) VALUES (?,?,?,?)",
-                     [(run.row["run_id"], *cell) for cell in run.cells])
+    conn.execute(
+        f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", [run.row[n] for n in names]
+    )
+    conn.executemany(
+        "INSERT INTO accuracy (run_id, t, tau, acc) VALUES (?,?,?,?)",
+        [(run.row["run_id"], *cell) for cell in run.cells],
+    )
     if attempts:
-        have = [tuple(r) for r in conn.execute(f"SELECT {', '.join(ATTEMPT_FIELDS)}, result FROM attempts "
-                                               "WHERE run_id = ? ORDER BY attempt", (run.row["run_id"],))]
+        have = [
+            tuple(r)
+            for r in conn.execute(
+                f"SELECT {', '.join(ATTEMPT_FIELDS)}, result FROM attempts WHERE run_id = ? ORDER BY attempt",
+                (run.row["run_id"],),
+            )
+        ]
         _add_attempts(conn, run.row["run_id"], have, run.attempts)
 
 
 def _add_attempts(conn: sqlite3.Connection, run_id: str, have: list[tuple], theirs: list[tuple]) -> None:
     """The other store's attempts of ``run_id`` that this one lacks, numbered after this store's."""
-    known = {a[:len(ATTEMPT_FIELDS)] for a in have}
+    known = {a[: len(ATTEMPT_FIELDS)] for a in have}
     number = conn.execute("SELECT COALESCE(MAX(attempt), 0) FROM attempts WHERE run_id = ?", (run_id,)).fetchone()[0]
     for attempt in theirs:
-        if attempt[:len(ATTEMPT_FIELDS)] in known:
+        if attempt[: len(ATTEMPT_FIELDS)] in known:
             continue
         number += 1
-        known.add(attempt[:len(ATTEMPT_FIELDS)])
-        conn.execute(f"INSERT INTO attempts (run_id, attempt, {', '.join(ATTEMPT_FIELDS)}, result) "
-                     "VALUES (?,?,?,?,?,?,?,?,?)", (run_id, number, *attempt))
+        known.add(attempt[: len(ATTEMPT_FIELDS)])
+        conn.execute(
+            f"INSERT INTO attempts (run_id, attempt, {', '.join(ATTEMPT_FIELDS)}, result) VALUES (?,?,?,?,?,?,?,?,?)",
+            (run_id, number, *attempt),
+        )
 
 
 def _unite_tags(conn: sqlite3.Connection, run_id: str, mine: str, theirs: str) -> None:
@@ -243,8 +291,20 @@ def export(store: Store, path: str | os.PathLike, format: str = "csv", run_ids: 
         writer.writerow(header)
         for r in records:
             error = (r.error or "").strip().splitlines()  # its first line: the traceback is in the JSON export
-            head = [r.run_id, r.strategy, r.scenario, r.seed, r.status, ",".join(r.tags), r.n_tasks, r.started,
-                    r.finished, r.wall_s, r.code_version, error[0] if error else None]
+            head = [
+                r.run_id,
+                r.strategy,
+                r.scenario,
+                r.seed,
+                r.status,
+                ",".join(r.tags),
+                r.n_tasks,
+                r.started,
+                r.finished,
+                r.wall_s,
+                r.code_version,
+                error[0] if error else None,
+            ]
             head += [_cell(getter(r).get(k)) for _, getter, keys in settings for k in keys]
             for t, tau, acc in _cells(r) or [(None, None, None)]:  # a run without accuracy still has its row
                 writer.writerow(["" if v is None else v for v in [*head, t, tau, acc]])
@@ -256,23 +316,57 @@ _SETTINGS = (("hp", lambda r: r.hparams), ("protocol", protocol_of), ("option", 
 
 def run_object(r: RunRecord, attempts: Sequence = ()) -> dict[str, Any]:
     """One run as plain JSON values (the accuracy matrix with None above the diagonal and where not measured)."""
-    matrix = None if r.accuracy is None else [[None if math.isnan(v) else float(v) for v in row]
-                                              for row in r.accuracy.tolist()]
-    return {"run_id": r.run_id, "strategy": r.strategy, "scenario": r.scenario, "seed": r.seed, "status": r.status,
-            "tags": list(r.tags), "hparams": r.hparams, "protocol": protocol_of(r),
-            "scenario_options": r.scenario_options, "n_tasks": r.n_tasks, "accuracy": matrix, "error": r.error,
-            "code_version": r.code_version, "started": r.started, "finished": r.finished, "wall_s": r.wall_s,
-            "data": r.data, "identity": r.identity, "monitoring": r.monitoring, "history": r.history,
-            "attempts": [{"attempt": a.attempt, "status": a.status, "error": a.error, "started": a.started,
-                          "finished": a.finished, "wall_s": a.wall_s, "code_version": a.code_version,
-                          "replaced": a.replaced} for a in attempts]}
+    matrix = (
+        None
+        if r.accuracy is None
+        else [[None if math.isnan(v) else float(v) for v in row] for row in r.accuracy.tolist()]
+    )
+    return {
+        "run_id": r.run_id,
+        "strategy": r.strategy,
+        "scenario": r.scenario,
+        "seed": r.seed,
+        "status": r.status,
+        "tags": list(r.tags),
+        "hparams": r.hparams,
+        "protocol": protocol_of(r),
+        "scenario_options": r.scenario_options,
+        "n_tasks": r.n_tasks,
+        "accuracy": matrix,
+        "error": r.error,
+        "code_version": r.code_version,
+        "started": r.started,
+        "finished": r.finished,
+        "wall_s": r.wall_s,
+        "data": r.data,
+        "identity": r.identity,
+        "monitoring": r.monitoring,
+        "history": r.history,
+        "attempts": [
+            {
+                "attempt": a.attempt,
+                "status": a.status,
+                "error": a.error,
+                "started": a.started,
+                "finished": a.finished,
+                "wall_s": a.wall_s,
+                "code_version": a.code_version,
+                "replaced": a.replaced,
+            }
+            for a in attempts
+        ],
+    }
 
 
 def _cells(r: RunRecord) -> list[tuple[int, int, float]]:
     if r.accuracy is None:
         return []
-    return [(t, tau, float(r.accuracy[t, tau])) for t in range(r.n_tasks) for tau in range(t + 1)
-            if not math.isnan(r.accuracy[t, tau])]
+    return [
+        (t, tau, float(r.accuracy[t, tau]))
+        for t in range(r.n_tasks)
+        for tau in range(t + 1)
+        if not math.isnan(r.accuracy[t, tau])
+    ]
 
 
 def _cell(value: Any) -> Any:

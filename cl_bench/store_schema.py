@@ -10,6 +10,7 @@ Versions:
 A store of an older version is migrated in place by its first write (one transaction: a crash leaves
 the old version); a store of a newer version is refused (this cl-bench would not know its columns).
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -89,16 +90,20 @@ def version_of(conn: sqlite3.Connection, path) -> int:
     if not found and version == 0:
         return 0
     if not {"runs", "accuracy"} <= found:
-        raise SchemaError(f"{path} is an SQLite database but not a cl-bench results store (it has no runs "
-                          f"table); use --store to choose another file")
+        raise SchemaError(
+            f"{path} is an SQLite database but not a cl-bench results store (it has no runs "
+            f"table); use --store to choose another file"
+        )
     return version or LEGACY_VERSION
 
 
 def check_version(version: int, path) -> None:
     if version > SCHEMA_VERSION:
-        raise SchemaError(f"results store {path} has schema version {version}, newer than the version "
-                          f"{SCHEMA_VERSION} this cl-bench knows: upgrade cl-bench (pip install -U cl-bench) "
-                          f"to use it")
+        raise SchemaError(
+            f"results store {path} has schema version {version}, newer than the version "
+            f"{SCHEMA_VERSION} this cl-bench knows: upgrade cl-bench (pip install -U cl-bench) "
+            f"to use it"
+        )
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -120,8 +125,10 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
             if statement.strip():
                 conn.execute(statement)
         # every stored run was its configuration's one recorded attempt
-        conn.execute("INSERT INTO attempts (run_id, attempt, status, error, started, finished, wall_s, "
-                     "code_version) SELECT run_id, 1, status, error, started, finished, wall_s, code_version "
-                     "FROM runs")
+        conn.execute(
+            "INSERT INTO attempts (run_id, attempt, status, error, started, finished, wall_s, "
+            "code_version) SELECT run_id, 1, status, error, started, finished, wall_s, code_version "
+            "FROM runs"
+        )
         version = 2
     conn.execute(f"PRAGMA user_version = {version}")

@@ -24,6 +24,7 @@ Hyperparameters are a dataclass per strategy (``Hparams``), each field declared 
 CLI, ``cl-bench list``, sweeps and the run record all read it. Strategies are found by name through
 ``cl_bench.registry`` (``@register_strategy``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,9 +44,17 @@ if TYPE_CHECKING:
     from cl_bench.scenario import Scenario
 
 
-def hparam(default: Any, help: str, grid: Iterable[Any] | None = None, *, at_least: float | None = None,
-           above: float | None = None, at_most: float | None = None, below: float | None = None,
-           choices: Iterable[Any] | None = None):
+def hparam(
+    default: Any,
+    help: str,
+    grid: Iterable[Any] | None = None,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+    choices: Iterable[Any] | None = None,
+):
     """A hyperparameter: its default, one line of help, the grid the reference searched, and its valid
     range: numeric bounds (``at_least``/``above`` and ``at_most``/``below``; a bounded float must also
     be finite) or ``choices``. The range is checked by ``Strategy.parse_hparams`` (so by the CLI, sweep
@@ -53,8 +62,9 @@ def hparam(default: Any, help: str, grid: Iterable[Any] | None = None, *, at_lea
     declared = (at_least, above, at_most, below, choices)
     valid = None
     if any(v is not None for v in declared):
-        valid = Range(at_least, above, at_most, below, None if choices is None else tuple(choices),
-                      optional=default is None)
+        valid = Range(
+            at_least, above, at_most, below, None if choices is None else tuple(choices), optional=default is None
+        )
         if not valid.contains(default, type(default)):
             raise ValueError(f"hparam default {default!r} is outside its own range {valid}")
     return field(default=default, metadata={"help": help, "grid": list(grid) if grid else None, "range": valid})
@@ -152,11 +162,15 @@ class Strategy:
         fields = {f.name: f for f in cls.hparam_fields()}
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise HparamError(f"strategy {cls.name!r} has no hyperparameter {', '.join(unknown)}; "
-                              f"it accepts: {describe_hparams(cls) or 'none'}")
+            raise HparamError(
+                f"strategy {cls.name!r} has no hyperparameter {', '.join(unknown)}; "
+                f"it accepts: {describe_hparams(cls) or 'none'}"
+            )
         try:
-            parsed = {key: parse_like(raw, fields[key].default, f"hyperparameter {key!r} of {cls.name!r}")
-                      for key, raw in values.items()}
+            parsed = {
+                key: parse_like(raw, fields[key].default, f"hyperparameter {key!r} of {cls.name!r}")
+                for key, raw in values.items()
+            }
         except BadValue as e:
             raise HparamError(str(e)) from None
         hp = cls.Hparams(**parsed)
@@ -172,11 +186,15 @@ class Strategy:
         for f in dataclasses.fields(hp):
             valid = f.metadata.get("range")
             if valid is not None:
-                valid.check(getattr(hp, f.name), f"hyperparameter {f.name!r} of {cls.name!r}",
-                            type(f.default), HparamError)
+                valid.check(
+                    getattr(hp, f.name), f"hyperparameter {f.name!r} of {cls.name!r}", type(f.default), HparamError
+                )
 
 
 def describe_hparams(cls: type[Strategy]) -> str:
     """``name: type = default`` for each hyperparameter, with its range where one is declared."""
-    return ", ".join(f"{f.name}: {type(f.default).__name__} = {f.default!r}"
-                     + (f" ({f.metadata['range']})" if f.metadata.get("range") else "") for f in cls.hparam_fields())
+    return ", ".join(
+        f"{f.name}: {type(f.default).__name__} = {f.default!r}"
+        + (f" ({f.metadata['range']})" if f.metadata.get("range") else "")
+        for f in cls.hparam_fields()
+    )

@@ -15,6 +15,7 @@ Anything else (a default computed by code, a base from elsewhere) raises ``Stati
 file and line: the reading command then refuses rather than run the file. ``cl-bench sweep`` itself
 imports the file (``registry.load_from_file``), as it must to run it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -59,15 +60,21 @@ class _Reader:
                     self.imported[alias.asname or alias.name] = (n.module, alias.name)
 
     def fail(self, node: ast.AST, why: str) -> StaticReadError:
-        return StaticReadError(f"{self.file}, line {getattr(node, 'lineno', '?')}: {why}; its hyperparameters "
-                               f"cannot be read without running its code, which reading commands (status, "
-                               f"sweep --dry-run) never do: write the defaults as plain values, or use "
-                               f"`cl-bench sweep` (which runs it)")
+        return StaticReadError(
+            f"{self.file}, line {getattr(node, 'lineno', '?')}: {why}; its hyperparameters "
+            f"cannot be read without running its code, which reading commands (status, "
+            f"sweep --dry-run) never do: write the defaults as plain values, or use "
+            f"`cl-bench sweep` (which runs it)"
+        )
 
     def name_of(self, node: ast.ClassDef) -> str | None:
         for item in node.body:
-            if (isinstance(item, (ast.Assign, ast.AnnAssign)) and _targets(item) == ["name"]
-                    and isinstance(item.value, ast.Constant) and isinstance(item.value.value, str)):
+            if (
+                isinstance(item, (ast.Assign, ast.AnnAssign))
+                and _targets(item) == ["name"]
+                and isinstance(item.value, ast.Constant)
+                and isinstance(item.value.value, str)
+            ):
                 return item.value.value
         return None
 

@@ -5,6 +5,7 @@ permutation per epoch (the last batch smaller), global grad-norm clipping at the
 threshold, lr / 3 after 5 epochs without improvement of the (regularised) validation loss, stop when
 lr < 1e-4 or after 200 epochs, and restore the best-validation weights at the end.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,14 +53,17 @@ class Protocol:
             elif isinstance(f.default, bool) and not isinstance(value, bool):
                 raise ValueError(f"protocol {f.name!r} must be true or false, got {value!r}")
         if self.lr_min > self.lr:  # Plateau would count as stopped before the first epoch
-            raise ValueError(f"protocol 'lr_min' must be <= lr (training stops once lr < lr_min), "
-                             f"got lr_min={self.lr_min:g} with lr={self.lr:g}")
+            raise ValueError(
+                f"protocol 'lr_min' must be <= lr (training stops once lr < lr_min), "
+                f"got lr_min={self.lr_min:g} with lr={self.lr:g}"
+            )
 
     def replace(self, **changes) -> Protocol:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown protocol setting(s) {sorted(unknown)}; valid: "
-                             f"{[f.name for f in dataclasses.fields(self)]}")
+            raise ValueError(
+                f"unknown protocol setting(s) {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(self)]}"
+            )
         return dataclasses.replace(self, **changes)
 
 
@@ -67,9 +71,14 @@ PRECISIONS = ("fp32", "bf16")
 
 # The valid range of every knob but the bools, checked by Protocol.__post_init__ and named in its errors.
 PROTOCOL_RANGES = {
-    "lr": Range(above=0), "lr_factor": Range(above=1), "lr_patience": Range(at_least=1),
-    "lr_min": Range(at_least=0), "epochs": Range(at_least=1), "batch_size": Range(at_least=1),
-    "eval_batch_size": Range(at_least=1), "clip_grad": Range(above=0, optional=True),
+    "lr": Range(above=0),
+    "lr_factor": Range(above=1),
+    "lr_patience": Range(at_least=1),
+    "lr_min": Range(at_least=0),
+    "epochs": Range(at_least=1),
+    "batch_size": Range(at_least=1),
+    "eval_batch_size": Range(at_least=1),
+    "clip_grad": Range(above=0, optional=True),
     "precision": Range(choices=PRECISIONS),
 }
 
@@ -92,8 +101,10 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise ValueError(f"bad device {name!r} ({e}); use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__}, "
-                             f"built for CUDA {torch.version.cuda}); use --device cpu")
+            raise ValueError(
+                f"device {name!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda}); use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
     elif device.type != "cpu":
@@ -128,8 +139,9 @@ def check_divergence(t: int, epoch: int, lr: float, train_loss: float, valid_los
         reason = f"exploded above {LOSS_LIMIT:g}"
     else:
         reason = "is not finite"
-    raise DivergedError(f"loss {reason} at task {t + 1} epoch {epoch + 1} "
-                        f"(train {train_loss:.4g}, valid {valid_loss:.4g}, lr {lr:g})")
+    raise DivergedError(
+        f"loss {reason} at task {t + 1} epoch {epoch + 1} (train {train_loss:.4g}, valid {valid_loss:.4g}, lr {lr:g})"
+    )
 
 
 @dataclass
@@ -149,8 +161,9 @@ class Trainer:
     """Runs the protocol for a strategy over a scenario. Public pieces, for strategies that compose
     their own regime (PathNet's GA): ``train_epoch``, ``evaluate``, ``fit``."""
 
-    def __init__(self, scenario: Scenario, protocol: Protocol, seed: int = 0,
-                 on_epoch: Callable[[EpochLog], None] | None = None):
+    def __init__(
+        self, scenario: Scenario, protocol: Protocol, seed: int = 0, on_epoch: Callable[[EpochLog], None] | None = None
+    ):
         self.scenario = scenario
         self.protocol = protocol
         self.generator = torch.Generator().manual_seed(seed)  # batch shuffling only
@@ -172,7 +185,7 @@ class Trainer:
         total = torch.zeros((), device=data.y.device)  # summed on the device: no sync per batch
         n_batches = math.ceil(n / bs)
         for b in range(n_batches):
-            idx = order[b * bs:(b + 1) * bs]
+            idx = order[b * bs : (b + 1) * bs]
             x, y, task = data.batch(idx)
             strategy.before_batch(BatchInfo(epoch, b, n_batches, b * bs, n))
             with self.autocast(data.y.device):
@@ -237,15 +250,23 @@ class Trainer:
         train_loss = self.train_epoch(strategy, t, train, lr, epoch)
         return self.end_epoch(strategy, t, train, valid, lr, epoch, train_loss, start)
 
-    def end_epoch(self, strategy: Strategy, t: int, train: Data, valid: Data, lr: float, epoch: int,
-                  train_loss: float, start: float) -> EpochLog:
+    def end_epoch(
+        self,
+        strategy: Strategy,
+        t: int,
+        train: Data,
+        valid: Data,
+        lr: float,
+        epoch: int,
+        train_loss: float,
+        start: float,
+    ) -> EpochLog:
         """After an epoch's training (here or in another loop: the Avalanche adapter): validate with the
         strategy's full criterion, stop a diverged run, and log the epoch to the history and the hooks."""
         train_eval = self.evaluate(strategy, t, train) if self.protocol.eval_train_each_epoch else (None, None)
         valid_loss, valid_acc = self.evaluate(strategy, t, valid)
         check_divergence(t, epoch, lr, train_loss, valid_loss)
-        log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss, valid_acc, time.perf_counter() - start,
-                       *train_eval)
+        log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss, valid_acc, time.perf_counter() - start, *train_eval)
         self.history.append(log)
         strategy.after_epoch(t, log)
         self.on_epoch(log)
@@ -322,8 +343,10 @@ def clip_and_step(params: Sequence[torch.nn.Parameter], lr: float, max_norm: flo
         return
     grads = [p.grad for p in params]
     if grads[0].device.type == "cpu":
-        squares = sum(float(torch.dot(g.view(-1), g.view(-1))) if g.is_contiguous()
-                      else float(torch.linalg.vector_norm(g)) ** 2 for g in grads)
+        squares = sum(
+            float(torch.dot(g.view(-1), g.view(-1))) if g.is_contiguous() else float(torch.linalg.vector_norm(g)) ** 2
+            for g in grads
+        )
         coefficient = max_norm / (math.sqrt(squares) + 1e-6)
         if not coefficient >= 1.0:  # also when the norm is inf or NaN, as torch
             torch._foreach_mul_(grads, coefficient)

@@ -35,8 +35,11 @@ def parse_value(raw: Any, kind: type | None, name: str) -> Any:
             return raw
     except (TypeError, ValueError, OverflowError):
         pass
-    what = "a float or none" if kind is None else ("bool (true/false/yes/no/on/off/1/0)" if kind is bool
-                                                   else kind.__name__)
+    what = (
+        "a float or none"
+        if kind is None
+        else ("bool (true/false/yes/no/on/off/1/0)" if kind is bool else kind.__name__)
+    )
     raise BadValue(f"{name} must be {what}, got {raw!r}")
 
 

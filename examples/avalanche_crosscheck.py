@@ -12,6 +12,7 @@ the per-epoch training time of each side on the same work (task 2 of split MNIST
 Where the methods differ by design, so that "the same hyperparameters" has two readings (both are
 run): ``DIFFERENCES`` below, also written into the report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,16 +75,33 @@ def pairs(ewc_ratio: float, batch: int) -> list[Pair]:
     ewc_matched = float(f"{5000 * ewc_ratio / 2:.2g}")
     return [
         Pair("SGD / Naive", ("sgd", {}), ("avalanche:Naive", {}), "no hyperparameters"),
-        Pair("EWC", ("ewc", {"lamb": 5000.0}), ("avalanche:EWC", {"ewc_lambda": 5000.0}),
-             "same number (Avalanche's meaning)"),
-        Pair("EWC", ("ewc", {"lamb": 5000.0}), ("avalanche:EWC", {"ewc_lambda": ewc_matched}),
-             f"matched scale: λ·R/2, R = {ewc_ratio:.2f}"),
-        Pair("LwF", ("lwf", {"lamb": 2.0, "T": 1.0}), ("avalanche:LwF", {"alpha": 2.0, "temperature": 1.0}),
-             "same loss (alpha = λ, temperature = T)"),
-        Pair("LFL", ("lfl", {"lamb": 0.05}), ("avalanche:LFL", {"lambda_e": 0.05}),
-             "same number (Avalanche's meaning)"),
-        Pair("LFL", ("lfl", {"lamb": 0.05}), ("avalanche:LFL", {"lambda_e": 0.05 * batch * LFL_UNITS / 2}),
-             f"matched scale: λ·{batch}·{LFL_UNITS}/2"),
+        Pair(
+            "EWC",
+            ("ewc", {"lamb": 5000.0}),
+            ("avalanche:EWC", {"ewc_lambda": 5000.0}),
+            "same number (Avalanche's meaning)",
+        ),
+        Pair(
+            "EWC",
+            ("ewc", {"lamb": 5000.0}),
+            ("avalanche:EWC", {"ewc_lambda": ewc_matched}),
+            f"matched scale: λ·R/2, R = {ewc_ratio:.2f}",
+        ),
+        Pair(
+            "LwF",
+            ("lwf", {"lamb": 2.0, "T": 1.0}),
+            ("avalanche:LwF", {"alpha": 2.0, "temperature": 1.0}),
+            "same loss (alpha = λ, temperature = T)",
+        ),
+        Pair(
+            "LFL", ("lfl", {"lamb": 0.05}), ("avalanche:LFL", {"lambda_e": 0.05}), "same number (Avalanche's meaning)"
+        ),
+        Pair(
+            "LFL",
+            ("lfl", {"lamb": 0.05}),
+            ("avalanche:LFL", {"lambda_e": 0.05 * batch * LFL_UNITS / 2}),
+            f"matched scale: λ·{batch}·{LFL_UNITS}/2",
+        ),
     ]
 
 
@@ -105,12 +123,21 @@ def fisher_sums(scenario, epochs: int, seed: int) -> dict[str, float]:
     net = ai.task_aware_net(model)
     dataset = ai.task_dataset(scenario.tasks[0], "train", 0)
     start = time.perf_counter()
-    theirs = EWCPlugin(1.0).compute_importances(net, torch.nn.CrossEntropyLoss(),
-                                                torch.optim.SGD(net.parameters(), lr=0.0), dataset,
-                                                "cpu", Protocol().batch_size)
+    theirs = EWCPlugin(1.0).compute_importances(
+        net,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(net.parameters(), lr=0.0),
+        dataset,
+        "cpu",
+        Protocol().batch_size,
+    )
     theirs_s = time.perf_counter() - start
-    return {"ours": sum(float(f.sum()) for f in ours.values()), "ours_s": ours_s,
-            "theirs": sum(float(f.data.sum()) for f in theirs.values()), "theirs_s": theirs_s}
+    return {
+        "ours": sum(float(f.sum()) for f in ours.values()),
+        "ours_s": ours_s,
+        "theirs": sum(float(f.data.sum()) for f in theirs.values()),
+        "theirs_s": theirs_s,
+    }
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -168,36 +195,49 @@ def data_passes(scenario, passes: int) -> dict[str, float]:
     batch = Protocol().batch_size
     data = Data.of(scenario.tasks[1], "train", 1)
     dataset = ai.to_avalanche(scenario, streams=("train",)).train_stream[1].dataset.train()
-    loader = TaskBalancedDataLoader(dataset, oversample_small_groups=True, batch_size=batch, shuffle=True,
-                                    num_workers=0, pin_memory=False, drop_last=False)
+    loader = TaskBalancedDataLoader(
+        dataset,
+        oversample_small_groups=True,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=0,
+        pin_memory=False,
+        drop_last=False,
+    )
     ours, theirs = [], []
     for _ in range(passes):
         start = time.perf_counter()
         order = torch.randperm(len(data))
         for b in range(0, len(data), batch):
-            data.batch(order[b:b + batch])
+            data.batch(order[b : b + batch])
         ours.append(time.perf_counter() - start)
         start = time.perf_counter()
         for _ in loader:
             pass
         theirs.append(time.perf_counter() - start)
-    return {"label": "data only (no model)", "ours": statistics.median(ours),
-            "theirs": statistics.median(theirs), "n": passes}
+    return {
+        "label": "data only (no model)",
+        "ours": statistics.median(ours),
+        "theirs": statistics.median(theirs),
+        "n": passes,
+    }
 
 
 def timing(scenario, epochs: int, rounds: int) -> list[dict]:
     """Median seconds per training epoch, each side measured ``rounds`` times in alternating order."""
     out = []
-    for label, ours, theirs in (("SGD vs Naive", ("sgd", {}), ("avalanche:Naive", {})),
-                                ("EWC vs EWC", ("ewc", {"lamb": 5000.0}),
-                                 ("avalanche:EWC", {"ewc_lambda": 5000.0}))):
+    for label, ours, theirs in (
+        ("SGD vs Naive", ("sgd", {}), ("avalanche:Naive", {})),
+        ("EWC vs EWC", ("ewc", {"lamb": 5000.0}), ("avalanche:EWC", {"ewc_lambda": 5000.0})),
+    ):
         mine, other = [], []
         for r in range(rounds):
             order = [(mine, ours_epochs, ours), (other, theirs_epochs, theirs)]
-            for sink, fn, (name, hp) in (order if r % 2 == 0 else order[::-1]):
+            for sink, fn, (name, hp) in order if r % 2 == 0 else order[::-1]:
                 sink += fn(name, hp, scenario, epochs)
-        out.append({"label": label, "ours": statistics.median(mine), "theirs": statistics.median(other),
-                    "n": len(mine)})
+        out.append(
+            {"label": label, "ours": statistics.median(mine), "theirs": statistics.median(other), "n": len(mine)}
+        )
     out.append(data_passes(scenario, epochs * rounds))
     return out
 
@@ -226,59 +266,73 @@ def render(args, pair_list, results, fisher, times, env) -> str:
         "",
         f"Generated by `python examples/avalanche_crosscheck.py {' '.join(args.argv)}`".rstrip() + ".",
         "",
-        (f"Split MNIST (2 tasks of 5 classes), {args.max_train_per_task:,} training samples per task "
-         f"(stratified cap), at most {args.epochs} epochs, the cl-bench protocol (plain SGD lr 0.05, batch "
-         f"64, lr / 3 after 5 bad epochs, best-validation weights restored), the 3x800 MLP (LFL: without "
-         f"dropout on the last hidden layer), seeds {args.seeds}, {args.threads} thread(s). Both sides run "
-         f"through the cl-bench runner (store `{args.store}`, tag `{TAG}`); mean ± std (ddof 0) over "
-         f"seeds, accuracies in %. rho<=2 against Joint and Random of the same scale and seeds."),
+        (
+            f"Split MNIST (2 tasks of 5 classes), {args.max_train_per_task:,} training samples per task "
+            f"(stratified cap), at most {args.epochs} epochs, the cl-bench protocol (plain SGD lr 0.05, batch "
+            f"64, lr / 3 after 5 bad epochs, best-validation weights restored), the 3x800 MLP (LFL: without "
+            f"dropout on the last hidden layer), seeds {args.seeds}, {args.threads} thread(s). Both sides run "
+            f"through the cl-bench runner (store `{args.store}`, tag `{TAG}`); mean ± std (ddof 0) over "
+            f"seeds, accuracies in %. rho<=2 against Joint and Random of the same scale and seeds."
+        ),
         "",
-        ("| method | Avalanche hyperparameters | A<=2 cl-bench | A<=2 Avalanche | rho<=2 cl-bench | "
-         "rho<=2 Avalanche | A[1,1] cl-bench / Av. | A[2,1] cl-bench / Av. | A[2,2] cl-bench / Av. |"),
+        (
+            "| method | Avalanche hyperparameters | A<=2 cl-bench | A<=2 Avalanche | rho<=2 cl-bench | "
+            "rho<=2 Avalanche | A[1,1] cl-bench / Av. | A[2,1] cl-bench / Av. | A[2,2] cl-bench / Av. |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in pair_list:
         ours, theirs = results[p.ours[0], _key(p.ours[1])], results[p.theirs[0], _key(p.theirs[1])]
-        cells = [p.method + f" ({_hp_text(p.ours[1])})" if p.ours[1] else p.method,
-                 f"{_hp_text(p.theirs[1])}: {p.reading}"]
+        cells = [
+            p.method + f" ({_hp_text(p.ours[1])})" if p.ours[1] else p.method,
+            f"{_hp_text(p.theirs[1])}: {p.reading}",
+        ]
         cells += [pm([m.acc_upto[-1] for m in ours]), pm([m.acc_upto[-1] for m in theirs])]
         for side in (ours, theirs):
             rhos = [m.rho_upto[-1] for m in side if m.rho_upto is not None]
             cells.append(pm(rhos, scale=1.0, digits=3) if rhos else "n/a")
         for t, tau in ((0, 0), (1, 0), (1, 1)):
-            cells.append(f"{pm([m.record.accuracy[t, tau] for m in ours])} / "
-                         f"{pm([m.record.accuracy[t, tau] for m in theirs])}")
+            cells.append(
+                f"{pm([m.record.accuracy[t, tau] for m in ours])} / {pm([m.record.accuracy[t, tau] for m in theirs])}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     n = {len(v) for v in results.values()}
     lines += ["", f"Seeds per cell: {', '.join(map(str, sorted(n)))}.", ""]
     lines += [
         "## EWC's Fisher scale",
         "",
-        (f"On the SGD model after task 1 (seed {args.seeds.split(',')[0]}, {args.epochs} epochs): "
-         f"ΣF cl-bench (batches of 20, train mode) = {fisher['ours']:.4g}, ΣF Avalanche (minibatches of 64, "
-         f"eval mode) = {fisher['theirs']:.4g}, ratio R = {fisher['ours'] / fisher['theirs']:.2f} "
-         f"(batch size alone would give 64/20 = 3.2; the rest is dropout). Time on the same model and data: "
-         f"cl-bench {fisher['ours_s']:.2f} s (vmap over batches of 20), Avalanche {fisher['theirs_s']:.2f} s "
-         f"(one backward per minibatch of 64): different work by design."),
+        (
+            f"On the SGD model after task 1 (seed {args.seeds.split(',')[0]}, {args.epochs} epochs): "
+            f"ΣF cl-bench (batches of 20, train mode) = {fisher['ours']:.4g}, ΣF Avalanche (minibatches of 64, "
+            f"eval mode) = {fisher['theirs']:.4g}, ratio R = {fisher['ours'] / fisher['theirs']:.2f} "
+            f"(batch size alone would give 64/20 = 3.2; the rest is dropout). Time on the same model and data: "
+            f"cl-bench {fisher['ours_s']:.2f} s (vmap over batches of 20), Avalanche {fisher['theirs_s']:.2f} s "
+            f"(one backward per minibatch of 64): different work by design."
+        ),
         "",
         "## Training time per epoch, same work, same process",
         "",
-        (f"Task 2 of split MNIST ({args.max_train_per_task:,} samples, batch 64, regulariser on), the same "
-         f"3x800 MLP, plain SGD, {args.threads} thread(s); the training loop only (cl-bench: "
-         f"`Trainer.train_epoch`; Avalanche: from `before_training_epoch` to `after_training_epoch`, "
-         f"including its DataLoader, plugins and the interop's clipping). Median of {times[0]['n']} epochs "
-         f"per side over {args.timing_rounds} alternating rounds. {env['load']}"),
+        (
+            f"Task 2 of split MNIST ({args.max_train_per_task:,} samples, batch 64, regulariser on), the same "
+            f"3x800 MLP, plain SGD, {args.threads} thread(s); the training loop only (cl-bench: "
+            f"`Trainer.train_epoch`; Avalanche: from `before_training_epoch` to `after_training_epoch`, "
+            f"including its DataLoader, plugins and the interop's clipping). Median of {times[0]['n']} epochs "
+            f"per side over {args.timing_rounds} alternating rounds. {env['load']}"
+        ),
         "",
         "| comparison | cl-bench s/epoch | Avalanche s/epoch | Avalanche / cl-bench |",
         "|---|---:|---:|---:|",
     ]
     for row in times:
-        lines.append(f"| {row['label']} | {row['ours']:.3f} | {row['theirs']:.3f} | "
-                     f"{row['theirs'] / row['ours']:.2f} |")
+        lines.append(
+            f"| {row['label']} | {row['ours']:.3f} | {row['theirs']:.3f} | {row['theirs'] / row['ours']:.2f} |"
+        )
     n_batches = -(-args.max_train_per_task // 64)
     extra = [(row["theirs"] - row["ours"]) / n_batches * 1000 for row in times[:2]]
-    note = (f"Avalanche's extra time per batch of 64: {extra[0]:.2f} ms (Naive), {extra[1]:.2f} ms (EWC), over "
-            f"{n_batches} batches per epoch.")
+    note = (
+        f"Avalanche's extra time per batch of 64: {extra[0]:.2f} ms (Naive), {extra[1]:.2f} ms (EWC), over "
+        f"{n_batches} batches per epoch."
+    )
     lines += ["", note]
     lines += ["", f"Environment: {env['text']}", "", "## Why the two sides differ (by design)", ""]
     lines += [DIFFERENCES.strip(), ""]
@@ -293,8 +347,9 @@ def environment(threads: int) -> dict[str, str]:
     import avalanche
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
-                              timeout=5, check=False).stdout.strip()
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5, check=False
+        ).stdout.strip()
 
     try:
         commit, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
@@ -302,13 +357,18 @@ def environment(threads: int) -> dict[str, str]:
         commit, dirty = "?", ""
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
-    return {"text": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, avalanche-lib "
-                    f"{avalanche.__version__}, Python {platform.python_version()}, {threads} thread(s), "
-                    f"cl-bench at {commit}{' with uncommitted changes' if dirty else ''}.",
-            "load": ""}
+    return {
+        "text": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, avalanche-lib "
+        f"{avalanche.__version__}, Python {platform.python_version()}, {threads} thread(s), "
+        f"cl-bench at {commit}{' with uncommitted changes' if dirty else ''}.",
+        "load": "",
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -350,18 +410,24 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             rec = execute(config, store, data_root=args.data_root, checkpoints=False)
             configs.setdefault((name, _key(hp)), []).append(rec.run_id)
-            print(f"{name:>16} {_hp_text(hp):<28} seed {seed}: A<=2 {100 * np.nanmean(rec.accuracy[-1]):.2f}%"
-                  f"  ({time.perf_counter() - start:.1f} s)", flush=True)
+            print(
+                f"{name:>16} {_hp_text(hp):<28} seed {seed}: A<=2 {100 * np.nanmean(rec.accuracy[-1]):.2f}%"
+                f"  ({time.perf_counter() - start:.1f} s)",
+                flush=True,
+            )
     if args.runs_only:
         return
     results = collect(store, configs)
     load_before = os.getloadavg()
-    times = timing(build_scenario(SCENARIO, seed=0, data_root=args.data_root, **options),
-                   args.timing_epochs, args.timing_rounds)
+    times = timing(
+        build_scenario(SCENARIO, seed=0, data_root=args.data_root, **options), args.timing_epochs, args.timing_rounds
+    )
     load_after = os.getloadavg()
     env = environment(args.threads)
-    env["load"] = (f"Load average (1, 5, 15 min) before timing {', '.join(f'{v:.2f}' for v in load_before)}, "
-                   f"after {', '.join(f'{v:.2f}' for v in load_after)}.")
+    env["load"] = (
+        f"Load average (1, 5, 15 min) before timing {', '.join(f'{v:.2f}' for v in load_before)}, "
+        f"after {', '.join(f'{v:.2f}' for v in load_after)}."
+    )
     text = render(args, pair_list, results, fisher, times, env)
     Path(args.out).write_text(text)
     print(text)

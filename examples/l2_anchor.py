@@ -3,6 +3,7 @@
 Run it without installing anything:
     cl-bench run --strategy examples/l2_anchor.py:L2Anchor --scenario split_mnist -p strength=0.01
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -18,8 +19,7 @@ class L2Anchor(Strategy):
 
     @dataclass
     class Hparams:
-        strength: float = hparam(0.01, "weight of the L2 pull to the previous task's weights",
-                                 grid=[1e-3, 1e-2, 1e-1])
+        strength: float = hparam(0.01, "weight of the L2 pull to the previous task's weights", grid=[1e-3, 1e-2, 1e-1])
 
     anchor: list[torch.Tensor] | None = None
 

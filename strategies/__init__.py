@@ -3,6 +3,7 @@
 Importing this package imports every module in it, and each registers its class with
 ``@register_strategy``: adding a strategy is adding a file.
 """
+
 import importlib
 import pkgutil
 

@@ -15,6 +15,7 @@ N. That is about 20x smaller than the per-sample empirical Fisher (1/N) Σ_n g_n
 gradients, and λ = 5000 was tuned at that scale. ``fisher_batch=1`` gives the per-sample empirical
 Fisher exactly (then λ has to be retuned).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,10 +30,17 @@ from cl_bench.strategy import Strategy, hparam
 
 @dataclass
 class EWCHparams:
-    lamb: float = hparam(5000.0, "penalty strength λ (reference default, tuned on seed 0)",
-                         grid=[500, 1000, 2000, 5000, 10000, 20000, 50000], at_least=0)
-    fisher_batch: int = hparam(20, "Fisher batch size, gradient² of each batch mean scaled by it "
-                                   "(reference 20); 1 = per-sample empirical Fisher", at_least=1)
+    lamb: float = hparam(
+        5000.0,
+        "penalty strength λ (reference default, tuned on seed 0)",
+        grid=[500, 1000, 2000, 5000, 10000, 20000, 50000],
+        at_least=0,
+    )
+    fisher_batch: int = hparam(
+        20,
+        "Fisher batch size, gradient² of each batch mean scaled by it (reference 20); 1 = per-sample empirical Fisher",
+        at_least=1,
+    )
 
 
 @register_strategy

@@ -42,6 +42,7 @@ the masks, at the end of this file. Also, after each task, whether its masks lea
 units per layer whose binarised mask left the on/off state of their random initial embedding
 (cl_bench.mask_learning), and the capacity then used (``monitoring()["hat"]["mask_learning"]``).
 """
+
 from __future__ import annotations
 
 import math
@@ -83,21 +84,38 @@ CAPACITY_SAMPLES_PER_EPOCH = 10
 @dataclass
 class HATHparams:
     # s_max >= 1: the annealing runs from 1/s_max up to s_max (Sec. 2.4)
-    s_max: float = hparam(400.0, "stability: slope of the gate at evaluation, end of the annealing (Eqs. 1, 3)",
-                          [25.0, 50.0, 100.0, 200.0, 400.0, 800.0], at_least=1)
-    c: float = hparam(0.75, "compressibility: weight of the attention regulariser (Eq. 4)",
-                      [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0], at_least=0)
+    s_max: float = hparam(
+        400.0,
+        "stability: slope of the gate at evaluation, end of the annealing (Eqs. 1, 3)",
+        [25.0, 50.0, 100.0, 200.0, 400.0, 800.0],
+        at_least=1,
+    )
+    c: float = hparam(
+        0.75,
+        "compressibility: weight of the attention regulariser (Eq. 4)",
+        [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0],
+        at_least=0,
+    )
     thres_cosh: float = hparam(50.0, "clamp of |s e| inside the cosh of the compensation (Sec. 2.5)", above=0)
-    thres_emb: float = hparam(6.0, "embeddings are clamped to [-thres_emb, thres_emb] after each step (Sec. 2.5)",
-                              above=0)
-    annealing: str = hparam("reference", "'reference': s from the batch's sample offset i/N (the authors' code); "
-                                         "'paper': (b-1)/(B-1) of Eq. 3, reaching s_max on the last batch",
-                            choices=("reference", "paper"))
-    embedding_init: str = hparam("normal", "'normal': N(0,1) (paper and code); 'uniform': U(0,2), the "
-                                           "compression experiment's (Sec. 4.4, use with c=1.5)",
-                                 choices=("normal", "uniform"))
-    init: str = hparam("default", "weights: 'default' PyTorch's U(+-1/sqrt(fan_in)) as the authors' code; "
-                                  "'xavier' the paper's Xavier uniform", choices=("default", "xavier"))
+    thres_emb: float = hparam(
+        6.0, "embeddings are clamped to [-thres_emb, thres_emb] after each step (Sec. 2.5)", above=0
+    )
+    annealing: str = hparam(
+        "reference",
+        "'reference': s from the batch's sample offset i/N (the authors' code); "
+        "'paper': (b-1)/(B-1) of Eq. 3, reaching s_max on the last batch",
+        choices=("reference", "paper"),
+    )
+    embedding_init: str = hparam(
+        "normal",
+        "'normal': N(0,1) (paper and code); 'uniform': U(0,2), the compression experiment's (Sec. 4.4, use with c=1.5)",
+        choices=("normal", "uniform"),
+    )
+    init: str = hparam(
+        "default",
+        "weights: 'default' PyTorch's U(+-1/sqrt(fan_in)) as the authors' code; 'xavier' the paper's Xavier uniform",
+        choices=("default", "xavier"),
+    )
 
 
 # ---- the equations, as functions ----------------------------------------------------------------
@@ -254,8 +272,10 @@ class HAT(Strategy):
         p = trainer.protocol
         for knob in ("momentum", "weight_decay", "nesterov"):
             if getattr(p, knob, 0):
-                raise ValueError(f"hat needs plain SGD, but the protocol sets {knob}={getattr(p, knob)!r}: "
-                                 f"it would move the weights that HAT's gradient masks protect (Eq. 2)")
+                raise ValueError(
+                    f"hat needs plain SGD, but the protocol sets {knob}={getattr(p, knob)!r}: "
+                    f"it would move the weights that HAT's gradient masks protect (Eq. 2)"
+                )
         if getattr(p, "optimizer", "sgd") != "sgd":
             raise ValueError(f"hat needs plain SGD, not {p.optimizer!r} (Eq. 2 scales gradients, not steps)")
         super().train_task(t, trainer)
@@ -267,8 +287,9 @@ class HAT(Strategy):
         with torch.no_grad():
             a_t = [torch.sigmoid(self.hp.s_max * emb.weight[t]).detach().clone() for emb in self.model.embeddings]
         self.task_masks.append(a_t)
-        self.cumulative = a_t if self.cumulative is None else \
-            [torch.maximum(a, prev) for a, prev in zip(a_t, self.cumulative)]  # a^{<=t} = max(a^t, a^{<=t-1})
+        self.cumulative = (
+            a_t if self.cumulative is None else [torch.maximum(a, prev) for a, prev in zip(a_t, self.cumulative)]
+        )  # a^{<=t} = max(a^t, a^{<=t-1})
         self._moved.append([mask_learning_share(e[t].cpu(), a.cpu(), THRESHOLD) for e, a in zip(self._initial, a_t)])
         self._capacity_after.append(capacity_usage(self.cumulative, self.weight_shapes))
         self._prepare_next_task()
@@ -312,8 +333,9 @@ class HAT(Strategy):
             params, keeps = zip(*self._grad_keep)
             torch._foreach_mul_([p.grad for p in params], keeps)  # Eq. 2: g' = (1 - min(a^{<t}_out, a^{<t}_in)) g
         for emb in self.model.embeddings:  # only row t has a gradient: the other tasks' rows are unused
-            compensate_embedding_grad(emb.weight.grad[t], emb.weight.detach()[t], self.s, self.hp.s_max,
-                                      self.hp.thres_cosh)  # Sec. 2.5
+            compensate_embedding_grad(
+                emb.weight.grad[t], emb.weight.detach()[t], self.s, self.hp.s_max, self.hp.thres_cosh
+            )  # Sec. 2.5
 
     def after_step(self, t: int) -> None:
         with torch.no_grad():
@@ -340,8 +362,14 @@ class HAT(Strategy):
     def after_epoch(self, t: int, log) -> None:
         """Fig. 7: validation accuracy against the share of weights task t's own mask keeps."""
         self._flush_capacity()
-        self._compression.append({"task": t, "epoch": log.epoch, "valid_acc": log.valid_acc,
-                                  "compression": weight_fraction(self._current_task_masks(t), self.weight_shapes)})
+        self._compression.append(
+            {
+                "task": t,
+                "epoch": log.epoch,
+                "valid_acc": log.valid_acc,
+                "compression": weight_fraction(self._current_task_masks(t), self.weight_shapes),
+            }
+        )
 
     # ---- monitoring (paper Sec. 4.4) --------------------------------------------------------------
     def _current_task_masks(self, t: int) -> list[Tensor]:
@@ -365,35 +393,51 @@ class HAT(Strategy):
                 n_fc += 1
                 layers.append(f"fc{n_fc}")
         reuse = weight_reuse(self.task_masks, self.weight_shapes)
-        return {"hat": {
-            "threshold": THRESHOLD,
-            "layers": layers,
-            "units": list(self.model.net.units),
-            "mask_sizes": [[int((a > THRESHOLD).sum()) for a in masks] for masks in self.task_masks],
-            "capacity": list(self._capacity),
-            "reuse": [[None if math.isnan(v) else v for v in row] for row in reuse],
-            "compression": list(self._compression),
-            "parameters": {"total": nets.count_parameters(self.model),
-                           "embeddings": sum(e.weight.numel() for e in self.model.embeddings)},
-            "mask_learning": {"moved": [list(m) for m in self._moved], "capacity": list(self._capacity_after),
-                              "threshold": THRESHOLD, "embedding_init": self.hp.embedding_init},
-        }}
+        return {
+            "hat": {
+                "threshold": THRESHOLD,
+                "layers": layers,
+                "units": list(self.model.net.units),
+                "mask_sizes": [[int((a > THRESHOLD).sum()) for a in masks] for masks in self.task_masks],
+                "capacity": list(self._capacity),
+                "reuse": [[None if math.isnan(v) else v for v in row] for row in reuse],
+                "compression": list(self._compression),
+                "parameters": {
+                    "total": nets.count_parameters(self.model),
+                    "embeddings": sum(e.weight.numel() for e in self.model.embeddings),
+                },
+                "mask_learning": {
+                    "moved": [list(m) for m in self._moved],
+                    "capacity": list(self._capacity_after),
+                    "threshold": THRESHOLD,
+                    "embedding_init": self.hp.embedding_init,
+                },
+            }
+        }
 
     # ---- checkpointing (cl_bench.checkpoint): the state kept outside the model ---------------------
     def state_dict(self) -> dict[str, Any]:
         self._flush_capacity()
-        return {"task_masks": [[a.cpu() for a in masks] for masks in self.task_masks],
-                "step": self._step, "capacity": list(self._capacity), "compression": list(self._compression),
-                "initial": [e.cpu() for e in self._initial], "moved": [list(m) for m in self._moved],
-                "capacity_after": list(self._capacity_after)}
+        return {
+            "task_masks": [[a.cpu() for a in masks] for masks in self.task_masks],
+            "step": self._step,
+            "capacity": list(self._capacity),
+            "compression": list(self._compression),
+            "initial": [e.cpu() for e in self._initial],
+            "moved": [list(m) for m in self._moved],
+            "capacity_after": list(self._capacity_after),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task_masks, self.cumulative = [], None
         for masks in state["task_masks"]:
             masks = [a.to(self.device) for a in masks]
             self.task_masks.append(masks)
-            self.cumulative = masks if self.cumulative is None else \
-                [torch.maximum(a, prev) for a, prev in zip(masks, self.cumulative)]
+            self.cumulative = (
+                masks
+                if self.cumulative is None
+                else [torch.maximum(a, prev) for a, prev in zip(masks, self.cumulative)]
+            )
         self._prepare_next_task()
         self._step = int(state["step"])
         self._capacity, self._compression = list(state["capacity"]), list(state["compression"])
@@ -407,15 +451,18 @@ class HAT(Strategy):
 # x > thr and y > thr. So the active weights of a layer are (active outputs) x (active inputs) x
 # kernel, and every count below is a product of unit counts: nothing of the weights' size is built.
 
-def active_weights(unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size],
-                   threshold: float = THRESHOLD) -> list[int]:
+
+def active_weights(
+    unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
+) -> list[int]:
     """Per masked layer, how many weights have a binarised weight-level mask of 1."""
     active = [(a > threshold) if a.dtype != torch.bool else a for a in unit_masks]
     return active_weight_counts([int(a.sum()) for a in active], [len(a) for a in active], weight_shapes)
 
 
-def active_weight_counts(active_units: Sequence[int], layer_units: Sequence[int],
-                         weight_shapes: Sequence[torch.Size]) -> list[int]:
+def active_weight_counts(
+    active_units: Sequence[int], layer_units: Sequence[int], weight_shapes: Sequence[torch.Size]
+) -> list[int]:
     """Per masked layer, the active weights given how many units of each layer are active."""
     counts = []
     for l, (n_out, shape) in enumerate(zip(active_units, weight_shapes)):
@@ -432,20 +479,23 @@ def n_weights(weight_shapes: Sequence[torch.Size]) -> int:
     return sum(math.prod(shape) for shape in weight_shapes)
 
 
-def weight_fraction(unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size],
-                    threshold: float = THRESHOLD) -> float:
+def weight_fraction(
+    unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
+) -> float:
     """Fraction of the masked layers' weights active under these masks: a task's compression (Fig. 7)."""
     return sum(active_weights(unit_masks, weight_shapes, threshold)) / n_weights(weight_shapes)
 
 
-def capacity_usage(cumulative_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size],
-                   threshold: float = THRESHOLD) -> float:
+def capacity_usage(
+    cumulative_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
+) -> float:
     """Fig. 5: fraction of weights that the cumulative masks a^{<=t} hold (binarised weight masks = 1)."""
     return weight_fraction(cumulative_masks, weight_shapes, threshold)
 
 
-def weight_reuse(task_masks: Sequence[Sequence[Tensor]], weight_shapes: Sequence[torch.Size],
-                 threshold: float = THRESHOLD) -> list[list[float]]:
+def weight_reuse(
+    task_masks: Sequence[Sequence[Tensor]], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
+) -> list[list[float]]:
     """Fig. 6: reuse[i][j], for j > i, the fraction of the weights active for task i that are also
     active for task j; NaN elsewhere, and where task i has no active weight."""
     T = len(task_masks)

@@ -18,6 +18,7 @@ it; everything else is averaged as above. (Heads of earlier tasks are equal in Î
 only the L2 term touches them and it is stationary there; heads of later tasks are untouched
 initialisations in both, so averaging them is a no-op either way.)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,19 +30,25 @@ from cl_bench.strategies.shared import anchor_of, on_device, quadratic_penalty
 from cl_bench.strategy import Strategy, hparam
 
 
-def mean_merge(current: dict[str, Tensor], previous: dict[str, Tensor], t: int,
-               keep: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+def mean_merge(
+    current: dict[str, Tensor], previous: dict[str, Tensor], t: int, keep: frozenset[str] = frozenset()
+) -> dict[str, Tensor]:
     """(current + tÂ·previous)/(t+1) per parameter, except names in ``keep`` (taken from ``current``)."""
-    return {name: current[name] if name in keep else (current[name] + t * previous[name]) / (t + 1)
-            for name in current}
+    return {name: current[name] if name in keep else (current[name] + t * previous[name]) / (t + 1) for name in current}
 
 
 @dataclass
 class IMMMeanHparams:
-    lamb: float = hparam(1e-4, "L2-transfer coefficient toward the previous model",
-                         grid=[0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.000001], at_least=0)
-    faithful: bool = hparam(True, "True: the authors' merge, which averages the new head with its "
-                                  "random init; False: keep the trained new head")
+    lamb: float = hparam(
+        1e-4,
+        "L2-transfer coefficient toward the previous model",
+        grid=[0.01, 0.005, 0.001, 0.0005, 0.0001, 0.00005, 0.000001],
+        at_least=0,
+    )
+    faithful: bool = hparam(
+        True,
+        "True: the authors' merge, which averages the new head with its random init; False: keep the trained new head",
+    )
 
 
 @register_strategy

@@ -23,6 +23,7 @@ tasks) the current value is kept; the reference's intended code would have set t
 The reference's default λ is 0.01, although its comment says the best of the grid was 1; which value
 the paper's runs passed is unknown. The default here is the code's, 0.01.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,12 @@ from cl_bench.strategies.shared import anchor_of, empirical_fisher, on_device, q
 from cl_bench.strategy import Strategy, hparam
 
 
-def mode_merge(current: dict[str, Tensor], previous: dict[str, Tensor], fisher_new: dict[str, Tensor],
-               fisher_old: dict[str, Tensor]) -> dict[str, Tensor]:
+def mode_merge(
+    current: dict[str, Tensor],
+    previous: dict[str, Tensor],
+    fisher_new: dict[str, Tensor],
+    fisher_old: dict[str, Tensor],
+) -> dict[str, Tensor]:
     """(F_new θ + F_old θ_prev) / (F_new + F_old) per element; θ where F_new + F_old == 0."""
     merged = {}
     for name, theta in current.items():
@@ -50,13 +55,18 @@ def mode_merge(current: dict[str, Tensor], previous: dict[str, Tensor], fisher_n
 
 @dataclass
 class IMMModeHparams:
-    lamb: float = hparam(0.01, "L2-transfer coefficient toward the previous model (reference default; "
-                               "its comment says the best was 1)",
-                         grid=[10, 1, 0.1, 0.01, 0.001, 0.0001, 0.00001], at_least=0)
-    faithful: bool = hparam(True, "True: the authors' code, whose merge is a no-op; "
-                                  "False: the Fisher-weighted merge is applied")
-    fisher_batch: int = hparam(20, "Fisher batch size for the corrected merge (reference 20); "
-                                   "1 = per-sample empirical Fisher", at_least=1)
+    lamb: float = hparam(
+        0.01,
+        "L2-transfer coefficient toward the previous model (reference default; its comment says the best was 1)",
+        grid=[10, 1, 0.1, 0.01, 0.001, 0.0001, 0.00001],
+        at_least=0,
+    )
+    faithful: bool = hparam(
+        True, "True: the authors' code, whose merge is a no-op; False: the Fisher-weighted merge is applied"
+    )
+    fisher_batch: int = hparam(
+        20, "Fisher batch size for the corrected merge (reference 20); 1 = per-sample empirical Fisher", at_least=1
+    )
 
 
 @register_strategy
@@ -109,4 +119,5 @@ class IMMMode(Strategy):
             if previous is not None:
                 loss = loss + lamb * sum(((params[n] - previous[n]) ** 2).sum() for n in params) / 2
             return loss
+
         return criterion

@@ -3,6 +3,7 @@
 For every t the network restarts from the same initial weights and trains on the union of tasks
 0..t, in shuffled mixed-task batches; each sample's loss uses its own task's head.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,7 +35,7 @@ class Joint(Strategy):
 
     def train_task(self, t: int, trainer) -> None:
         self.model.load_state_dict(self.initial_state)
-        tasks, ids = self.scenario.tasks[:t + 1], list(range(t + 1))
+        tasks, ids = self.scenario.tasks[: t + 1], list(range(t + 1))
         trainer.fit(self, t, Data.union(tasks, "train", ids), Data.union(tasks, "valid", ids))
 
     def loss(self, x: Tensor, y: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
@@ -52,5 +53,5 @@ class Joint(Strategy):
             out = head(h)
             labels = torch.where(mine, y, 0)  # another task's label may not exist in head u
             total = total + (F.cross_entropy(out, labels, reduction="none") * mine).sum()
-            logits[:, :out.shape[1]] = torch.where(mine[:, None], out, logits[:, :out.shape[1]])
+            logits[:, : out.shape[1]] = torch.where(mine[:, None], out, logits[:, : out.shape[1]])
         return total / len(y), logits

@@ -25,6 +25,7 @@ would have been in, which gives the authors' validation loss exactly (tested). A
 size that is not a multiple of B misplaces the partial batch (it is weighted as if the data ended
 there). Training batches use the plain sum over the batch, as the authors' code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,9 +42,12 @@ from cl_bench.strategy import hparam
 
 @dataclass
 class LFLHparams:
-    lamb: float = hparam(0.05, "weight λ of the feature-distance penalty (reference: 'none of them "
-                               "really worked')", grid=[1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4, 1e-4, 5e-5],
-                       at_least=0)
+    lamb: float = hparam(
+        0.05,
+        "weight λ of the feature-distance penalty (reference: 'none of them really worked')",
+        grid=[1e-1, 5e-2, 1e-2, 5e-3, 1e-3, 5e-4, 1e-4, 5e-5],
+        at_least=0,
+    )
 
 
 @register_strategy
@@ -71,7 +75,7 @@ class LFL(KeepsPreviousModel):
         weights = torch.full((n,), float(self.train_batch_size), device=device)
         rest = n % self.train_batch_size
         if rest:
-            weights[n - rest:] = rest
+            weights[n - rest :] = rest
         return weights
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:

@@ -11,6 +11,7 @@ renormalised (that is softmax(z/T)), 1e-5/n_classes added to the student's proba
 renormalised, then −Σ_c p_teacher log p_student averaged over the batch. As the reference: no T²
 factor, no warm-up of the new head, no weight decay, T = 1 by default (the LwF paper uses the T² factor and a warm-up).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ STUDENT_EPS = 1e-5  # reference: added (divided by the number of classes) to the
 def distillation(student_logits: Tensor, teacher_logits: Tensor, T: float) -> Tensor:
     """The reference's KD: mean over the batch of −Σ_c p_teacher,c log p_student,c."""
     student = F.softmax(student_logits, 1).pow(1 / T)  # Hinton et al.'s softened softmax, as the
-    student = student / student.sum(1, keepdim=True)   # reference writes it: p^(1/T), renormalised
+    student = student / student.sum(1, keepdim=True)  # reference writes it: p^(1/T), renormalised
     teacher = F.softmax(teacher_logits, 1).pow(1 / T)
     teacher = teacher / teacher.sum(1, keepdim=True)
     student = student + STUDENT_EPS / student.shape[1]
@@ -60,6 +61,5 @@ class LwF(KeepsPreviousModel):
             with torch.no_grad():
                 h_old = self.old.features(x)
             for u in range(t):
-                loss = loss + self.hp.lamb * distillation(self.model.heads[u](h),
-                                                          self.old.heads[u](h_old), self.hp.T)
+                loss = loss + self.hp.lamb * distillation(self.model.heads[u](h), self.old.heads[u](h_old), self.hp.T)
         return loss, logits

@@ -51,6 +51,7 @@ AlexNet, mixture heads (293 classes)        16,33,66,528,528   7,092,261        
 That is -0.27%, -0.29%, +4.68% and -0.17% of the base; the mixture row is the authors' count.
 Each run stores its widths and counts in ``monitoring``.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,14 +77,21 @@ Path = tuple[tuple[int, ...], ...]  # L x N module indices
 class PathNetwork(nn.Module):
     """``layers[l][k]``: module k of layer l; ``heads[t]``: task t's head (on no path)."""
 
-    def __init__(self, blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int],
-                 head_sizes: Sequence[int], n_modules: int):
+    def __init__(
+        self,
+        blocks: Sequence[Block],
+        widths: Sequence[int],
+        input_shape: Sequence[int],
+        head_sizes: Sequence[int],
+        n_modules: int,
+    ):
         super().__init__()
         self.blocks = list(blocks)
         sizes, n_features = layer_inputs(blocks, widths, input_shape)
         self.dropouts = nn.ModuleList(nn.Dropout(b.dropout) for b in blocks)
         self.layers = nn.ModuleList(
-            nn.ModuleList(make_layer(b, n, w) for _ in range(n_modules)) for b, n, w in zip(blocks, sizes, widths))
+            nn.ModuleList(make_layer(b, n, w) for _ in range(n_modules)) for b, n, w in zip(blocks, sizes, widths)
+        )
         self.heads = nn.ModuleList(nn.Linear(n_features, n) for n in head_sizes)
 
     def forward(self, x: Tensor, t: int, path: Path) -> Tensor:
@@ -113,11 +121,14 @@ def mutate(path: Tensor, n_modules: int, probability: float, step: int, generato
     return torch.where(hit, (path + delta) % n_modules, path)
 
 
-def next_generation(paths: Sequence[Tensor], winner: int, n_modules: int, probability: float, step: int,
-                    generator: torch.Generator) -> list[Tensor]:
+def next_generation(
+    paths: Sequence[Tensor], winner: int, n_modules: int, probability: float, step: int, generator: torch.Generator
+) -> list[Tensor]:
     """The winner survives unchanged; every other path becomes a mutated copy of it."""
-    return [paths[winner].clone() if i == winner else mutate(paths[winner], n_modules, probability, step, generator)
-            for i in range(len(paths))]
+    return [
+        paths[winner].clone() if i == winner else mutate(paths[winner], n_modules, probability, step, generator)
+        for i in range(len(paths))
+    ]
 
 
 def as_path(path: Tensor) -> Path:
@@ -127,21 +138,32 @@ def as_path(path: Tensor) -> Path:
 # ---- the strategy ---------------------------------------------------------------------------------
 @dataclass
 class PathNetHparams:
-    modules: int = hparam(16, "M: modules per layer (reference configs (M, N): (16, 3), (10, 3), (20, 5))",
-                          grid=[10, 16, 20], at_least=1)
+    modules: int = hparam(
+        16, "M: modules per layer (reference configs (M, N): (16, 3), (10, 3), (20, 5))", grid=[10, 16, 20], at_least=1
+    )
     active: int = hparam(3, "N: modules per layer in a path (at most M)", grid=[3, 5], at_least=1)
-    generations: int = hparam(20, "G: generations per task; a path trains protocol epochs // G epochs "
-                                  "per generation (at most `epochs` generations)", grid=[5, 10, 20, 50, 100, 200],
-                              at_least=1)
+    generations: int = hparam(
+        20,
+        "G: generations per task; a path trains protocol epochs // G epochs "
+        "per generation (at most `epochs` generations)",
+        grid=[5, 10, 20, 50, 100, 200],
+        at_least=1,
+    )
     population: int = hparam(2, "P: paths in the tournament (reference: 2)", at_least=1)
-    mutation_step: int = hparam(2, "a mutated gene moves by a uniform integer in [-step, step] (reference: 2)",
-                                at_least=0)
+    mutation_step: int = hparam(
+        2, "a mutated gene moves by a uniform integer in [-step, step] (reference: 2)", at_least=0
+    )
     width_factor: float = hparam(
-        0.0, "Module width = int(width_factor x base width); 0 = the reference's factor for (M, N) on the "
-             "AlexNet, else the width whose total parameter count is closest to the base network's", at_least=0)
+        0.0,
+        "Module width = int(width_factor x base width); 0 = the reference's factor for (M, N) on the "
+        "AlexNet, else the width whose total parameter count is closest to the base network's",
+        at_least=0,
+    )
     immediate_lr_decay: bool = hparam(
-        False, "True: a path's lr decay applies from its next epoch; False: from its next generation, as "
-               "the reference (its optimiser keeps the lr the generation started with)")
+        False,
+        "True: a path's lr decay applies from its next epoch; False: from its next generation, as "
+        "the reference (its optimiser keeps the lr the generation started with)",
+    )
 
 
 @register_strategy
@@ -156,8 +178,9 @@ class PathNet(Strategy):
         super().__init__(*args, **kwargs)
         n_layers = len(self.model.blocks)
         self.mutation_probability = 1.0 / (self.hp.active * n_layers)  # the authors' 1 / (N L)
-        self.initial_state = [[{k: v.detach().clone() for k, v in m.state_dict().items()} for m in layer]
-                              for layer in self.model.layers]
+        self.initial_state = [
+            [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in layer] for layer in self.model.layers
+        ]
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))  # seeded run
         self.paths: dict[int, Path] = {}  # the path forward uses per task: candidate while training t
         self.best_paths: dict[int, Path] = {}
@@ -167,8 +190,10 @@ class PathNet(Strategy):
     def check_hparams(cls, hp: PathNetHparams) -> None:
         super().check_hparams(hp)
         if hp.active > hp.modules:
-            raise HparamError(f"pathnet: a path picks N = {hp.active} distinct modules of M = {hp.modules} at "
-                              f"start: N must be <= M (hyperparameters 'active' <= 'modules')")
+            raise HparamError(
+                f"pathnet: a path picks N = {hp.active} distinct modules of M = {hp.modules} at "
+                f"start: N must be <= M (hyperparameters 'active' <= 'modules')"
+            )
 
     def build_model(self) -> nn.Module:
         hp, sc = self.hp, self.scenario
@@ -182,8 +207,7 @@ class PathNet(Strategy):
         if factor:
             self.widths = [max(1, int(factor * b.width)) for b in blocks]
         else:
-            self.widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)),
-                                         self.base_parameters)
+            self.widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)), self.base_parameters)
         return build(self.widths)
 
     # ---- which modules a task uses and trains -----------------------------------------------------
@@ -222,8 +246,11 @@ class PathNet(Strategy):
         hp, p = self.hp, trainer.protocol
         generations = min(hp.generations, p.epochs)
         if generations < hp.generations:  # the reference would train 0 epochs: keep its P x epochs budget
-            warnings.warn(f"PathNet: protocol epochs // generations = {p.epochs} // {hp.generations} = 0; "
-                          f"running {generations} generations of 1 epoch per path instead", stacklevel=2)
+            warnings.warn(
+                f"PathNet: protocol epochs // generations = {p.epochs} // {hp.generations} = 0; "
+                f"running {generations} generations of 1 epoch per path instead",
+                stacklevel=2,
+            )
         epochs = p.epochs // generations  # the authors' nepochs // G per path per generation
         train, valid = trainer.data(t, "train"), trainer.data(t, "valid")  # fitness: validation loss
         P, L = hp.population, len(self.model.blocks)
@@ -250,19 +277,29 @@ class PathNet(Strategy):
                     if schedules[i].stopped:
                         break
             self.model.load_state_dict(best_state)  # as the authors' code: restore the best model per generation
-            self.ga_log[t].append({"generation": g + 1, "epochs": n_epochs, "winner": winner,
-                                   "best_valid_loss": best_overall,
-                                   "paths": [path.tolist() for path in paths]})
-            paths = next_generation(paths, winner, hp.modules, self.mutation_probability, hp.mutation_step,
-                                    self.generator)
+            self.ga_log[t].append(
+                {
+                    "generation": g + 1,
+                    "epochs": n_epochs,
+                    "winner": winner,
+                    "best_valid_loss": best_overall,
+                    "paths": [path.tolist() for path in paths],
+                }
+            )
+            paths = next_generation(
+                paths, winner, hp.modules, self.mutation_probability, hp.mutation_step, self.generator
+            )
             schedules = [s if i == winner else schedules[winner].restart() for i, s in enumerate(schedules)]
         self.use_path(t, paths[winner])
         self.best_paths[t] = self.paths[t]
 
     # ---- state a resumed run needs beyond the model (cl_bench.checkpoint) ---------------------------
     def state_dict(self) -> dict:
-        return {"best_paths": {t: torch.tensor(path) for t, path in self.best_paths.items()},
-                "generator": self.generator.get_state(), "ga_log": self.ga_log}
+        return {
+            "best_paths": {t: torch.tensor(path) for t, path in self.best_paths.items()},
+            "generator": self.generator.get_state(),
+            "ga_log": self.ga_log,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.best_paths = {int(t): as_path(path) for t, path in state["best_paths"].items()}
@@ -271,7 +308,10 @@ class PathNet(Strategy):
         self.ga_log = {int(t): log for t, log in state["ga_log"].items()}
 
     def monitoring(self) -> dict:
-        return {"module_widths": self.widths, "parameters": nets.count_parameters(self.model),
-                "base_parameters": self.base_parameters,
-                "best_paths": {str(t): [list(row) for row in path] for t, path in self.best_paths.items()},
-                "generations": {str(t): log for t, log in self.ga_log.items()}}
+        return {
+            "module_widths": self.widths,
+            "parameters": nets.count_parameters(self.model),
+            "base_parameters": self.base_parameters,
+            "best_paths": {str(t): [list(row) for row in path] for t, path in self.best_paths.items()},
+            "generations": {str(t): log for t, log in self.ga_log.items()},
+        }

@@ -48,6 +48,7 @@ That is -0.20%, -0.65%, +5.57% and +0.43% of the base (MLP width factors 381 x 2
 since only tasks t > 0 have a head adapter (seed 0 starts with FaceScrub's 100 classes). Each run
 stores its widths and counts in ``monitoring``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -91,8 +92,9 @@ class ProgressiveNet(nn.Module):
     """Columns 0..T-1 of ``widths`` units per layer; ``laterals[t]`` holds column t's adapters, one per
     layer l >= 1 and one for the head (empty for t = 0)."""
 
-    def __init__(self, blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int],
-                 head_sizes: Sequence[int]):
+    def __init__(
+        self, blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int], head_sizes: Sequence[int]
+    ):
         super().__init__()
         self.blocks = list(blocks)
         sizes, n_features = layer_inputs(blocks, widths, input_shape)
@@ -100,15 +102,17 @@ class ProgressiveNet(nn.Module):
         self.columns = nn.ModuleList()
         self.laterals = nn.ModuleList()
         for t, n_classes in enumerate(head_sizes):
-            self.columns.append(Column([make_layer(b, n, w) for b, n, w in zip(blocks, sizes, widths)],
-                                       nn.Linear(n_features, n_classes)))
+            self.columns.append(
+                Column(
+                    [make_layer(b, n, w) for b, n, w in zip(blocks, sizes, widths)], nn.Linear(n_features, n_classes)
+                )
+            )
             adapters = []
             if t > 0:
                 # Into layer l the earlier columns feed their layer l-1 output (post-pool, post-dropout,
                 # flattened for an fc target): ``sizes[l]`` values per column, mapped back to one width.
                 for l in range(1, len(blocks)):
-                    adapters.append(Lateral(t, blocks[l].kind, sizes[l],
-                                            make_layer(blocks[l], sizes[l], widths[l])))
+                    adapters.append(Lateral(t, blocks[l].kind, sizes[l], make_layer(blocks[l], sizes[l], widths[l])))
                 adapters.append(Lateral(t, "fc", n_features, nn.Linear(n_features, n_classes), relu=False))
             self.laterals.append(nn.ModuleList(adapters))
 
@@ -142,15 +146,22 @@ def column_widths(blocks: Sequence[Block], factor: float, n_tasks: int) -> list[
 @dataclass
 class PNNHparams:
     width_factor: float = hparam(
-        0.0, "Column width = int(width_factor x base width / n_tasks); 0 = the authors' 1.117 on the "
-             "AlexNet, and on the MLP the width whose total parameter count is closest to the "
-             "base 3x800 MLP's", at_least=0)
+        0.0,
+        "Column width = int(width_factor x base width / n_tasks); 0 = the authors' 1.117 on the "
+        "AlexNet, and on the MLP the width whose total parameter count is closest to the "
+        "base 3x800 MLP's",
+        at_least=0,
+    )
     recursive_laterals: bool = hparam(
-        False, "True: earlier columns include their own laterals when feeding column t (Rusu et al.); "
-               "False: they run as plain columns, as the reference code does")
+        False,
+        "True: earlier columns include their own laterals when feeding column t (Rusu et al.); "
+        "False: they run as plain columns, as the reference code does",
+    )
     lateral_head: bool = hparam(
-        False, "True: task t's logits add the head's lateral adapter (Rusu et al.); False: column t's "
-               "plain head, as the reference code (its head adapter exists but never reaches the loss)")
+        False,
+        "True: task t's logits add the head's lateral adapter (Rusu et al.); False: column t's "
+        "plain head, as the reference code (its head adapter exists but never reaches the loss)",
+    )
 
 
 @register_strategy
@@ -173,8 +184,7 @@ class PNN(Strategy):
         if factor:
             self.widths = column_widths(blocks, factor, len(heads))
         else:  # no reference factor (the MLP): match the base network's parameter count
-            self.widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)),
-                                         self.base_parameters)
+            self.widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)), self.base_parameters)
         return build(self.widths)
 
     def forward(self, x: Tensor, t: int) -> Tensor:
@@ -197,5 +207,8 @@ class PNN(Strategy):
         pass
 
     def monitoring(self) -> dict:
-        return {"column_widths": self.widths, "parameters": nets.count_parameters(self.model),
-                "base_parameters": self.base_parameters}
+        return {
+            "column_widths": self.widths,
+            "parameters": nets.count_parameters(self.model),
+            "base_parameters": self.base_parameters,
+        }

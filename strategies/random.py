@@ -5,6 +5,7 @@ truncated and shuffled again: labels follow the training distribution drawn with
 the expected accuracy is sum_c p_train(c) p_test(c). (The reference draws once per test set with
 numpy's global RNG; here each evaluation batch draws from a seeded torch generator.)
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,6 +42,7 @@ class Random(Strategy):
     def predict(self, x: Tensor, t: int) -> Tensor:
         labels = self.train_labels[t]
         copies = -(-len(x) // len(labels))  # ceil
-        drawn = torch.cat([labels[torch.randperm(len(labels), generator=self.generator)]
-                           for _ in range(copies)])[:len(x)]
+        drawn = torch.cat([labels[torch.randperm(len(labels), generator=self.generator)] for _ in range(copies)])[
+            : len(x)
+        ]
         return drawn[torch.randperm(len(x), generator=self.generator)].to(x.device)

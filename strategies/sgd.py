@@ -1,4 +1,5 @@
 """SGD: plain fine-tuning of the whole network, dropout on, one head per task (as the authors' code)."""
+
 from cl_bench.registry import register_strategy
 from cl_bench.strategy import Strategy
 

@@ -5,6 +5,7 @@ task 1 becomes a fixed feature extractor, so nothing of earlier tasks can be for
 tasks get no representation of their own. As the reference, the freeze happens after the best
 weights of task 1 are restored, and dropout stays active (train mode) in the frozen body.
 """
+
 from cl_bench.registry import register_strategy
 from cl_bench.strategy import Strategy
 

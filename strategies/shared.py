@@ -26,11 +26,10 @@ from cl_bench.strategy import Strategy
 # A loss of the parameters (name -> tensor) on one batch (x, y): what the Fisher differentiates.
 ParamLoss = Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]
 
-_FISHER_CHUNK_FLOATS = 2 ** 25  # per-batch gradients held at once: 128 MB of float32
+_FISHER_CHUNK_FLOATS = 2**25  # per-batch gradients held at once: 128 MB of float32
 
 
-def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data,
-                     batch: int = 20) -> dict[str, Tensor]:
+def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data, batch: int = 20) -> dict[str, Tensor]:
     """Diagonal empirical Fisher of the reference (its ``utils.fisher_matrix_diag``):
 
         F = (1/N) Σ_b batch · (∇θ mean_{n in b} loss_n)²   over consecutive batches b of size ``batch``
@@ -73,8 +72,7 @@ def cross_entropy_of(model: nn.Module, t: int) -> ParamLoss:
     return lambda params, x, y: F.cross_entropy(functional_call(model, params, (x, t)), y)
 
 
-def quadratic_penalty(model: nn.Module, anchor: dict[str, Tensor],
-                      weight: dict[str, Tensor] | None = None) -> Tensor:
+def quadratic_penalty(model: nn.Module, anchor: dict[str, Tensor], weight: dict[str, Tensor] | None = None) -> Tensor:
     """Σ_i w_i (anchor_i − θ_i)² / 2 over every named parameter (w = 1 when ``weight`` is None).
 
     Its buffers are kept on the model for the next call with the same ``anchor`` and ``weight`` dicts

@@ -11,8 +11,9 @@ os.environ.setdefault("CL_BENCH_DATA", str(SHARED_DATA))
 torch.set_num_threads(1)  # the test tensors are tiny: a second thread costs more than it gives
 
 
-def make_scenario(n_tasks=2, n_classes=3, n_train=90, n_test=60, shape=(1, 6, 6), arch="mlp", seed=0,
-                  learnable=True) -> Scenario:
+def make_scenario(
+    n_tasks=2, n_classes=3, n_train=90, n_test=60, shape=(1, 6, 6), arch="mlp", seed=0, learnable=True
+) -> Scenario:
     """A tiny synthetic scenario: uint8 images whose class is written in a few pixels (so nets can learn
     it) plus noise."""
     g = torch.Generator().manual_seed(seed)
@@ -26,7 +27,7 @@ def make_scenario(n_tasks=2, n_classes=3, n_train=90, n_test=60, shape=(1, 6, 6)
                 flat = x.view(n, -1)
                 code = (y + t) % n_classes  # tasks disagree, so sequential training forgets
                 for c in range(n_classes):
-                    flat[code == c, c * 3:(c + 1) * 3] = 250
+                    flat[code == c, c * 3 : (c + 1) * 3] = 250
             splits.append(Split(x, y))
         tasks.append(Task(f"task{t}", n_classes, *splits, mean=(0.2,) * shape[0], std=(0.3,) * shape[0]))
     return Scenario("tiny", tasks, shape, arch, seed)
@@ -37,8 +38,9 @@ def synthetic(arch, shape, heads, n=32, seed=0) -> Scenario:
     g = torch.Generator().manual_seed(seed)
 
     def split(k):
-        return Split(torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8),
-                     torch.randint(0, k, (n,), generator=g))
+        return Split(
+            torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), torch.randint(0, k, (n,), generator=g)
+        )
 
     tasks = []
     for i, k in enumerate(heads):
@@ -66,5 +68,6 @@ def tiny_scenario():
     return make_scenario
 
 
-requires_mnist = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
-                                    reason=f"MNIST not found under {SHARED_DATA}")
+requires_mnist = pytest.mark.skipif(
+    not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason=f"MNIST not found under {SHARED_DATA}"
+)

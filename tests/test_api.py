@@ -1,4 +1,5 @@
 """The Python API (cl_bench.api, re-exported by the package on first use): run, run_sweep, load_results."""
+
 import os
 import subprocess
 import sys
@@ -24,10 +25,17 @@ QUICK = {"epochs": 1}
 
 
 def test_import_does_not_load_torch():
-    probe = ("import sys, cl_bench; before = 'torch' in sys.modules; names = dir(cl_bench); "
-             "cl_bench.run; print(before, 'run' in names and 'run_sweep' in names, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    probe = (
+        "import sys, cl_bench; before = 'torch' in sys.modules; names = dir(cl_bench); "
+        "cl_bench.run; print(before, 'run' in names and 'run_sweep' in names, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
 
 
@@ -39,8 +47,9 @@ def test_unknown_attribute():
 def test_run_stores_and_returns_the_record(tmp_path):
     db = tmp_path / "api.db"
     epochs = []
-    record = cl_bench.run("sgd", "tiny_api", seed=1, protocol=QUICK, preset="quick", tags="api",
-                          store=db, on_epoch=epochs.append)
+    record = cl_bench.run(
+        "sgd", "tiny_api", seed=1, protocol=QUICK, preset="quick", tags="api", store=db, on_epoch=epochs.append
+    )
     assert record.status == "finished" and record.accuracy.shape == (2, 2)
     assert record.protocol["epochs"] == 1 and record.protocol["lr_patience"] == PRESETS["quick"].lr_patience
     assert len(epochs) == 2  # one epoch per task
@@ -54,19 +63,28 @@ def test_run_stores_and_returns_the_record(tmp_path):
 
 
 def test_run_without_store_and_with_options(tmp_path):
-    record = cl_bench.run("ewc", "tiny_api", hparams={"lamb": "10"}, protocol=QUICK,
-                          scenario_options={"max_train_per_task": 30, "tasks": "1"}, store=None)
+    record = cl_bench.run(
+        "ewc",
+        "tiny_api",
+        hparams={"lamb": "10"},
+        protocol=QUICK,
+        scenario_options={"max_train_per_task": 30, "tasks": "1"},
+        store=None,
+    )
     assert record.hparams["lamb"] == 10.0
     assert record.scenario_options == {"max_train_per_task": 30, "tasks": [1]}
     assert record.accuracy.shape == (1, 1)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"hparams": {"nope": 1}}, "no hyperparameter nope"),
-    ({"protocol": {"epochs": 1.5}}, "epochs"),
-    ({"scenario_options": {"nope": 1}}, "no option nope"),
-    ({"protocol": PRESETS["paper"], "preset": "quick"}, "not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"hparams": {"nope": 1}}, "no hyperparameter nope"),
+        ({"protocol": {"epochs": 1.5}}, "epochs"),
+        ({"scenario_options": {"nope": 1}}, "no option nope"),
+        ({"protocol": PRESETS["paper"], "preset": "quick"}, "not both"),
+    ],
+)
 def test_run_refuses_bad_values_before_the_store(tmp_path, kwargs, match):
     db = tmp_path / "never.db"
     with pytest.raises(ValueError, match=match):
@@ -85,8 +103,12 @@ def test_failed_run_is_stored_and_raised(tmp_path):
 
 def test_run_sweep_and_load_results(tmp_path):
     db = tmp_path / "sweep.db"
-    spec = {"scenario": "tiny_api", "strategies": {"sgd": None, "ewc": {"lamb": [1, 10]}},
-            "protocol": {"preset": "quick", "epochs": 1}, "references": True}
+    spec = {
+        "scenario": "tiny_api",
+        "strategies": {"sgd": None, "ewc": {"lamb": [1, 10]}},
+        "protocol": {"preset": "quick", "epochs": 1},
+        "references": True,
+    }
     outcomes = cl_bench.run_sweep(spec, store=db, workers=0, progress=False, name="api")
     assert sorted(o.status for o in outcomes) == ["finished"] * 5
     assert cl_bench.run_sweep(spec, store=Store(db), workers=0, progress=False, name="api") == []  # resumed: done
@@ -106,8 +128,9 @@ def test_run_sweep_from_a_file_and_errors(tmp_path):
     outcomes = cl_bench.run_sweep(file, store=tmp_path / "f.db", workers=0, progress=False)
     assert [o.status for o in outcomes] == ["finished"]
     with pytest.raises(SweepError, match="unknown key"):
-        cl_bench.run_sweep({"scenario": "tiny_api", "strategies": {"sgd": None}, "bogus": 1},
-                           store=tmp_path / "g.db", workers=0)
+        cl_bench.run_sweep(
+            {"scenario": "tiny_api", "strategies": {"sgd": None}, "bogus": 1}, store=tmp_path / "g.db", workers=0
+        )
     with pytest.raises(FileNotFoundError):
         cl_bench.run_sweep(tmp_path / "missing.yaml", store=tmp_path / "g.db", workers=0)
     with pytest.raises(FileNotFoundError, match="no results store"):

@@ -1,4 +1,5 @@
 """Per-task checkpoints: a run killed after a task resumes there and ends exactly as if never killed."""
+
 import dataclasses
 import os
 from pathlib import Path
@@ -9,11 +10,10 @@ import torch
 from conftest import make_scenario
 
 from cl_bench import checkpoint as ckpt
+from cl_bench.registry import all_strategies, get_strategy, register_scenario
 from cl_bench.runner import RunConfig, execute
-from cl_bench.registry import register_scenario
 from cl_bench.store import Store
 from cl_bench.strategy import Strategy
-from cl_bench.registry import all_strategies, get_strategy
 from cl_bench.trainer import PRESETS
 
 
@@ -31,9 +31,11 @@ class Interrupt(BaseException):
 
 def kill_after(task):
     """An on_task callback that 'kills' the run once ``task`` is checkpointed."""
+
     def on_task(t, acc):
         if t == task:
             raise Interrupt
+
     return on_task
 
 
@@ -133,6 +135,7 @@ def test_unreadable_or_foreign_checkpoint_is_ignored_with_a_warning(tmp_path):
 def test_strategies_with_state_beyond_the_model_are_not_checkpointed(monkeypatch):
     class Counting(Strategy):
         """Keeps a count outside its model: resuming it from the model alone would be wrong."""
+
         name = "counting_test"
 
     reason = ckpt.resume_refusal(Counting)

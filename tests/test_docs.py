@@ -1,5 +1,6 @@
 """The documentation: the sweep-file reference lists exactly the keys the schema accepts (names, types,
 defaults, grids), its examples are valid sweeps, and the site builds with ``mkdocs build --strict``."""
+
 import dataclasses
 import importlib.util
 import os
@@ -111,8 +112,9 @@ def test_strategy_hyperparameters():
                 assert row["paper grid"] == "-", where
             else:
                 listed = yaml.safe_load(code(row["paper grid"]))
-                assert [parse_like(v, g, where) for v, g in zip(listed, grid)] == grid and len(listed) == len(grid), \
+                assert [parse_like(v, g, where) for v, g in zip(listed, grid)] == grid and len(listed) == len(grid), (
                     f"{where}: grid {listed}, the code {grid}"
+                )
 
 
 def test_protocol_keys():
@@ -143,14 +145,21 @@ def test_every_example_is_a_valid_sweep(monkeypatch):
         assert sweep.cells
 
 
-@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("mkdocs", "material", "mkdocstrings_handlers")),
-                    reason="mkdocs, mkdocs-material or mkdocstrings[python] not installed (the `docs` extra)")
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("mkdocs", "material", "mkdocstrings_handlers")),
+    reason="mkdocs, mkdocs-material or mkdocstrings[python] not installed (the `docs` extra)",
+)
 def test_site_builds_strictly(tmp_path):
     """Broken links, missing snippets (examples/l2_anchor.py) and docstrings mkdocstrings cannot read fail."""
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
-    out = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})  # Material's end-of-life banner
+    out = subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )  # Material's end-of-life banner
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "site" / "sweep-files" / "index.html").is_file()
     concepts = (tmp_path / "site" / "concepts" / "index.html").read_text()

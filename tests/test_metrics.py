@@ -1,5 +1,6 @@
 """rho (Eq. 6), the standard metrics (ACC, BWT, FWT, forgetting) and their aggregation against
 hand-computed values."""
+
 import math
 
 import numpy as np
@@ -87,10 +88,7 @@ def test_summary_std_and_t_interval():
 
 # A 4-task run where task 0 improves after task 1 and the best accuracy of tasks 0 and 1 is not on the
 # diagonal, so forgetting (from the best earlier value) and -BWT (from the diagonal) differ.
-M = np.array([[0.80, nan, nan, nan],
-              [0.90, 0.70, nan, nan],
-              [0.60, 0.75, 0.50, nan],
-              [0.70, 0.40, 0.65, 0.90]])
+M = np.array([[0.80, nan, nan, nan], [0.90, 0.70, nan, nan], [0.60, 0.75, 0.50, nan], [0.70, 0.40, 0.65, 0.90]])
 
 
 def test_average_accuracy_and_per_step():
@@ -130,9 +128,7 @@ def test_step_metrics_use_only_the_tasks_seen():
 
 
 def test_forward_transfer_from_measured_superdiagonal():
-    full = np.array([[0.80, 0.30, nan],
-                     [0.90, 0.70, 0.45],
-                     [0.85, 0.65, 0.60]])
+    full = np.array([[0.80, 0.30, nan], [0.90, 0.70, 0.45], [0.85, 0.65, 0.60]])
     b = [0.99, 0.25, 0.30]  # b_0 is never used
     assert forward_transfer(full, b) == pytest.approx(0.10)  # ((0.30 - 0.25) + (0.45 - 0.30)) / 2
     # the measured entries above the diagonal do not leak into the other metrics

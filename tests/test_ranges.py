@@ -1,5 +1,6 @@
 """Range checks at parse time: the protocol, strategy hyperparameters, scenario options and seeds refuse
 out-of-range values the same way through the Python API, the CLI and sweep files, before any work."""
+
 import math
 import re
 
@@ -71,19 +72,23 @@ def test_protocol_refuses_out_of_range_values_in_python(name, value, message):
 
 
 def test_protocol_accepts_the_edges_of_its_ranges():
-    Protocol(epochs=1, batch_size=1, eval_batch_size=1, lr=1e30, lr_factor=1.01, lr_patience=1, lr_min=0.0,
-             clip_grad=None)
+    Protocol(
+        epochs=1, batch_size=1, eval_batch_size=1, lr=1e30, lr_factor=1.01, lr_patience=1, lr_min=0.0, clip_grad=None
+    )
     Protocol(lr=0.05, lr_min=0.05)  # lr == lr_min still trains until the first decay
     Protocol(lr=1, clip_grad=1)  # ints where floats are expected
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("epochs", "0", "protocol 'epochs' must be an integer >= 1, got 0"),
-    ("lr", "-1", "protocol 'lr' must be a finite number > 0, got -1.0"),
-    ("batch_size", "-5", "protocol 'batch_size' must be an integer >= 1, got -5"),
-    ("lr", "nan", "protocol 'lr' must be a finite number > 0, got nan"),
-    ("clip_grad", "0", "protocol 'clip_grad' must be none or a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("epochs", "0", "protocol 'epochs' must be an integer >= 1, got 0"),
+        ("lr", "-1", "protocol 'lr' must be a finite number > 0, got -1.0"),
+        ("batch_size", "-5", "protocol 'batch_size' must be an integer >= 1, got -5"),
+        ("lr", "nan", "protocol 'lr' must be a finite number > 0, got nan"),
+        ("clip_grad", "0", "protocol 'clip_grad' must be none or a finite number > 0"),
+    ],
+)
 def test_protocol_from_text_is_checked_too(name, text, message):
     with pytest.raises(ValueError, match=_re(message)):
         protocol_from_dict({name: text})
@@ -91,28 +96,35 @@ def test_protocol_from_text_is_checked_too(name, text, message):
         protocol_from_dict({name: text}, preset="quick")
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("epochs=0", "protocol 'epochs' must be an integer >= 1, got 0"),
-    ("lr=-1", "protocol 'lr' must be a finite number > 0, got -1.0"),
-    ("batch_size=-5", "protocol 'batch_size' must be an integer >= 1, got -5"),
-    ("lr_factor=1", "protocol 'lr_factor' must be a finite number > 1"),
-    ("lr_min=1", "protocol 'lr_min' must be <= lr"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("epochs=0", "protocol 'epochs' must be an integer >= 1, got 0"),
+        ("lr=-1", "protocol 'lr' must be a finite number > 0, got -1.0"),
+        ("batch_size=-5", "protocol 'batch_size' must be an integer >= 1, got -5"),
+        ("lr_factor=1", "protocol 'lr_factor' must be a finite number > 1"),
+        ("lr_min=1", "protocol 'lr_min' must be <= lr"),
+    ],
+)
 def test_cli_refuses_a_bad_protocol_before_creating_the_store(tmp_path, setting, message):
     store = tmp_path / "s.db"
-    res = CliRunner().invoke(main, ["run", "-s", "sgd", "-c", "split_mnist", "--set", setting, "--store", str(store),
-                                    *no_data(tmp_path)])
+    res = CliRunner().invoke(
+        main, ["run", "-s", "sgd", "-c", "split_mnist", "--set", setting, "--store", str(store), *no_data(tmp_path)]
+    )
     assert res.exit_code != 0
     assert message in res.output and "Traceback" not in res.output
     assert not store.exists()
 
 
-@pytest.mark.parametrize("protocol, message", [
-    ({"epochs": 0}, "protocol 'epochs' must be an integer >= 1, got 0"),
-    ({"lr": [0.05, -1]}, "protocol 'lr' must be a finite number > 0, got -1.0"),
-    ({"batch_size": -5}, "protocol 'batch_size' must be an integer >= 1, got -5"),
-    ({"preset": "quick", "lr": "1e-5"}, "protocol 'lr_min' must be <= lr"),
-])
+@pytest.mark.parametrize(
+    "protocol, message",
+    [
+        ({"epochs": 0}, "protocol 'epochs' must be an integer >= 1, got 0"),
+        ({"lr": [0.05, -1]}, "protocol 'lr' must be a finite number > 0, got -1.0"),
+        ({"batch_size": -5}, "protocol 'batch_size' must be an integer >= 1, got -5"),
+        ({"preset": "quick", "lr": "1e-5"}, "protocol 'lr_min' must be <= lr"),
+    ],
+)
 def test_sweep_file_refuses_a_bad_protocol(protocol, message):
     with pytest.raises(SweepError, match=_re(message)):
         parse_sweep({"scenario": "tiny_ranges", "strategies": {"sgd": None}, "protocol": protocol})
@@ -167,8 +179,21 @@ def test_sweep_file_refuses_out_of_range_hparams(strategy, name, value, message)
 
 
 def test_cli_refuses_out_of_range_hparams(tmp_path):
-    res = CliRunner().invoke(main, ["run", "-s", "ewc", "-c", "split_mnist", "-p", "lamb=-1",
-                                    "--store", str(tmp_path / "s.db"), *no_data(tmp_path)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "-s",
+            "ewc",
+            "-c",
+            "split_mnist",
+            "-p",
+            "lamb=-1",
+            "--store",
+            str(tmp_path / "s.db"),
+            *no_data(tmp_path),
+        ],
+    )
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "hyperparameter 'lamb' of 'ewc' must be a finite number >= 0, got -1.0" in res.output
 
@@ -245,16 +270,20 @@ def test_a_builder_called_directly_checks_its_declared_ranges():
     assert len(_tiny(noise=0.5).tasks) == 2
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--max-train-per-task", "0", "option 'max_train_per_task' must be an integer >= 1, got 0"),
-    ("--tasks", "0,0", "option 'tasks' names position(s) 0 more than once"),
-    ("-o", "valid_fraction=1.5", "option 'valid_fraction' must be a finite number in [0, 1), got 1.5"),
-    ("--seed", "-1", "seed must be an integer in [0, 4294967295], got -1"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--max-train-per-task", "0", "option 'max_train_per_task' must be an integer >= 1, got 0"),
+        ("--tasks", "0,0", "option 'tasks' names position(s) 0 more than once"),
+        ("-o", "valid_fraction=1.5", "option 'valid_fraction' must be a finite number in [0, 1), got 1.5"),
+        ("--seed", "-1", "seed must be an integer in [0, 4294967295], got -1"),
+    ],
+)
 def test_cli_refuses_bad_options_and_seeds_before_creating_the_store(tmp_path, option, value, message):
     store = tmp_path / "s.db"
-    res = CliRunner().invoke(main, ["run", "-s", "sgd", "-c", "split_mnist", option, value, "--store", str(store),
-                                    *no_data(tmp_path)])
+    res = CliRunner().invoke(
+        main, ["run", "-s", "sgd", "-c", "split_mnist", option, value, "--store", str(store), *no_data(tmp_path)]
+    )
     assert res.exit_code != 0
     assert message in res.output and "Traceback" not in res.output
     assert not store.exists()

@@ -1,4 +1,5 @@
 """Whole runs: determinism, skipping finished configs, failures stored with their reason, plugins."""
+
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,7 @@ TINY = {"max_train_per_task": 300}
 
 
 def config(strategy="sgd", seed=0, **protocol):
-    return RunConfig(strategy, "split_mnist", seed, protocol=Protocol(epochs=2, **protocol),
-                     scenario_options=TINY)
+    return RunConfig(strategy, "split_mnist", seed, protocol=Protocol(epochs=2, **protocol), scenario_options=TINY)
 
 
 def test_same_seed_gives_identical_accuracy_matrix():
@@ -58,7 +58,8 @@ def test_bad_hyperparameters_name_the_accepted_ones():
 
 def test_strategy_from_a_file_runs_and_its_penalty_matters():
     plain = execute(config(strategy=f"{EXAMPLE}:L2Anchor", seed=0)).accuracy
-    strong = execute(RunConfig(f"{EXAMPLE}:L2Anchor", "split_mnist", 0, {"strength": 50.0},
-                               Protocol(epochs=2), TINY)).accuracy
+    strong = execute(
+        RunConfig(f"{EXAMPLE}:L2Anchor", "split_mnist", 0, {"strength": 50.0}, Protocol(epochs=2), TINY)
+    ).accuracy
     assert not np.array_equal(plain, strong)
     assert strong[1, 0] >= plain[1, 0] - 0.02  # the pull protects task 1 at least as well

@@ -1,4 +1,5 @@
 """The results store: round trip, one transaction per run, clear errors."""
+
 import os
 import signal
 import sqlite3
@@ -17,10 +18,26 @@ from cl_bench.store import RunRecord, Store, StoreError, config_hash
 def record(run_id="r1", T=3, status="finished", seed=0, strategy="sgd"):
     acc = np.full((T, T), np.nan)
     acc[np.tril_indices(T)] = np.linspace(0.1, 0.9, T * (T + 1) // 2)
-    return RunRecord(run_id, strategy, "split_mnist", seed, {"lamb": 2.0}, {"lr": 0.05}, {"max_train_per_task": 10},
-                     status, acc, tags=["a"], error=None, code_version="0.1.0", data={"x": 1},
-                     started=1.0, finished=2.0, wall_s=1.0, monitoring={"hat": {"reuse": [[None, 0.5]]}},
-                     history=[{"epoch": 1, "valid_loss": 0.3}])
+    return RunRecord(
+        run_id,
+        strategy,
+        "split_mnist",
+        seed,
+        {"lamb": 2.0},
+        {"lr": 0.05},
+        {"max_train_per_task": 10},
+        status,
+        acc,
+        tags=["a"],
+        error=None,
+        code_version="0.1.0",
+        data={"x": 1},
+        started=1.0,
+        finished=2.0,
+        wall_s=1.0,
+        monitoring={"hat": {"reuse": [[None, 0.5]]}},
+        history=[{"epoch": 1, "valid_loss": 0.3}],
+    )
 
 
 def test_round_trip(tmp_path):
@@ -29,8 +46,21 @@ def test_round_trip(tmp_path):
     store.save(rec)
     back = store.get("r1")
     np.testing.assert_array_equal(back.accuracy, rec.accuracy)
-    for field in ("strategy", "scenario", "seed", "hparams", "protocol", "scenario_options", "status", "tags",
-                  "code_version", "data", "monitoring", "history", "wall_s"):
+    for field in (
+        "strategy",
+        "scenario",
+        "seed",
+        "hparams",
+        "protocol",
+        "scenario_options",
+        "status",
+        "tags",
+        "code_version",
+        "data",
+        "monitoring",
+        "history",
+        "wall_s",
+    ):
         assert getattr(back, field) == getattr(rec, field), field
     assert store.status("r1") == "finished" and store.status("nope") is None
 
@@ -55,6 +85,7 @@ def test_config_hash_is_order_independent():
 def test_error_inside_the_transaction_writes_nothing(tmp_path, monkeypatch):
     """The runs row is inserted first; a failure while writing the matrix must roll it back."""
     import cl_bench.store as store_mod
+
     store = Store(tmp_path / "s.db")
 
     class Boom:
@@ -110,6 +141,7 @@ def test_locked_store_gives_a_clear_message(tmp_path, monkeypatch):
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")
     import cl_bench.store as store_mod
+
     real_connect = sqlite3.connect
     monkeypatch.setattr(store_mod.sqlite3, "connect", lambda p, timeout=60: real_connect(p, timeout=0.2))
     try:

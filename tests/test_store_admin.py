@@ -1,6 +1,7 @@
 """Store housekeeping (cl_bench.store_admin, Store.add_tags): tags added to stored runs, runs deleted
 (never one a live process is running), stores merged without duplicates and with conflicts reported,
 runs exported to CSV and JSON that read back."""
+
 import csv
 import json
 import sqlite3
@@ -24,9 +25,11 @@ def _tiny(seed=0, data_root_path=None, download=False):
 
 
 PROTOCOL = PRESETS["quick"].replace(epochs=1)
-CONFIGS = [RunConfig("sgd", "tiny_store_admin", 0, {}, PROTOCOL),
-           RunConfig("ewc", "tiny_store_admin", 1, {"lamb": 100.0}, PROTOCOL, tags=["r1"]),
-           RunConfig("joint", "tiny_store_admin", 0, {}, PROTOCOL)]
+CONFIGS = [
+    RunConfig("sgd", "tiny_store_admin", 0, {}, PROTOCOL),
+    RunConfig("ewc", "tiny_store_admin", 1, {"lamb": 100.0}, PROTOCOL, tags=["r1"]),
+    RunConfig("joint", "tiny_store_admin", 0, {}, PROTOCOL),
+]
 
 
 def fill(path, configs=CONFIGS) -> Store:
@@ -56,8 +59,22 @@ def copy_store(made, name, tmp_path) -> Store:
 
 
 def failed(run_id, accuracy=None, tags=()):
-    return RunRecord(run_id, "sgd", "tiny_store_admin", 0, {}, {}, {}, "failed", accuracy, tags=list(tags),
-                     error="RuntimeError: boom\ntraceback", started=1.0, finished=2.0, wall_s=1.0)
+    return RunRecord(
+        run_id,
+        "sgd",
+        "tiny_store_admin",
+        0,
+        {},
+        {},
+        {},
+        "failed",
+        accuracy,
+        tags=list(tags),
+        error="RuntimeError: boom\ntraceback",
+        started=1.0,
+        finished=2.0,
+        wall_s=1.0,
+    )
 
 
 def test_add_tags_unites_in_order_and_unknown_ids_write_nothing(made, tmp_path):
@@ -138,8 +155,10 @@ def test_delete_refuses_a_run_stored_beside_a_claimed_configuration(tmp_path):
 
 
 def snapshot(store):
-    return {r.run_id: (r.status, r.tags, r.started, np.nan_to_num(r.accuracy, nan=-1).tolist(), r.history)
-            for r in store.query()}
+    return {
+        r.run_id: (r.status, r.tags, r.started, np.nan_to_num(r.accuracy, nan=-1).tolist(), r.history)
+        for r in store.query()
+    }
 
 
 def test_merge_copies_runs_with_accuracy_and_attempts_and_twice_adds_nothing(made, tmp_path):
@@ -149,8 +168,9 @@ def test_merge_copies_runs_with_accuracy_and_attempts_and_twice_adds_nothing(mad
     assert sorted(added) == source.run_ids() and skipped == [] and conflicts == []
     assert snapshot(store) == snapshot(source)
     for run_id in added:
-        assert [(a.status, a.started) for a in store.attempts(run_id)] == \
-               [(a.status, a.started) for a in source.attempts(run_id)]
+        assert [(a.status, a.started) for a in store.attempts(run_id)] == [
+            (a.status, a.started) for a in source.attempts(run_id)
+        ]
     again = merge_from(store, made / "a.db")
     assert again.added == [] and sorted(again.skipped) == source.run_ids() and again.conflicts == []
     assert snapshot(store) == snapshot(source)
@@ -228,7 +248,8 @@ def test_merge_reads_a_version_1_store_without_changing_it(tmp_path):
         "PRIMARY KEY (run_id, t, tau));"
         "INSERT INTO runs VALUES ('old1', 'sgd', 'split_mnist', 0, '{}', '{}', '{}', '[]', 'finished', NULL, "
         "'0.1.0', '{}', 1.0, 2.0, 1.0, 1, '{}', '[]');"
-        "INSERT INTO accuracy VALUES ('old1', 0, 0, 0.75);")
+        "INSERT INTO accuracy VALUES ('old1', 0, 0, 0.75);"
+    )
     conn.close()
     before = old.read_bytes()
     store = Store(tmp_path / "new.db")
@@ -245,13 +266,25 @@ def test_export_csv_is_tidy_and_reads_back(made, tmp_path):
     with open(tmp_path / "runs.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3 * 3  # 2 tasks: 3 cells per run
-    expected = {"run_id", "strategy", "seed", "status", "tags", "hp.lamb", "protocol.lr", "protocol.epochs", "t", "tau",
-                "acc"}
+    expected = {
+        "run_id",
+        "strategy",
+        "seed",
+        "status",
+        "tags",
+        "hp.lamb",
+        "protocol.lr",
+        "protocol.epochs",
+        "t",
+        "tau",
+        "acc",
+    }
     assert expected <= set(rows[0])
     for r in store.query():
         mine = [row for row in rows if row["run_id"] == r.run_id]
-        assert {(int(x["t"]), int(x["tau"])): float(x["acc"]) for x in mine} == \
-               {(t, tau): r.accuracy[t, tau] for t in range(2) for tau in range(t + 1)}
+        assert {(int(x["t"]), int(x["tau"])): float(x["acc"]) for x in mine} == {
+            (t, tau): r.accuracy[t, tau] for t in range(2) for tau in range(t + 1)
+        }
         assert all(x["protocol.epochs"] == "1" and x["tags"] == ",".join(r.tags) for x in mine)
         assert all(x["hp.lamb"] == ("100.0" if r.strategy == "ewc" else "") for x in mine)
 

@@ -1,4 +1,5 @@
 """Attempts: a failed attempt never replaces a finished result; every attempt is kept and shown."""
+
 import json
 import sqlite3
 import textwrap
@@ -35,8 +36,22 @@ def _tiny(seed=0, data_root_path=None, download=False):
 
 
 def record(status="finished", acc=0.8, run_id="r1", error=None):
-    return RunRecord(run_id, "sgd", "split_mnist", 0, {}, {}, {}, status, np.array([[acc, np.nan], [acc, acc]]),
-                     error=error, started=1.0, finished=2.0, wall_s=1.0, code_version="v")
+    return RunRecord(
+        run_id,
+        "sgd",
+        "split_mnist",
+        0,
+        {},
+        {},
+        {},
+        status,
+        np.array([[acc, np.nan], [acc, acc]]),
+        error=error,
+        started=1.0,
+        finished=2.0,
+        wall_s=1.0,
+        code_version="v",
+    )
 
 
 def test_a_failed_attempt_never_replaces_a_finished_run(tmp_path):
@@ -47,7 +62,9 @@ def test_a_failed_attempt_never_replaces_a_finished_run(tmp_path):
     kept = store.get("r1")
     assert kept.status == "finished" and kept.accuracy[1, 1] == pytest.approx(0.8)
     assert [(a.attempt, a.status, a.error) for a in store.attempts("r1")] == [
-        (1, "finished", None), (2, "failed", "RuntimeError: boom")]
+        (1, "finished", None),
+        (2, "failed", "RuntimeError: boom"),
+    ]
 
 
 def test_a_failed_run_replaces_a_failed_one_and_a_finished_one_replaces_any(tmp_path):
@@ -84,18 +101,29 @@ def test_force_rerun_that_fails_keeps_the_finished_result_and_says_so(tmp_path):
     assert [a.status for a in store.attempts(first.run_id)] == ["finished", "failed"]
 
     # the command line says that the finished result was kept, and status shows the attempts
-    args = ["run", "--strategy", f"{strategy}:Flaky", "--scenario", "tiny_attempts", "--epochs", "1",
-            "--store", str(tmp_path / "s.db")]
+    args = [
+        "run",
+        "--strategy",
+        f"{strategy}:Flaky",
+        "--scenario",
+        "tiny_attempts",
+        "--epochs",
+        "1",
+        "--store",
+        str(tmp_path / "s.db"),
+    ]
     res = CliRunner().invoke(main, [*args, "--force"])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit)  # a one-line error, then the stored one
     assert "attempt 3" in res.output and "earlier finished result of this run" in res.output
     assert "was kept in the store" in res.output
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(textwrap.dedent(f"""
+    sweep.write_text(
+        textwrap.dedent(f"""
         scenario: tiny_attempts
         strategies: {{"{strategy}:Flaky": }}
         protocol: {{epochs: 1}}
-    """))
+    """)
+    )
     res = CliRunner().invoke(main, ["status", str(sweep), "--store", str(tmp_path / "s.db"), "--errors"])
     assert res.exit_code == 0, res.output
     assert "total: 1 finished, 0 failed, 0 pending" in res.output

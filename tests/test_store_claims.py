@@ -1,5 +1,6 @@
 """Claims: one process at a time runs a configuration; dead claims are taken over; two sweeps on one
 store run each configuration exactly once."""
+
 import os
 import socket
 import subprocess
@@ -85,8 +86,10 @@ def test_a_run_claimed_by_a_live_process_is_not_run_again(tmp_path):
     with pytest.raises(RunBusy, match="being run by another process"):
         execute(config, store)
     assert store.query() == []
-    res = CliRunner().invoke(main, ["run", "--strategy", "sgd", "--scenario", "tiny_claims", "--epochs", "1",
-                                    "--store", str(tmp_path / "s.db")])
+    res = CliRunner().invoke(
+        main,
+        ["run", "--strategy", "sgd", "--scenario", "tiny_claims", "--epochs", "1", "--store", str(tmp_path / "s.db")],
+    )
     assert res.exit_code == 1 and "being run by another process" in res.output
     claims.release(store, config.run_id(), other)
     assert execute(config, store).status == "finished"
@@ -117,26 +120,36 @@ def test_two_sweeps_on_one_store_run_each_configuration_exactly_once(tmp_path):
     strategy = tmp_path / "counted.py"
     strategy.write_text(COUNTED)
     file = tmp_path / "sweep.yaml"
-    file.write_text(textwrap.dedent(f"""
+    file.write_text(
+        textwrap.dedent(f"""
         name: twice
         scenario: {{name: split_mnist, max_train_per_task: 20, tasks: [0]}}
         strategies: {{"{strategy}:Counted": }}
         seeds: [0, 1, 2, 3, 4, 5]
         protocol: {{preset: quick, epochs: 1}}
-    """))
+    """)
+    )
     store = tmp_path / "runs.db"
     Store(store)
     env = {**os.environ, "CL_BENCH_DATA": os.environ["CL_BENCH_DATA"]}
     cmd = [str(CL_BENCH), "sweep", str(file), "--store", str(store), "--threads", "1", "--quiet"]
-    sweeps = [subprocess.Popen([*cmd, "--workers", workers], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True) for workers in ("1", "0")]
+    sweeps = [
+        subprocess.Popen(
+            [*cmd, "--workers", workers], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for workers in ("1", "0")
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in sweeps]
     assert [p.returncode for p in sweeps] == [0, 0], outputs
     starts = strategy.with_suffix(".log").read_text().split()
     seeds = sorted(int(s) for s in starts[1::2])
     assert seeds == [0, 1, 2, 3, 4, 5], outputs  # each configuration executed exactly once
     assert len(Store.open_read(store).query("status = 'finished'")) == 6
-    done = [int(line.split(": ")[1].split()[0]) for out in outputs for line in out.splitlines()
-            if line.startswith("sweep twice: ") and "run(s) finished" in line]
+    done = [
+        int(line.split(": ")[1].split()[0])
+        for out in outputs
+        for line in out.splitlines()
+        if line.startswith("sweep twice: ") and "run(s) finished" in line
+    ]
     assert sum(done) == 6, outputs
     assert claims.live_claims(Store.open_read(store)) == []

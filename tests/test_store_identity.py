@@ -1,5 +1,6 @@
 """A run's identity: an edited strategy file or other data never serves the old result (both are kept),
 while a store whose code and data did not change serves every finished run under its own id."""
+
 import hashlib
 import shutil
 import textwrap
@@ -20,13 +21,13 @@ from cl_bench.sweep import load_sweep, run_sweep
 from cl_bench.trainer import Protocol, Trainer
 
 REPORTS_DB = Path(__file__).resolve().parents[1] / "reports" / "runs.db"
-MINE = '''
+MINE = """
 from cl_bench.strategy import Strategy
 
 
 class Mine(Strategy):
     name = "mine"  # version 1
-'''
+"""
 
 
 @register_scenario("tiny_files", "2 synthetic tasks drawn from the file <data root>/tiny/seed.txt (tests only)")
@@ -70,8 +71,7 @@ def test_an_edited_strategy_file_runs_again_beside_the_old_result(tmp_path):
 
 
 def test_other_data_run_again_beside_the_old_result_and_the_same_files_elsewhere_do_not(tmp_path):
-    a, b, copy_of_a = (data_root(tmp_path, "a", "1"), data_root(tmp_path, "b", "2"),
-                       data_root(tmp_path, "a2", "1"))
+    a, b, copy_of_a = (data_root(tmp_path, "a", "1"), data_root(tmp_path, "b", "2"), data_root(tmp_path, "a2", "1"))
     store = Store(tmp_path / "s.db")
     on_a = execute(config(), store, data_root=a)
     assert execute(config(), store, data_root=copy_of_a).started == on_a.started  # same checksums
@@ -88,11 +88,11 @@ def test_the_sweep_planner_serves_and_reruns_exactly_as_execute(tmp_path):
     file = tmp_path / "sweep.yaml"
     file.write_text("{scenario: tiny_files, strategies: {sgd: }, seeds: [0, 1], protocol: {epochs: 1}}")
     store_path = tmp_path / "s.db"
-    assert [o.status for o in run_sweep(load_sweep(file), store_path, workers=0, data_root=a,
-                                        progress=False)] == ["finished"] * 2
+    assert [o.status for o in run_sweep(load_sweep(file), store_path, workers=0, data_root=a, progress=False)] == [
+        "finished"
+    ] * 2
     assert run_sweep(load_sweep(file), store_path, workers=0, data_root=a, progress=False) == []
-    res = CliRunner().invoke(main, ["sweep", str(file), "--store", str(store_path), "--dry-run",
-                                    "--data-root", str(b)])
+    res = CliRunner().invoke(main, ["sweep", str(file), "--store", str(store_path), "--dry-run", "--data-root", str(b)])
     assert res.exit_code == 0, res.output
     assert "2 to run, 0 in the store" in res.output and res.output.count("(again: data changed") == 2
     on_b = run_sweep(load_sweep(file), store_path, workers=0, data_root=b, progress=False)
@@ -107,8 +107,16 @@ def test_a_checkpoint_made_with_other_data_is_not_resumed(tmp_path):
     strategy = get_strategy("sgd")(scenario)
     trainer = Trainer(scenario, Protocol(epochs=1))
     path = tmp_path / "run.pt"
-    ckpt.save(path, run_id="r", code_version="v", next_task=1, strategy=strategy, trainer=trainer,
-              accuracy=np.zeros((2, 2)), identity={"data": "aaaa"})
+    ckpt.save(
+        path,
+        run_id="r",
+        code_version="v",
+        next_task=1,
+        strategy=strategy,
+        trainer=trainer,
+        accuracy=np.zeros((2, 2)),
+        identity={"data": "aaaa"},
+    )
     assert ckpt.load(path, "r", {"data": "aaaa"}) is not None
     assert ckpt.load(path, "r", {}) is not None  # nothing to compare
     with pytest.warns(UserWarning, match="made with another data"):
@@ -130,8 +138,11 @@ def test_an_old_store_whose_data_did_not_change_serves_its_runs(tmp_path):
         pytest.skip(f"the MNIST files under {SHARED_DATA} are not the ones these runs read")
     assert set(view.statuses([r.run_id for r in records]).values()) == {"finished"} and not view.changed
     old = records[0]
-    again = execute(RunConfig(old.strategy, old.scenario, old.seed, old.hparams, Protocol(**old.protocol),
-                              old.scenario_options), store, data_root=SHARED_DATA)
+    again = execute(
+        RunConfig(old.strategy, old.scenario, old.seed, old.hparams, Protocol(**old.protocol), old.scenario_options),
+        store,
+        data_root=SHARED_DATA,
+    )
     assert again.run_id == old.run_id and again.started == old.started  # served, not run again
     assert len(store.query()) == len(Store.open_read(REPORTS_DB).query())
 
@@ -141,11 +152,13 @@ def test_a_sweep_file_naming_an_edited_strategy_runs_it_again(tmp_path):
     strategy = tmp_path / "mine.py"
     strategy.write_text(MINE)
     file = tmp_path / "sweep.yaml"
-    file.write_text(textwrap.dedent(f"""
+    file.write_text(
+        textwrap.dedent(f"""
         scenario: tiny_files
         strategies: {{"{strategy}:Mine": }}
         protocol: {{epochs: 1}}
-    """))
+    """)
+    )
     store_path = tmp_path / "s.db"
     first = run_sweep(load_sweep(file), store_path, workers=0, data_root=root, progress=False)
     assert [o.status for o in first] == ["finished"]

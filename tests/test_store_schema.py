@@ -1,4 +1,5 @@
 """The store's schema version, migration, writability and read-only opening, checked when it opens."""
+
 import hashlib
 import os
 import shutil
@@ -34,9 +35,29 @@ def v1_store(path: Path, n: int = 3) -> Path:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(V1_SCHEMA)
     for i in range(n):
-        conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                     (f"run{i}", "sgd", "split_mnist", i, "{}", "{}", "{}", "[]", "finished", None, "0.1.0",
-                      "{}", 1.0, 2.0, 1.0, 1, "{}", "[]"))
+        conn.execute(
+            "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                f"run{i}",
+                "sgd",
+                "split_mnist",
+                i,
+                "{}",
+                "{}",
+                "{}",
+                "[]",
+                "finished",
+                None,
+                "0.1.0",
+                "{}",
+                1.0,
+                2.0,
+                1.0,
+                1,
+                "{}",
+                "[]",
+            ),
+        )
         conn.execute("INSERT INTO accuracy VALUES (?,?,?,?)", (f"run{i}", 0, 0, 0.5 + i / 10))
     conn.commit()
     conn.close()
@@ -44,8 +65,9 @@ def v1_store(path: Path, n: int = 3) -> Path:
 
 
 def record(run_id="new", status="finished"):
-    return RunRecord(run_id, "sgd", "split_mnist", 0, {}, {}, {}, status, np.array([[0.9]]), started=3.0,
-                     finished=4.0, wall_s=1.0)
+    return RunRecord(
+        run_id, "sgd", "split_mnist", 0, {}, {}, {}, status, np.array([[0.9]]), started=3.0, finished=4.0, wall_s=1.0
+    )
 
 
 def user_version(path) -> int:
@@ -165,8 +187,9 @@ def test_a_reader_sees_what_a_writer_commits_meanwhile(tmp_path):
 
 
 def test_dry_run_without_a_store_creates_none(tmp_path):
-    res = CliRunner().invoke(main, ["sweep", str(_sweep_file(tmp_path)), "--store", str(tmp_path / "new.db"),
-                                    "--dry-run"])
+    res = CliRunner().invoke(
+        main, ["sweep", str(_sweep_file(tmp_path)), "--store", str(tmp_path / "new.db"), "--dry-run"]
+    )
     assert res.exit_code == 0, res.output
     assert "1 to run" in res.output and not (tmp_path / "new.db").exists()
 
@@ -181,19 +204,31 @@ def _read_only_mount(folder: Path, code: str) -> subprocess.CompletedProcess:
     """Run ``code`` in Python with ``folder`` remounted read-only (a private mount namespace)."""
     script = folder.parent / "probe.py"
     script.write_text(textwrap.dedent(code))
-    shell = (f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
-             f"{sys.executable} {script}")
-    return subprocess.run(["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    shell = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && {sys.executable} {script}"
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", shell],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 def _can_mount_read_only(tmp_path) -> bool:
     probe = tmp_path / "probe-ro"
     probe.mkdir()
     try:
-        done = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount --bind {probe} {probe} && "
-                               f"mount -o remount,bind,ro {probe} && ! touch {probe}/x"],
-                              capture_output=True, timeout=30)
+        done = subprocess.run(
+            [
+                "unshare",
+                "-rm",
+                "sh",
+                "-c",
+                f"mount --bind {probe} {probe} && mount -o remount,bind,ro {probe} && ! touch {probe}/x",
+            ],
+            capture_output=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -208,7 +243,9 @@ def test_on_a_read_only_file_system_readers_work_and_writers_fail_at_open(tmp_pa
     v1_store(folder / "old.db")
     files = listing(folder)
     sweep = _sweep_file(tmp_path)
-    done = _read_only_mount(folder, f"""
+    done = _read_only_mount(
+        folder,
+        f"""
         from click.testing import CliRunner
         from cl_bench.cli import main
         from cl_bench.store import Store, StoreError
@@ -218,12 +255,13 @@ def test_on_a_read_only_file_system_readers_work_and_writers_fail_at_open(tmp_pa
                 Store({str(folder)!r} + "/" + name)
             except StoreError as e:
                 print(name, "write refused:", e)
-        res = CliRunner().invoke(main, ["status", {str(sweep)!r}, "--store", {str(folder / 's.db')!r}])
+        res = CliRunner().invoke(main, ["status", {str(sweep)!r}, "--store", {str(folder / "s.db")!r}])
         print("status exit", res.exit_code, res.output.splitlines()[-1])
         res = CliRunner().invoke(main, ["run", "--strategy", "sgd", "--scenario", "split_mnist", "--store",
-                                        {str(folder / 's.db')!r}])
+                                        {str(folder / "s.db")!r}])
         print("run exit", res.exit_code, res.output.strip().splitlines()[-1])
-    """)
+    """,
+    )
     out = done.stdout
     assert done.returncode == 0, done.stderr + out
     assert "s.db read 1" in out and "old.db read 3" in out

@@ -1,4 +1,5 @@
 """The protocol (the HAT authors' code): lr schedule, early stop, best-weight restore, divergence."""
+
 import math
 
 import numpy as np
@@ -48,7 +49,7 @@ def test_plateau_divides_lr_by_3_and_stops_below_1e4(tiny_scenario):
     losses = [1.0] + [2.0] * 100  # improves once, then never
     trainer, _ = run_script(tiny_scenario, losses)
     # 5 epochs at each of 0.05, 0.05/3, ..., 0.05/3^5 = 2.06e-4 after the first; 0.05/3^6 < 1e-4 stops.
-    expected = [0.05] * 6 + [0.05 / 3 ** k for k in range(1, 6) for _ in range(5)]
+    expected = [0.05] * 6 + [0.05 / 3**k for k in range(1, 6) for _ in range(5)]
     assert len(trainer.lrs) == 31  # the reference's minimum task length
     assert trainer.lrs == pytest.approx(expected)
 

@@ -11,21 +11,53 @@ from cl_bench.trainer import protocol_from_dict
 from cl_bench.values import BadValue, parse_assignments, parse_like, parse_value
 
 
-@pytest.mark.parametrize("raw, kind, expected", [
-    ("true", bool, True), ("No", bool, False), ("on", bool, True), ("0", bool, False), (1, bool, True),
-    (True, bool, True), ("10", int, 10), (10.0, int, 10), ("1e3", int, 1000), (7, int, 7),
-    ("1e-4", float, 1e-4), (3, float, 3.0), (" 0.5 ", float, 0.5), ("abc", str, "abc"),
-    ("none", None, None), (None, None, None), ("2.5", None, 2.5), ([1, 2], list, [1, 2]),
-])
+@pytest.mark.parametrize(
+    "raw, kind, expected",
+    [
+        ("true", bool, True),
+        ("No", bool, False),
+        ("on", bool, True),
+        ("0", bool, False),
+        (1, bool, True),
+        (True, bool, True),
+        ("10", int, 10),
+        (10.0, int, 10),
+        ("1e3", int, 1000),
+        (7, int, 7),
+        ("1e-4", float, 1e-4),
+        (3, float, 3.0),
+        (" 0.5 ", float, 0.5),
+        ("abc", str, "abc"),
+        ("none", None, None),
+        (None, None, None),
+        ("2.5", None, 2.5),
+        ([1, 2], list, [1, 2]),
+    ],
+)
 def test_accepted_values(raw, kind, expected):
     value = parse_value(raw, kind, "x")
     assert value == expected and type(value) is type(expected)
 
 
-@pytest.mark.parametrize("raw, kind", [
-    ("maybe", bool, ), (2, bool), ("1.7", int), (1.7, int), (True, int), ("abc", float), (False, float),
-    (3, str), ("inf", int), ("x", None), ("1,2", list),
-])
+@pytest.mark.parametrize(
+    "raw, kind",
+    [
+        (
+            "maybe",
+            bool,
+        ),
+        (2, bool),
+        ("1.7", int),
+        (1.7, int),
+        (True, int),
+        ("abc", float),
+        (False, float),
+        (3, str),
+        ("inf", int),
+        ("x", None),
+        ("1,2", list),
+    ],
+)
 def test_rejected_values_name_the_field(raw, kind):
     with pytest.raises(BadValue, match="epochs must be"):
         parse_value(raw, kind, "epochs")
@@ -58,16 +90,20 @@ def test_every_surface_applies_the_same_rules():
     assert parse_scenario_options("split_mnist", {"tasks": "0,1"}) == {"tasks": [0, 1]}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "epochs=1.7"], "'epochs' must be int"),
-    (["--set", "eval_train_each_epoch=maybe"], "must be bool"),
-    (["--set", "nonsense=1"], "unknown protocol setting"),
-    (["--set", "epochs"], "NAME=VALUE"),
-    (["-o", "seed=3"], "has no option seed"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "epochs=1.7"], "'epochs' must be int"),
+        (["--set", "eval_train_each_epoch=maybe"], "must be bool"),
+        (["--set", "nonsense=1"], "unknown protocol setting"),
+        (["--set", "epochs"], "NAME=VALUE"),
+        (["-o", "seed=3"], "has no option seed"),
+    ],
+)
 def test_cli_rejects_before_any_work(args, message, tmp_path):
-    result = CliRunner().invoke(main, ["run", "-s", "sgd", "-c", "split_mnist", "--store",
-                                       str(tmp_path / "s.db"), *args])
+    result = CliRunner().invoke(
+        main, ["run", "-s", "sgd", "-c", "split_mnist", "--store", str(tmp_path / "s.db"), *args]
+    )
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output

@@ -33,6 +33,7 @@ has no per-task checkpoint (no ``state_dict``): a killed run restarts. Method-le
 Fisher, LwF's distillation, LFL's penalty) are documented in ``examples/avalanche_crosscheck.py`` and
 the README.
 """
+
 from cl_bench.avalanche_interop.export import task_dataset, to_avalanche
 from cl_bench.avalanche_interop.hparams import FRAMEWORK_ARGS, describe
 from cl_bench.avalanche_interop.library import INSTALL_HINT, PREFIX, AvalancheNotInstalled, import_avalanche
@@ -48,7 +49,21 @@ from cl_bench.avalanche_interop.strategies import (
 )
 
 __all__ = [
-    "ALIASES", "AVALANCHE_STRATEGIES", "FRAMEWORK_ARGS", "INSTALL_HINT", "PAD_LOGIT", "PREFIX",
-    "AvalancheNotInstalled", "AvalancheSpec", "AvalancheStrategy", "describe", "import_avalanche",
-    "protocol_plugin", "strategy_class", "strategy_names", "task_aware_net", "task_dataset", "to_avalanche",
+    "ALIASES",
+    "AVALANCHE_STRATEGIES",
+    "FRAMEWORK_ARGS",
+    "INSTALL_HINT",
+    "PAD_LOGIT",
+    "PREFIX",
+    "AvalancheNotInstalled",
+    "AvalancheSpec",
+    "AvalancheStrategy",
+    "describe",
+    "import_avalanche",
+    "protocol_plugin",
+    "strategy_class",
+    "strategy_names",
+    "task_aware_net",
+    "task_dataset",
+    "to_avalanche",
 ]

@@ -4,6 +4,7 @@ One stream per split (``train_stream``, ``valid_stream``, ``test_stream``), one 
 task label = task index, holding float tensors normalised by cl-bench's own code path
 (``Data.of(task, split, t).batch``), so a sample is bit-for-bit what cl-bench trains on.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -30,9 +31,11 @@ def task_dataset(task, split: str, t: int):
     x, y, _ = data.batch(torch.arange(len(data), device=data.y.device))
     return TaskAwareSupervisedClassificationDataset(
         [torch.utils.data.TensorDataset(x, y)],
-        data_attributes=[DataAttribute(y, "targets"),
-                         DataAttribute(ConstantSequence(t, len(y)), "targets_task_labels",
-                                       use_in_getitem=True)])
+        data_attributes=[
+            DataAttribute(y, "targets"),
+            DataAttribute(ConstantSequence(t, len(y)), "targets_task_labels", use_in_getitem=True),
+        ],
+    )
 
 
 def to_avalanche(scenario: Scenario, streams: Sequence[str] = SPLITS):

@@ -4,6 +4,7 @@ The scalar keyword arguments (float, int, bool, str, or Optional/Union of one) b
 ``Hparams`` dataclass (``-p ewc_lambda=5000``), with the help text of the Avalanche docstring, plus
 ``net``, the cl-bench network variant. Arguments the adapter sets from the protocol are left out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,22 @@ from cl_bench.strategy import HparamError
 from cl_bench.values import BadValue, parse_value
 
 # Constructor arguments the adapter sets from the cl-bench protocol (never hyperparameters).
-FRAMEWORK_ARGS = frozenset({"self", "model", "optimizer", "criterion", "train_mb_size", "train_epochs",
-                            "eval_mb_size", "device", "plugins", "evaluator", "eval_every", "peval_mode"})
+FRAMEWORK_ARGS = frozenset(
+    {
+        "self",
+        "model",
+        "optimizer",
+        "criterion",
+        "train_mb_size",
+        "train_epochs",
+        "eval_mb_size",
+        "device",
+        "plugins",
+        "evaluator",
+        "eval_every",
+        "peval_mode",
+    }
+)
 SCALARS = (float, int, bool, str)
 NETS = ("base", "hat", "lfl")  # the values of ``net`` (nets.build_network's variants)
 
@@ -59,26 +74,35 @@ def hparams_dataclass(short: str, av_cls: type, net: str) -> type:
         kind = _scalar_kind(p.annotation, default)
         if kind is None:
             if p.default is p.empty:
-                raise ValueError(f"{PREFIX}{short}: Avalanche's {av_cls.__name__} needs {p.name!r}, which "
-                                 f"is not a number or string")
+                raise ValueError(
+                    f"{PREFIX}{short}: Avalanche's {av_cls.__name__} needs {p.name!r}, which is not a number or string"
+                )
             continue
         meta = {"help": _param_help(doc, p.name), "grid": None, "kind": kind}
         if p.default is p.empty:
             required.append((p.name, kind, dataclasses.field(metadata=meta)))
         else:
-            optional.append((p.name, kind | None if p.default is None else kind,
-                             dataclasses.field(default=p.default, metadata=meta)))
+            optional.append(
+                (
+                    p.name,
+                    kind | None if p.default is None else kind,
+                    dataclasses.field(default=p.default, metadata=meta),
+                )
+            )
     net_help = "cl-bench network variant (nets.build_network): base, hat or lfl"
-    optional.append(("net", str, dataclasses.field(default=net, metadata={"help": net_help, "grid": None,
-                                                                         "kind": str})))
+    optional.append(
+        ("net", str, dataclasses.field(default=net, metadata={"help": net_help, "grid": None, "kind": str}))
+    )
     return dataclasses.make_dataclass(f"Avalanche{short}Hparams", required + optional)
 
 
 def describe(cls: type) -> str:
     """``name: type = default`` (or ``(required)``) for each hyperparameter of a strategy class."""
-    return ", ".join(f"{f.name}: {f.metadata['kind'].__name__}"
-                     + (" (required)" if f.default is dataclasses.MISSING else f" = {f.default!r}")
-                     for f in dataclasses.fields(cls.Hparams))
+    return ", ".join(
+        f"{f.name}: {f.metadata['kind'].__name__}"
+        + (" (required)" if f.default is dataclasses.MISSING else f" = {f.default!r}")
+        for f in dataclasses.fields(cls.Hparams)
+    )
 
 
 def parse_hparams(cls: type, values: dict[str, Any] | None) -> Any:
@@ -88,13 +112,16 @@ def parse_hparams(cls: type, values: dict[str, Any] | None) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls.Hparams)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise HparamError(f"strategy {cls.name!r} has no hyperparameter {', '.join(unknown)}; it accepts: "
-                          f"{describe(cls)}")
+        raise HparamError(
+            f"strategy {cls.name!r} has no hyperparameter {', '.join(unknown)}; it accepts: {describe(cls)}"
+        )
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:
-        raise HparamError(f"strategy {cls.name!r} needs " + ", ".join(
-            f"-p {n}={fields[n].metadata['kind'].__name__.upper()}" for n in missing)
-            + f" (Avalanche has no default); it accepts: {describe(cls)}")
+        raise HparamError(
+            f"strategy {cls.name!r} needs "
+            + ", ".join(f"-p {n}={fields[n].metadata['kind'].__name__.upper()}" for n in missing)
+            + f" (Avalanche has no default); it accepts: {describe(cls)}"
+        )
     parsed = {}
     for key, raw in values.items():
         f = fields[key]

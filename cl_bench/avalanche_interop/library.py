@@ -4,6 +4,7 @@ Importing Avalanche takes seconds and pulls in many libraries, so every module o
 ``import_avalanche()`` inside the functions that need it, never at import time: ``import cl_bench`` and
 the CLI stay free of it.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -25,6 +26,7 @@ def import_avalanche():
             import avalanche.benchmarks.utils
             import avalanche.training
     except ImportError as e:
-        raise AvalancheNotInstalled(f"Avalanche strategies and benchmarks need avalanche-lib: "
-                                    f"{INSTALL_HINT} ({e})") from e
+        raise AvalancheNotInstalled(
+            f"Avalanche strategies and benchmarks need avalanche-lib: {INSTALL_HINT} ({e})"
+        ) from e
     return avalanche

@@ -3,6 +3,7 @@
 The class derives from Avalanche's, so it is built on first use (``functools.cache``), when Avalanche
 is imported.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,7 +56,7 @@ def _task_aware_net_class() -> type:
             for u in tasks:
                 rows = task_labels == u
                 logits = self.net.heads[u](h[rows])
-                out[rows, :logits.shape[1]] = logits
+                out[rows, : logits.shape[1]] = logits
             return out
 
     return TaskAwareNet

@@ -6,6 +6,7 @@ and logged by ``Trainer.end_epoch``, exactly as ``Trainer.fit`` does for built-i
 plugin adds is what only Avalanche's loop can do: set the optimizer's lr, clip gradients before the
 update, sum the training loss, and stop the loop.
 """
+
 from __future__ import annotations
 
 import functools
@@ -70,8 +71,16 @@ def _protocol_plugin_class() -> type:
             train_loss = self.loss_sum.item() / max(self.n_seen, 1)
             was_training = strategy.model.training
             try:
-                log = trainer.end_epoch(o, t, trainer.data(t, "train"), trainer.data(t, "valid"), self.schedule.lr,
-                                        self.epoch, train_loss, self.start)
+                log = trainer.end_epoch(
+                    o,
+                    t,
+                    trainer.data(t, "train"),
+                    trainer.data(t, "valid"),
+                    self.schedule.lr,
+                    self.epoch,
+                    train_loss,
+                    self.start,
+                )
             finally:
                 strategy.model.train(was_training)  # evaluation left it in eval mode; Avalanche's loop goes on
             self.epoch += 1

@@ -7,6 +7,7 @@ Avalanche strategy's ``train(experience)`` on the exported task (``export``), on
 through ``network.task_aware_net``, with the protocol plugin (``protocol_plugin``) first in its plugins;
 evaluation is cl-bench's, through ``predict(x, t)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,18 +91,27 @@ class AvalancheStrategy(Strategy):
 
         p = trainer.protocol
         if getattr(p, "precision", "fp32") != "fp32":
-            raise ValueError(f"{self.name}: precision {p.precision!r} is not supported (Avalanche's training "
-                             f"loop has no autocast); use fp32")
+            raise ValueError(
+                f"{self.name}: precision {p.precision!r} is not supported (Avalanche's training "
+                f"loop has no autocast); use fp32"
+            )
         model = task_aware_net(self.model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "No loggers specified": cl-bench records the run itself
             evaluator = EvaluationPlugin(loggers=[])
         plugin = protocol_plugin(self)
         self.avalanche = self.avalanche_class(
-            model=model, optimizer=torch.optim.SGD(model.parameters(), lr=p.lr),  # plain SGD, as the protocol
-            criterion=nn.CrossEntropyLoss(), train_mb_size=p.batch_size, train_epochs=p.epochs,
-            eval_mb_size=p.eval_batch_size, device=self.device,
-            plugins=[plugin], evaluator=evaluator, **self.avalanche_kwargs())
+            model=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=p.lr),  # plain SGD, as the protocol
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=p.batch_size,
+            train_epochs=p.epochs,
+            eval_mb_size=p.eval_batch_size,
+            device=self.device,
+            plugins=[plugin],
+            evaluator=evaluator,
+            **self.avalanche_kwargs(),
+        )
         if self.avalanche.plugins[0] is not plugin:  # the best weights must be back first
             raise RuntimeError(f"{self.name}: Avalanche put its own plugins before the protocol's")
         self.benchmark = to_avalanche(self.scenario, streams=("train",))
@@ -114,8 +124,7 @@ class AvalancheStrategy(Strategy):
         p = trainer.protocol  # the protocol of this task's trainer (the runner has one for every task)
         self.avalanche.train_epochs, self.avalanche.train_mb_size = p.epochs, p.batch_size
         self.avalanche.eval_mb_size = p.eval_batch_size
-        self.avalanche.train(self.benchmark.train_stream[t], eval_streams=[], num_workers=0,
-                             pin_memory=False)
+        self.avalanche.train(self.benchmark.train_stream[t], eval_streams=[], num_workers=0, pin_memory=False)
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """Plain cross-entropy of head t: the validation loss (the regularisers live in Avalanche's loop)."""
@@ -125,10 +134,15 @@ class AvalancheStrategy(Strategy):
     def monitoring(self) -> dict[str, Any]:
         avalanche = import_avalanche()
         cls = self.avalanche_class
-        return {"avalanche": {"version": getattr(avalanche, "__version__", "?"),
-                              "class": f"{cls.__module__}.{cls.__qualname__}",
-                              "arguments": self.avalanche_kwargs(), "net": self.hp.net,
-                              "clip_grad": self.clip_threshold}}
+        return {
+            "avalanche": {
+                "version": getattr(avalanche, "__version__", "?"),
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "arguments": self.avalanche_kwargs(),
+                "net": self.hp.net,
+                "clip_grad": self.clip_threshold,
+            }
+        }
 
 
 def strategy_names() -> list[str]:
@@ -147,18 +161,21 @@ def _strategy_class(short: str) -> type[AvalancheStrategy]:
     if spec is None:
         near = [n for n in AVALANCHE_STRATEGIES if n.lower() == ALIASES.get(short, short).lower()]
         hint = f" (did you mean {PREFIX}{near[0]}?)" if near else ""
-        raise ValueError(f"unknown Avalanche strategy {PREFIX}{short}{hint}; valid: "
-                         f"{', '.join(strategy_names())}")
+        raise ValueError(f"unknown Avalanche strategy {PREFIX}{short}{hint}; valid: {', '.join(strategy_names())}")
     av = import_avalanche()
     av_cls = getattr(av.training, spec.cls)
     clip = get_strategy(spec.counterpart).clip_grad if spec.counterpart else Strategy.clip_grad
-    return type(f"Avalanche{short}", (AvalancheStrategy,), {
-        "__doc__": f"Avalanche's {spec.cls} under the cl-bench protocol.",
-        "__module__": __name__,
-        "name": PREFIX + short,
-        "Hparams": hparams_dataclass(short, av_cls, spec.net),
-        "clip_grad": clip,
-        "avalanche_class": av_cls,
-        "spec": spec,
-        "parse_hparams": classmethod(parse_hparams),
-    })
+    return type(
+        f"Avalanche{short}",
+        (AvalancheStrategy,),
+        {
+            "__doc__": f"Avalanche's {spec.cls} under the cl-bench protocol.",
+            "__module__": __name__,
+            "name": PREFIX + short,
+            "Hparams": hparams_dataclass(short, av_cls, spec.net),
+            "clip_grad": clip,
+            "avalanche_class": av_cls,
+            "spec": spec,
+            "parse_hparams": classmethod(parse_hparams),
+        },
+    )

@@ -23,34 +23,51 @@ DEMO_STRATEGIES = ("random", "joint", "sgd", "hat")
 
 
 @click.command()
-@click.option("--store", default=DEFAULT_STORE, show_default=True,
-              help="SQLite results file (`cl-bench report` reads it).")
+@click.option(
+    "--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file (`cl-bench report` reads it)."
+)
 @click.option("--scenario", default="split_mnist", show_default=True)
 @click.option("--max-train-per-task", type=int, default=2000, show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="e.g. 0,1,2")
 @click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
-@click.option("--download/--no-download", default=True, show_default=True,
-              help="Download MNIST into the data root when it is missing.")
+@click.option(
+    "--download/--no-download",
+    default=True,
+    show_default=True,
+    help="Download MNIST into the data root when it is missing.",
+)
 def demo(store, scenario, max_train_per_task, epochs, seeds, data_root, download):
     """A few-minute, reduced-scale demo: SGD and HAT against the Joint and Random references,
     then the rho table. Reduced scale (capped samples, few epochs): not the paper's numbers."""
     with user_errors(StoreError):
         seed_list = [int(x) for x in seeds.split(",")]
         protocol = PRESETS["quick"].replace(epochs=epochs)
-        configs = [RunConfig(name, scenario, seed, {}, protocol, {"max_train_per_task": max_train_per_task},
-                             ["demo"])
-                   for seed in seed_list for name in DEMO_STRATEGIES if name in all_strategies()]
+        configs = [
+            RunConfig(name, scenario, seed, {}, protocol, {"max_train_per_task": max_train_per_task}, ["demo"])
+            for seed in seed_list
+            for name in DEMO_STRATEGIES
+            if name in all_strategies()
+        ]
         db = Store(store)
     console = ConsoleLogger()
-    click.echo(f"{len(configs)} runs at a reduced scale ({max_train_per_task} training samples per task, "
-               f"<= {epochs} epochs): not the paper's protocol. Results go to {store}.")
+    click.echo(
+        f"{len(configs)} runs at a reduced scale ({max_train_per_task} training samples per task, "
+        f"<= {epochs} epochs): not the paper's protocol. Results go to {store}."
+    )
     for config in configs:
-        console.start_run({"run_id": config.run_id(), "strategy": config.strategy,
-                           "scenario": config.scenario, "seed": config.seed})
+        console.start_run(
+            {"run_id": config.run_id(), "strategy": config.strategy, "scenario": config.scenario, "seed": config.seed}
+        )
         with user_errors():
-            rec = execute(config, db, data_root=data_root, download=download, on_epoch=console.log_epoch,
-                          on_task=lambda t, acc: console.log_task(t, acc[t, :t + 1], step_metrics(acc, t)))
+            rec = execute(
+                config,
+                db,
+                data_root=data_root,
+                download=download,
+                on_epoch=console.log_epoch,
+                on_task=lambda t, acc: console.log_task(t, acc[t, : t + 1], step_metrics(acc, t)),
+            )
         console.end_run(rec.status, {"wall_s": rec.wall_s})
         click.echo(f"{config.strategy:>8} seed {config.seed}: A<=T {100 * np.nanmean(rec.accuracy[-1]):.1f}%")
     click.echo(format_markdown(rho_table(with_rho(db.query("scenario = ?", (scenario,))))))

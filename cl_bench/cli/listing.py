@@ -22,8 +22,10 @@ def list_(what, details):
             for f in cls.hparam_fields():
                 grid = f" grid={f.metadata.get('grid')}" if f.metadata.get("grid") else ""
                 rng = f" ({f.metadata['range']})" if f.metadata.get("range") else ""
-                click.echo(f"      {f.name}: {type(f.default).__name__} = {f.default!r}{rng}{grid}  "
-                           f"{f.metadata.get('help', '')}")
+                click.echo(
+                    f"      {f.name}: {type(f.default).__name__} = {f.default!r}{rng}{grid}  "
+                    f"{f.metadata.get('help', '')}"
+                )
     if what in ("scenarios", "all"):
         click.echo("Scenarios:")
         for name, spec in all_scenarios().items():

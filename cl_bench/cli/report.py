@@ -3,6 +3,7 @@
 Only the options and the printing live here; the report itself is cl_bench.report. Tables go to stdout
 (markdown, CSV or pure LaTeX), everything else (missing references, files written) to stderr.
 """
+
 from __future__ import annotations
 
 import click
@@ -32,31 +33,73 @@ def _say(line: str) -> None:
 @click.option("--strategy", "strategies", multiple=True, help="Only these strategies (Joint/Random are kept).")
 @click.option("--seeds", help="Only these seeds, e.g. 0,1,2.")
 @click.option("--tag", "tags", multiple=True, help="Only runs with this tag (Joint/Random are kept).")
-@click.option("--where", "where_pairs", multiple=True, metavar="NAME=VALUE",
-              help="Only runs whose hyperparameter, protocol setting or scenario option NAME has VALUE, e.g. "
-                   "--where precision=bf16 --where c=0.1 (Joint/Random are kept); shows every configuration "
-                   "that matches.")
+@click.option(
+    "--where",
+    "where_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Only runs whose hyperparameter, protocol setting or scenario option NAME has VALUE, e.g. "
+    "--where precision=bf16 --where c=0.1 (Joint/Random are kept); shows every configuration "
+    "that matches.",
+)
 @click.option("--csv", "as_csv", is_flag=True, help="CSV instead of markdown.")
-@click.option("--latex", "as_latex", is_flag=True, help="LaTeX (booktabs) instead of markdown; pure LaTeX, "
-              "with --paper too.")
+@click.option(
+    "--latex", "as_latex", is_flag=True, help="LaTeX (booktabs) instead of markdown; pure LaTeX, with --paper too."
+)
 @click.option("--matrices", is_flag=True, help="Also print the mean accuracy matrix per strategy.")
-@click.option("--all-variants", is_flag=True,
-              help="Show every configuration of a strategy (default: the setting a sweep selected on "
-                   "validation, else its default hyperparameters, in fp32).")
-@click.option("--sweep", "sweeps", multiple=True, metavar="FILE",
-              help="A sweep file (or bundled preset) whose validation-selected settings to show, for runs "
-                   "made before sweeps tagged them (selected:NAME); recomputed from the store.")
-@click.option("--band", type=click.Choice(sorted(BANDS)), default="std", show_default=True,
-              help="Fig. 3's band: +-1 std over seeds, or the 95% Student-t interval.")
-@click.option("--figures", "figures_dir", type=click.Path(file_okay=False),
-              help="Write every supported figure here as PNG (300 dpi) and PDF (TrueType fonts), with the "
-                   "tables and captions.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False),
-              help="Write one self-contained HTML report (provenance, contents, tables, figures, run metadata).")
-@click.option("--paper", is_flag=True, help="Also the paper's numbers beside ours (in the printed output and "
-              "the HTML page).")
-def report_command(store, scenarios, strategies, seeds, tags, where_pairs, as_csv, as_latex, matrices,
-                   all_variants, sweeps, band, figures_dir, html_path, paper):
+@click.option(
+    "--all-variants",
+    is_flag=True,
+    help="Show every configuration of a strategy (default: the setting a sweep selected on "
+    "validation, else its default hyperparameters, in fp32).",
+)
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="FILE",
+    help="A sweep file (or bundled preset) whose validation-selected settings to show, for runs "
+    "made before sweeps tagged them (selected:NAME); recomputed from the store.",
+)
+@click.option(
+    "--band",
+    type=click.Choice(sorted(BANDS)),
+    default="std",
+    show_default=True,
+    help="Fig. 3's band: +-1 std over seeds, or the 95% Student-t interval.",
+)
+@click.option(
+    "--figures",
+    "figures_dir",
+    type=click.Path(file_okay=False),
+    help="Write every supported figure here as PNG (300 dpi) and PDF (TrueType fonts), with the tables and captions.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Write one self-contained HTML report (provenance, contents, tables, figures, run metadata).",
+)
+@click.option(
+    "--paper", is_flag=True, help="Also the paper's numbers beside ours (in the printed output and the HTML page)."
+)
+def report_command(
+    store,
+    scenarios,
+    strategies,
+    seeds,
+    tags,
+    where_pairs,
+    as_csv,
+    as_latex,
+    matrices,
+    all_variants,
+    sweeps,
+    band,
+    figures_dir,
+    html_path,
+    paper,
+):
     """Table 1 (rho<=2, rho<=T per strategy, mean (std) [95% CI] over seeds), one table per scale
     (scenario, options, training protocol), each stating its scale and which configuration each row is;
     with --figures/--html also Figs. 3-7 and the accuracy matrices."""
@@ -71,11 +114,16 @@ def report_command(store, scenarios, strategies, seeds, tags, where_pairs, as_cs
     where = key_values(where_pairs, "--where")
     folders = search_folders(store)
     with user_errors():
-        keep = select_records(records, scenarios, [strategy_key(s, folders) for s in strategies], seed_set,
-                              tags, where)
-    filters = {"store": str(store), "scenario": list(scenarios), "strategy": list(strategies),
-               "seeds": sorted(seed_set) if seed_set else [], "tag": list(tags), "where": where,
-               "sweep": list(sweeps)}
+        keep = select_records(records, scenarios, [strategy_key(s, folders) for s in strategies], seed_set, tags, where)
+    filters = {
+        "store": str(store),
+        "scenario": list(scenarios),
+        "strategy": list(strategies),
+        "seeds": sorted(seed_set) if seed_set else [],
+        "tag": list(tags),
+        "where": where,
+        "sweep": list(sweeps),
+    }
     all_variants = all_variants or bool(where)
     rep = build_report(keep, all_variants, filters, store, selected)
     if rep.missing:
@@ -94,8 +142,10 @@ def report_command(store, scenarios, strategies, seeds, tags, where_pairs, as_cs
         if paper and not rep.table.empty:
             click.echo("\n" + format_comparison(rep.table))
     if matrices and (as_csv or as_latex):
-        _say("--matrices: the accuracy matrices are printed with the markdown output only (--figures writes "
-             "them to accuracy_matrices.md)")
+        _say(
+            "--matrices: the accuracy matrices are printed with the markdown output only (--figures writes "
+            "them to accuracy_matrices.md)"
+        )
     elif matrices:
         for sec in rep.sections:
             for label, _strategy, mean, n in mean_matrices(sec, all_variants):

@@ -25,10 +25,20 @@ from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 @click.option("--scenario", "-c", required=True, help="See `cl-bench list scenarios`.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--hp", "-p", "hparams", multiple=True, metavar="NAME=VALUE", help="Strategy hyperparameter.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
-              help="paper: the reference protocol; quick: 3 epochs, for demos.")
-@click.option("--set", "protocol_sets", multiple=True, metavar="NAME=VALUE",
-              help=f"Protocol override: {', '.join(f.name for f in dataclasses.fields(Protocol))}.")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default="paper",
+    show_default=True,
+    help="paper: the reference protocol; quick: 3 epochs, for demos.",
+)
+@click.option(
+    "--set",
+    "protocol_sets",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help=f"Protocol override: {', '.join(f.name for f in dataclasses.fields(Protocol))}.",
+)
 @click.option("--epochs", type=int, help="Shortcut for --set epochs=N.")
 @click.option("--max-train-per-task", type=int, help="Cap training samples per task (stratified).")
 @click.option("--tasks", help="Keep only these task positions, e.g. 0,1,2.")
@@ -39,18 +49,50 @@ from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
 @click.option("--threads", type=int, help="torch intra-op threads (default: torch's).")
-@click.option("--precision", type=click.Choice(PRECISIONS),
-              help="Shortcut for --set precision=...: bf16 autocast (CPU AMX, CUDA); fp32 is the default.")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="Shortcut for --set precision=...: bf16 autocast (CPU AMX, CUDA); fp32 is the default.",
+)
 @click.option("--channels-last", is_flag=True, default=None, help="Shortcut for --set channels_last=true.")
-@click.option("--logger", "loggers", multiple=True, type=click.Choice(LOGGER_NAMES),
-              help="Also log the run to files or a dashboard, in <store>.logs/ (repeatable): jsonl, csv, "
-                   "tensorboard, wandb. The console logger (progress on stderr) is on unless --quiet.")
+@click.option(
+    "--logger",
+    "loggers",
+    multiple=True,
+    type=click.Choice(LOGGER_NAMES),
+    help="Also log the run to files or a dashboard, in <store>.logs/ (repeatable): jsonl, csv, "
+    "tensorboard, wandb. The console logger (progress on stderr) is on unless --quiet.",
+)
 @click.option("--quiet", is_flag=True, help="No progress on stderr (the result is still printed).")
-@click.option("--force", is_flag=True, help="Re-run even if this configuration already finished (a failed "
-              "re-run keeps the finished result; a finished one replaces it, the old one kept as an attempt).")
-def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_train_per_task, tasks,
-        options, tags, data_root, download, store, device, threads, precision, channels_last, loggers, quiet,
-        force):
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Re-run even if this configuration already finished (a failed "
+    "re-run keeps the finished result; a finished one replaces it, the old one kept as an attempt).",
+)
+def run(
+    strategy,
+    scenario,
+    seed,
+    hparams,
+    preset,
+    protocol_sets,
+    epochs,
+    max_train_per_task,
+    tasks,
+    options,
+    tags,
+    data_root,
+    download,
+    store,
+    device,
+    threads,
+    precision,
+    channels_last,
+    loggers,
+    quiet,
+    force,
+):
     """Run one strategy on one scenario and seed; store the accuracy matrix."""
     if threads:
         torch.set_num_threads(threads)
@@ -74,12 +116,21 @@ def run(strategy, scenario, seed, hparams, preset, protocol_sets, epochs, max_tr
         names = [n for n in ("console", *loggers) if not (quiet and n == "console")]
         with make_loggers(names, log_dir(store)) as logger:  # an unknown or uninstalled one fails here
             try:
-                record = execute(config, Store(store), data_root=data_root, download=download, device=device,
-                                 force=force, logger=logger)
+                record = execute(
+                    config,
+                    Store(store),
+                    data_root=data_root,
+                    download=download,
+                    device=device,
+                    force=force,
+                    logger=logger,
+                )
             except RunFailed as e:
                 raise click.ClickException(_failure(e)) from None
-    click.echo(f"run {record.run_id} ({record.strategy} on {record.scenario}, seed {record.seed}): "
-               f"{record.status} in {record.wall_s:.1f} s")
+    click.echo(
+        f"run {record.run_id} ({record.strategy} on {record.scenario}, seed {record.seed}): "
+        f"{record.status} in {record.wall_s:.1f} s"
+    )
     click.echo(format_accuracy_matrix(record.accuracy))
 
 
@@ -87,6 +138,8 @@ def _failure(e: RunFailed) -> str:
     attempt = f" (attempt {e.attempt})" if e.attempt else ""
     if e.kept is not None:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.kept.finished)) if e.kept.finished else "earlier"
-        return (f"run failed{attempt}; the earlier finished result of this run (finished {when}) was kept in the "
-                f"store, the failure is recorded as an attempt (`cl-bench status` shows attempts): {e.record.error}")
+        return (
+            f"run failed{attempt}; the earlier finished result of this run (finished {when}) was kept in the "
+            f"store, the failure is recorded as an attempt (`cl-bench status` shows attempts): {e.record.error}"
+        )
     return f"run failed{attempt} and was stored as failed: {e.record.error}"

@@ -30,16 +30,23 @@ store_option = click.option("--store", default=DEFAULT_STORE, show_default=True,
 
 def filter_options(fn):
     """The run filters of ``list`` and ``export``."""
-    for option in reversed([
-        click.option("--strategy", "strategies", multiple=True, help="Only this strategy (repeatable)."),
-        click.option("--scenario", "scenarios", multiple=True, help="Only this scenario (repeatable)."),
-        click.option("--seed", "seeds", type=int, multiple=True, help="Only this seed (repeatable)."),
-        click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: any of them)."),
-        click.option("--status", "statuses", type=click.Choice(STATUSES), multiple=True, help="Only this status."),
-        click.option("--where", "where_pairs", multiple=True, metavar="NAME=VALUE",
-                     help="Only runs whose hyperparameter, protocol setting or scenario option NAME has VALUE "
-                          "(repeatable: all of them), e.g. --where epochs=5 --where lr=0.05."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--strategy", "strategies", multiple=True, help="Only this strategy (repeatable)."),
+            click.option("--scenario", "scenarios", multiple=True, help="Only this scenario (repeatable)."),
+            click.option("--seed", "seeds", type=int, multiple=True, help="Only this seed (repeatable)."),
+            click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: any of them)."),
+            click.option("--status", "statuses", type=click.Choice(STATUSES), multiple=True, help="Only this status."),
+            click.option(
+                "--where",
+                "where_pairs",
+                multiple=True,
+                metavar="NAME=VALUE",
+                help="Only runs whose hyperparameter, protocol setting or scenario option NAME has VALUE "
+                "(repeatable: all of them), e.g. --where epochs=5 --where lr=0.05.",
+            ),
+        ]
+    ):
         fn = option(fn)
     return fn
 
@@ -61,8 +68,19 @@ def list_(store, strategies, scenarios, seeds, tags, statuses, where_pairs):
     if not keep:
         click.echo(f"no runs in {store}" if not records else f"no run matches ({len(records)} in {store})")
         return
-    rows = [(r.run_id, r.strategy, r.scenario, str(r.seed), r.status, ",".join(r.tags) or "-", final_accuracy(r),
-             duration(r.wall_s)) for r in keep]
+    rows = [
+        (
+            r.run_id,
+            r.strategy,
+            r.scenario,
+            str(r.seed),
+            r.status,
+            ",".join(r.tags) or "-",
+            final_accuracy(r),
+            duration(r.wall_s),
+        )
+        for r in keep
+    ]
     click.echo(columns(("run id", "strategy", "scenario", "seed", "status", "tags", "A<=T", "wall"), rows))
     click.echo(f"{len(keep)} of {len(records)} run(s)" if len(keep) < len(records) else f"{len(keep)} run(s)")
 
@@ -89,8 +107,9 @@ def tag(run_ids, tags, store):
     with user_errors(StoreError):
         ids = resolve_run_ids(Store.open_read(store), run_ids)
         changed = Store(store).add_tags(ids, list(tags))
-    click.echo(f"tagged {changed} run(s)" + (f" ({len(ids) - changed} already had the tag(s))"
-                                              if changed < len(ids) else ""))
+    click.echo(
+        f"tagged {changed} run(s)" + (f" ({len(ids) - changed} already had the tag(s))" if changed < len(ids) else "")
+    )
 
 
 @runs.command(short_help="Delete runs (asks first; never a run being run now).")
@@ -115,8 +134,14 @@ def remove(run_ids, yes, store):
 
 
 @runs.command("export", short_help="Write the runs, filtered, to a CSV or JSON file.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True,
-              help="csv: tidy, one row per run and accuracy cell; json: one object per run.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="csv",
+    show_default=True,
+    help="csv: tidy, one row per run and accuracy cell; json: one object per run.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
 @store_option
 @filter_options
@@ -140,26 +165,43 @@ def merge(other, store):
     with user_errors(StoreError):
         Store.open_read(store)  # a missing store is an error, not a new one
         added, skipped, conflicts = merge_from(Store(store), other)
-    click.echo(f"merged {other} into {store}: {len(added)} run(s) added, {len(skipped)} already here, "
-               f"{len(conflicts)} conflict(s)")
+    click.echo(
+        f"merged {other} into {store}: {len(added)} run(s) added, {len(skipped)} already here, "
+        f"{len(conflicts)} conflict(s)"
+    )
     for conflict in conflicts:
         click.echo(f"  conflict {conflict.describe()}")
 
 
 # ---- selecting ---------------------------------------------------------------------------------------
-def select(records: Sequence[RunRecord], strategies=(), scenarios=(), seeds=(), tags=(), statuses=(),
-           where: Mapping[str, str] | None = None) -> list[RunRecord]:
+def select(
+    records: Sequence[RunRecord],
+    strategies=(),
+    scenarios=(),
+    seeds=(),
+    tags=(),
+    statuses=(),
+    where: Mapping[str, str] | None = None,
+) -> list[RunRecord]:
     """The filters of ``list`` and ``export``. A ``where`` name that no run has is an error (a typo would
     otherwise select nothing)."""
     where = dict(where or {})
     unknown = [k for k in where if not any(setting_of(r, k)[0] for r in records)]
     if unknown and records:
-        raise ValueError(f"--where: no run has a setting named {', '.join(unknown)} (names are hyperparameters, "
-                         f"protocol settings such as epochs or precision, and scenario options)")
-    return [r for r in records
-            if (not strategies or r.strategy in strategies) and (not scenarios or r.scenario in scenarios)
-            and (not seeds or r.seed in seeds) and (not tags or set(tags) & set(r.tags))
-            and (not statuses or r.status in statuses) and all(_has(r, k, v) for k, v in where.items())]
+        raise ValueError(
+            f"--where: no run has a setting named {', '.join(unknown)} (names are hyperparameters, "
+            f"protocol settings such as epochs or precision, and scenario options)"
+        )
+    return [
+        r
+        for r in records
+        if (not strategies or r.strategy in strategies)
+        and (not scenarios or r.scenario in scenarios)
+        and (not seeds or r.seed in seeds)
+        and (not tags or set(tags) & set(r.tags))
+        and (not statuses or r.status in statuses)
+        and all(_has(r, k, v) for k, v in where.items())
+    ]
 
 
 def _has(r: RunRecord, name: str, raw: str) -> bool:
@@ -197,21 +239,26 @@ def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def settings(values: Mapping | None) -> str:
-    items = [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted((values or {}).items())
-             if v is not None]
+    items = [
+        f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+        for k, v in sorted((values or {}).items())
+        if v is not None
+    ]
     return ", ".join(items) or "-"
 
 
 def describe(r: RunRecord, attempts: Sequence[Attempt]) -> list[str]:
     """``runs show``: the run, section by section."""
-    lines = [f"run {r.run_id}: {r.strategy} on {r.scenario}, seed {r.seed}: {r.status}",
-             f"  tags:             {', '.join(r.tags) or '-'}",
-             f"  started:          {when(r.started)}   finished: {when(r.finished)}   wall: {duration(r.wall_s)}",
-             f"  code version:     {r.code_version or '-'}",
-             *_wrapped("hyperparameters:  ", settings(r.hparams)),
-             *_wrapped("protocol:         ", settings(r.protocol)),
-             *_wrapped("scenario options: ", settings(r.scenario_options)),
-             *_wrapped("identity:         ", settings(r.identity))]
+    lines = [
+        f"run {r.run_id}: {r.strategy} on {r.scenario}, seed {r.seed}: {r.status}",
+        f"  tags:             {', '.join(r.tags) or '-'}",
+        f"  started:          {when(r.started)}   finished: {when(r.finished)}   wall: {duration(r.wall_s)}",
+        f"  code version:     {r.code_version or '-'}",
+        *_wrapped("hyperparameters:  ", settings(r.hparams)),
+        *_wrapped("protocol:         ", settings(r.protocol)),
+        *_wrapped("scenario options: ", settings(r.scenario_options)),
+        *_wrapped("identity:         ", settings(r.identity)),
+    ]
     if r.error:
         lines += ["  error:            " + r.error.strip().splitlines()[0]]
     lines += ["", "data:"] + _data(r.data)
@@ -227,8 +274,9 @@ def describe(r: RunRecord, attempts: Sequence[Attempt]) -> list[str]:
 
 
 def _wrapped(label: str, text: str) -> list[str]:
-    return textwrap.wrap(text, 100, initial_indent="  " + label, subsequent_indent=" " * (2 + len(label)),
-                         break_on_hyphens=False)
+    return textwrap.wrap(
+        text, 100, initial_indent="  " + label, subsequent_indent=" " * (2 + len(label)), break_on_hyphens=False
+    )
 
 
 def _attempt(a: Attempt) -> str:
@@ -240,8 +288,11 @@ def _attempt(a: Attempt) -> str:
 
 def _data(data: Mapping | None) -> list[str]:
     data = data or {}
-    lines = [f"  task {t.get('name', i)}: {t.get('classes', '?')} classes, {t.get('train', '?')} train / "
-             f"{t.get('valid', '?')} valid / {t.get('test', '?')} test" for i, t in enumerate(data.get("tasks") or [])]
+    lines = [
+        f"  task {t.get('name', i)}: {t.get('classes', '?')} classes, {t.get('train', '?')} train / "
+        f"{t.get('valid', '?')} valid / {t.get('test', '?')} test"
+        for i, t in enumerate(data.get("tasks") or [])
+    ]
     datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
     for name, info in sorted(datasets.items()):
         files = info.get("files") if isinstance(info, dict) else None
@@ -261,7 +312,15 @@ def _history(history: Sequence[Mapping]) -> list[str]:
     rows = []
     for t, logs in sorted(by_task.items()):
         accs = [h["valid_acc"] for h in logs if h.get("valid_acc") is not None]
-        rows.append((str(t + 1), str(len(logs)), f"{logs[-1].get('lr', float('nan')):.3g}",
-                     f"{100 * max(accs):.1f}" if accs else "-", f"{sum(h.get('seconds') or 0 for h in logs):.1f}"))
-    return ["  " + line for line in columns(("task", "epochs", "last lr", "best valid acc", "seconds"), rows)
-            .splitlines()]
+        rows.append(
+            (
+                str(t + 1),
+                str(len(logs)),
+                f"{logs[-1].get('lr', float('nan')):.3g}",
+                f"{100 * max(accs):.1f}" if accs else "-",
+                f"{sum(h.get('seconds') or 0 for h in logs):.1f}",
+            )
+        )
+    return [
+        "  " + line for line in columns(("task", "epochs", "last lr", "best valid acc", "seconds"), rows).splitlines()
+    ]

@@ -51,32 +51,71 @@ def _load_or_fail(file: str, run_code: bool = True) -> Sweep:
 @click.argument("file")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--workers", type=int, help="Local worker processes (0: run in this process) [default: one per "
-              "core]; measured fastest with one single-threaded worker per core (see --measure-split).")
+@click.option(
+    "--workers",
+    type=int,
+    help="Local worker processes (0: run in this process) [default: one per "
+    "core]; measured fastest with one single-threaded worker per core (see --measure-split).",
+)
 @click.option("--threads", type=int, help="torch threads per worker [default: cores / workers].")
 @click.option("--ray-address", help="Ray cluster address (default: start a local Ray).")
 @click.option("--device", help="Where every run trains: cpu, cuda, cuda:N [default: cpu].")
-@click.option("--devices", metavar="DEV,DEV,...",
-              help="Spread the workers over these devices, e.g. cuda:0,cuda:1 (instead of --device); each "
-                   "worker stays on its device.")
-@click.option("--workers-per-device", type=int,
-              help="Workers on each device of --devices (or on --device) [default: 1 with --devices]; small "
-                   "nets use a fraction of a GPU, so several runs per GPU finish more runs per hour. With "
-                   "--backend ray: runs sharing each GPU (each asks for 1/N of one).")
-@click.option("--logger", "loggers", multiple=True, type=click.Choice(SWEEP_LOGGERS),
-              help="Log every run to files or a dashboard, beside the store in <store>.logs/ (repeatable; "
-                   "added to the sweep file's `loggers`).")
+@click.option(
+    "--devices",
+    metavar="DEV,DEV,...",
+    help="Spread the workers over these devices, e.g. cuda:0,cuda:1 (instead of --device); each "
+    "worker stays on its device.",
+)
+@click.option(
+    "--workers-per-device",
+    type=int,
+    help="Workers on each device of --devices (or on --device) [default: 1 with --devices]; small "
+    "nets use a fraction of a GPU, so several runs per GPU finish more runs per hour. With "
+    "--backend ray: runs sharing each GPU (each asks for 1/N of one).",
+)
+@click.option(
+    "--logger",
+    "loggers",
+    multiple=True,
+    type=click.Choice(SWEEP_LOGGERS),
+    help="Log every run to files or a dashboard, beside the store in <store>.logs/ (repeatable; "
+    "added to the sweep file's `loggers`).",
+)
 @click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
 @click.option("--retry-failed", is_flag=True, help="Also re-run runs stored as failed.")
 @click.option("--no-checkpoints", is_flag=True, help="Do not checkpoint runs after each task.")
-@click.option("--dry-run", is_flag=True, help="List the runs still to do (loading the data sets to compare "
-              "their checksums with the stored runs'), run nothing, write nothing.")
-@click.option("--measure-split", "measure", is_flag=True,
-              help="Time FILE's runs with every workers x threads split of the cores (fresh temporary "
-                   "stores, nothing kept) and print the fastest.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the runs still to do (loading the data sets to compare "
+    "their checksums with the stored runs'), run nothing, write nothing.",
+)
+@click.option(
+    "--measure-split",
+    "measure",
+    is_flag=True,
+    help="Time FILE's runs with every workers x threads split of the cores (fresh temporary "
+    "stores, nothing kept) and print the fastest.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep_command(file, store, backend, workers, threads, ray_address, device, devices, workers_per_device,
-                  loggers, data_root, retry_failed, no_checkpoints, dry_run, measure, quiet):
+def sweep_command(
+    file,
+    store,
+    backend,
+    workers,
+    threads,
+    ray_address,
+    device,
+    devices,
+    workers_per_device,
+    loggers,
+    data_root,
+    retry_failed,
+    no_checkpoints,
+    dry_run,
+    measure,
+    quiet,
+):
     """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/). FILE may
     also name a bundled preset: `mini` (the mixture's laptop-sized benchmark). Exits with status 1 when a
     run failed or diverged (in this call, or stored as failed)."""
@@ -95,10 +134,22 @@ def sweep_command(file, store, backend, workers, threads, ray_address, device, d
                 db = Store.open_read(store) if Path(store).exists() else None
                 _echo_dry_run(sweep, CurrentView(db, store, data_root=data_root), retry_failed)
                 return
-            outcomes = run_sweep(sweep, store, backend=backend, workers=workers, threads=threads, device=device,
-                                 devices=devices, workers_per_device=workers_per_device, data_root=data_root,
-                                 retry_failed=retry_failed, checkpoints=not no_checkpoints,
-                                 ray_address=ray_address, progress=not quiet, loggers=loggers)
+            outcomes = run_sweep(
+                sweep,
+                store,
+                backend=backend,
+                workers=workers,
+                threads=threads,
+                device=device,
+                devices=devices,
+                workers_per_device=workers_per_device,
+                data_root=data_root,
+                retry_failed=retry_failed,
+                checkpoints=not no_checkpoints,
+                ray_address=ray_address,
+                progress=not quiet,
+                loggers=loggers,
+            )
     except KeyboardInterrupt:
         click.echo("sweep interrupted; run the same command again to finish it", err=True)
         sys.exit(130)
@@ -119,14 +170,21 @@ def _summary(name: str, outcomes: list[Outcome], stored_failures: int) -> bool:
     for o in outcomes:
         if o.status == "busy":
             click.echo(f"  left to another process: {o.label} ({o.run_id}): {o.message}")
-    extra = "".join(f", {count[s]} {what}" for s, what in (
-        ("busy", "left to another process running them"), ("skipped", "finished meanwhile by another process"))
-        if count[s])
+    extra = "".join(
+        f", {count[s]} {what}"
+        for s, what in (
+            ("busy", "left to another process running them"),
+            ("skipped", "finished meanwhile by another process"),
+        )
+        if count[s]
+    )
     click.echo(f"sweep {name}: {count['finished']} run(s) finished, {len(bad)} failed in this call{extra}")
     if stored_failures or bad:
-        click.echo(f"sweep {name}: FAILED: {count['failed']} run(s) failed or diverged and {count['error']} could "
-                   f"not start in this call; {stored_failures} run(s) of this sweep are stored as failed "
-                   f"(`cl-bench status FILE --errors` shows why, `--retry-failed` runs them again)")
+        click.echo(
+            f"sweep {name}: FAILED: {count['failed']} run(s) failed or diverged and {count['error']} could "
+            f"not start in this call; {stored_failures} run(s) of this sweep are stored as failed "
+            f"(`cl-bench status FILE --errors` shows why, `--retry-failed` runs them again)"
+        )
         return False
     return True
 
@@ -149,19 +207,31 @@ def _echo_dry_run(sweep: Sweep, view: CurrentView, retry_failed: bool) -> None:
     for item in todo:
         why = view.changed.get(item.run_id)
         note = f"  (again: {' and '.join(why)} changed since the stored run)" if why else ""
-        click.echo(f"{view.run_id_for(item.run_id)}  {item.phase:<9}  {run_label(item.config)}  "
-                   f"[{item.point.label}]{note}")
-    click.echo(f"{len(todo)} to run, {len(plan.items) - len(todo)} in the store"
-               + (f", {len(plan.waiting)} selection(s) waiting" if plan.waiting else "")
-               + ("" if view.store is not None else f" (no store at {view.path} yet)"))
+        click.echo(
+            f"{view.run_id_for(item.run_id)}  {item.phase:<9}  {run_label(item.config)}  [{item.point.label}]{note}"
+        )
+    click.echo(
+        f"{len(todo)} to run, {len(plan.items) - len(todo)} in the store"
+        + (f", {len(plan.waiting)} selection(s) waiting" if plan.waiting else "")
+        + ("" if view.store is not None else f" (no store at {view.path} yet)")
+    )
 
 
 def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
     rows = status_rows(sweep, view)
     header = ["scenario strategy", "grid point", "phase", "seeds", "done", "failed", "pending"]
-    table = [[r["cell"], r["point"], r["phase"], ",".join(map(str, r["seeds"])), str(r["finished"]),
-              str(r["failed"]), f"{r['pending']}" + (f" ({r['partial']} resumable)" if r["partial"] else "")]
-             for r in rows]
+    table = [
+        [
+            r["cell"],
+            r["point"],
+            r["phase"],
+            ",".join(map(str, r["seeds"])),
+            str(r["finished"]),
+            str(r["failed"]),
+            f"{r['pending']}" + (f" ({r['partial']} resumable)" if r["partial"] else ""),
+        ]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(header)]
     click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for t in table:
@@ -180,8 +250,10 @@ def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
         if failed:
             now = view.status(ids[run_id].run_id) or "pending"
             last = (failed[-1].error or "").splitlines()[0] if failed[-1].error else failed[-1].status
-            click.echo(f"attempts: {run_label(ids[run_id].config)} ({run_id}): {now} now; {len(failed)} of "
-                       f"{len(attempts)} attempt(s) failed, the last: {last}")
+            click.echo(
+                f"attempts: {run_label(ids[run_id].config)} ({run_id}): {now} now; {len(failed)} of "
+                f"{len(attempts)} attempt(s) failed, the last: {last}"
+            )
             if errors:
                 for a in failed:
                     click.echo(f"    attempt {a.attempt} ({a.status}, {a.code_version}): {a.error}")

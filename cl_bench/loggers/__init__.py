@@ -11,6 +11,7 @@ configuration. ``accuracy_row`` is A[t, 0..t], the test accuracies after task t 
 the metrics after task t (``cl_bench.metrics.step_metrics``). Task numbers: the JSONL and CSV files keep
 the 0-based ``task`` of EpochLog and the store; what a person reads (console, dashboards) counts from 1.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,35 @@ from cl_bench.loggers.console import ConsoleLogger
 from cl_bench.loggers.dashboards import WANDB_MODES, TensorBoardLogger, WandbLogger
 from cl_bench.loggers.files import CsvLogger, JsonlLogger
 
-__all__ = ["LOGGER_NAMES", "WANDB_MODES", "ConsoleLogger", "CsvLogger", "JsonlLogger", "Logger",
-           "MissingExtraError", "MultiLogger", "TensorBoardLogger", "UnknownLoggerError", "WandbLogger",
-           "log_dir", "make_loggers"]
+__all__ = [
+    "LOGGER_NAMES",
+    "WANDB_MODES",
+    "ConsoleLogger",
+    "CsvLogger",
+    "JsonlLogger",
+    "Logger",
+    "MissingExtraError",
+    "MultiLogger",
+    "TensorBoardLogger",
+    "UnknownLoggerError",
+    "WandbLogger",
+    "log_dir",
+    "make_loggers",
+]
 
 LOGGER_NAMES = ("console", "jsonl", "csv", "tensorboard", "wandb")
 
 
-def make_loggers(names: Sequence[str], directory: str | os.PathLike, *, stream: IO[str] | None = None,
-                 progress: bool | None = None, wandb_project: str = "cl-bench", wandb_mode: str | None = None,
-                 wandb_entity: str | None = None) -> MultiLogger:
+def make_loggers(
+    names: Sequence[str],
+    directory: str | os.PathLike,
+    *,
+    stream: IO[str] | None = None,
+    progress: bool | None = None,
+    wandb_project: str = "cl-bench",
+    wandb_mode: str | None = None,
+    wandb_entity: str | None = None,
+) -> MultiLogger:
     """Loggers by name (LOGGER_NAMES), in one MultiLogger, writing under ``directory``: ``<run_id>.jsonl``
     and ``<run_id>.csv`` in it, TensorBoard runs in ``tensorboard/<run_id>/``, W&B runs in ``wandb/``.
     Every name is checked, and every optional package found, before any logger is made; a name given
@@ -45,9 +65,11 @@ def make_loggers(names: Sequence[str], directory: str | os.PathLike, *, stream: 
         if name in ("tensorboard", "wandb"):
             require_extra(name)
     directory = Path(directory)
-    make = {"console": lambda: ConsoleLogger(stream, progress),
-            "jsonl": lambda: JsonlLogger(directory),
-            "csv": lambda: CsvLogger(directory),
-            "tensorboard": lambda: TensorBoardLogger(directory / "tensorboard"),
-            "wandb": lambda: WandbLogger(directory, wandb_project, wandb_mode, wandb_entity)}
+    make = {
+        "console": lambda: ConsoleLogger(stream, progress),
+        "jsonl": lambda: JsonlLogger(directory),
+        "csv": lambda: CsvLogger(directory),
+        "tensorboard": lambda: TensorBoardLogger(directory / "tensorboard"),
+        "wandb": lambda: WandbLogger(directory, wandb_project, wandb_mode, wandb_entity),
+    }
     return MultiLogger([make[name]() for name in names])

@@ -1,4 +1,5 @@
 """The logger interface, the fan-out to several loggers, and the helpers the loggers share."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -89,8 +90,9 @@ def log_dir(store_path: str | os.PathLike) -> Path:
 def require_extra(extra: str, module: str | None = None) -> Any:
     """Import ``module`` (default: the package named like the extra), or say which extra installs it."""
     if importlib.util.find_spec(extra) is None:
-        raise MissingExtraError(f"the {extra} logger needs the {extra} package, which is not installed: "
-                                f"pip install cl-bench[{extra}]")
+        raise MissingExtraError(
+            f"the {extra} logger needs the {extra} package, which is not installed: pip install cl-bench[{extra}]"
+        )
     return importlib.import_module(module or extra)
 
 
@@ -128,5 +130,8 @@ _PERCENT = {"acc", "bwt", "fwt", "forgetting"}  # fractions of accuracy, shown i
 
 
 def metric_text(metrics: Mapping[str, Any]) -> str:
-    return "  ".join(f"{_LABELS.get(k, k)} {100 * v:.1f}" if k in _PERCENT else f"{k} {v:.4g}"
-                     for k, v in metrics.items() if is_finite(v))
+    return "  ".join(
+        f"{_LABELS.get(k, k)} {100 * v:.1f}" if k in _PERCENT else f"{k} {v:.4g}"
+        for k, v in metrics.items()
+        if is_finite(v)
+    )

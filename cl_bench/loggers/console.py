@@ -1,4 +1,5 @@
 """The console logger: a progress bar on a terminal, plain lines anywhere else."""
+
 from __future__ import annotations
 
 import sys
@@ -47,13 +48,19 @@ class ConsoleLogger(Logger):
     def log_epoch(self, log):
         if self.bar is not None:
             self.bar.set_description(f"task {log.task + 1}")
-            self.bar.set_postfix(loss=f"{log.train_loss:.3f}", val_loss=f"{log.valid_loss:.3f}",
-                                 val_acc=f"{100 * log.valid_acc:.1f}", lr=f"{log.lr:.2g}")
+            self.bar.set_postfix(
+                loss=f"{log.train_loss:.3f}",
+                val_loss=f"{log.valid_loss:.3f}",
+                val_acc=f"{100 * log.valid_acc:.1f}",
+                lr=f"{log.lr:.2g}",
+            )
             self.bar.update()
         else:
-            self._line(f"task {log.task + 1} epoch {log.epoch}: loss {log.train_loss:.4f}  "
-                       f"val_loss {log.valid_loss:.4f}  val_acc {100 * log.valid_acc:.1f}  lr {log.lr:.3g}  "
-                       f"{log.seconds:.1f} s")
+            self._line(
+                f"task {log.task + 1} epoch {log.epoch}: loss {log.train_loss:.4f}  "
+                f"val_loss {log.valid_loss:.4f}  val_acc {100 * log.valid_acc:.1f}  lr {log.lr:.3g}  "
+                f"{log.seconds:.1f} s"
+            )
 
     def log_task(self, t, accuracy_row, metrics):
         row = " ".join(f"{100 * a:.1f}" for a in accuracy_row)
@@ -65,8 +72,12 @@ class ConsoleLogger(Logger):
         summary = dict(summary)
         error, wall = summary.pop("error", None), summary.pop("wall_s", None)
         extra = metric_text(summary)
-        self._line(f"run {self.run_id} {status}" + (f" in {wall:.1f} s" if is_finite(wall) else "")
-                   + (f": {extra}" if extra else "") + (f": {str(error).splitlines()[0]}" if error else ""))
+        self._line(
+            f"run {self.run_id} {status}"
+            + (f" in {wall:.1f} s" if is_finite(wall) else "")
+            + (f": {extra}" if extra else "")
+            + (f": {str(error).splitlines()[0]}" if error else "")
+        )
 
     def close(self):
         if self.bar is not None:

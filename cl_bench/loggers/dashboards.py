@@ -3,6 +3,7 @@
 The package is imported when the logger is made, so a missing one fails before the run starts, naming
 the extra that installs it. Tasks are numbered from 1 in names and values; non-finite values are skipped.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,14 @@ class WandbLogger(Logger):
     run's epoch count), ``test_acc/task<n>`` and ``metrics/<name>`` against ``task``; the summary and
     ``status`` go to the run summary. ``init_kwargs`` pass on to ``wandb.init`` (group, tags, ...)."""
 
-    def __init__(self, directory: str | os.PathLike, project: str = "cl-bench", mode: str | None = None,
-                 entity: str | None = None, **init_kwargs: Any):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        project: str = "cl-bench",
+        mode: str | None = None,
+        entity: str | None = None,
+        **init_kwargs: Any,
+    ):
         if mode is not None and mode not in WANDB_MODES:
             raise ValueError(f"wandb mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
         self.wandb = require_extra("wandb")
@@ -82,12 +89,23 @@ class WandbLogger(Logger):
         self.close()
         self.directory.mkdir(parents=True, exist_ok=True)
         kwargs = {"settings": self.wandb.Settings(console="off"), **self.init_kwargs}  # leave our stdout alone
-        self.run = self.wandb.init(project=self.project, entity=self.entity, mode=self.mode,
-                                   dir=str(self.directory), name=run_id_of(run_info),
-                                   config=plain(dict(run_info)), **kwargs)
+        self.run = self.wandb.init(
+            project=self.project,
+            entity=self.entity,
+            mode=self.mode,
+            dir=str(self.directory),
+            name=run_id_of(run_info),
+            config=plain(dict(run_info)),
+            **kwargs,
+        )
         self.step = 0
-        for name, step in (("epochs", None), ("epoch/*", "epochs"), ("task", None), ("test_acc/*", "task"),
-                           ("metrics/*", "task")):
+        for name, step in (
+            ("epochs", None),
+            ("epoch/*", "epochs"),
+            ("task", None),
+            ("test_acc/*", "task"),
+            ("metrics/*", "task"),
+        ):
             self.run.define_metric(name, step_metric=step)
 
     def log_epoch(self, log):

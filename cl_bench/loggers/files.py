@@ -1,4 +1,5 @@
 """File loggers: one JSONL or CSV file per run, named by run id, in a folder given to the constructor."""
+
 from __future__ import annotations
 
 import csv
@@ -87,8 +88,15 @@ class CsvLogger(_FileLogger):
         now = f"{time.time():.3f}"
         writer = csv.writer(self._live())
         for *where, name, value in rows:
-            writer.writerow([now, event, *("" if w is None else w for w in where), name,
-                             "" if plain(value) is None else plain(value)])
+            writer.writerow(
+                [
+                    now,
+                    event,
+                    *("" if w is None else w for w in where),
+                    name,
+                    "" if plain(value) is None else plain(value),
+                ]
+            )
         self.file.flush()
 
     def start_run(self, run_info):
@@ -98,15 +106,27 @@ class CsvLogger(_FileLogger):
         self._rows("start", [(None, None, None, "status", "running")])
 
     def log_epoch(self, log):
-        self._rows("epoch", [(log.task, log.epoch, None, k, v) for k, v in dataclasses.asdict(log).items()
-                             if k not in ("task", "epoch") and v is not None])
+        self._rows(
+            "epoch",
+            [
+                (log.task, log.epoch, None, k, v)
+                for k, v in dataclasses.asdict(log).items()
+                if k not in ("task", "epoch") and v is not None
+            ],
+        )
 
     def log_task(self, t, accuracy_row, metrics):
-        self._rows("task", [(t, None, tau, "test_acc", a) for tau, a in enumerate(accuracy_row)]
-                   + [(t, None, None, k, v) for k, v in metrics.items()])
+        self._rows(
+            "task",
+            [(t, None, tau, "test_acc", a) for tau, a in enumerate(accuracy_row)]
+            + [(t, None, None, k, v) for k, v in metrics.items()],
+        )
 
     def end_run(self, status, summary):
         if self.file is not None:
-            self._rows("end", [(None, None, None, "status", status)]
-                       + [(None, None, None, k, v) for k, v in summary.items() if is_finite(v)])
+            self._rows(
+                "end",
+                [(None, None, None, "status", status)]
+                + [(None, None, None, k, v) for k, v in summary.items() if is_finite(v)],
+            )
         self.close()

@@ -9,6 +9,7 @@ references) -> tables.rho_table and figures.build_figures -> files here and html
 Missing references are never faked: rho cells are n/a, the accuracy-based views are still shown, and
 ``Report.missing`` lists the exact ``cl-bench run`` commands that would complete them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -27,8 +28,10 @@ from cl_bench.report.tables import format_accuracy_matrix, format_markdown, rho_
 from cl_bench.store import RunRecord
 
 FLAG = "masks did not learn"
-RULE = ("Which runs make a row: the setting a sweep selected on validation, else the strategy's default "
-        "hyperparameters, in fp32 (other configurations only with --all-variants or --where NAME=VALUE).")
+RULE = (
+    "Which runs make a row: the setting a sweep selected on validation, else the strategy's default "
+    "hyperparameters, in fp32 (other configurations only with --all-variants or --where NAME=VALUE)."
+)
 
 
 @dataclass
@@ -67,9 +70,13 @@ def section_extras(sec: Section, all_variants: bool = False) -> list[str]:
     return out
 
 
-def build_report(records: Sequence[RunRecord], all_variants: bool = False,
-                 filters: dict[str, object] | None = None, store: str | None = None,
-                 selected: Mapping[str, str] | None = None) -> Report:
+def build_report(
+    records: Sequence[RunRecord],
+    all_variants: bool = False,
+    filters: dict[str, object] | None = None,
+    store: str | None = None,
+    selected: Mapping[str, str] | None = None,
+) -> Report:
     """The report of ``records`` (already normalised and filtered). ``selected``: run ids -> the sweep
     that selected their setting, for runs made before sweeps tagged them."""
     sections = analyse(records, store, selected)
@@ -79,10 +86,11 @@ def build_report(records: Sequence[RunRecord], all_variants: bool = False,
     table = rho_table(metrics, all_variants=all_variants, var=var, store=store)
     flagged = {(*s.key, label) for s in sections for label in not_learned(s, all_variants)}
     if not table.empty:  # beside HAT's row: its masks did not learn (the line under the table says more)
-        table["flag"] = [FLAG if (r["scenario"], r["options"], r["protocol"], r["variant"]) in flagged else ""
-                         for _, r in table.iterrows()]
-    return Report(list(records), sections, table, dict(filters or {}, all_variants=all_variants), footer(store),
-                  extras)
+        table["flag"] = [
+            FLAG if (r["scenario"], r["options"], r["protocol"], r["variant"]) in flagged else ""
+            for _, r in table.iterrows()
+        ]
+    return Report(list(records), sections, table, dict(filters or {}, all_variants=all_variants), footer(store), extras)
 
 
 def write_tables(rep: Report, directory: str | Path, all_variants: bool = False) -> None:
@@ -92,15 +100,23 @@ def write_tables(rep: Report, directory: str | Path, all_variants: bool = False)
     (directory / "table1.md").write_text(rep.markdown() + "\n")
     (directory / "table1.csv").write_text(rep.table.to_csv(index=False))
     (directory / "table1.tex").write_text(rep.latex() + "\n")
-    blocks = [f"## {label} on {sec.title}, mean accuracy (%) over {n} seed(s)\n\n{sec.scale().text()}\n\n"
-              f"{format_accuracy_matrix(mean, sec.task_names())}\n"
-              for sec in rep.sections for label, _s, mean, n in mean_matrices(sec, all_variants)]
+    blocks = [
+        f"## {label} on {sec.title}, mean accuracy (%) over {n} seed(s)\n\n{sec.scale().text()}\n\n"
+        f"{format_accuracy_matrix(mean, sec.task_names())}\n"
+        for sec in rep.sections
+        for label, _s, mean, n in mean_matrices(sec, all_variants)
+    ]
     (directory / "accuracy_matrices.md").write_text("\n".join(blocks) + f"\n{rep.footer}\n")
 
 
-def render_figures(rep: Report, all_variants: bool = False, directory: str | Path | None = None,
-                   keep_png: bool = False, say: Callable[[str], None] = print,
-                   band: str = "std") -> list[FigureItem]:
+def render_figures(
+    rep: Report,
+    all_variants: bool = False,
+    directory: str | Path | None = None,
+    keep_png: bool = False,
+    say: Callable[[str], None] = print,
+    band: str = "std",
+) -> list[FigureItem]:
     """Draw every figure, save it as PNG (300 dpi) and PDF (TrueType fonts) in ``directory`` (if given)
     and keep its PNG bytes on the item (if ``keep_png``, for the HTML page); each figure is closed once
     rendered, so they never pile up. ``say`` gets one line per figure written or skipped."""
@@ -118,8 +134,6 @@ def render_figures(rep: Report, all_variants: bool = False, directory: str | Pat
             item.figure, item.png = None, png
         items.append(item)
     if directory:
-        captions = [f"- `{i.name}`: not drawn: {i.note}" if i.note else f"- `{i.name}`: {i.caption}"
-                    for i in items]
-        Path(directory, "captions.md").write_text("# Figure captions\n\n" + "\n".join(captions)
-                                                  + f"\n\n{rep.footer}\n")
+        captions = [f"- `{i.name}`: not drawn: {i.note}" if i.note else f"- `{i.name}`: {i.caption}" for i in items]
+        Path(directory, "captions.md").write_text("# Figure captions\n\n" + "\n".join(captions) + f"\n\n{rep.footer}\n")
     return items

@@ -7,6 +7,7 @@ with ``all_variants``); Figs. 4-7 are HAT's (their data in hat_figures.py). Ever
 section (scenario, options, epoch cap) and a line with its scale; every caption ends with the scale in
 words and whether it is the paper's protocol (provenance.Scale).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -61,8 +62,7 @@ def curves(section: Section, kind: str = "rho", all_variants: bool = False) -> l
             continue
         stack = np.stack(values)
         ci = np.array([summarize(stack[:, t]).ci95 for t in range(stack.shape[1])])
-        out.append(Curve(v.display(all_variants), v.strategy, stack.mean(axis=0), stack.std(axis=0),
-                         len(values), ci))
+        out.append(Curve(v.display(all_variants), v.strategy, stack.mean(axis=0), stack.std(axis=0), len(values), ci))
     return sorted(out, key=lambda c: (-c.mean[-1], c.label))
 
 
@@ -120,31 +120,50 @@ def build_figures(sections: Sequence[Section], all_variants: bool = False, band:
 def _curve_items(sec: Section, colors: dict[str, str], all_variants: bool, band: str) -> Iterator[FigureItem]:
     """Fig. 3 (rho^{<=t}), the A^{<=t} curves and the raw accuracy matrices."""
     slug, title = sec.slug, sec.title
-    spread = ("mean and +-1 std (ddof 0) over seeds" if band == "std"
-              else "mean and 95% Student-t interval over seeds")
+    spread = "mean and +-1 std (ddof 0) over seeds" if band == "std" else "mean and 95% Student-t interval over seeds"
     rho = curves(sec, "rho", all_variants)
     name = f"fig3_rho_{slug}"
     cap = f"Fig. 3: average forgetting ratio ρ≤t after learning task t, {title}"
     if rho:
-        yield FigureItem(name, cap + f" ({spread}; n = seeds with matching references).", sec.key,
-                         curves_figure(rho, "forgetting ratio $\\rho^{\\leq t}$",
-                                       _titled("Forgetting ratio", sec), colors, band=band))
+        yield FigureItem(
+            name,
+            cap + f" ({spread}; n = seeds with matching references).",
+            sec.key,
+            curves_figure(
+                rho, "forgetting ratio $\\rho^{\\leq t}$", _titled("Forgetting ratio", sec), colors, band=band
+            ),
+        )
     else:
-        yield FigureItem(name, cap, sec.key, note=(
-            f"no run has its matching Joint and Random references ({len(sec.missing)} launch command(s) above)"
-            if sec.missing else "no strategy run besides the references"))
+        yield FigureItem(
+            name,
+            cap,
+            sec.key,
+            note=(
+                f"no run has its matching Joint and Random references ({len(sec.missing)} launch command(s) above)"
+                if sec.missing
+                else "no strategy run besides the references"
+            ),
+        )
     # A^{<=t}: what the paper reports for the MNIST setups, and all that can be shown without refs
     acc = curves(sec, "acc", all_variants)
-    yield FigureItem(f"fig3_acc_{slug}", f"Mean accuracy A≤t over tasks 1..t after learning task t, "
-                     f"{title} ({spread}; Joint and Random dashed/dotted).", sec.key,
-                     curves_figure(acc, "mean accuracy $A^{\\leq t}$ (%)",
-                                   _titled("Mean accuracy", sec), colors, percent=True, band=band))
+    yield FigureItem(
+        f"fig3_acc_{slug}",
+        f"Mean accuracy A≤t over tasks 1..t after learning task t, {title} ({spread}; Joint and Random dashed/dotted).",
+        sec.key,
+        curves_figure(
+            acc, "mean accuracy $A^{\\leq t}$ (%)", _titled("Mean accuracy", sec), colors, percent=True, band=band
+        ),
+    )
     names = sec.task_names()
-    yield FigureItem(f"accuracy_matrices_{slug}", f"Test accuracy (%) after task t (rows) on task τ "
-                     f"(columns), mean over seeds, {title}. Tasks: "
-                     + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)) + ".", sec.key,
-                     accuracy_matrices_figure(mean_matrices(sec, all_variants), names,
-                                              _titled("Accuracy matrices", sec)))
+    yield FigureItem(
+        f"accuracy_matrices_{slug}",
+        f"Test accuracy (%) after task t (rows) on task τ "
+        f"(columns), mean over seeds, {title}. Tasks: "
+        + ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names))
+        + ".",
+        sec.key,
+        accuracy_matrices_figure(mean_matrices(sec, all_variants), names, _titled("Accuracy matrices", sec)),
+    )
 
 
 def _grid_items(sec: Section) -> Iterator[FigureItem]:
@@ -152,18 +171,28 @@ def _grid_items(sec: Section) -> Iterator[FigureItem]:
     slug, title = sec.slug, sec.title
     grids = hat_grids(sec)
     if not grids:
-        yield FigureItem(f"fig4_hat_grid_{slug}", "Fig. 4: HAT over s_max × c", sec.key,
-                         note="no HAT sweep (needs finished hat runs at >= 2 (s_max, c) settings)")
+        yield FigureItem(
+            f"fig4_hat_grid_{slug}",
+            "Fig. 4: HAT over s_max × c",
+            sec.key,
+            note="no HAT sweep (needs finished hat runs at >= 2 (s_max, c) settings)",
+        )
     for k, g in enumerate(grids):
-        what = ("forgetting ratio $\\rho^{\\leq T}$" if g.metric == "rho<=T"
-                else "mean accuracy $A^{\\leq T}$")
-        note = "" if g.metric == "rho<=T" else (" ρ needs the Joint/Random references of every "
-                                                 "cell's seed; showing A≤T instead.")
-        yield FigureItem(f"fig4_hat_grid_{slug}" + (f"_{k + 1}" if len(grids) > 1 else ""),
-                         f"Fig. 4: HAT's {g.metric.replace('<=', '≤')} over s_max × c{g.label}, {title}, "
-                         f"{_fmt_seeds(g.seeds)} (mean over seeds per cell).{note}", sec.key,
-                         hat_grid_figure(g.values, g.s_max, g.c, what,
-                                               _titled(f"HAT{g.label}, {_fmt_seeds(g.seeds)}", sec), g.counts))
+        what = "forgetting ratio $\\rho^{\\leq T}$" if g.metric == "rho<=T" else "mean accuracy $A^{\\leq T}$"
+        note = (
+            ""
+            if g.metric == "rho<=T"
+            else (" ρ needs the Joint/Random references of every cell's seed; showing A≤T instead.")
+        )
+        yield FigureItem(
+            f"fig4_hat_grid_{slug}" + (f"_{k + 1}" if len(grids) > 1 else ""),
+            f"Fig. 4: HAT's {g.metric.replace('<=', '≤')} over s_max × c{g.label}, {title}, "
+            f"{_fmt_seeds(g.seeds)} (mean over seeds per cell).{note}",
+            sec.key,
+            hat_grid_figure(
+                g.values, g.s_max, g.c, what, _titled(f"HAT{g.label}, {_fmt_seeds(g.seeds)}", sec), g.counts
+            ),
+        )
 
 
 def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
@@ -171,10 +200,12 @@ def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
     slug, title = sec.slug, sec.title
     monitored = hat_monitored(sec)
     if not monitored:
-        why = ("no HAT run" if not sec.runs(HAT, main_only=False) else "the HAT runs stored no monitoring")
-        for fig, what in [("fig5_capacity", "Fig. 5: capacity usage"),
-                          ("fig6_reuse", "Fig. 6: weight reuse"),
-                          ("fig7_compression", "Fig. 7: accuracy vs compression")]:
+        why = "no HAT run" if not sec.runs(HAT, main_only=False) else "the HAT runs stored no monitoring"
+        for fig, what in [
+            ("fig5_capacity", "Fig. 5: capacity usage"),
+            ("fig6_reuse", "Fig. 6: weight reuse"),
+            ("fig7_compression", "Fig. 7: accuracy vs compression"),
+        ]:
             yield FigureItem(f"{fig}_{slug}", what, sec.key, note=why)
         return
     m = monitored[0]
@@ -182,39 +213,64 @@ def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
     thr = mon.get("threshold", 0.5)
     cap = mon.get("capacity") or []
     if cap:
-        yield FigureItem(f"fig5_capacity_{slug}", f"Fig. 5: network capacity usage of {label} (share of "
-                         f"weights whose cumulative mask a≤t is above {thr:g}) over training steps, "
-                         f"{title}, seed {seed}. Dashed lines: task switches; task numbers on top.", sec.key,
-                         capacity_figure([p["step"] for p in cap], [p["task"] for p in cap],
-                                               [p["usage"] for p in cap],
-                                               _titled(f"Capacity usage, {label}, seed {seed}", sec)))
+        yield FigureItem(
+            f"fig5_capacity_{slug}",
+            f"Fig. 5: network capacity usage of {label} (share of "
+            f"weights whose cumulative mask a≤t is above {thr:g}) over training steps, "
+            f"{title}, seed {seed}. Dashed lines: task switches; task numbers on top.",
+            sec.key,
+            capacity_figure(
+                [p["step"] for p in cap],
+                [p["task"] for p in cap],
+                [p["usage"] for p in cap],
+                _titled(f"Capacity usage, {label}, seed {seed}", sec),
+            ),
+        )
     else:
         yield FigureItem(f"fig5_capacity_{slug}", "Fig. 5", sec.key, note="HAT monitoring has no capacity log")
     reuse = mon.get("reuse")
     if reuse and len(reuse) > 1:
-        yield FigureItem(f"fig6_reuse_{slug}", f"Fig. 6: percentage of task t_i's weights (mask above "
-                         f"{thr:g}) also active for the later task t_j, {label}, {title}, seed {seed}.",
-                         sec.key, reuse_figure(reuse, run_task_names(m.record),
-                                                     _titled(f"Weight reuse, {label}, seed {seed}", sec)))
+        yield FigureItem(
+            f"fig6_reuse_{slug}",
+            f"Fig. 6: percentage of task t_i's weights (mask above "
+            f"{thr:g}) also active for the later task t_j, {label}, {title}, seed {seed}.",
+            sec.key,
+            reuse_figure(reuse, run_task_names(m.record), _titled(f"Weight reuse, {label}, seed {seed}", sec)),
+        )
     else:
-        yield FigureItem(f"fig6_reuse_{slug}", "Fig. 6", sec.key,
-                         note="weight reuse needs >= 2 tasks of HAT monitoring")
+        yield FigureItem(
+            f"fig6_reuse_{slug}", "Fig. 6", sec.key, note="weight reuse needs >= 2 tasks of HAT monitoring"
+        )
     mc = hat_compression_run(sec)
     if mc is None:
-        yield FigureItem(f"fig7_compression_{slug}", "Fig. 7", sec.key,
-                         note="HAT monitoring has no per-epoch compression log")
+        yield FigureItem(
+            f"fig7_compression_{slug}", "Fig. 7", sec.key, note="HAT monitoring has no per-epoch compression log"
+        )
         return
     seed, label, hp = mc.record.seed, hat_label(mc.record), mc.record.hparams
     sgd = sgd_single_task_accuracy(sec, seed)
     paper = hp.get("c") == 1.5 and hp.get("embedding_init") == "uniform"
     yield FigureItem(
-        f"fig7_compression_{slug}", f"Fig. 7: validation accuracy against compression (share of weights "
+        f"fig7_compression_{slug}",
+        f"Fig. 7: validation accuracy against compression (share of weights "
         f"in the task's own mask above {thr:g}), a dot per epoch, {label}, {title}, seed {seed}; "
-        + ("triangles: SGD's best-epoch validation accuracy (no compression). " if sgd else
-           "no SGD run of this seed for the uncompressed reference. ")
-        + ("" if paper else "The paper's Fig. 7 uses c = 1.5 and U(0,2) embeddings "
-           "(--hp c=1.5 --hp embedding_init=uniform); this run has c = "
-           f"{hp.get('c', '?')}, embedding_init = {hp.get('embedding_init', '?')}."),
-        sec.key, compression_figure(mc.record.monitoring["hat"]["compression"],
-                                          run_task_names(mc.record),
-                                          _titled(f"Accuracy vs compression, {label}, seed {seed}", sec), sgd))
+        + (
+            "triangles: SGD's best-epoch validation accuracy (no compression). "
+            if sgd
+            else "no SGD run of this seed for the uncompressed reference. "
+        )
+        + (
+            ""
+            if paper
+            else "The paper's Fig. 7 uses c = 1.5 and U(0,2) embeddings "
+            "(--hp c=1.5 --hp embedding_init=uniform); this run has c = "
+            f"{hp.get('c', '?')}, embedding_init = {hp.get('embedding_init', '?')}."
+        ),
+        sec.key,
+        compression_figure(
+            mc.record.monitoring["hat"]["compression"],
+            run_task_names(mc.record),
+            _titled(f"Accuracy vs compression, {label}, seed {seed}", sec),
+            sgd,
+        ),
+    )

@@ -7,6 +7,7 @@ sections, each with rho per run against its matching references (results.rho_per
 every selected run, not only the section's) and, where they are missing, the exact ``cl-bench run``
 commands that would produce them.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,20 @@ from cl_bench.store import DEFAULT_STORE, RunRecord
 from cl_bench.trainer import LATER_SETTINGS
 from cl_bench.values import BadValue, parse_like
 
-__all__ = ["Section", "Variant", "analyse", "json_key", "runnable", "section_key", "section_slug",
-           "section_title", "select_records", "setting_of", "task_names", "variants"]
+__all__ = [
+    "Section",
+    "Variant",
+    "analyse",
+    "json_key",
+    "runnable",
+    "section_key",
+    "section_slug",
+    "section_title",
+    "select_records",
+    "setting_of",
+    "task_names",
+    "variants",
+]
 
 
 def setting_of(r: RunRecord, name: str):
@@ -51,9 +64,14 @@ def _matches(r: RunRecord, where: Mapping[str, str]) -> bool:
     return True
 
 
-def select_records(records: Sequence[RunRecord], scenarios: Sequence[str] = (), strategies: Sequence[str] = (),
-                   seeds: set[int] | None = None, tags: Sequence[str] = (),
-                   where: Mapping[str, str] | None = None) -> list[RunRecord]:
+def select_records(
+    records: Sequence[RunRecord],
+    scenarios: Sequence[str] = (),
+    strategies: Sequence[str] = (),
+    seeds: set[int] | None = None,
+    tags: Sequence[str] = (),
+    where: Mapping[str, str] | None = None,
+) -> list[RunRecord]:
     """The CLI filters. Joint and Random are kept whatever the strategy/tag/``where`` filter: rho needs
     them (and matches them to each run by scenario, options, seed, protocol and data). ``where`` maps a
     hyperparameter, protocol setting or scenario option to a value (typed like the stored one); a name
@@ -61,14 +79,19 @@ def select_records(records: Sequence[RunRecord], scenarios: Sequence[str] = (), 
     where = dict(where or {})
     unknown = [k for k in where if not any(setting_of(r, k)[0] for r in records if r.strategy not in REFERENCES)]
     if unknown and records:
-        raise ValueError(f"--where: no run has a setting named {', '.join(unknown)} (names are hyperparameters, "
-                         f"protocol settings such as epochs or precision, and scenario options)")
-    return [r for r in records
-            if (not scenarios or r.scenario in scenarios)
-            and (not strategies or r.strategy in strategies or r.strategy in REFERENCES)
-            and (seeds is None or r.seed in seeds)
-            and (not tags or set(tags) & set(r.tags) or r.strategy in REFERENCES)
-            and (not where or r.strategy in REFERENCES or _matches(r, where))]
+        raise ValueError(
+            f"--where: no run has a setting named {', '.join(unknown)} (names are hyperparameters, "
+            f"protocol settings such as epochs or precision, and scenario options)"
+        )
+    return [
+        r
+        for r in records
+        if (not scenarios or r.scenario in scenarios)
+        and (not strategies or r.strategy in strategies or r.strategy in REFERENCES)
+        and (seeds is None or r.seed in seeds)
+        and (not tags or set(tags) & set(r.tags) or r.strategy in REFERENCES)
+        and (not where or r.strategy in REFERENCES or _matches(r, where))
+    ]
 
 
 def section_protocol(r: RunRecord) -> dict:
@@ -131,12 +154,14 @@ class Section:
     def protocol(self) -> dict:
         return json.loads(self.key[2])
 
-    def runs(self, strategy: str | None = None, main_only: bool = True,
-             references: bool = True) -> list[RunMetrics]:
-        return [m for m in self.metrics
-                if (strategy is None or m.record.strategy == strategy)
-                and (references or m.record.strategy not in REFERENCES)
-                and (not main_only or self.variants[m.record.run_id].main)]
+    def runs(self, strategy: str | None = None, main_only: bool = True, references: bool = True) -> list[RunMetrics]:
+        return [
+            m
+            for m in self.metrics
+            if (strategy is None or m.record.strategy == strategy)
+            and (references or m.record.strategy not in REFERENCES)
+            and (not main_only or self.variants[m.record.run_id].main)
+        ]
 
     def launch(self, all_variants: bool = False) -> list[str]:
         return self.missing + (self.missing_other if all_variants else [])
@@ -147,8 +172,9 @@ class Section:
     def scale(self) -> Scale:
         """The section's scale in words (provenance.Scale), over the runs it shows by default."""
         shown = self.runs() or self.metrics
-        return section_scale([m.record for m in self.metrics], self.protocol, self.task_names(),
-                             [m.record.seed for m in shown])
+        return section_scale(
+            [m.record for m in self.metrics], self.protocol, self.task_names(), [m.record.seed for m in shown]
+        )
 
     def rows(self, all_variants: bool = False) -> list[Variant]:
         """The variants shown, one per configuration (references last)."""
@@ -171,8 +197,7 @@ class Section:
             if not others:
                 continue
             if len(others) == len(vs):
-                out.append(f"{s}: no run at its default configuration; {len(others)} other configuration(s) "
-                           f"hidden")
+                out.append(f"{s}: no run at its default configuration; {len(others)} other configuration(s) hidden")
             else:
                 out.append(f"{s}: {len(others)} other configuration(s) hidden")
         return out
@@ -205,8 +230,9 @@ def runnable(command: str, store: str | None = None) -> str:
     return command + (f" --store {store}" if store and store != DEFAULT_STORE else "")
 
 
-def analyse(records: Sequence[RunRecord], store: str | None = None,
-            selected: Mapping[str, str] | None = None) -> list[Section]:
+def analyse(
+    records: Sequence[RunRecord], store: str | None = None, selected: Mapping[str, str] | None = None
+) -> list[Section]:
     """Sections of finished runs, each with rho where its matching references exist. ``selected`` maps
     run ids to the sweep that selected their setting (variants.py), for runs made before sweeps recorded
     it."""
@@ -230,7 +256,15 @@ def analyse(records: Sequence[RunRecord], store: str | None = None,
                 notes.append(f"{r.strategy} seed {r.seed} ({r.run_id}): rho undefined: {m.error}")
             elif m.missing:
                 notes.append(f"{r.strategy} seed {r.seed} ({r.run_id}): rho n/a: {'; '.join(m.missing)}")
-        sections.append(Section(key, ms, {m.record.run_id: var[m.record.run_id] for m in ms},
-                                sorted(lists[True][0]), lists[True][1], sorted(lists[False][0] - lists[True][0]),
-                                lists[False][1]))
+        sections.append(
+            Section(
+                key,
+                ms,
+                {m.record.run_id: var[m.record.run_id] for m in ms},
+                sorted(lists[True][0]),
+                lists[True][1],
+                sorted(lists[False][0] - lists[True][0]),
+                lists[False][1],
+            )
+        )
     return sections

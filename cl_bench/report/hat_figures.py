@@ -5,6 +5,7 @@
 - Fig. 7: ``hat_compression_run`` (the run whose compression log is drawn) and
   ``sgd_single_task_accuracy`` (SGD's uncompressed accuracy beside it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,10 @@ def hat_grids(section: Section) -> list[HatGrid]:
         if len(cells) < 2:
             continue
         # Compare cells on the same seeds (the paper's grid is seed 0): the seeds every cell has, if any.
-        seed_sets = [{m.record.seed for m in ms if (float(m.record.hparams["s_max"]),
-                                                    float(m.record.hparams["c"])) == cell} for cell in cells]
+        seed_sets = [
+            {m.record.seed for m in ms if (float(m.record.hparams["s_max"]), float(m.record.hparams["c"])) == cell}
+            for cell in cells
+        ]
         common = set.intersection(*seed_sets)
         if common:
             ms = [m for m in ms if m.record.seed in common]
@@ -58,13 +61,21 @@ def hat_grids(section: Section) -> list[HatGrid]:
         counts = np.zeros_like(values)
         for i, s in enumerate(s_vals):
             for j, c in enumerate(c_vals):
-                cell = [m for m in ms
-                        if float(m.record.hparams["s_max"]) == s and float(m.record.hparams["c"]) == c]
+                cell = [m for m in ms if float(m.record.hparams["s_max"]) == s and float(m.record.hparams["c"]) == c]
                 if cell:
                     values[i, j] = np.mean([m.rho_upto[-1] if use_rho else m.acc_upto[-1] for m in cell])
                     counts[i, j] = len(cell)
-        grids.append(HatGrid(f" [{len(grids) + 1}]", s_vals, c_vals, values, counts,
-                             "rho<=T" if use_rho else "A<=T", sorted({m.record.seed for m in ms})))
+        grids.append(
+            HatGrid(
+                f" [{len(grids) + 1}]",
+                s_vals,
+                c_vals,
+                values,
+                counts,
+                "rho<=T" if use_rho else "A<=T",
+                sorted({m.record.seed for m in ms}),
+            )
+        )
     if len(grids) == 1:  # one grid needs no number
         grids[0].label = ""
     return grids
@@ -72,20 +83,25 @@ def hat_grids(section: Section) -> list[HatGrid]:
 
 def hat_monitored(section: Section) -> list[RunMetrics]:
     """Main-variant HAT runs that stored HAT's monitoring, lowest seed first (the paper shows seed 0)."""
-    return sorted((m for m in section.runs(HAT) if "hat" in (m.record.monitoring or {})),
-                  key=lambda m: m.record.seed)
+    return sorted((m for m in section.runs(HAT) if "hat" in (m.record.monitoring or {})), key=lambda m: m.record.seed)
 
 
 def hat_compression_run(section: Section) -> RunMetrics | None:
     """Fig. 7's run: a HAT run with a compression log, preferring the paper's compression setting
     (c = 1.5, U(0,2) embeddings, Sec. 4.4), then the main variant; lowest seed first."""
-    runs = [m for m in section.runs(HAT, main_only=False)
-            if (m.record.monitoring or {}).get("hat", {}).get("compression")]
+    runs = [
+        m for m in section.runs(HAT, main_only=False) if (m.record.monitoring or {}).get("hat", {}).get("compression")
+    ]
     if not runs:
         return None
-    return min(runs, key=lambda m: (not (m.record.hparams.get("c") == 1.5
-                                         and m.record.hparams.get("embedding_init") == "uniform"),
-                                    not section.variants[m.record.run_id].main, m.record.seed))
+    return min(
+        runs,
+        key=lambda m: (
+            not (m.record.hparams.get("c") == 1.5 and m.record.hparams.get("embedding_init") == "uniform"),
+            not section.variants[m.record.run_id].main,
+            m.record.seed,
+        ),
+    )
 
 
 def sgd_single_task_accuracy(section: Section, seed: int) -> dict[int, float]:
@@ -105,8 +121,11 @@ def sgd_single_task_accuracy(section: Section, seed: int) -> dict[int, float]:
 def hat_label(r: RunRecord) -> str:
     """'HAT (s_max=400, c=0.75)': the run's place on the Fig. 4 grid, for captions and titles."""
     hp = r.hparams
-    return "HAT" + (" (" + ", ".join(f"{k}={hp[k]:g}" for k in GRID_KEYS) + ")"
-                    if all(isinstance(hp.get(k), (int, float)) for k in GRID_KEYS) else "")
+    return "HAT" + (
+        " (" + ", ".join(f"{k}={hp[k]:g}" for k in GRID_KEYS) + ")"
+        if all(isinstance(hp.get(k), (int, float)) for k in GRID_KEYS)
+        else ""
+    )
 
 
 def run_task_names(r: RunRecord) -> list[str]:

@@ -8,6 +8,7 @@ than learned ones, and the report says so beside the row, in plain words. Runs m
 no such record: the report says "not measured" and gives what the older monitoring shows (the share of
 units each task's mask keeps, and the capacity trace).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,8 +50,9 @@ def run_health(r: RunRecord) -> HatHealth | None:
     learning = mon.get("mask_learning") or {}
     moved = learning.get("moved")
     if moved is not None:
-        moved = [units_weighted(per_layer, units) if isinstance(per_layer, list) else float(per_layer)
-                 for per_layer in moved]
+        moved = [
+            units_weighted(per_layer, units) if isinstance(per_layer, list) else float(per_layer) for per_layer in moved
+        ]
     capacity = learning.get("capacity")
     if capacity is None and mon.get("capacity"):  # older runs: the trace's last point of each task
         last: dict[int, float] = {}
@@ -60,8 +62,7 @@ def run_health(r: RunRecord) -> HatHealth | None:
     sizes = mon.get("mask_sizes") or []
     shares = [n / u for task in sizes for n, u in zip(task, units) if u]
     kept = (min(shares), max(shares)) if shares else None
-    return HatHealth(r.run_id, r.seed, moved or None, capacity, kept,
-                     str(r.hparams.get("embedding_init", "normal")))
+    return HatHealth(r.run_id, r.seed, moved or None, capacity, kept, str(r.hparams.get("embedding_init", "normal")))
 
 
 def section_health(section: Section, all_variants: bool = False) -> list[HatHealth]:
@@ -78,8 +79,11 @@ def not_learned(section: Section, all_variants: bool = False) -> set[str]:
         h = run_health(m.record)
         if h is not None and h.measured:
             by_label.setdefault(section.variants[m.record.run_id].label, []).append(h)
-    return {label for label, hs in by_label.items()
-            if sum(x for h in hs for x in h.moved) / sum(len(h.moved) for h in hs) < NOT_LEARNED_BELOW}
+    return {
+        label
+        for label, hs in by_label.items()
+        if sum(x for h in hs for x in h.moved) / sum(len(h.moved) for h in hs) < NOT_LEARNED_BELOW
+    }
 
 
 def _pct(x: float) -> str:
@@ -97,21 +101,24 @@ def health_note(health: Sequence[HatHealth]) -> str | None:
         return None
     who = f"seed {health[0].seed}" if len(health) == 1 else f"{len(health)} runs"
     caps = [h.capacity[-1] for h in health if h.capacity]
-    capacity = (f" Capacity used after the last task: {_range(caps)} of the masked layers' weights."
-                if caps else "")
+    capacity = f" Capacity used after the last task: {_range(caps)} of the masked layers' weights." if caps else ""
     measured = [h for h in health if h.measured]
     if not measured:
         kept = [v for h in health if h.kept for v in h.kept]
-        start = (" (N(0,1) embeddings start at 50%)" if all(h.embedding_init == "normal" for h in health) else "")
-        keeps = (f" Each task's masks keep {_range(kept)} of a layer's units{start}." if kept else "")
+        start = " (N(0,1) embeddings start at 50%)" if all(h.embedding_init == "normal" for h in health) else ""
+        keeps = f" Each task's masks keep {_range(kept)} of a layer's units{start}." if kept else ""
         return f"HAT ({who}): mask learning not measured (run made before 0.2.0).{keeps}{capacity}"
     moved = [x for h in measured for x in h.moved]
     mean = sum(moved) / len(moved)
     part = "" if len(measured) == len(health) else f" ({len(measured)} of {len(health)} runs measured)"
     if mean < NOT_LEARNED_BELOW:
-        return (f"HAT ({who}){part}: its masks have not learned: on average only {_pct(mean)} of the units "
-                f"({_range(moved)} per task) left their random initial on/off state (below "
-                f"{_pct(NOT_LEARNED_BELOW)}). Its row shows close-to-random fixed masks, not HAT's learned "
-                f"ones (typically: too few training steps per task for the embeddings to move).{capacity}")
-    return (f"HAT ({who}){part}: masks learned: on average {_pct(mean)} of the units ({_range(moved)} per "
-            f"task) left their random initial on/off state.{capacity}")
+        return (
+            f"HAT ({who}){part}: its masks have not learned: on average only {_pct(mean)} of the units "
+            f"({_range(moved)} per task) left their random initial on/off state (below "
+            f"{_pct(NOT_LEARNED_BELOW)}). Its row shows close-to-random fixed masks, not HAT's learned "
+            f"ones (typically: too few training steps per task for the embeddings to move).{capacity}"
+        )
+    return (
+        f"HAT ({who}){part}: masks learned: on average {_pct(mean)} of the units ({_range(moved)} per "
+        f"task) left their random initial on/off state.{capacity}"
+    )

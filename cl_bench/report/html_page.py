@@ -7,6 +7,7 @@ fonts, so it opens offline and can be mailed as one file. Written by ``cl-bench 
 
 The figures come in already rendered (``FigureItem.png``, from build.render_figures); this module draws
 nothing itself."""
+
 from __future__ import annotations
 
 import base64
@@ -82,20 +83,22 @@ def table_html(part, colors: dict[str, str]) -> str:
     """Table 1 rows of one section (already sorted, best rho last)."""
     T = int(part["T"].iloc[0])
     cols = table_columns(T)
-    head = {"rho<=2": "&rho;<sup>&le;2</sup>", "rho<=T": f"&rho;<sup>&le;{T}</sup>",
-            "A<=T": f"A<sup>&le;{T}</sup> (%)"}
-    rows = ["<tr><th class=l>strategy</th><th>seeds</th>" + "".join(f"<th>{head[c]}</th>" for c in cols)
-            + "</tr>"]
+    head = {"rho<=2": "&rho;<sup>&le;2</sup>", "rho<=T": f"&rho;<sup>&le;{T}</sup>", "A<=T": f"A<sup>&le;{T}</sup> (%)"}
+    rows = ["<tr><th class=l>strategy</th><th>seeds</th>" + "".join(f"<th>{head[c]}</th>" for c in cols) + "</tr>"]
     for _, r in part.iterrows():
         seeds = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['seeds']} (&rho;: {r['rho seeds']})"
         swatch = f"<span class=swatch style='background:{colors.get(r['strategy'], '#999')}'></span>"
         name = row_label(r)
-        rows.append(f"<tr><td class=l>{swatch}{_e(name)}</td><td>{seeds}</td>"
-                    + "".join(f"<td>{_cell(r, c, 100 if c.startswith('A') else 1)}</td>" for c in cols)
-                    + "</tr>")
+        rows.append(
+            f"<tr><td class=l>{swatch}{_e(name)}</td><td>{seeds}</td>"
+            + "".join(f"<td>{_cell(r, c, 100 if c.startswith('A') else 1)}</td>" for c in cols)
+            + "</tr>"
+        )
     notes = "".join(f"<p class=scale>{_e(n)}</p>" for n in row_notes(part, launch=False))  # commands: below
-    return (f"<table class=t1>{''.join(rows)}</table>{notes}<p><small>{_e(LEGEND)} Sorted by "
-            "&rho;<sup>&le;T</sup>, best last (Table 1).</small></p>")
+    return (
+        f"<table class=t1>{''.join(rows)}</table>{notes}<p><small>{_e(LEGEND)} Sorted by "
+        "&rho;<sup>&le;T</sup>, best last (Table 1).</small></p>"
+    )
 
 
 def comparison_html(part) -> str:
@@ -107,8 +110,7 @@ def comparison_html(part) -> str:
     T = int(part["T"].max())
     cols = [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
     name = {"rho<=2": "&rho;<sup>&le;2</sup>", "rho<=T": f"&rho;<sup>&le;{T}</sup>", "A<=T": f"A<sup>&le;{T}</sup> (%)"}
-    rows = ["<tr><th class=l>strategy</th>" + "".join(f"<th>{name[c]} ours</th><th>paper</th>" for c in cols)
-            + "</tr>"]
+    rows = ["<tr><th class=l>strategy</th>" + "".join(f"<th>{name[c]} ours</th><th>paper</th>" for c in cols) + "</tr>"]
     for _, r in part.iterrows():
         if r["strategy"] not in paper:
             continue
@@ -116,27 +118,42 @@ def comparison_html(part) -> str:
         for c in cols:
             scale = 100 if c.startswith("A") else 1
             theirs = paper[r["strategy"]].get(c)
-            cells += ["n/a" if np.isnan(r[c]) else f"{r[c] * scale:.2f}",
-                      "" if theirs is None else f"{theirs * scale:.2f}"]
+            cells += [
+                "n/a" if np.isnan(r[c]) else f"{r[c] * scale:.2f}",
+                "" if theirs is None else f"{theirs * scale:.2f}",
+            ]
         rows.append(f"<tr><td class=l>{_e(row_label(r))}</td>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     out = f"<table>{''.join(rows)}</table>"
     if scenario == "mixture":
         rho, n = rank_correlation(part, scenario)
-        out += (f"<p>Spearman rank correlation of our &rho;<sup>&le;{T}</sup> with Table 1's &rho;<sup>&le;8</sup> "
-                f"over {n} strategies: {'n/a' if np.isnan(rho) else f'{rho:.2f}'}"
-                + ("" if T == 8 else f" (ours ends at task {T}, the paper's at 8)") + ".</p>")
+        out += (
+            f"<p>Spearman rank correlation of our &rho;<sup>&le;{T}</sup> with Table 1's &rho;<sup>&le;8</sup> "
+            f"over {n} strategies: {'n/a' if np.isnan(rho) else f'{rho:.2f}'}"
+            + ("" if T == 8 else f" (ours ends at task {T}, the paper's at 8)")
+            + ".</p>"
+        )
     return out + f"<p class=scale>{_e(part['scale'].iloc[0])}</p>"
 
 
 def matrix_html(label: str, acc: np.ndarray, n: int, names: Sequence[str]) -> str:
     T = acc.shape[0]
-    head = "<tr><th class=l>after \\ on</th>" + "".join(f"<th title='{_e(names[i])}'>{i + 1}</th>"
-                                                          for i in range(T)) + "</tr>"
-    body = "".join("<tr><th class=l>" + f"{t + 1}" + "</th>" + "".join(
-        f"<td>{'' if np.isnan(acc[t, tau]) else f'{100 * acc[t, tau]:.1f}'}</td>" for tau in range(T)) + "</tr>"
-        for t in range(T))
-    return (f"<details><summary>{_e(label)}: mean accuracy (%) over {n} seed(s)</summary>"
-            f"<table>{head}{body}</table></details>")
+    head = (
+        "<tr><th class=l>after \\ on</th>"
+        + "".join(f"<th title='{_e(names[i])}'>{i + 1}</th>" for i in range(T))
+        + "</tr>"
+    )
+    body = "".join(
+        "<tr><th class=l>"
+        + f"{t + 1}"
+        + "</th>"
+        + "".join(f"<td>{'' if np.isnan(acc[t, tau]) else f'{100 * acc[t, tau]:.1f}'}</td>" for tau in range(T))
+        + "</tr>"
+        for t in range(T)
+    )
+    return (
+        f"<details><summary>{_e(label)}: mean accuracy (%) over {n} seed(s)</summary>"
+        f"<table>{head}{body}</table></details>"
+    )
 
 
 def _data_fingerprint(r: RunRecord) -> tuple[str, dict]:
@@ -149,9 +166,13 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
     """Run metadata: one row per run, details (hparams, protocol, options, error) on demand, and the
     distinct data sources with their checksums once."""
     sources: dict[str, dict] = {}
-    rows = [("<tr><th class=l>run</th><th class=l>strategy</th><th class=l>scenario</th><th>seed</th>"
-             "<th class=l>status</th><th class=l>tags</th><th class=l>code version</th><th>wall (s)</th>"
-             "<th>A<sup>&le;T</sup> (%)</th><th class=l>data</th><th class=l>configuration</th></tr>")]
+    rows = [
+        (
+            "<tr><th class=l>run</th><th class=l>strategy</th><th class=l>scenario</th><th>seed</th>"
+            "<th class=l>status</th><th class=l>tags</th><th class=l>code version</th><th>wall (s)</th>"
+            "<th>A<sup>&le;T</sup> (%)</th><th class=l>data</th><th class=l>configuration</th></tr>"
+        )
+    ]
     for r in sorted(records, key=lambda r: (r.scenario, r.strategy, r.seed, r.run_id)):
         key, datasets = _data_fingerprint(r)
         if datasets:
@@ -169,18 +190,27 @@ def runs_html(records: Sequence[RunRecord], table_accuracy: dict[str, float]) ->
             f"<td>{'' if r.wall_s is None else f'{r.wall_s:.0f}'}</td>"
             f"<td>{'' if acc is None else f'{100 * acc:.2f}'}</td>"
             f"<td class=l>{f'<code>{key}</code>' if datasets else '-'}</td>"
-            f"<td class=l><details><summary>show</summary>{details}</details></td></tr>")
-    src = [("<tr><th class=l>data id</th><th class=l>dataset</th><th class=l>file</th>"
-            "<th class=l>sha256</th><th class=l>complete</th></tr>")]
+            f"<td class=l><details><summary>show</summary>{details}</details></td></tr>"
+        )
+    src = [
+        (
+            "<tr><th class=l>data id</th><th class=l>dataset</th><th class=l>file</th>"
+            "<th class=l>sha256</th><th class=l>complete</th></tr>"
+        )
+    ]
     for key, datasets in sorted(sources.items()):
         for name, info in sorted(datasets.items()):
             files = info.get("files", {}) if isinstance(info, dict) else {}
             for path, sha in sorted(files.items()) or [("-", "-")]:
-                src.append(f"<tr><td class=l><code>{key}</code></td><td class=l>{_e(name)}</td>"
-                           f"<td class=l><code>{_e(Path(path).name)}</code></td><td class=l><code>{_e(sha)}"
-                           f"</code></td><td class=l>{_e(info.get('complete', '?'))}</td></tr>")
-    return ("<h3>Runs</h3><table class=meta>" + "".join(rows) + "</table>"
-            "<h3>Data sources</h3><table class=meta>" + "".join(src) + "</table>")
+                src.append(
+                    f"<tr><td class=l><code>{key}</code></td><td class=l>{_e(name)}</td>"
+                    f"<td class=l><code>{_e(Path(path).name)}</code></td><td class=l><code>{_e(sha)}"
+                    f"</code></td><td class=l>{_e(info.get('complete', '?'))}</td></tr>"
+                )
+    return (
+        "<h3>Runs</h3><table class=meta>" + "".join(rows) + "</table>"
+        "<h3>Data sources</h3><table class=meta>" + "".join(src) + "</table>"
+    )
 
 
 def _verdict(scale_text: str) -> str:
@@ -192,10 +222,15 @@ def _verdict(scale_text: str) -> str:
     return _e(scale_text)
 
 
-TOC_NAMES = {"fig3_rho": "Fig. 3: forgetting ratio", "fig3_acc": "Fig. 3: mean accuracy",
-             "accuracy_matrices": "Accuracy matrices (heatmaps)", "fig4_hat_grid": "Fig. 4: HAT over s_max × c",
-             "fig5_capacity": "Fig. 5: capacity usage", "fig6_reuse": "Fig. 6: weight reuse",
-             "fig7_compression": "Fig. 7: accuracy vs compression"}
+TOC_NAMES = {
+    "fig3_rho": "Fig. 3: forgetting ratio",
+    "fig3_acc": "Fig. 3: mean accuracy",
+    "accuracy_matrices": "Accuracy matrices (heatmaps)",
+    "fig4_hat_grid": "Fig. 4: HAT over s_max × c",
+    "fig5_capacity": "Fig. 5: capacity usage",
+    "fig6_reuse": "Fig. 6: weight reuse",
+    "fig7_compression": "Fig. 7: accuracy vs compression",
+}
 
 
 def _toc_name(item: FigureItem) -> str:
@@ -208,38 +243,58 @@ def render_html(report: Report, items: Sequence[FigureItem], paper: bool = False
     filters = {k: v for k, v in report.filters.items() if v not in ([], None, False, "", {})}
     filters.pop("store", None)
     table = report.table
-    parts = {s.key: (table if table.empty else table[(table["scenario"] == s.key[0]) & (table["options"] == s.key[1])
-                                                    & (table["protocol"] == s.key[2])]) for s in report.sections}
+    parts = {
+        s.key: (
+            table
+            if table.empty
+            else table[
+                (table["scenario"] == s.key[0]) & (table["options"] == s.key[1]) & (table["protocol"] == s.key[2])
+            ]
+        )
+        for s in report.sections
+    }
     anchor = {s.key: f"s{k + 1}" for k, s in enumerate(report.sections)}
-    out = ["<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-           "<meta name=viewport content='width=device-width, initial-scale=1'>",
-           "<title>cl-bench report</title><style>" + CSS + "</style></head><body>",
-           "<h1>cl-bench report</h1>",
-           "<div class=prov id=provenance><b>Provenance.</b> " + _e(report.footer)
-           + (f" Filters: <code>{_e(json.dumps(filters))}</code>." if filters else "")
-           + f" {len(report.records)} selected run(s), {sum(r.status == 'finished' for r in report.records)} "
-           f"finished.<ul>" + "".join(f"<li><a href='#{anchor[s.key]}'>{_e(s.title)}</a>: {_verdict(s.scale().text())}"
-                                      "</li>" for s in report.sections)
-           + f"</ul><small>{_e(RULE)} Report built with "
-           + ", ".join(f"{k} {_e(v)}" for k, v in _versions().items())
-           + "; each run's own code version is in the run table.</small></div>"]
+    out = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        "<meta name=viewport content='width=device-width, initial-scale=1'>",
+        "<title>cl-bench report</title><style>" + CSS + "</style></head><body>",
+        "<h1>cl-bench report</h1>",
+        "<div class=prov id=provenance><b>Provenance.</b> "
+        + _e(report.footer)
+        + (f" Filters: <code>{_e(json.dumps(filters))}</code>." if filters else "")
+        + f" {len(report.records)} selected run(s), {sum(r.status == 'finished' for r in report.records)} "
+        f"finished.<ul>"
+        + "".join(
+            f"<li><a href='#{anchor[s.key]}'>{_e(s.title)}</a>: {_verdict(s.scale().text())}</li>"
+            for s in report.sections
+        )
+        + f"</ul><small>{_e(RULE)} Report built with "
+        + ", ".join(f"{k} {_e(v)}" for k, v in _versions().items())
+        + "; each run's own code version is in the run table.</small></div>",
+    ]
     toc = ["<nav class=toc><b>Contents</b><ol><li><a href='#provenance'>Provenance</a></li>"]
     for s in report.sections:
         a = anchor[s.key]
         sub = [f"<li><a href='#{a}-table'>Table 1</a></li>"]
         if paper and len(parts[s.key]) and paper_values(s.key[0]):
             sub.append(f"<li><a href='#{a}-paper'>Ours beside the paper's</a></li>")
-        sub += [f"<li><a href='#{_e(i.name)}'>{_e(_toc_name(i))}</a></li>"
-                for i in items if i.section == s.key and i.png is not None]
+        sub += [
+            f"<li><a href='#{_e(i.name)}'>{_e(_toc_name(i))}</a></li>"
+            for i in items
+            if i.section == s.key and i.png is not None
+        ]
         sub.append(f"<li><a href='#{a}-matrices'>Accuracy matrices</a></li>")
         toc.append(f"<li><a href='#{a}'>{_e(s.title)}</a><ul>{''.join(sub)}</ul></li>")
     toc.append("<li><a href='#runs'>Run metadata</a></li></ol></nav>")
     out += toc
     if report.missing:
-        out.append("<div class=missing><b>Missing references.</b> The forgetting ratio &rho; (Eq. 6) needs "
-                   "the Joint and Random runs of the same scenario, options, seed, protocol and data; the "
-                   "cells and figures that need them are marked n/a or left out. Launch:<pre>"
-                   + "\n".join(_e(c) for c in report.missing) + "</pre></div>")
+        out.append(
+            "<div class=missing><b>Missing references.</b> The forgetting ratio &rho; (Eq. 6) needs "
+            "the Joint and Random runs of the same scenario, options, seed, protocol and data; the "
+            "cells and figures that need them are marked n/a or left out. Launch:<pre>"
+            + "\n".join(_e(c) for c in report.missing)
+            + "</pre></div>"
+        )
     if not report.sections:
         out.append("<p class=note>No finished runs match.</p>")
     table_accuracy = {m.record.run_id: float(m.acc_upto[-1]) for s in report.sections for m in s.metrics}
@@ -249,15 +304,21 @@ def render_html(report: Report, items: Sequence[FigureItem], paper: bool = False
         out.append(f"<h2 id='{a}'>{_e(section_heading(sec.key, part) if len(part) else sec.title)}</h2>")
         out.append(f"<p class=scale>{_verdict(sec.scale().text())}</p>")
         out.append(f"<h3 id='{a}-table'>Table 1: forgetting ratio</h3>")
-        out.append(table_html(part, colors) if len(part) else
-                   "<p class=note>No row to show here: only reference runs (Joint/Random), or no strategy "
-                   "run at its default configuration (see below).</p>")
+        out.append(
+            table_html(part, colors)
+            if len(part)
+            else "<p class=note>No row to show here: only reference runs (Joint/Random), or no strategy "
+            "run at its default configuration (see below).</p>"
+        )
         out += [f"<p class=note>{_e(n)}</p>" for n in report.extras.get(sec.key, [])]
         out += [f"<p class=note>{_e(n)}</p>" for n in sec.remarks(all_variants)]
         launch = sec.launch(all_variants)
         if launch:
-            out.append("<p class=note>Missing references here: <code>" + "</code>; <code>".join(
-                _e(c) for c in launch) + "</code></p>")
+            out.append(
+                "<p class=note>Missing references here: <code>"
+                + "</code>; <code>".join(_e(c) for c in launch)
+                + "</code></p>"
+            )
         if paper and len(part) and paper_values(sec.key[0]):
             out.append(f"<h3 id='{a}-paper'>Ours beside the paper's</h3>" + comparison_html(part))
         out.append(f"<h3 id='{a}-figures'>Figures</h3>")
@@ -266,13 +327,14 @@ def render_html(report: Report, items: Sequence[FigureItem], paper: bool = False
                 out.append(f"<p class=note><b>{_e(item.name)}</b> not drawn: {_e(item.note)}</p>")
                 continue
             b64 = base64.b64encode(item.png).decode("ascii")
-            out.append(f"<figure id='{_e(item.name)}'><img alt='{_e(item.name)}' "
-                       f"src='data:image/png;base64,{b64}'><figcaption><b>{_e(item.name)}</b>: "
-                       f"{_e(item.caption)}</figcaption></figure>")
+            out.append(
+                f"<figure id='{_e(item.name)}'><img alt='{_e(item.name)}' "
+                f"src='data:image/png;base64,{b64}'><figcaption><b>{_e(item.name)}</b>: "
+                f"{_e(item.caption)}</figcaption></figure>"
+            )
         out.append(f"<h3 id='{a}-matrices'>Accuracy matrices (rows: after task t; columns: task &tau;)</h3>")
         names = sec.task_names()
-        out.append("<p><small>Tasks: " + _e(", ".join(f"{i + 1} = {n}" for i, n in enumerate(names)))
-                   + "</small></p>")
+        out.append("<p><small>Tasks: " + _e(", ".join(f"{i + 1} = {n}" for i, n in enumerate(names))) + "</small></p>")
         out += [matrix_html(label, acc, n, names) for label, _s, acc, n in mean_matrices(sec, all_variants)]
     out.append("<h2 id=runs>Run metadata</h2>")
     out.append(runs_html(report.records, table_accuracy))

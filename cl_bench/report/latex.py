@@ -2,6 +2,7 @@
 LaTeX (the provenance in captions and notes under each table, the launch commands and the footer as
 ``%`` comments), so ``cl-bench report --latex [--paper] > table.tex`` can be ``\\input`` as is.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,30 @@ from cl_bench.report.grouping import section_slug
 from cl_bench.report.paper import paper_values, rank_correlation
 from cl_bench.report.tables import cell_seeds, row_label, row_notes, section_heading, sections_of, table_columns
 
-UNICODE = {"≤": r"$\leq$", "ρ": r"$\rho$", "τ": r"$\tau$", "±": r"$\pm$", "×": r"$\times$", "–": "--",
-           "—": "---", "’": "'", "`": "", "…": r"\ldots{}"}
-SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
-           "$": r"\$", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+UNICODE = {
+    "≤": r"$\leq$",
+    "ρ": r"$\rho$",
+    "τ": r"$\tau$",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "–": "--",
+    "—": "---",
+    "’": "'",
+    "`": "",
+    "…": r"\ldots{}",
+}
+SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "_": r"\_",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "$": r"\$",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def tex(s: str) -> str:
@@ -43,12 +64,12 @@ def _tex_cell(r, key: str, scale: float = 1.0) -> str:
 
 
 def _tex_head(column: str, T: int) -> str:
-    return {"rho<=2": r"$\rho^{\leq 2}$", "rho<=T": rf"$\rho^{{\leq {T}}}$",
-            "A<=T": rf"$A^{{\leq {T}}}$ (\%)"}[column]
+    return {"rho<=2": r"$\rho^{\leq 2}$", "rho<=T": rf"$\rho^{{\leq {T}}}$", "A<=T": rf"$A^{{\leq {T}}}$ (\%)"}[column]
 
 
-def format_latex(df: pd.DataFrame, extras: Mapping[tuple, Sequence[str]] | None = None,
-                 footer: str | None = None) -> str:
+def format_latex(
+    df: pd.DataFrame, extras: Mapping[tuple, Sequence[str]] | None = None, footer: str | None = None
+) -> str:
     """Table 1 as the paper sets it: one table per section, rows sorted with the best rho^{<=T} last;
     cells 'mean (std) +-ci95'; n = runs (seeds) per row, 'k/n' when only k of them have their references.
     The caption states the scale and whether it is the paper's protocol; a note under the table says
@@ -60,24 +81,34 @@ def format_latex(df: pd.DataFrame, extras: Mapping[tuple, Sequence[str]] | None 
     for key, part in sections_of(df):
         T = int(part["T"].iloc[0])
         cols = table_columns(T)
-        what = ("after the second ($\\rho^{\\leq 2}$) and the last " if T > 2 else "after the last ") + \
-            f"($\\rho^{{\\leq {T}}}$) task"
+        what = (
+            "after the second ($\\rho^{\\leq 2}$) and the last " if T > 2 else "after the last "
+        ) + f"($\\rho^{{\\leq {T}}}$) task"
         notes = row_notes(part, launch=False) + list((extras or {}).get(key, []))
         out += [
-            "\\begin{table}[t]", "\\centering",
-            (f"\\caption{{Average forgetting ratio {what}, and mean accuracy $A^{{\\leq {T}}}$, on "
-             f"{tex(section_heading(key, part))}: mean over $n$ runs, standard deviation in parentheses, "
-             f"half-width of the 95\\% Student-$t$ interval after $\\pm$. {tex(part['scale'].iloc[0])}}}"),
+            "\\begin{table}[t]",
+            "\\centering",
+            (
+                f"\\caption{{Average forgetting ratio {what}, and mean accuracy $A^{{\\leq {T}}}$, on "
+                f"{tex(section_heading(key, part))}: mean over $n$ runs, standard deviation in parentheses, "
+                f"half-width of the 95\\% Student-$t$ interval after $\\pm$. {tex(part['scale'].iloc[0])}}}"
+            ),
             f"\\label{{tab:rho-{section_slug(key).replace('_', '-')}}}",
-            "\\begin{tabular}{lr" + "l" * len(cols) + "}", "\\toprule",
+            "\\begin{tabular}{lr" + "l" * len(cols) + "}",
+            "\\toprule",
             "Approach & $n$ & " + " & ".join(_tex_head(c, T) for c in cols) + " \\\\",
-            "\\midrule"]
+            "\\midrule",
+        ]
         for _, r in part.iterrows():
             n_cell = str(r["seeds"]) if r["rho seeds"] == r["seeds"] else f"{r['rho seeds']}/{r['seeds']}"
             cells = [_tex_cell(r, c, 100 if c.startswith("A") else 1) for c in cols]
             out.append(f"{tex(row_label(r))} & {n_cell} & " + " & ".join(cells) + " \\\\")
-        out += ["\\bottomrule", "\\end{tabular}", "\\par\\smallskip",
-                "{\\footnotesize " + " \\par ".join(tex(n) for n in notes) + "\\par}"]
+        out += [
+            "\\bottomrule",
+            "\\end{tabular}",
+            "\\par\\smallskip",
+            "{\\footnotesize " + " \\par ".join(tex(n) for n in notes) + "\\par}",
+        ]
         launch = sorted({c for cmds in part["launch"] for c in str(cmds).split("; ") if c})
         if launch:
             out.append(_comment("rho n/a: the matching references would come from:\n" + "\n".join(launch)))
@@ -96,10 +127,16 @@ def format_comparison_latex(table: pd.DataFrame) -> str:
         T = int(part["T"].max())
         cols = [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
         heads = " & ".join(f"{_tex_head(c, T)} ours & paper" for c in cols)
-        out += ["\\begin{table}[t]", "\\centering",
-                f"\\caption{{Ours beside the paper's published numbers, {tex(section_heading(key, part))}. "
-                f"{tex(part['scale'].iloc[0])}}}",
-                "\\begin{tabular}{l" + "rr" * len(cols) + "}", "\\toprule", f"Approach & {heads} \\\\", "\\midrule"]
+        out += [
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{Ours beside the paper's published numbers, {tex(section_heading(key, part))}. "
+            f"{tex(part['scale'].iloc[0])}}}",
+            "\\begin{tabular}{l" + "rr" * len(cols) + "}",
+            "\\toprule",
+            f"Approach & {heads} \\\\",
+            "\\midrule",
+        ]
         for _, r in part.iterrows():
             if r["strategy"] not in paper:
                 continue
@@ -107,14 +144,18 @@ def format_comparison_latex(table: pd.DataFrame) -> str:
             for c in cols:
                 scale = 100 if c.startswith("A") else 1
                 theirs = paper[r["strategy"]].get(c)
-                cells += ["n/a" if math.isnan(r[c]) else f"${r[c] * scale:.2f}$",
-                          "" if theirs is None else f"${theirs * scale:.2f}$"]
+                cells += [
+                    "n/a" if math.isnan(r[c]) else f"${r[c] * scale:.2f}$",
+                    "" if theirs is None else f"${theirs * scale:.2f}$",
+                ]
             out.append(f"{tex(row_label(r))} & " + " & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         if key[0] == "mixture":
             rho, n = rank_correlation(part, key[0])
-            out.append(f"\\par\\smallskip{{\\footnotesize Spearman rank correlation of our "
-                       f"$\\rho^{{\\leq {T}}}$ with Table 1's $\\rho^{{\\leq 8}}$ over {n} strategies: "
-                       f"{'n/a' if math.isnan(rho) else f'${rho:.2f}$'}.\\par}}")
+            out.append(
+                f"\\par\\smallskip{{\\footnotesize Spearman rank correlation of our "
+                f"$\\rho^{{\\leq {T}}}$ with Table 1's $\\rho^{{\\leq 8}}$ over {n} strategies: "
+                f"{'n/a' if math.isnan(rho) else f'${rho:.2f}$'}.\\par}}"
+            )
         out += ["\\end{table}", ""]
     return "\n".join(out) if out else "% (the paper gives no number for these scenarios)"

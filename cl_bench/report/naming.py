@@ -8,6 +8,7 @@ one strategy, and a report run from another folder finds it; a file found nowher
 normalised path string. A strategy that cannot be imported here (a missing file, an adapter not
 installed, an import error) is still reported, under its stored name, without its defaults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,8 @@ def strategy_key(name: str, folders: Sequence[Path] = ()) -> str:
         return name
     path, sep, cls = name.rpartition(":") if ".py:" in name else (name, "", "")
     p = Path(path)
-    for base in ([Path("/")] if p.is_absolute() else list(folders) or [Path.cwd()]):
-        candidate = (base / p)
+    for base in [Path("/")] if p.is_absolute() else list(folders) or [Path.cwd()]:
+        candidate = base / p
         if candidate.is_file():
             return f"{candidate.resolve()}{sep}{cls}"
     return f"{os.path.normpath(path)}{sep}{cls}"

@@ -4,6 +4,7 @@ Only what the paper's main text states: Table 1 for the mixture (10 seeds), and 
 single numbers it quotes for incremental CIFAR, permuted MNIST and split MNIST (Sec. 4.2; the rest of
 those tables is in its supplementary material, which is not here). Ours come from `tables.rho_table`.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,9 +16,16 @@ from cl_bench.report.grouping import section_title
 
 # Table 1: (rho<=2, rho<=8), mean over 10 seeds, of each approach on the 8-data-set mixture.
 TABLE_1 = {
-    "lfl": (-0.73, -0.92), "lwf": (-0.14, -0.80), "sgd": (-0.20, -0.66), "imm_mode": (-0.11, -0.49),
-    "sgd_frozen": (-0.20, -0.44), "imm_mean": (-0.12, -0.42), "ewc": (-0.08, -0.25),
-    "pathnet": (-0.09, -0.17), "pnn": (-0.11, -0.11), "hat": (-0.02, -0.06),
+    "lfl": (-0.73, -0.92),
+    "lwf": (-0.14, -0.80),
+    "sgd": (-0.20, -0.66),
+    "imm_mode": (-0.11, -0.49),
+    "sgd_frozen": (-0.20, -0.44),
+    "imm_mean": (-0.12, -0.42),
+    "ewc": (-0.08, -0.25),
+    "pathnet": (-0.09, -0.17),
+    "pnn": (-0.11, -0.11),
+    "hat": (-0.02, -0.06),
 }
 
 # Sec. 4.2: per scenario, {strategy: {column of rho_table: value}} (rho as a ratio, A as a fraction).
@@ -39,8 +47,11 @@ def rank_correlation(table: pd.DataFrame, scenario: str = "mixture", column: str
     """(Spearman's rank correlation of our ``column`` with the paper's, strategies compared): over the
     strategies that both have. NaN when fewer than three are shared."""
     paper = paper_values(scenario)
-    ours = {r["strategy"]: r[column] for _, r in table[table["scenario"] == scenario].iterrows()
-            if r["strategy"] in paper and column in paper[r["strategy"]] and not math.isnan(r[column])}
+    ours = {
+        r["strategy"]: r[column]
+        for _, r in table[table["scenario"] == scenario].iterrows()
+        if r["strategy"] in paper and column in paper[r["strategy"]] and not math.isnan(r[column])
+    }
     if len(ours) < 3:
         return math.nan, len(ours)
     names = sorted(ours)
@@ -78,8 +89,11 @@ def format_comparison(table: pd.DataFrame) -> str:
             lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
         if scenario == "mixture":
             rho, n = rank_correlation(part, scenario)
-            lines += ["", f"Spearman rank correlation of rho<={T} (ours) with Table 1's rho<=8, over {n} "
-                          f"strategies: {'n/a' if math.isnan(rho) else f'{rho:.2f}'}"
-                          + ("" if T == 8 else f" (ours ends at task {T}, the paper's at 8)")]
+            lines += [
+                "",
+                f"Spearman rank correlation of rho<={T} (ours) with Table 1's rho<=8, over {n} "
+                f"strategies: {'n/a' if math.isnan(rho) else f'{rho:.2f}'}"
+                + ("" if T == 8 else f" (ours ends at task {T}, the paper's at 8)"),
+            ]
         lines.append("")
     return "\n".join(lines) if lines else "(the paper gives no number for these scenarios)"

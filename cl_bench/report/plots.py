@@ -17,6 +17,7 @@ figure's data can be checked on its Axes before it is saved:
 One style for all (``RC``: seaborn's "ticks" look at print sizes); heatmaps are seaborn's. A strategy
 has one colour and one marker in every figure (style.py; colour-blind safe).
 """
+
 from __future__ import annotations
 
 import io
@@ -71,10 +72,21 @@ HTML_DPI = 150  # PNG embedded in the HTML page: sharp on screen, a page that st
 BANDS = {"std": "mean $\\pm$ 1 std over seeds", "ci95": "mean $\\pm$ 95% t-interval over seeds"}
 # Sized for a two-column paper: full width is ~7 in, so 9 pt text stays readable when printed. Type 42:
 # TrueType fonts embedded in PDF and PS (the default, Type 3, is refused by several venues).
-RC = {**sns.axes_style("ticks"),
-      "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
-      "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": DPI,
-      "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "ps.fonttype": 42}
+RC = {
+    **sns.axes_style("ticks"),
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "figure.dpi": 100,
+    "savefig.dpi": DPI,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+}
 
 
 @dataclass
@@ -90,8 +102,14 @@ class Curve:
     ci95: np.ndarray | None = None
 
 
-def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
-                  colors: dict[str, str] | None = None, percent: bool = False, band: str = "std") -> Figure:
+def curves_figure(
+    curves: Sequence[Curve],
+    ylabel: str,
+    title: str,
+    colors: dict[str, str] | None = None,
+    percent: bool = False,
+    band: str = "std",
+) -> Figure:
     """Fig. 3: a line per strategy (mean over seeds, its marker at each t) and a band of +-1 std
     (``band='std'``) or of the 95% t-interval (``'ci95'``); the legend's title says which."""
     if band not in BANDS:
@@ -105,12 +123,19 @@ def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
         for c in curves:
             t = np.arange(1, len(c.mean) + 1)
             color = colors[c.strategy]
-            ax.plot(t, c.mean * scale, marker=markers[c.strategy], ms=4, lw=1.5, color=color,
-                    ls=REFERENCE_STYLE.get(c.strategy, "-"), label=f"{c.label} (n={c.n})")
+            ax.plot(
+                t,
+                c.mean * scale,
+                marker=markers[c.strategy],
+                ms=4,
+                lw=1.5,
+                color=color,
+                ls=REFERENCE_STYLE.get(c.strategy, "-"),
+                label=f"{c.label} (n={c.n})",
+            )
             width = c.std if band == "std" else c.ci95
             if c.n > 1 and width is not None and np.isfinite(width).all():
-                ax.fill_between(t, (c.mean - width) * scale, (c.mean + width) * scale, color=color,
-                                alpha=0.15, lw=0)
+                ax.fill_between(t, (c.mean - width) * scale, (c.mean + width) * scale, color=color, alpha=0.15, lw=0)
         ax.set_xticks(range(1, T + 1))
         ax.set_xlim(0.8, T + 0.2)
         ax.set_xlabel("task t (after learning tasks 1..t)")
@@ -120,8 +145,7 @@ def curves_figure(curves: Sequence[Curve], ylabel: str, title: str,
         if not percent:
             ax.axhline(0.0, color="0.3", lw=0.6)  # rho = 0: as good as Joint
         _zoom_past_chance(ax, curves, scale)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=BANDS[band],
-                  title_fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=BANDS[band], title_fontsize=8)
     return fig
 
 
@@ -143,14 +167,36 @@ def _zoom_past_chance(ax, curves: Sequence[Curve], scale: float) -> None:
         line.set_label(f"{line.get_label()}: {values}, below")
 
 
-def _heatmap(ax, values: np.ndarray, fmt: str, cmap: str, vmin: float | None, vmax: float | None,
-             fontsize: float = 7, xticklabels="auto", yticklabels="auto"):
+def _heatmap(
+    ax,
+    values: np.ndarray,
+    fmt: str,
+    cmap: str,
+    vmin: float | None,
+    vmax: float | None,
+    fontsize: float = 7,
+    xticklabels="auto",
+    yticklabels="auto",
+):
     """seaborn's heatmap: NaN cells blank, each defined cell annotated (text colour set by the cell's
     lightness), no colour bar (the caller adds one); returns the QuadMesh for the colour bar."""
     values = np.asarray(values, dtype=float)
-    sns.heatmap(values, ax=ax, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, cbar=False,
-                mask=~np.isfinite(values), annot_kws={"fontsize": fontsize}, xticklabels=xticklabels,
-                yticklabels=yticklabels, linewidths=0.5, linecolor="white")
+    sns.heatmap(
+        values,
+        ax=ax,
+        annot=True,
+        fmt=fmt,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        cbar=False,
+        mask=~np.isfinite(values),
+        annot_kws={"fontsize": fontsize},
+        xticklabels=xticklabels,
+        yticklabels=yticklabels,
+        linewidths=0.5,
+        linecolor="white",
+    )
     ax.tick_params(length=0)
     return ax.collections[0]
 
@@ -163,8 +209,9 @@ def _slant(ax, degrees: float, size: float | None = None) -> None:
             label.set_fontsize(size)
 
 
-def accuracy_matrices_figure(matrices: Sequence[tuple[str, str, np.ndarray, int]],
-                             task_names: Sequence[str], title: str) -> Figure:
+def accuracy_matrices_figure(
+    matrices: Sequence[tuple[str, str, np.ndarray, int]], task_names: Sequence[str], title: str
+) -> Figure:
     """Raw accuracy matrices: (label, strategy, mean matrix (T x T, NaN above the diagonal), seeds)
     per panel; rows = after task t, columns = task tau, cells in %; the tasks named on both axes."""
     n = len(matrices)
@@ -175,13 +222,22 @@ def accuracy_matrices_figure(matrices: Sequence[tuple[str, str, np.ndarray, int]
     size = max(1.9, 0.3 * T + 0.8) + (0.5 if named else 0)  # ~0.3 in per cell: two digits at 6 pt fit
     labels = [f"{i + 1} {name}" if named else str(i + 1) for i, name in enumerate(task_names)]
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.9, size * rows + 0.5),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(size * cols + 0.9, size * rows + 0.5), squeeze=False, layout="constrained"
+        )
         mesh = None
         for k, (ax, (label, _strategy, acc, seeds)) in enumerate(zip(axes.flat, matrices)):
-            mesh = _heatmap(ax, 100 * np.asarray(acc, dtype=float), ".0f" if T > 4 else ".1f",
-                            "viridis", 0, 100, fontsize=6 if T > 6 else 7, xticklabels=labels,
-                            yticklabels=labels if k % cols == 0 else False)
+            mesh = _heatmap(
+                ax,
+                100 * np.asarray(acc, dtype=float),
+                ".0f" if T > 4 else ".1f",
+                "viridis",
+                0,
+                100,
+                fontsize=6 if T > 6 else 7,
+                xticklabels=labels,
+                yticklabels=labels if k % cols == 0 else False,
+            )
             ax.set_title(f"{label} (n={seeds})")
             ax.set_xlabel("tested on task $\\tau$")
             ax.set_ylabel("after task t" if k % cols == 0 else "")
@@ -196,25 +252,41 @@ def accuracy_matrices_figure(matrices: Sequence[tuple[str, str, np.ndarray, int]
     return fig
 
 
-def hat_grid_figure(values: np.ndarray, s_max: Sequence[float], c: Sequence[float], value_label: str,
-                    title: str, counts: np.ndarray | None = None) -> Figure:
+def hat_grid_figure(
+    values: np.ndarray,
+    s_max: Sequence[float],
+    c: Sequence[float],
+    value_label: str,
+    title: str,
+    counts: np.ndarray | None = None,
+) -> Figure:
     """Fig. 4: ``values[i, j]`` at s_max[i] (rows) and c[j] (columns); NaN where not run."""
     values = np.asarray(values, dtype=float)
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(max(3.4, 0.62 * len(c) + 1.8), max(2.4, 0.42 * len(s_max) + 1.2)),
-                               layout="constrained")
+        fig, ax = plt.subplots(
+            figsize=(max(3.4, 0.62 * len(c) + 1.8), max(2.4, 0.42 * len(s_max) + 1.2)), layout="constrained"
+        )
         finite = values[np.isfinite(values)]
         spread = float(finite.max() - finite.min()) if finite.size else 1.0
-        im = _heatmap(ax, values, ".2f" if spread >= 0.05 else ".3f", "viridis", None, None,  # cells must differ
-                      xticklabels=[f"{v:g}" for v in c], yticklabels=[f"{v:g}" for v in s_max])
+        im = _heatmap(
+            ax,
+            values,
+            ".2f" if spread >= 0.05 else ".3f",
+            "viridis",
+            None,
+            None,  # cells must differ
+            xticklabels=[f"{v:g}" for v in c],
+            yticklabels=[f"{v:g}" for v in s_max],
+        )
         ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("compressibility c")
         ax.set_ylabel("stability $s_{\\max}$")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, label=value_label)
         if counts is not None and np.nanmax(counts) != np.nanmin(counts[counts > 0]):
-            ax.text(1.0, -0.22, "cells average different numbers of seeds", transform=ax.transAxes,
-                    ha="right", fontsize=7)
+            ax.text(
+                1.0, -0.22, "cells average different numbers of seeds", transform=ax.transAxes, ha="right", fontsize=7
+            )
     return fig
 
 
@@ -227,8 +299,7 @@ def task_switches(steps: Sequence[int], tasks: Sequence[int]) -> list[tuple[int,
     return out
 
 
-def capacity_figure(steps: Sequence[int], tasks: Sequence[int], usage: Sequence[float],
-                    title: str) -> Figure:
+def capacity_figure(steps: Sequence[int], tasks: Sequence[int], usage: Sequence[float], title: str) -> Figure:
     """Fig. 5: capacity usage (% of weights whose cumulative mask is 1) against the training step,
     dashed vertical lines at each task switch, task numbers along the top."""
     steps, usage = np.asarray(steps), 100 * np.asarray(usage, dtype=float)
@@ -240,8 +311,16 @@ def capacity_figure(steps: Sequence[int], tasks: Sequence[int], usage: Sequence[
             if k > 0:
                 ax.axvline(s, color="0.35", ls="--", lw=0.8)
             end = switches[k + 1][0] if k + 1 < len(switches) else steps.max()
-            ax.text((s + end) / 2, 1.01, f"task {t + 1}" if len(switches) <= 5 else str(t + 1),
-                    transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7, color="0.3")
+            ax.text(
+                (s + end) / 2,
+                1.01,
+                f"task {t + 1}" if len(switches) <= 5 else str(t + 1),
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="0.3",
+            )
         ax.set_ylim(0, 100)
         ax.set_xlim(steps.min(), steps.max())
         ax.set_xlabel("training step (batches)")
@@ -270,8 +349,9 @@ def reuse_figure(reuse: Sequence[Sequence[float | None]], task_names: Sequence[s
     return fig
 
 
-def compression_figure(points: Sequence[dict], task_names: Sequence[str], title: str,
-                       sgd_accuracy: dict[int, float] | None = None) -> Figure:
+def compression_figure(
+    points: Sequence[dict], task_names: Sequence[str], title: str, sgd_accuracy: dict[int, float] | None = None
+) -> Figure:
     """Fig. 7: validation accuracy against compression (% of weights active in the task's mask), a dot
     per epoch joined in epoch order, one colour per task; triangles: SGD's accuracy (no compression)."""
     tasks = sorted({int(p["task"]) for p in points})
@@ -289,11 +369,18 @@ def compression_figure(points: Sequence[dict], task_names: Sequence[str], title:
             ax.plot(x, y, marker="o", ms=3, lw=0.6, color=color, label=f"{t + 1}: {name}")
             if sgd_accuracy and t in sgd_accuracy:  # spread within 100 % +-3 % so equal accuracies show
                 nudge = 1.06 ** ((k - (len(tasks) - 1) / 2) / max(len(tasks) - 1, 1))
-                ax.plot([100.0 * nudge], [100 * sgd_accuracy[t]], marker="^", ms=7, ls="none", color=color,
-                        markeredgecolor="black", markeredgewidth=0.5)
+                ax.plot(
+                    [100.0 * nudge],
+                    [100 * sgd_accuracy[t]],
+                    marker="^",
+                    ms=7,
+                    ls="none",
+                    color=color,
+                    markeredgecolor="black",
+                    markeredgewidth=0.5,
+                )
         if sgd_accuracy:
-            ax.plot([], [], marker="^", ls="none", color="0.6", markeredgecolor="black",
-                    label="SGD, no compression")
+            ax.plot([], [], marker="^", ls="none", color="0.6", markeredgecolor="black", label="SGD, no compression")
         positive = [v for v in comp_all if v > 0]
         if positive:  # log axis, as compression spans decades (the paper's 1-21 %) and SGD sits at 100 %
             ax.set_xscale("log")
@@ -306,8 +393,9 @@ def compression_figure(points: Sequence[dict], task_names: Sequence[str], title:
         ax.set_ylabel("validation accuracy $A^1$ (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3, lw=0.5, which="both")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="task (dot = epoch)",
-                  title_fontsize=8)
+        ax.legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="task (dot = epoch)", title_fontsize=8
+        )
     return fig
 
 

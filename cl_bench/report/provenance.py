@@ -6,6 +6,7 @@ cap and any other training setting that differs from the paper's preset, the tas
 missing or present only as a subset (recorded by the scenario in each run's ``data``), and the seeds.
 ``footer`` names the store, the cl-bench version and the date.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,16 @@ from cl_bench.trainer import PRESETS
 
 PAPER_PROTOCOL = dataclasses.asdict(PRESETS["paper"])
 PAPER_TASKS = {"mixture": 8, "cifar": 10, "split_mnist": 2, "permuted_mnist": 10}  # the paper's task counts
-DATASET_NAMES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN", "facescrub": "FaceScrub",
-                 "notmnist": "notMNIST", "fashion_mnist": "FashionMNIST", "gtsrb": "GTSRB", "mnist": "MNIST"}
+DATASET_NAMES = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "svhn": "SVHN",
+    "facescrub": "FaceScrub",
+    "notmnist": "notMNIST",
+    "fashion_mnist": "FashionMNIST",
+    "gtsrb": "GTSRB",
+    "mnist": "MNIST",
+}
 CLASS_WORD = {"facescrub": "people"}  # what a class of a data set is, where "classes" says it badly
 
 
@@ -31,8 +40,7 @@ def dataset_name(name: str) -> str:
 
 def protocol_changes(protocol: dict) -> dict:
     """The training settings of ``protocol`` that differ from the paper's preset, the epoch cap aside."""
-    return {k: v for k, v in protocol.items()
-            if k != "epochs" and k in PAPER_PROTOCOL and v != PAPER_PROTOCOL[k]}
+    return {k: v for k, v in protocol.items() if k != "epochs" and k in PAPER_PROTOCOL and v != PAPER_PROTOCOL[k]}
 
 
 def protocol_summary(protocol: dict) -> str:
@@ -110,8 +118,11 @@ class Scale:
         """The scale in one paragraph, ending with whether this is the paper's full protocol."""
         named = self.task_names and not all(n.startswith("task ") for n in self.task_names)
         names = f" ({', '.join(self.task_names)})" if named else ""
-        cap = (f"at most {self.samples_cap:,} training samples per task" if self.samples_cap
-               else "no cap on the training samples per task")
+        cap = (
+            f"at most {self.samples_cap:,} training samples per task"
+            if self.samples_cap
+            else "no cap on the training samples per task"
+        )
         epochs = self.protocol.get("epochs")
         parts = [f"{self.n_tasks} tasks{names}", cap] + ([f"at most {epochs} epochs per task"] if epochs else [])
         parts.append(self.seeds_text())
@@ -140,8 +151,9 @@ class Scale:
         return ", ".join(bits) + ("; the paper's full protocol" if self.paper else "; not the paper's protocol")
 
 
-def section_scale(records: Sequence[RunRecord], protocol: dict, task_names: Sequence[str] = (),
-                  seeds: Sequence[int] | None = None) -> Scale:
+def section_scale(
+    records: Sequence[RunRecord], protocol: dict, task_names: Sequence[str] = (), seeds: Sequence[int] | None = None
+) -> Scale:
     """The Scale of a section's runs (one scenario, options and training protocol)."""
     first = records[0]
     opts = first.scenario_options or {}
@@ -154,10 +166,18 @@ def section_scale(records: Sequence[RunRecord], protocol: dict, task_names: Sequ
         datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
         for name in data.get("subset_datasets") or []:
             subsets.setdefault(name, _subset(name, datasets.get(name) or {}, heads.get(name)))
-    return Scale(first.scenario, max(r.n_tasks or 0 for r in records), list(task_names),
-                 opts.get("max_train_per_task"), opts.get("tasks"), dict(protocol), sorted(missing),
-                 list(subsets.values()), sorted(set(seeds if seeds is not None else (r.seed for r in records))),
-                 incomplete)
+    return Scale(
+        first.scenario,
+        max(r.n_tasks or 0 for r in records),
+        list(task_names),
+        opts.get("max_train_per_task"),
+        opts.get("tasks"),
+        dict(protocol),
+        sorted(missing),
+        list(subsets.values()),
+        sorted(set(seeds if seeds is not None else (r.seed for r in records))),
+        incomplete,
+    )
 
 
 def footer(store: str | os.PathLike | None, now: _dt.datetime | None = None) -> str:

@@ -6,6 +6,7 @@ orange for HAT, black and grey for the Joint and Random bounds; each strategy al
 so lines stay apart in greyscale print. Kept apart from the drawing (plots.py) so the tables and the
 HTML page name and colour strategies without importing matplotlib.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -15,22 +16,61 @@ from cl_bench.registry import is_strategy_file
 
 # Fixed colours of the known strategies (Tol muted + vibrant orange; colour-blind safe).
 KNOWN_COLORS = {
-    "sgd": "#332288", "sgd_frozen": "#88ccee",
-    "ewc": "#117733", "imm_mean": "#44aa99", "imm_mode": "#999933",
-    "lwf": "#ddcc77", "lfl": "#aa4499",
-    "pathnet": "#882255", "pnn": "#cc6677",
+    "sgd": "#332288",
+    "sgd_frozen": "#88ccee",
+    "ewc": "#117733",
+    "imm_mean": "#44aa99",
+    "imm_mode": "#999933",
+    "lwf": "#ddcc77",
+    "lfl": "#aa4499",
+    "pathnet": "#882255",
+    "pnn": "#cc6677",
     "hat": "#ee7733",
-    "joint": "#000000", "random": "#777777",
+    "joint": "#000000",
+    "random": "#777777",
 }
 # Handed in order to strategies not in KNOWN_COLORS (sorted by name), then cycled (Tol light/dark).
-FREE_COLORS = ["#0077bb", "#33bbee", "#009988", "#cc3311", "#ee3377", "#bbbbbb", "#77aadd", "#ee8866",
-               "#aaaa00", "#ffaabb"]
-MARKERS = {"sgd": "o", "sgd_frozen": "s", "ewc": "^", "imm_mean": "v", "imm_mode": "<", "lwf": ">",
-           "lfl": "P", "pathnet": "X", "pnn": "D", "hat": "*", "joint": "o", "random": "."}
+FREE_COLORS = [
+    "#0077bb",
+    "#33bbee",
+    "#009988",
+    "#cc3311",
+    "#ee3377",
+    "#bbbbbb",
+    "#77aadd",
+    "#ee8866",
+    "#aaaa00",
+    "#ffaabb",
+]
+MARKERS = {
+    "sgd": "o",
+    "sgd_frozen": "s",
+    "ewc": "^",
+    "imm_mean": "v",
+    "imm_mode": "<",
+    "lwf": ">",
+    "lfl": "P",
+    "pathnet": "X",
+    "pnn": "D",
+    "hat": "*",
+    "joint": "o",
+    "random": ".",
+}
 FREE_MARKERS = ["h", "p", "d", "H", "8"]
-LABELS = {"sgd": "SGD", "sgd_frozen": "SGD-F", "ewc": "EWC", "imm_mean": "IMM-mean",
-          "imm_mode": "IMM-mode", "lwf": "LwF", "lfl": "LFL", "pathnet": "PathNet", "pnn": "PNN",
-          "hat": "HAT", "joint": "Joint", "random": "Random"}
+LABELS = {
+    "sgd": "SGD",
+    "sgd_frozen": "SGD-F",
+    "ewc": "EWC",
+    "imm_mean": "IMM-mean",
+    "imm_mode": "IMM-mode",
+    "lwf": "LwF",
+    "lfl": "LFL",
+    "pathnet": "PathNet",
+    "pnn": "PNN",
+    "hat": "HAT",
+    "joint": "Joint",
+    "random": "Random",
+}
 REFERENCE_STYLE = {"joint": "--", "random": ":"}  # line styles of the bounds in the curve figures
 
 
@@ -60,4 +100,5 @@ def strategy_markers(names: Iterable[str]) -> dict[str, str]:
     names = sorted(set(names))
     others = [n for n in names if n not in MARKERS]
     return {n: MARKERS[n] for n in names if n in MARKERS} | {
-        n: FREE_MARKERS[i % len(FREE_MARKERS)] for i, n in enumerate(others)}
+        n: FREE_MARKERS[i % len(FREE_MARKERS)] for i, n in enumerate(others)
+    }

@@ -7,6 +7,7 @@ that would fix it, the section's scale and whether it is the paper's protocol. E
 cell as 'mean (std) [+-ci95]', the mean alone when one seed stands behind it, and n/a where rho has no
 matching references. The LaTeX forms are in latex.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,21 @@ from cl_bench.report.style import strategy_label
 from cl_bench.report.variants import Variant
 from cl_bench.results import REFERENCES, RunMetrics
 
-LEGEND = ("mean (std) [+-95% t-interval half-width] over seeds; std is numpy's (ddof 0), as the reference's "
-          "plot script. rho is computed only against the Joint and Random runs of the same scenario, options, "
-          "seed, protocol and data; n/a otherwise.")
+LEGEND = (
+    "mean (std) [+-95% t-interval half-width] over seeds; std is numpy's (ddof 0), as the reference's "
+    "plot script. rho is computed only against the Joint and Random runs of the same scenario, options, "
+    "seed, protocol and data; n/a otherwise."
+)
 SECTION_COLUMNS = ["scenario", "options", "protocol"]
 
 
-def rho_table(metrics: list[RunMetrics], include_references: bool = False, all_variants: bool = False,
-              var: Mapping[str, Variant] | None = None, store: str | None = None) -> pd.DataFrame:
+def rho_table(
+    metrics: list[RunMetrics],
+    include_references: bool = False,
+    all_variants: bool = False,
+    var: Mapping[str, Variant] | None = None,
+    store: str | None = None,
+) -> pd.DataFrame:
     """One row per (section, strategy variant), sorted by rho^{<=T} (best last, as Table 1). ``seeds``
     counts the runs, ``rho seeds`` those with matching references. ``var``: the variants (from analyse);
     computed here by the same rule when not given. ``store``: named in the launch commands."""
@@ -55,10 +63,21 @@ def rho_table(metrics: list[RunMetrics], include_references: bool = False, all_v
         scale = scales[key]
         shown = v.settings if all_variants else ""
         short = strategy_label(strategy) if is_strategy_file(strategy) else strategy  # a file: its name
-        row = {"scenario": key[0], "options": key[1], "protocol": key[2], "section": section_title(key),
-               "strategy": strategy, "variant": v.label, "settings": shown, "name": short + shown,
-               "configuration": v.why, "seed list": ",".join(map(str, sorted({m.record.seed for m in ms}))),
-               "seeds": len(ms), "rho seeds": len(with_refs), "T": T}
+        row = {
+            "scenario": key[0],
+            "options": key[1],
+            "protocol": key[2],
+            "section": section_title(key),
+            "strategy": strategy,
+            "variant": v.label,
+            "settings": shown,
+            "name": short + shown,
+            "configuration": v.why,
+            "seed list": ",".join(map(str, sorted({m.record.seed for m in ms}))),
+            "seeds": len(ms),
+            "rho seeds": len(with_refs),
+            "T": T,
+        }
         for label_, values in [
             ("rho<=2", [m.rho_upto[min(1, T - 1)] for m in with_refs]),  # after the second task
             ("rho<=T", [m.rho_upto[-1] for m in with_refs]),  # after the last task
@@ -66,15 +85,17 @@ def rho_table(metrics: list[RunMetrics], include_references: bool = False, all_v
         ]:
             s = summarize(values)
             row |= {label_: s.mean, f"{label_} std": s.std, f"{label_} ci95": s.ci95}
-        row |= {"rho n/a": _reasons(ms),
-                "launch": "; ".join(sorted({runnable(c, store) for m in ms for c in m.commands})),
-                "scale": scale.text(), "paper protocol": scale.paper}
+        row |= {
+            "rho n/a": _reasons(ms),
+            "launch": "; ".join(sorted({runnable(c, store) for m in ms for c in m.commands})),
+            "scale": scale.text(),
+            "paper protocol": scale.paper,
+        }
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    return df.sort_values([*SECTION_COLUMNS, "rho<=T", "A<=T", "variant"],
-                          na_position="first").reset_index(drop=True)
+    return df.sort_values([*SECTION_COLUMNS, "rho<=T", "A<=T", "variant"], na_position="first").reset_index(drop=True)
 
 
 def _reasons(ms: Sequence[RunMetrics]) -> str:
@@ -139,14 +160,16 @@ def row_notes(part: pd.DataFrame, label=row_name, launch: bool = True) -> list[s
     for _, r in part.iterrows():
         if r["rho seeds"] < r["seeds"] and r["rho n/a"]:
             n = r["seeds"] - r["rho seeds"]
-            out.append(f"{label(r)}: rho n/a for {n} of {r['seeds']} seed(s): {r['rho n/a']}."
-                       + (" Launch: " + "; ".join(f"`{c}`" for c in r["launch"].split("; "))
-                          if launch and r["launch"] else ""))
+            out.append(
+                f"{label(r)}: rho n/a for {n} of {r['seeds']} seed(s): {r['rho n/a']}."
+                + (" Launch: " + "; ".join(f"`{c}`" for c in r["launch"].split("; ")) if launch and r["launch"] else "")
+            )
     return out
 
 
-def format_markdown(df: pd.DataFrame, extras: Mapping[tuple, Sequence[str]] | None = None,
-                    footer: str | None = None) -> str:
+def format_markdown(
+    df: pd.DataFrame, extras: Mapping[tuple, Sequence[str]] | None = None, footer: str | None = None
+) -> str:
     """Table 1 style: per section its heading with the scale, the table ('mean (std) [+-ci95]' per cell)
     and below it which configuration each row is, ``extras[section key]`` (hidden variants, HAT's
     health), and at the end the legend and ``footer`` (store, version, date)."""
@@ -157,8 +180,14 @@ def format_markdown(df: pd.DataFrame, extras: Mapping[tuple, Sequence[str]] | No
         T = int(part["T"].iloc[0])
         cols = table_columns(T)
         head = [c.replace("<=T", f"<={T}") + (" (%)" if c.startswith("A") else "") for c in cols]
-        lines += [f"### {section_heading(key, part)}", "", str(part["scale"].iloc[0]), "",
-                  "| strategy | seeds | " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(cols)]
+        lines += [
+            f"### {section_heading(key, part)}",
+            "",
+            str(part["scale"].iloc[0]),
+            "",
+            "| strategy | seeds | " + " | ".join(head) + " |",
+            "|---|---:|" + "---:|" * len(cols),
+        ]
         for _, r in part.iterrows():
             cells = [_cell(r, c, 100 if c.startswith("A") else 1) for c in cols]
             lines.append(f"| {r['name']}{_flag(r)} | {_seeds(r)} | " + " | ".join(cells) + " |")

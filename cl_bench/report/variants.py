@@ -14,6 +14,7 @@ Otherwise the strategy has no default row and the footer says so. Other configur
 request (``--all-variants``, or a ``--where`` filter). ``Variant.why`` says, in words, which configuration
 a row is; ties between equally eligible configurations go to the most seeds, then to the label.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,17 +93,20 @@ def describe(strategy: str, hparams: dict, protocol: dict) -> str:
         hp = f"default hyperparameters of its version (made before {', '.join(keys)} existed)"
     elif status == "other":
         hp = "hyperparameters " + ", ".join(
-            f"{k}={_fmt(hparams[k])}" + (f" (default {_fmt(defaults[k])})" if k in defaults else "") for k in keys)
+            f"{k}={_fmt(hparams[k])}" + (f" (default {_fmt(defaults[k])})" if k in defaults else "") for k in keys
+        )
     else:
         problem = import_problem(strategy)
-        hp = "hyperparameters " + (", ".join(f"{k}={_fmt(v)}" for k, v in sorted(hparams.items())) or "none") \
+        hp = (
+            "hyperparameters "
+            + (", ".join(f"{k}={_fmt(v)}" for k, v in sorted(hparams.items())) or "none")
             + f" (defaults unknown: {problem or 'not importable here'})"
+        )
     exe = execution_changes(protocol)
     return hp + ", " + (", ".join(exe) + " (opt-in)" if exe else "fp32")
 
 
-def assign(records: Sequence[RunRecord], section_of, selected: Mapping[str, str] | None = None
-           ) -> dict[str, Variant]:
+def assign(records: Sequence[RunRecord], section_of, selected: Mapping[str, str] | None = None) -> dict[str, Variant]:
     """run_id -> Variant, by the rule of this module. ``section_of(record)`` is the section key;
     ``selected`` maps run ids to the sweep that selected their setting (beside the runs' own tags)."""
     selected = selected or {}
@@ -115,8 +119,10 @@ def assign(records: Sequence[RunRecord], section_of, selected: Mapping[str, str]
         flat = {c: {**p["hparams"], **p["protocol"]} for c, p in parsed.items()}
         keys = sorted(set().union(*flat.values()))
         differing = [k for k in keys if len({json_key(f.get(k)) for f in flat.values()}) > 1]
-        settings = {c: (" (" + ", ".join(f"{k}={f.get(k)}" for k in differing) + ")" if differing else "")
-                    for c, f in flat.items()}
+        settings = {
+            c: (" (" + ", ".join(f"{k}={f.get(k)}" for k in differing) + ")" if differing else "")
+            for c, f in flat.items()
+        }
         main, why_main = _main(strategy, configs, parsed, settings, selected)
         for c, rs in configs.items():
             seeds = tuple(sorted({r.seed for r in rs}))
@@ -126,15 +132,22 @@ def assign(records: Sequence[RunRecord], section_of, selected: Mapping[str, str]
     return out
 
 
-def _main(strategy: str, configs: dict[str, list[RunRecord]], parsed: dict, settings: dict,
-          selected: Mapping[str, str]) -> tuple[str | None, str]:
+def _main(
+    strategy: str, configs: dict[str, list[RunRecord]], parsed: dict, settings: dict, selected: Mapping[str, str]
+) -> tuple[str | None, str]:
     """(the config shown by default, why) or (None, '')."""
+
     def rank(c):  # most seeds, then the label
         return -len({r.seed for r in configs[c]}), settings[c]
 
     plain = [c for c in configs if not execution_changes(parsed[c]["protocol"])]
-    sweeps = {c: sorted({t[len(SELECTED_TAG):] for r in configs[c] for t in r.tags if t.startswith(SELECTED_TAG)}
-                        | {selected[r.run_id] for r in configs[c] if r.run_id in selected}) for c in plain}
+    sweeps = {
+        c: sorted(
+            {t[len(SELECTED_TAG) :] for r in configs[c] for t in r.tags if t.startswith(SELECTED_TAG)}
+            | {selected[r.run_id] for r in configs[c] if r.run_id in selected}
+        )
+        for c in plain
+    }
     chosen = sorted((c for c in plain if sweeps[c]), key=rank)
     if chosen:
         c = chosen[0]

@@ -57,19 +57,60 @@ from cl_bench.sweep.spec import (
 BACKENDS = ("local", "ray")
 
 __all__ = [
-    "BACKENDS", "BUNDLED_SWEEPS", "METRICS", "NOTHING_TO_CHOOSE", "REFERENCE_STRATEGIES", "SWEEP_LOGGERS", "Cell",
-    "Outcome", "PlacementError", "Plan", "PlanItem", "Point", "Progress", "Scheduler", "Select", "Slot", "Sweep",
-    "SweepError", "WorkerStartError", "bundled_sweeps", "choose", "expand_grid", "load_sweep", "measure_split",
-    "parse_devices", "parse_sweep", "place_workers", "run_label", "run_sweep", "status_rows", "sweep_file",
-    "sweep_loggers", "validation_score", "worker_slot",
+    "BACKENDS",
+    "BUNDLED_SWEEPS",
+    "METRICS",
+    "NOTHING_TO_CHOOSE",
+    "REFERENCE_STRATEGIES",
+    "SWEEP_LOGGERS",
+    "Cell",
+    "Outcome",
+    "PlacementError",
+    "Plan",
+    "PlanItem",
+    "Point",
+    "Progress",
+    "Scheduler",
+    "Select",
+    "Slot",
+    "Sweep",
+    "SweepError",
+    "WorkerStartError",
+    "bundled_sweeps",
+    "choose",
+    "expand_grid",
+    "load_sweep",
+    "measure_split",
+    "parse_devices",
+    "parse_sweep",
+    "place_workers",
+    "run_label",
+    "run_sweep",
+    "status_rows",
+    "sweep_file",
+    "sweep_loggers",
+    "validation_score",
+    "worker_slot",
 ]
 
 
-def run_sweep(sweep: Sweep, store: str | os.PathLike = DEFAULT_STORE, *, backend: str = "local",
-              workers: int | None = None, threads: int | None = None, device: str | None = None,
-              devices: Sequence[str] | None = None, workers_per_device: int | None = None, data_root=None,
-              retry_failed: bool = False, checkpoints: bool = True, ray_address: str | None = None,
-              progress: bool = True, loggers: Sequence[str] = ()) -> list[Outcome]:
+def run_sweep(
+    sweep: Sweep,
+    store: str | os.PathLike = DEFAULT_STORE,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    devices: Sequence[str] | None = None,
+    workers_per_device: int | None = None,
+    data_root=None,
+    retry_failed: bool = False,
+    checkpoints: bool = True,
+    ray_address: str | None = None,
+    progress: bool = True,
+    loggers: Sequence[str] = (),
+) -> list[Outcome]:
     """Run what the sweep still needs; returns an Outcome per run attempted in this call (and per run
     found busy in another process or done meanwhile: status "busy" / "skipped").
 
@@ -83,20 +124,47 @@ def run_sweep(sweep: Sweep, store: str | os.PathLike = DEFAULT_STORE, *, backend
     make_loggers(names, log_dir(store)).close()  # a missing extra (tensorboard, wandb) fails before any run
     if backend == "ray":
         if devices is not None:
-            raise PlacementError("Ray places each run on a GPU itself: give --device cuda and "
-                                 "--workers-per-device N (runs per GPU), not --devices")
+            raise PlacementError(
+                "Ray places each run on a GPU itself: give --device cuda and "
+                "--workers-per-device N (runs per GPU), not --devices"
+            )
         cores = os.cpu_count() or 1
         threads = threads or max(1, cores // max(1, cores if workers is None else workers))
-        return _with_heartbeat(sweep, store, retry_failed, data_root, lambda scheduler: run_ray(
-            scheduler, threads=threads, device=device or "cpu", data_root=data_root, checkpoints=checkpoints,
-            address=ray_address, progress=progress, workers_per_device=workers_per_device or 1, loggers=names))
-    slots = place_workers(workers=workers, threads=threads, device=device, devices=devices,
-                          workers_per_device=workers_per_device)
+        return _with_heartbeat(
+            sweep,
+            store,
+            retry_failed,
+            data_root,
+            lambda scheduler: run_ray(
+                scheduler,
+                threads=threads,
+                device=device or "cpu",
+                data_root=data_root,
+                checkpoints=checkpoints,
+                address=ray_address,
+                progress=progress,
+                workers_per_device=workers_per_device or 1,
+                loggers=names,
+            ),
+        )
+    slots = place_workers(
+        workers=workers, threads=threads, device=device, devices=devices, workers_per_device=workers_per_device
+    )
     if workers == 0:
-        return _with_heartbeat(sweep, store, retry_failed, data_root, lambda scheduler: run_inline(
-            scheduler, slots[0], data_root, checkpoints, progress, names))
-    return _with_heartbeat(sweep, store, retry_failed, data_root, lambda scheduler: run_local(
-        scheduler, slots, data_root, checkpoints, progress, names))
+        return _with_heartbeat(
+            sweep,
+            store,
+            retry_failed,
+            data_root,
+            lambda scheduler: run_inline(scheduler, slots[0], data_root, checkpoints, progress, names),
+        )
+    return _with_heartbeat(
+        sweep,
+        store,
+        retry_failed,
+        data_root,
+        lambda scheduler: run_local(scheduler, slots, data_root, checkpoints, progress, names),
+    )
 
 
 def _with_heartbeat(sweep: Sweep, store, retry_failed: bool, data_root, backend) -> list[Outcome]:

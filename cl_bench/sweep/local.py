@@ -94,8 +94,9 @@ def _emit(*event) -> None:
         _EVENTS.put_nowait((_SLOT.index if _SLOT is not None else 0, os.getpid(), *event))
 
 
-def _worker_run(config: RunConfig, store_path: str, device: str, data_root, checkpoints: bool,
-                loggers: Sequence[str] = ()) -> Outcome:
+def _worker_run(
+    config: RunConfig, store_path: str, device: str, data_root, checkpoints: bool, loggers: Sequence[str] = ()
+) -> Outcome:
     """Run one configuration in a worker; the worker writes the record to the store itself, and the
     run's logs beside it (``loggers``: names of cl_bench.loggers, made here, in the worker). The driver
     holds the configuration's claim."""
@@ -104,26 +105,39 @@ def _worker_run(config: RunConfig, store_path: str, device: str, data_root, chec
     n_tasks = len(config.scenario_options.get("tasks") or []) or None
 
     def on_epoch(log):
-        _emit("epoch", f"{label} | task {log.task + 1}{'/' + str(n_tasks) if n_tasks else ''} "
-                       f"epoch {log.epoch} val_acc {100 * log.valid_acc:.1f}")
+        _emit(
+            "epoch",
+            f"{label} | task {log.task + 1}{'/' + str(n_tasks) if n_tasks else ''} "
+            f"epoch {log.epoch} val_acc {100 * log.valid_acc:.1f}",
+        )
 
     start, since = time.perf_counter(), time.time()
     logger: Logger | None = None
     try:
         logger = make_loggers(loggers, log_dir(store_path)) if loggers else None
-        record = execute(config, Store(store_path), data_root=data_root, device=device,
-                         on_epoch=on_epoch, checkpoints=checkpoints, claimed=True, logger=logger)
+        record = execute(
+            config,
+            Store(store_path),
+            data_root=data_root,
+            device=device,
+            on_epoch=on_epoch,
+            checkpoints=checkpoints,
+            claimed=True,
+            logger=logger,
+        )
         if record.finished is not None and record.finished < since:  # found in the store: not run here
             return Outcome(record.run_id, label, "skipped", "finished in the store", time.perf_counter() - start)
         return Outcome(record.run_id, label, "finished", wall_s=time.perf_counter() - start)
     except RunFailed as e:
         kept = " (an earlier finished result of this run is kept)" if e.kept is not None else ""
-        return Outcome(e.record.run_id, label, "failed", (e.record.error or "").splitlines()[0] + kept,
-                       time.perf_counter() - start)
+        return Outcome(
+            e.record.run_id, label, "failed", (e.record.error or "").splitlines()[0] + kept, time.perf_counter() - start
+        )
     except Exception as e:  # noqa: BLE001 raised before the run existed (missing data, bad option): not stored,
         # so the next sweep tries again once the cause is fixed
-        return Outcome(config.run_id(), label, "error", f"{type(e).__name__}: {e}".splitlines()[0],
-                       time.perf_counter() - start)
+        return Outcome(
+            config.run_id(), label, "error", f"{type(e).__name__}: {e}".splitlines()[0], time.perf_counter() - start
+        )
     except KeyboardInterrupt:
         if _IN_WORKER:  # stop now: else the worker would go on with a call already queued to it
             os._exit(130)  # the run is not stored; its checkpoint stays for the next sweep
@@ -136,8 +150,14 @@ def _worker_run(config: RunConfig, store_path: str, device: str, data_root, chec
 
 
 # ---- the driver ----------------------------------------------------------------------------------------
-def run_local(scheduler: Scheduler, slots: Sequence[Slot], data_root, checkpoints: bool, progress: bool,
-              loggers: Sequence[str] = ()) -> list[Outcome]:
+def run_local(
+    scheduler: Scheduler,
+    slots: Sequence[Slot],
+    data_root,
+    checkpoints: bool,
+    progress: bool,
+    loggers: Sequence[str] = (),
+) -> list[Outcome]:
     """The scheduler's runs on one spawned process per slot (cl_bench.sweep.placement), each run on its
     slot's device. At most one run per slot is claimed at a time, so concurrent sweeps on one store
     share the work."""
@@ -192,8 +212,11 @@ def run_local(scheduler: Scheduler, slots: Sequence[Slot], data_root, checkpoint
                     continue
                 k = free.pop(0)
                 busy[k] = claimed[item.run_id] = item
-                futures[pools[k].submit(_worker_run, item.config, store_path, slots[k].device, data_root,
-                                        checkpoints, loggers)] = k
+                futures[
+                    pools[k].submit(
+                        _worker_run, item.config, store_path, slots[k].device, data_root, checkpoints, loggers
+                    )
+                ] = k
             if not futures:
                 queue_ = scheduler.next_runs()  # selections another process's runs may have decided
                 if not queue_:
@@ -209,22 +232,26 @@ def run_local(scheduler: Scheduler, slots: Sequence[Slot], data_root, checkpoint
                     outcome = dataclasses.replace(fut.result(), worker=slots[k].name)
                 except BrokenProcessPool:  # this slot's worker was killed (out of memory, ...): replace it
                     died = True
-                    retry = _worker_died(scheduler, slots[k], item, pools, k, new_pool, drain, running, kills,
-                                         dead_starts, ui)
+                    retry = _worker_died(
+                        scheduler, slots[k], item, pools, k, new_pool, drain, running, kills, dead_starts, ui
+                    )
                     if retry:
                         queue_.insert(0, item)  # still claimed by this sweep
                     else:
                         finish(item, _store_killed(scheduler, item))
                     continue
                 except Exception as e:  # noqa: BLE001 not a run failure: e.g. the store could not be written
-                    outcome = Outcome(item.run_id, run_label(item.config), "error", f"{type(e).__name__}: {e}",
-                                      worker=slots[k].name)
+                    outcome = Outcome(
+                        item.run_id, run_label(item.config), "error", f"{type(e).__name__}: {e}", worker=slots[k].name
+                    )
                 finish(item, outcome)
             if done and not died:
                 queue_ += scheduler.next_runs()  # selections decided by these runs release their seeds
     except KeyboardInterrupt:
-        ui.write("interrupted: runs in flight stop; finished runs are in the store and each run in flight "
-                 "resumes from its last checkpointed task next time")
+        ui.write(
+            "interrupted: runs in flight stop; finished runs are in the store and each run in flight "
+            "resumes from its last checkpointed task next time"
+        )
         # A Ctrl-C in a terminal reached the workers already; `kill -INT <driver>` did not.
         for pid in {p.pid for p in mp.active_children()} | worker_pids:
             try:
@@ -242,9 +269,19 @@ def run_local(scheduler: Scheduler, slots: Sequence[Slot], data_root, checkpoint
     return outcomes
 
 
-def _worker_died(scheduler: Scheduler, slot: Slot, item: PlanItem, pools: list[ProcessPoolExecutor], k: int,
-                 new_pool: Callable[[Slot], ProcessPoolExecutor], drain: Callable[[], None],
-                 running: dict[int, str], kills: dict[str, int], dead_starts: list[int], ui: Progress) -> bool:
+def _worker_died(
+    scheduler: Scheduler,
+    slot: Slot,
+    item: PlanItem,
+    pools: list[ProcessPoolExecutor],
+    k: int,
+    new_pool: Callable[[Slot], ProcessPoolExecutor],
+    drain: Callable[[], None],
+    running: dict[int, str],
+    kills: dict[str, int],
+    dead_starts: list[int],
+    ui: Progress,
+) -> bool:
     """Replace slot ``k``'s dead worker; True when ``item`` is to run again, False when it killed its
     worker twice (store it as failed). Raises when the slot's worker keeps dying before any run starts."""
     time.sleep(0.2)  # the dead worker's last events
@@ -256,8 +293,10 @@ def _worker_died(scheduler: Scheduler, slot: Slot, item: PlanItem, pools: list[P
     if not started:
         dead_starts[k] += 1
         if dead_starts[k] >= STARTS:
-            raise WorkerStartError(f"the sweep worker {slot.name} died {STARTS} times while starting, before "
-                                   f"running anything (device {slot.device}: is it usable?)")
+            raise WorkerStartError(
+                f"the sweep worker {slot.name} died {STARTS} times while starting, before "
+                f"running anything (device {slot.device}: is it usable?)"
+            )
         return True
     dead_starts[k] = 0
     kills[item.run_id] = kills.get(item.run_id, 0) + 1
@@ -268,8 +307,7 @@ def _worker_died(scheduler: Scheduler, slot: Slot, item: PlanItem, pools: list[P
     return True
 
 
-def _stop(pools: list[ProcessPoolExecutor], claimed: Iterable[PlanItem], scheduler: Scheduler,
-          ui: Progress) -> None:
+def _stop(pools: list[ProcessPoolExecutor], claimed: Iterable[PlanItem], scheduler: Scheduler, ui: Progress) -> None:
     """The sweep stops early: workers shut down, the claims of its unfinished runs released."""
     for pool in pools:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -279,8 +317,9 @@ def _stop(pools: list[ProcessPoolExecutor], claimed: Iterable[PlanItem], schedul
     ui.close()
 
 
-def run_inline(scheduler: Scheduler, slot: Slot, data_root, checkpoints: bool, progress: bool,
-               loggers: Sequence[str] = ()) -> list[Outcome]:
+def run_inline(
+    scheduler: Scheduler, slot: Slot, data_root, checkpoints: bool, progress: bool, loggers: Sequence[str] = ()
+) -> list[Outcome]:
     """``--workers 0``: every run in this process, one after another (debuggers, tests), on ``slot``."""
     global _EVENTS, _SLOT
     previous = torch.get_num_threads()
@@ -297,8 +336,9 @@ def run_inline(scheduler: Scheduler, slot: Slot, data_root, checkpoints: bool, p
                 outcome = scheduler.claim(item)
                 if outcome is None:
                     try:
-                        outcome = _worker_run(item.config, str(scheduler.store.path), slot.device, data_root,
-                                              checkpoints, loggers)
+                        outcome = _worker_run(
+                            item.config, str(scheduler.store.path), slot.device, data_root, checkpoints, loggers
+                        )
                         outcome = dataclasses.replace(outcome, worker=slot.name)
                     finally:
                         scheduler.release(item)
@@ -317,9 +357,13 @@ def run_inline(scheduler: Scheduler, slot: Slot, data_root, checkpoints: bool, p
 def _record_killed(scheduler: Scheduler, item: PlanItem) -> None:
     """A worker died while running ``item``: kept as an attempt, so `cl-bench status` shows it."""
     with contextlib.suppress(Exception):  # the record of a death must not stop the sweep
-        scheduler.store.record_attempt(scheduler.run_id_for(item), "killed",
-                                       "its worker process died (killed by the OS: out of memory?)",
-                                       finished=time.time(), code_version=code_version())
+        scheduler.store.record_attempt(
+            scheduler.run_id_for(item),
+            "killed",
+            "its worker process died (killed by the OS: out of memory?)",
+            finished=time.time(),
+            code_version=code_version(),
+        )
 
 
 def _store_killed(scheduler: Scheduler, item: PlanItem) -> Outcome:
@@ -327,18 +371,36 @@ def _store_killed(scheduler: Scheduler, item: PlanItem) -> Outcome:
     result of the same run, made with other data or strategy file, stays: Store.save)."""
     c = item.config
     run_id = scheduler.run_id_for(item)
-    msg = ("worker process died twice while running this configuration (killed by the OS: out of "
-           "memory?); run it alone with `cl-bench run` to see why, or `cl-bench sweep --retry-failed`")
+    msg = (
+        "worker process died twice while running this configuration (killed by the OS: out of "
+        "memory?); run it alone with `cl-bench run` to see why, or `cl-bench sweep --retry-failed`"
+    )
     now = time.time()
-    scheduler.store.save(RunRecord(run_id, c.strategy, c.scenario, c.seed, item.point.resolved or c.resolved_hparams(),
-                                   dataclasses.asdict(c.protocol), c.scenario_options, "failed", tags=list(c.tags),
-                                   error=msg, code_version=code_version(), started=now, finished=now, wall_s=0.0))
+    scheduler.store.save(
+        RunRecord(
+            run_id,
+            c.strategy,
+            c.scenario,
+            c.seed,
+            item.point.resolved or c.resolved_hparams(),
+            dataclasses.asdict(c.protocol),
+            c.scenario_options,
+            "failed",
+            tags=list(c.tags),
+            error=msg,
+            code_version=code_version(),
+            started=now,
+            finished=now,
+            wall_s=0.0,
+        )
+    )
     return Outcome(run_id, run_label(c), "failed", msg)
 
 
 # ---- choosing the split --------------------------------------------------------------------------------
-def measure_split(sweep: Sweep, cores: int, device: str, data_root,
-                  echo: Callable[[str], Any] = print) -> list[tuple[int, int, float]]:
+def measure_split(
+    sweep: Sweep, cores: int, device: str, data_root, echo: Callable[[str], Any] = print
+) -> list[tuple[int, int, float]]:
     """Run the sweep once per split workers x threads = cores, each into a fresh store; runs/hour.
     ``echo`` reports each split's rate and the best one."""
     splits = [(w, cores // w) for w in range(1, cores + 1) if cores % w == 0]

@@ -60,9 +60,15 @@ def parse_devices(text: str | None) -> list[str] | None:
     return devices
 
 
-def place_workers(*, workers: int | None = None, threads: int | None = None, device: str | None = None,
-                  devices: Sequence[str] | None = None, workers_per_device: int | None = None,
-                  cores: int | None = None) -> list[Slot]:
+def place_workers(
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    devices: Sequence[str] | None = None,
+    workers_per_device: int | None = None,
+    cores: int | None = None,
+) -> list[Slot]:
     """The worker slots, in the order work is handed out. ``workers=0`` (run in the calling process)
     gives one slot, with every core's thread unless ``threads``. ``cores`` defaults to os.cpu_count().
     Raises PlacementError (a ValueError) for options that conflict, ValueError for a device that does
@@ -76,21 +82,29 @@ def place_workers(*, workers: int | None = None, threads: int | None = None, dev
         raise PlacementError(f"--workers-per-device must be >= 1, got {workers_per_device}")
     if devices is not None:
         if device is not None:
-            raise PlacementError(f"give --device or --devices, not both (got --device {device} and --devices "
-                                 f"{','.join(devices)}); --devices places workers on each device listed")
+            raise PlacementError(
+                f"give --device or --devices, not both (got --device {device} and --devices "
+                f"{','.join(devices)}); --devices places workers on each device listed"
+            )
         if workers is not None:
-            raise PlacementError(f"with --devices, the workers are devices x --workers-per-device; give "
-                                 f"--workers-per-device instead of --workers (got --workers {workers})")
+            raise PlacementError(
+                f"with --devices, the workers are devices x --workers-per-device; give "
+                f"--workers-per-device instead of --workers (got --workers {workers})"
+            )
         if not devices:
             raise PlacementError("--devices needs at least one device, e.g. --devices cuda:0,cuda:1")
     elif workers_per_device is not None and workers is not None:
-        raise PlacementError(f"give --workers or --workers-per-device, not both (got --workers {workers} and "
-                             f"--workers-per-device {workers_per_device})")
+        raise PlacementError(
+            f"give --workers or --workers-per-device, not both (got --workers {workers} and "
+            f"--workers-per-device {workers_per_device})"
+        )
     names = list(devices) if devices is not None else [device or "cpu"]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise PlacementError(f"--devices lists a device twice ({', '.join(twice)}); use --workers-per-device "
-                             f"for several workers on one device")
+        raise PlacementError(
+            f"--devices lists a device twice ({', '.join(twice)}); use --workers-per-device "
+            f"for several workers on one device"
+        )
     resolved = [str(resolve_device(name)) for name in names]
     if devices is None and workers_per_device is None:  # the CPU split of before: --workers x --threads
         count = cores if workers is None else workers

@@ -128,8 +128,9 @@ class Sweep:
         tags = [*self.tags, f"sweep:{self.name}"]
         if phase == "selected" and len(cell.points) > 1:  # chosen on validation (tags do not enter run ids)
             tags.append(f"{SELECTED_TAG}{self.name}")
-        config = RunConfig(cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol,
-                           dict(cell.options), tags)
+        config = RunConfig(
+            cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol, dict(cell.options), tags
+        )
         return PlanItem(config, cell, point, phase, config.run_id(point.resolved))
 
 
@@ -180,19 +181,48 @@ def status_rows(sweep: Sweep, store: Store) -> list[dict[str, Any]]:
     rows: dict[tuple, dict[str, Any]] = {}
     for item in plan.items:
         key = (item.cell.key, item.point.label, item.phase)
-        row = rows.setdefault(key, {"cell": item.cell.key, "point": item.point.label, "phase": item.phase,
-                                    "seeds": [], "finished": 0, "failed": 0, "pending": 0, "partial": 0})
+        row = rows.setdefault(
+            key,
+            {
+                "cell": item.cell.key,
+                "point": item.point.label,
+                "phase": item.phase,
+                "seeds": [],
+                "finished": 0,
+                "failed": 0,
+                "pending": 0,
+                "partial": 0,
+            },
+        )
         row["seeds"].append(item.config.seed)
         row[item.status or "pending"] += 1
         if item.status is None and checkpoint_path(store.path, item.run_id).exists():
             row["partial"] += 1
     out = list(rows.values())
     for cell, why in plan.waiting:
-        out.append({"cell": cell.key, "point": f"(selection waits: {why})", "phase": "selected",
-                    "seeds": list(sweep.final_seeds()), "finished": 0, "failed": 0,
-                    "pending": len(sweep.final_seeds()), "partial": 0})
+        out.append(
+            {
+                "cell": cell.key,
+                "point": f"(selection waits: {why})",
+                "phase": "selected",
+                "seeds": list(sweep.final_seeds()),
+                "finished": 0,
+                "failed": 0,
+                "pending": len(sweep.final_seeds()),
+                "partial": 0,
+            }
+        )
     for cell in plan.unselectable:
-        out.append({"cell": cell.key, "point": f"(nothing to select: {NOTHING_TO_CHOOSE}, see --errors)",
-                    "phase": "selected", "seeds": [], "finished": 0, "failed": 0, "pending": 0,
-                    "partial": 0})
+        out.append(
+            {
+                "cell": cell.key,
+                "point": f"(nothing to select: {NOTHING_TO_CHOOSE}, see --errors)",
+                "phase": "selected",
+                "seeds": [],
+                "finished": 0,
+                "failed": 0,
+                "pending": 0,
+                "partial": 0,
+            }
+        )
     return out

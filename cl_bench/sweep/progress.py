@@ -71,14 +71,19 @@ class Scheduler:
         holder = claims.claim(self.store, item.run_id, self.owner)
         if holder is not None:
             self.not_run += 1
-            return Outcome(item.run_id, run_label(item.config), "busy",
-                           f"being run by another process ({holder.describe()})")
+            return Outcome(
+                item.run_id, run_label(item.config), "busy", f"being run by another process ({holder.describe()})"
+            )
         status = self.view.status(item.run_id)
         if status == "finished" or (status == "failed" and not self.retry_failed):
             self.release(item)
             self.not_run += 1
-            return Outcome(self.view.run_id_for(item.run_id), run_label(item.config), "skipped",
-                           f"{status} in the store since this sweep planned it")
+            return Outcome(
+                self.view.run_id_for(item.run_id),
+                run_label(item.config),
+                "skipped",
+                f"{status} in the store since this sweep planned it",
+            )
         return None
 
     def release(self, item: PlanItem) -> None:
@@ -103,8 +108,10 @@ class Progress:
         self.enabled = enabled
         self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr, disable=not enabled)
         self.names = names
-        self.lines = [tqdm(total=0, position=i + 1, bar_format="{desc}", file=sys.stderr,
-                           disable=not enabled, dynamic_ncols=True) for i in range(len(names))]
+        self.lines = [
+            tqdm(total=0, position=i + 1, bar_format="{desc}", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+            for i in range(len(names))
+        ]
 
     def event(self, slot: int, kind: str, *args) -> None:
         """Worker ``slot``'s event: ("start", run_id, label), ("epoch", text) or ("end",)."""

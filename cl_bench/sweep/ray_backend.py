@@ -48,24 +48,49 @@ class _Capture:
         self.record = record
 
 
-def _ray_run(config: RunConfig, store_path: str, device: str, data_root, threads: int,
-             checkpoints: bool, run_id: str, loggers: tuple[str, ...] = ()) -> RunRecord:
+def _ray_run(
+    config: RunConfig,
+    store_path: str,
+    device: str,
+    data_root,
+    threads: int,
+    checkpoints: bool,
+    run_id: str,
+    loggers: tuple[str, ...] = (),
+) -> RunRecord:
     """The Ray task: run one configuration, return its record (finished or failed). The driver holds
     its claim and chose ``run_id`` (cl_bench.identity)."""
     torch.set_num_threads(threads)
     capture = _Capture(store_path)
     with make_loggers(loggers, log_dir(store_path)) as logger:
         try:
-            return execute(config, capture, data_root=data_root, device=device, checkpoints=checkpoints,
-                           claimed=True, run_id=run_id, logger=logger)
+            return execute(
+                config,
+                capture,
+                data_root=data_root,
+                device=device,
+                checkpoints=checkpoints,
+                claimed=True,
+                run_id=run_id,
+                logger=logger,
+            )
         except RunFailed as e:
             return e.record
 
 
-def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_root=None,
-            checkpoints: bool = True, address: str | None = None, progress: bool = True,
-            init_kwargs: dict[str, Any] | None = None, workers_per_device: int = 1,
-            loggers: tuple[str, ...] = ()) -> list[Outcome]:
+def run_ray(
+    scheduler: Scheduler,
+    *,
+    threads: int,
+    device: str = "cpu",
+    data_root=None,
+    checkpoints: bool = True,
+    address: str | None = None,
+    progress: bool = True,
+    init_kwargs: dict[str, Any] | None = None,
+    workers_per_device: int = 1,
+    loggers: tuple[str, ...] = (),
+) -> list[Outcome]:
     """Run the scheduler's runs as Ray tasks; records are written to the store by this driver.
     On a CUDA ``device`` each task asks for ``1 / workers_per_device`` GPU, so that many runs share a GPU.
 
@@ -105,8 +130,16 @@ def run_ray(scheduler: Scheduler, *, threads: int, device: str = "cpu", data_roo
                     outcomes.append(refused)
                     ui.done(refused, scheduler.expected_total())
                     continue
-                ref = task.remote(item.config, store_path, device, data_root, threads, checkpoints,
-                                  scheduler.run_id_for(item), tuple(loggers))
+                ref = task.remote(
+                    item.config,
+                    store_path,
+                    device,
+                    data_root,
+                    threads,
+                    checkpoints,
+                    scheduler.run_id_for(item),
+                    tuple(loggers),
+                )
                 in_flight[ref], started[ref] = item, time.perf_counter()
             if not in_flight:
                 todo = scheduler.next_runs()

@@ -43,8 +43,18 @@ from cl_bench.sweep.plan import METRICS, Cell, Point, Select, Sweep, SweepError
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
 REFERENCE_STRATEGIES = ("joint", "random")
-SWEEP_KEYS = ("name", "scenario", "scenarios", "strategies", "seeds", "protocol", "references", "tags",
-              "select", "loggers")
+SWEEP_KEYS = (
+    "name",
+    "scenario",
+    "scenarios",
+    "strategies",
+    "seeds",
+    "protocol",
+    "references",
+    "tags",
+    "select",
+    "loggers",
+)
 # The console logger is left out: a sweep shows its own progress display.
 SWEEP_LOGGERS = tuple(n for n in LOGGER_NAMES if n != "console")
 BUNDLED_SWEEPS = Path(__file__).parents[1] / "sweeps"  # presets shipped with the package, e.g. `mini`
@@ -63,8 +73,9 @@ def sweep_file(file: str) -> Path:
     bundled = BUNDLED_SWEEPS / f"{file}.yaml"
     if path.suffix == "" and bundled.is_file():
         return bundled
-    raise FileNotFoundError(f"no sweep file {file!r}, and no bundled preset of that name; "
-                            f"bundled: {', '.join(bundled_sweeps()) or 'none'}")
+    raise FileNotFoundError(
+        f"no sweep file {file!r}, and no bundled preset of that name; bundled: {', '.join(bundled_sweeps()) or 'none'}"
+    )
 
 
 def load_sweep(path: str | os.PathLike, run_code: bool = True) -> Sweep:
@@ -76,8 +87,10 @@ def load_sweep(path: str | os.PathLike, run_code: bool = True) -> Sweep:
     except OSError as e:
         raise SweepError(f"cannot read sweep file {path}: {e}") from None
     except UnicodeDecodeError as e:
-        raise SweepError(f"{path} is not a sweep file: not UTF-8 text ({e.reason} at byte {e.start}); "
-                         f"a sweep file is YAML text (see examples/sweeps/)") from None
+        raise SweepError(
+            f"{path} is not a sweep file: not UTF-8 text ({e.reason} at byte {e.start}); "
+            f"a sweep file is YAML text (see examples/sweeps/)"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -126,8 +139,7 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
     cells = []
     for scenario, options in scenarios:
         for strategy, hp_points in strategies:
-            points = [_point(hp, proto, shown, resolved) for hp, shown, resolved in hp_points
-                      for proto in protocols]
+            points = [_point(hp, proto, shown, resolved) for hp, shown, resolved in hp_points for proto in protocols]
             cells.append(Cell(scenario, options, strategy, points))
     refs = data.get("references", False)
     if refs:
@@ -139,8 +151,9 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
                 # Random ignores the protocol: one run per seed, with the first protocol.
                 protos = protocols if ref == "joint" else protocols[:1]
                 resolved = dataclasses.asdict(get_strategy(ref).parse_hparams({}))
-                cells.append(Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos],
-                                  role="reference"))
+                cells.append(
+                    Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos], role="reference")
+                )
     return Sweep(name, cells, tuple(seeds), select, tuple(tags), tuple(loggers))
 
 
@@ -149,12 +162,15 @@ def sweep_loggers(value: Any, where: str = "loggers") -> tuple[str, ...]:
     counts once."""
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise SweepError(f"{where}: expected a logger name or a list of them ({', '.join(SWEEP_LOGGERS)}), "
-                         f"got {value!r}")
+        raise SweepError(
+            f"{where}: expected a logger name or a list of them ({', '.join(SWEEP_LOGGERS)}), got {value!r}"
+        )
     for name in names:
         if name == "console":
-            raise SweepError(f"{where}: `console` is not a sweep logger (a sweep shows its own progress); "
-                             f"valid: {', '.join(SWEEP_LOGGERS)}")
+            raise SweepError(
+                f"{where}: `console` is not a sweep logger (a sweep shows its own progress); "
+                f"valid: {', '.join(SWEEP_LOGGERS)}"
+            )
         if name not in SWEEP_LOGGERS:
             raise SweepError(f"{where}: unknown logger {name!r}; valid: {', '.join(SWEEP_LOGGERS)}")
     return tuple(dict.fromkeys(names))
@@ -165,8 +181,7 @@ def _seeds(value: Any, where: str) -> list[int]:
         if value < 1:
             raise SweepError(f"{where}: a count of seeds must be >= 1, got {value}")
         return list(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
-                                                 for s in value):
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         bad = [s for s in value if not 0 <= s <= MAX_SEED]
         if bad:
             raise SweepError(f"{where}: seeds must be integers in [0, {MAX_SEED}], got {bad}")
@@ -184,8 +199,7 @@ def _scenarios(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(entry, str):
             entry = {"name": entry}
         if not isinstance(entry, dict) or "name" not in entry:
-            raise SweepError(f"{source}: a scenario is a name or a mapping with `name` and options, "
-                             f"got {entry!r}")
+            raise SweepError(f"{source}: a scenario is a name or a mapping with `name` and options, got {entry!r}")
         entry = dict(entry)
         name = entry.pop("name")
         if not isinstance(name, str) or name not in known:
@@ -200,8 +214,9 @@ def _scenarios(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
 def _protocols(value: Any, source: str) -> list[Protocol]:
     """The protocol points: the preset with the overrides; a list value is a grid axis."""
     if value is not None and not isinstance(value, dict):
-        raise SweepError(f"{source}: protocol must be a mapping of settings, e.g. {{preset: paper, epochs: 10}}, "
-                         f"got {value!r}")
+        raise SweepError(
+            f"{source}: protocol must be a mapping of settings, e.g. {{preset: paper, epochs: 10}}, got {value!r}"
+        )
     value = dict(value or {})
     preset = value.pop("preset", "paper")
     if not isinstance(preset, str) or preset not in PRESETS:
@@ -213,8 +228,9 @@ def _protocols(value: Any, source: str) -> list[Protocol]:
         raise SweepError(f"{source}: {e}") from None
 
 
-def _strategies(value: Any, source: str,
-                run_code: bool = True) -> list[tuple[str, list[tuple[dict, tuple[str, ...], dict]]]]:
+def _strategies(
+    value: Any, source: str, run_code: bool = True
+) -> list[tuple[str, list[tuple[dict, tuple[str, ...], dict]]]]:
     """[(strategy, expand_grid's points)], validated against each strategy's Hparams (of a user file read
     without running it unless ``run_code``)."""
     if isinstance(value, dict):
@@ -254,8 +270,10 @@ def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[d
     elif spec == "paper":
         spec = {n: "paper" for n, f in fields.items() if f.metadata.get("grid")}
         if not spec:
-            raise SweepError(f"{where}: `paper` asks for the declared grids, but no hyperparameter "
-                             f"declares one (accepted: {accepted})")
+            raise SweepError(
+                f"{where}: `paper` asks for the declared grids, but no hyperparameter "
+                f"declares one (accepted: {accepted})"
+            )
     elif not isinstance(spec, dict):
         raise SweepError(f"{where}: expected a mapping of hyperparameters, `paper` or nothing, got {spec!r}")
     unknown = sorted(set(spec) - set(fields))
@@ -289,12 +307,13 @@ def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[d
     return points
 
 
-def _point(hparams: dict[str, Any], protocol: Protocol, label_keys: Iterable[str],
-           resolved: dict[str, Any]) -> Point:
-    hp = " ".join(f"{k}={hparams[k]:g}" if isinstance(hparams[k], float) else f"{k}={hparams[k]}"
-                  for k in label_keys)
-    changed = [f"{f.name}={getattr(protocol, f.name)}" for f in dataclasses.fields(Protocol)
-               if getattr(protocol, f.name) != f.default]
+def _point(hparams: dict[str, Any], protocol: Protocol, label_keys: Iterable[str], resolved: dict[str, Any]) -> Point:
+    hp = " ".join(f"{k}={hparams[k]:g}" if isinstance(hparams[k], float) else f"{k}={hparams[k]}" for k in label_keys)
+    changed = [
+        f"{f.name}={getattr(protocol, f.name)}"
+        for f in dataclasses.fields(Protocol)
+        if getattr(protocol, f.name) != f.default
+    ]
     label = " | ".join(part for part in (hp or "defaults", " ".join(changed)) if part)
     return Point(hparams, protocol, label, resolved)
 
@@ -309,8 +328,10 @@ def _select(value: Any, source: str) -> Select | None:
         raise SweepError(f"{source}: select has no key {', '.join(bad)}; accepted: seed, metric, then_seeds")
     metric = value.get("metric", "valid_acc")
     if metric not in METRICS:
-        raise SweepError(f"{source}: select.metric {metric!r} unknown; valid: {', '.join(METRICS)} "
-                         f"(validation metrics only: test data never selects)")
+        raise SweepError(
+            f"{source}: select.metric {metric!r} unknown; valid: {', '.join(METRICS)} "
+            f"(validation metrics only: test data never selects)"
+        )
     seed = value.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SweepError(f"{source}: select.seed must be an integer, got {seed!r}")

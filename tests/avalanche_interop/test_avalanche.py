@@ -1,4 +1,5 @@
 """Avalanche interop (cl_bench.avalanche_interop): export, avalanche:NAME strategies, lazy import."""
+
 import subprocess
 import sys
 
@@ -27,8 +28,11 @@ def samples(dataset):
 
 def test_export_has_the_scenarios_samples_labels_and_task_ids():
     scenario = make_scenario(n_tasks=3, n_classes=4, shape=(3, 5, 5))
-    for task, mean, std in zip(scenario.tasks, [(0.1, 0.5, 0.9), (0.3, 0.2, 0.1), (0.5, 0.5, 0.5)],
-                               [(0.2, 0.3, 0.4), (0.5, 0.25, 0.1), (1.0, 0.5, 0.25)]):
+    for task, mean, std in zip(
+        scenario.tasks,
+        [(0.1, 0.5, 0.9), (0.3, 0.2, 0.1), (0.5, 0.5, 0.5)],
+        [(0.2, 0.3, 0.4), (0.5, 0.25, 0.1), (1.0, 0.5, 0.25)],
+    ):
         task.mean, task.std = mean, std  # per-channel constants, so a channel mix-up would show
     bench = ai.to_avalanche(scenario)
     assert set(bench.streams) == {"train", "valid", "test"}
@@ -68,9 +72,9 @@ def test_mixed_task_batches_go_through_their_own_heads():
     out = model(x, tasks)
     assert out.shape == (6, 5)
     for i, u in enumerate(tasks.tolist()):
-        logits = net(x[i:i + 1], u)[0]
-        torch.testing.assert_close(out[i, :len(logits)], logits)
-        assert (out[i, len(logits):] == ai.PAD_LOGIT).all()
+        logits = net(x[i : i + 1], u)[0]
+        torch.testing.assert_close(out[i, : len(logits)], logits)
+        assert (out[i, len(logits) :] == ai.PAD_LOGIT).all()
     torch.testing.assert_close(model(x, torch.ones(6, dtype=torch.long)), net(x, 1))  # one task: no padding
 
 
@@ -89,7 +93,12 @@ def test_hyperparameters_are_the_constructors_scalar_arguments():
     cls = get_strategy("avalanche:EWC")
     hp = cls.parse_hparams({"ewc_lambda": "5000", "mode": "online", "decay_factor": "0.9"})
     assert (hp.ewc_lambda, hp.mode, hp.decay_factor, hp.keep_importance_data, hp.net) == (
-        5000.0, "online", 0.9, False, "base")
+        5000.0,
+        "online",
+        0.9,
+        False,
+        "base",
+    )
     assert cls.parse_hparams({"ewc_lambda": 1, "decay_factor": "none"}).decay_factor is None
     with pytest.raises(HparamError, match="needs -p ewc_lambda=FLOAT"):
         cls.parse_hparams({})
@@ -100,7 +109,10 @@ def test_hyperparameters_are_the_constructors_scalar_arguments():
     lfl = get_strategy("avalanche:LFL")
     assert lfl.parse_hparams({"lambda_e": 1}).net == "lfl"  # cl-bench's LFL network by default
     assert (lfl.clip_grad, cls.clip_grad, get_strategy("avalanche:Naive").clip_grad) == (
-        get_strategy("lfl").clip_grad, get_strategy("ewc").clip_grad, get_strategy("sgd").clip_grad)
+        get_strategy("lfl").clip_grad,
+        get_strategy("ewc").clip_grad,
+        get_strategy("sgd").clip_grad,
+    )
 
 
 def test_protocol_schedule_and_best_weights_restore():
@@ -158,16 +170,38 @@ def test_methods_snapshot_the_restored_weights_and_lfl_trains_the_new_head():
 @requires_mnist
 def test_cli_runs_an_avalanche_strategy_into_the_store(tmp_path):
     store = tmp_path / "runs.db"
-    res = CliRunner().invoke(main, ["run", "-s", "avalanche:Naive", "-c", "split_mnist", "--seed", "1",
-                                    "--max-train-per-task", "300", "--set", "epochs=2", "--threads", "1",
-                                    "--store", str(store)], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "-s",
+            "avalanche:Naive",
+            "-c",
+            "split_mnist",
+            "--seed",
+            "1",
+            "--max-train-per-task",
+            "300",
+            "--set",
+            "epochs=2",
+            "--threads",
+            "1",
+            "--store",
+            str(store),
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     (rec,) = Store(store).query()
     assert (rec.strategy, rec.status, rec.accuracy.shape) == ("avalanche:Naive", "finished", (2, 2))
     assert np.isnan(rec.accuracy[0, 1]) and np.isfinite(rec.accuracy[np.tril_indices(2)]).all()
     assert rec.accuracy[0, 0] > 0.5 and rec.accuracy[1, 1] > 0.5  # learned (chance: 0.2)
-    assert [(h["task"], h["epoch"], h["lr"]) for h in rec.history] == [(0, 1, .05), (0, 2, .05),
-                                                                       (1, 1, .05), (1, 2, .05)]
+    assert [(h["task"], h["epoch"], h["lr"]) for h in rec.history] == [
+        (0, 1, 0.05),
+        (0, 2, 0.05),
+        (1, 1, 0.05),
+        (1, 2, 0.05),
+    ]
     assert rec.monitoring["avalanche"]["class"].endswith(".Naive")
     report = CliRunner().invoke(main, ["report", "--store", str(store)])
     assert report.exit_code == 0 and "avalanche:Naive" in report.output
@@ -180,16 +214,20 @@ def run_python(code: str) -> str:
 
 
 def test_the_core_and_the_cli_never_import_avalanche():
-    out = run_python("import sys, cl_bench, cl_bench.cli\n"
-                     "from cl_bench.registry import all_strategies, get_strategy\n"
-                     "all_strategies(); get_strategy('ewc')\n"
-                     "print(sorted(m for m in sys.modules if m.split('.')[0] == 'avalanche'))")
+    out = run_python(
+        "import sys, cl_bench, cl_bench.cli\n"
+        "from cl_bench.registry import all_strategies, get_strategy\n"
+        "all_strategies(); get_strategy('ewc')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'avalanche'))"
+    )
     assert out == "[]"
 
 
 def test_missing_avalanche_says_how_to_install_it():
-    out = run_python("import sys; sys.modules['avalanche'] = None\n"
-                     "from cl_bench.registry import get_strategy\n"
-                     "try:\n    get_strategy('avalanche:EWC')\n"
-                     "except ValueError as e:\n    print(type(e).__name__, e)")
+    out = run_python(
+        "import sys; sys.modules['avalanche'] = None\n"
+        "from cl_bench.registry import get_strategy\n"
+        "try:\n    get_strategy('avalanche:EWC')\n"
+        "except ValueError as e:\n    print(type(e).__name__, e)"
+    )
     assert out.startswith("AvalancheNotInstalled") and "pip install cl-bench[avalanche]" in out

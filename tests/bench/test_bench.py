@@ -2,6 +2,7 @@
 
 No timing is asserted: numbers from a shared test machine mean nothing.
 """
+
 import json
 
 import pytest
@@ -23,10 +24,35 @@ def restore_threads():
 
 def test_bench_several_strategies_write_repetitions_medians_and_ratios(tmp_path):
     out = tmp_path / "bench" / "mlp.json"
-    result = CliRunner().invoke(bench_command, [
-        "-s", "sgd", "-s", "hat", "-s", "ewc", "--scenario", "synthetic-mlp", "--samples", "96", "--reps", "2",
-        "--warmup", "32", "--batch-size", "32", "--eval-batch-size", "40", "--task", "1", "--threads", "1",
-        "--out", str(out)])
+    result = CliRunner().invoke(
+        bench_command,
+        [
+            "-s",
+            "sgd",
+            "-s",
+            "hat",
+            "-s",
+            "ewc",
+            "--scenario",
+            "synthetic-mlp",
+            "--samples",
+            "96",
+            "--reps",
+            "2",
+            "--warmup",
+            "32",
+            "--batch-size",
+            "32",
+            "--eval-batch-size",
+            "40",
+            "--task",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "torch " + torch.__version__ in result.output and "1 threads" in result.output
     assert "device cpu" in result.output and "train, x" in result.output and "scenario prepared" in result.output
@@ -41,17 +67,19 @@ def test_bench_several_strategies_write_repetitions_medians_and_ratios(tmp_path)
     assert set(data["train"]) == {"sgd", "hat", "ewc", bare_hat, bare_sgd} == set(data["eval"])
     assert "5,612,020" in bare_hat and "1,925,620" in bare_sgd
     for what in ("train", "eval"):
-        for name, r in data[what].items():
+        for r in data[what].values():
             assert len(r["seconds"]) == 2 and all(s > 0 for s in r["seconds"])
             assert r["median_s"] == pytest.approx(sum(r["seconds"]) / 2)
             assert r["samples_per_s"] == pytest.approx(96 / r["median_s"])
             assert r["s_per_10k"] == pytest.approx(1e4 * r["median_s"] / 96)
         for name, bare in data["bare_of"].items():
-            assert data[f"{what}_ratio"][name] == pytest.approx(data[what][name]["median_s"] /
-                                                                data[what][bare]["median_s"])
+            assert data[f"{what}_ratio"][name] == pytest.approx(
+                data[what][name]["median_s"] / data[what][bare]["median_s"]
+            )
     assert data["prepare_s"] >= 0
-    assert data["command"].startswith("cl-bench bench --strategy sgd --strategy hat --strategy ewc "
-                                      "--scenario synthetic-mlp")
+    assert data["command"].startswith(
+        "cl-bench bench --strategy sgd --strategy hat --strategy ewc --scenario synthetic-mlp"
+    )
     assert "--channels-last" not in data["command"] and "--precision fp32" in data["command"]
     md = out.with_suffix(".md").read_text()
     assert "| hat `train_epoch` | MLP 5,612,020" in md and "eval s/10k" in md and "vs bare" in md
@@ -59,18 +87,41 @@ def test_bench_several_strategies_write_repetitions_medians_and_ratios(tmp_path)
 
 def test_bench_sgd_on_the_alexnet_options_and_bad_input(tmp_path):
     out = tmp_path / "alexnet.json"
-    result = CliRunner().invoke(bench_command, [
-        "-s", "sgd", "-c", "synthetic-alexnet", "--samples", "8", "--reps", "1", "--warmup", "0",
-        "--batch-size", "8", "--threads", "1", "--channels-last", "--precision", "bf16", "--out", str(out)])
+    result = CliRunner().invoke(
+        bench_command,
+        [
+            "-s",
+            "sgd",
+            "-c",
+            "synthetic-alexnet",
+            "--samples",
+            "8",
+            "--reps",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--channels-last",
+            "--precision",
+            "bf16",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["config"]["channels_last"] and data["config"]["precision"] == "bf16"
     assert "--channels-last" in data["command"] and "bf16, channels_last" in out.with_suffix(".md").read_text()
-    bad = CliRunner().invoke(bench_command, ["-s", "hat", "-c", "synthetic-mlp", "--hp", "s_max=0.5",
-                                             "--samples", "8", "--threads", "1"])
+    bad = CliRunner().invoke(
+        bench_command, ["-s", "hat", "-c", "synthetic-mlp", "--hp", "s_max=0.5", "--samples", "8", "--threads", "1"]
+    )
     assert bad.exit_code != 0 and "s_max" in bad.output
-    nobody = CliRunner().invoke(bench_command, ["-s", "sgd", "-c", "synthetic-mlp", "--hp", "s_max=400",
-                                                "--samples", "8", "--threads", "1"])
+    nobody = CliRunner().invoke(
+        bench_command, ["-s", "sgd", "-c", "synthetic-mlp", "--hp", "s_max=400", "--samples", "8", "--threads", "1"]
+    )
     assert nobody.exit_code != 0 and "no benchmarked strategy has" in nobody.output
     unknown = CliRunner().invoke(bench_command, ["-s", "nope", "--samples", "8", "--threads", "1"])
     assert unknown.exit_code != 0 and "unknown strategy" in unknown.output

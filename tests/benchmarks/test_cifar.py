@@ -1,4 +1,5 @@
 """Incremental CIFAR (as the authors' code) on small files in the official CIFAR formats, written here."""
+
 import warnings
 
 import numpy as np
@@ -26,8 +27,10 @@ def quiet_subsets():
 def cifar_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CL_BENCH_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "data"
-    files = {"cifar10": write_cifar10(root, per_batch=40, n_test=50),
-             "cifar100": write_cifar100(root, per_class=10, n_test=300)}
+    files = {
+        "cifar10": write_cifar10(root, per_batch=40, n_test=50),
+        "cifar100": write_cifar100(root, per_class=10, n_test=300),
+    }
     return root, files
 
 
@@ -68,6 +71,7 @@ def test_validation_is_the_reference_holdout_and_disjoint(cifar_root):
 def test_missing_cifar100(cifar_root):
     root, _ = cifar_root
     import shutil
+
     shutil.rmtree(root / "cifar-100-python")
     with pytest.raises(DatasetsMissingError, match="cifar100"):
         build_scenario("cifar", seed=0, data_root=root)

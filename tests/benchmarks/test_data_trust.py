@@ -1,5 +1,6 @@
 """Trustworthy data: caches keyed on every file they derive from, SHA256SUMS for symlinked files too,
 readers that check what they read (and name the file), verified downloads, one-line user errors."""
+
 import dataclasses
 import gzip
 import hashlib
@@ -56,6 +57,7 @@ def in_file(path: Path) -> str:
 
 # ---- small files in the official formats --------------------------------------------------------
 
+
 def idx_bytes(a: np.ndarray) -> bytes:
     return bytes([0, 0, 8, a.ndim]) + b"".join(d.to_bytes(4, "big") for d in a.shape) + a.astype(np.uint8).tobytes()
 
@@ -69,16 +71,25 @@ def write_idx(path: Path, a: np.ndarray | bytes) -> None:
         path.write_bytes(data)
 
 
-def write_mnist(root: Path, n_train: int = 30, n_test: int = 10, gz: bool = True, size: int = 28
-                ) -> dict[str, np.ndarray]:
+def write_mnist(
+    root: Path, n_train: int = 30, n_test: int = 10, gz: bool = True, size: int = 28
+) -> dict[str, np.ndarray]:
     """Four idx files of a tiny MNIST in ``root/MNIST/raw``."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rs = np.random.RandomState(0)
-    a = {"x_train": rs.randint(0, 256, (n_train, size, size)), "y_train": np.arange(n_train) % 10,
-         "x_test": rs.randint(0, 256, (n_test, size, size)), "y_test": (np.arange(n_test) * 3) % 10}
-    names = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+    a = {
+        "x_train": rs.randint(0, 256, (n_train, size, size)),
+        "y_train": np.arange(n_train) % 10,
+        "x_test": rs.randint(0, 256, (n_test, size, size)),
+        "y_test": (np.arange(n_test) * 3) % 10,
+    }
+    names = {
+        "x_train": "train-images-idx3-ubyte",
+        "y_train": "train-labels-idx1-ubyte",
+        "x_test": "t10k-images-idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte",
+    }
     for k, v in a.items():
         write_idx(raw / (names[k] + (".gz" if gz else "")), v)
     return a
@@ -106,6 +117,7 @@ def hat_zip(folder: Path, zip_name: str, members: dict[str, tuple[np.ndarray, np
 
 
 # ---- 1. caches keyed on every source file -----------------------------------------------------------
+
 
 def test_changed_labels_invalidate_the_idx_cache(tmp_root):
     want = write_mnist(tmp_root)
@@ -153,6 +165,7 @@ def test_a_malformed_cache_file_is_rebuilt_not_trusted(tmp_root):
 
 # ---- 2. SHA256SUMS, symlinks included ---------------------------------------------------------------
 
+
 def sums_for(root: Path, rel: str, digest: str, binary: bool = False) -> None:
     (root / "SHA256SUMS").write_text(f"{digest} {'*' if binary else ' '}{rel}\n")
 
@@ -188,6 +201,7 @@ def test_a_sha256sums_line_that_cannot_be_parsed_is_an_error(tmp_root):
 
 # ---- 3. readers check what they read and name the file ------------------------------------------
 
+
 @pytest.mark.parametrize("load", ["idx", "prepared"])
 def test_idx_label_count_must_match_the_images(tmp_root, load):
     write_mnist(tmp_root)
@@ -206,11 +220,14 @@ def test_idx_labels_must_be_in_range(tmp_root, load):
         load_idx_dataset("MNIST", tmp_root, False) if load == "idx" else load_prepared("mnist", tmp_root)
 
 
-@pytest.mark.parametrize("content,message", [
-    (idx_bytes(np.zeros((10, 784))), "idx file with 2 dims, expected 3"),  # a flat (N, 784) file
-    (bytes([0, 0, 8, 3, 0, 0]), "truncated idx file: 6 bytes, header needs 16"),
-    (bytes([0, 0, 8]), "truncated idx file: 3 bytes, no header"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (idx_bytes(np.zeros((10, 784))), "idx file with 2 dims, expected 3"),  # a flat (N, 784) file
+        (bytes([0, 0, 8, 3, 0, 0]), "truncated idx file: 6 bytes, header needs 16"),
+        (bytes([0, 0, 8]), "truncated idx file: 3 bytes, no header"),
+    ],
+)
 def test_bad_idx_images_name_the_file(tmp_root, content, message):
     write_mnist(tmp_root)
     images = mnist_file(tmp_root, "t10k-images-idx3")
@@ -251,18 +268,23 @@ def test_cifar_batch_labels_out_of_range_name_the_batch(tmp_root):
 
 def test_hat_zip_members_are_named(tmp_root):
     x = np.zeros((10, 1, 32, 32), np.uint8)
-    z = hat_zip(tmp_root / "notmnist", "notmnist.zip", {"notmnist_train.pkl": (x, np.arange(10)),
-                                                        "notmnist_test.pkl": (x[:3], np.array([0, 1, 10]))})
+    z = hat_zip(
+        tmp_root / "notmnist",
+        "notmnist.zip",
+        {"notmnist_train.pkl": (x, np.arange(10)), "notmnist_test.pkl": (x[:3], np.array([0, 1, 10]))},
+    )
     with pytest.raises(CorruptDatasetError, match=in_file(z) + ":notmnist_test.pkl: labels span"):
         load_prepared("notmnist", tmp_root)
 
 
 # ---- 4. downloads are verified ------------------------------------------------------------------------
 
+
 def test_download_md5s_are_torchvisions():
     import inspect
 
     import torchvision.datasets as tvd  # here only: importing torchvision costs seconds
+
     md5 = downloads.DOWNLOAD_MD5
     for cls, name in ((tvd.CIFAR10, "cifar10"), (tvd.CIFAR100, "cifar100")):
         assert md5[name][cls.filename] == cls.tgz_md5
@@ -279,8 +301,10 @@ def test_a_downloaded_file_with_the_wrong_md5_is_refused(tmp_root, monkeypatch):
     batch = tmp_root / "cifar-10-batches-py" / "data_batch_1"
     with pytest.raises(CorruptDatasetError, match=in_file(batch) + ": md5 .* is not torchvision's c99cafc1"):
         downloads.verify_download("cifar10", tmp_root)
-    local = {f"cifar-10-batches-py/{p.name}": hashlib.md5(p.read_bytes()).hexdigest()
-             for p in (tmp_root / "cifar-10-batches-py").iterdir()}
+    local = {
+        f"cifar-10-batches-py/{p.name}": hashlib.md5(p.read_bytes()).hexdigest()
+        for p in (tmp_root / "cifar-10-batches-py").iterdir()
+    }
     monkeypatch.setitem(downloads.DOWNLOAD_MD5, "cifar10", local)
     downloads.verify_download("cifar10", tmp_root)  # every file as expected: no error
     with pytest.raises(CorruptDatasetError, match="left none of"):
@@ -289,28 +313,43 @@ def test_a_downloaded_file_with_the_wrong_md5_is_refused(tmp_root, monkeypatch):
 
 def test_a_downloaded_hat_zip_is_checked_member_by_member(tmp_root):
     x = np.zeros((20, 1, 32, 32), np.uint8)
-    hat_zip(tmp_root / "notmnist", "notmnist.zip", {"notmnist_train.pkl": (x, np.arange(20) % 10),
-                                                    "notmnist_test.pkl": (x[:5], np.arange(5))})
+    hat_zip(
+        tmp_root / "notmnist",
+        "notmnist.zip",
+        {"notmnist_train.pkl": (x, np.arange(20) % 10), "notmnist_test.pkl": (x[:5], np.arange(5))},
+    )
     downloads.verify_download("notmnist", tmp_root)
-    hat_zip(tmp_root / "notmnist", "notmnist.zip", {"notmnist_train.pkl": (x, np.arange(20) % 7),
-                                                    "notmnist_test.pkl": (x[:5], np.arange(5))})
+    hat_zip(
+        tmp_root / "notmnist",
+        "notmnist.zip",
+        {"notmnist_train.pkl": (x, np.arange(20) % 7), "notmnist_test.pkl": (x[:5], np.arange(5))},
+    )
     with pytest.raises(CorruptDatasetError, match="notmnist.zip: the train split has 7 of the 10 classes"):
         downloads.verify_download("notmnist", tmp_root)
-    hat_zip(tmp_root / "notmnist", "notmnist.zip", {"notmnist_train.pkl": (x[:, :, :28, :28], np.arange(20) % 10),
-                                                    "notmnist_test.pkl": (x[:5], np.arange(5))})
+    hat_zip(
+        tmp_root / "notmnist",
+        "notmnist.zip",
+        {"notmnist_train.pkl": (x[:, :, :28, :28], np.arange(20) % 10), "notmnist_test.pkl": (x[:5], np.arange(5))},
+    )
     with pytest.raises(CorruptDatasetError, match=r"expected \(N, C, 32, 32\)"):
         downloads.verify_download("notmnist", tmp_root)
 
 
 # ---- 5. user errors are one clear line --------------------------------------------------------------
 
+
 def test_a_data_root_that_is_a_file(tmp_path):
     root = tmp_path / "data"
     root.write_text("not a folder")
-    for call in (lambda: load_prepared("cifar10", root), lambda: load_idx_dataset("MNIST", root, False),
-                 lambda: availability(root)):
-        with pytest.raises(DataAccessError, match=f"data root {in_file(root)} is a file, not a folder: "
-                                                  "pass --data-root or set \\$CL_BENCH_DATA"):
+    for call in (
+        lambda: load_prepared("cifar10", root),
+        lambda: load_idx_dataset("MNIST", root, False),
+        lambda: availability(root),
+    ):
+        with pytest.raises(
+            DataAccessError,
+            match=f"data root {in_file(root)} is a file, not a folder: pass --data-root or set \\$CL_BENCH_DATA",
+        ):
             call()
 
 
@@ -340,6 +379,7 @@ def test_an_unreadable_data_file(tmp_root, monkeypatch):
             if path == bad:
                 raise PermissionError(13, "Permission denied", str(path))
             return real(path, *a)
+
         monkeypatch.setattr(cache, "sha256", sha256)
     with pytest.raises(DataAccessError, match=f"cannot read {in_file(bad)} \\(Permission denied\\): give this"):
         load_prepared("cifar10", tmp_root)
@@ -357,6 +397,7 @@ def test_a_folder_of_the_root_that_cannot_be_searched(tmp_root, monkeypatch):
             if self.parent == locked:
                 raise PermissionError(13, "Permission denied", str(self))
             return real(self)
+
         monkeypatch.setattr(Path, "is_file", is_file)
     try:
         with pytest.raises(DataAccessError, match=f"cannot look for cifar10 in {in_file(locked)}.*Permission denied"):

@@ -1,5 +1,6 @@
 """Dataset loaders of the mixture (as the authors' code): real files in the test data root where present, and
 small files in the official formats (written here) for CIFAR100, SVHN, HAT's pickles and GTSRB PPMs."""
+
 import dataclasses
 import gzip
 import hashlib
@@ -35,6 +36,7 @@ def shared(name: str) -> pytest.MarkDecorator:
 @pytest.fixture(autouse=True)
 def quiet_subsets():
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SubsetWarning)
         yield
@@ -66,6 +68,7 @@ def channel_stats(*xs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- writers of the official formats (also used by tests/test_cifar.py) -------------------------
+
 
 def coded_images(labels: np.ndarray, seed: int) -> np.ndarray:
     """(N, 3072) uint8 CHW-flattened images; pixel 0 = label, pixel 1 = running index (to trace rows)."""
@@ -100,16 +103,17 @@ def write_cifar100(root: Path, per_class: int = 2, n_test: int = 100) -> dict[st
     xt = coded_images(yt, 2)
     for name, xx, yy in (("train", x, y), ("test", xt, yt)):
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": xx, "fine_labels": yy.tolist(), "coarse_labels": (yy // 5).tolist()}, f,
-                        protocol=2)
+            pickle.dump({"data": xx, "fine_labels": yy.tolist(), "coarse_labels": (yy // 5).tolist()}, f, protocol=2)
     return {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt}
 
 
 # ---- real data: adaptation as the authors' code ------------------------------------------------
 
+
 @shared("MNIST")
-@pytest.mark.parametrize("name,folder,mean,std", [("mnist", "MNIST", 0.1, 0.2752),
-                                                  ("fashion_mnist", "FashionMNIST", 0.2190, 0.3318)])
+@pytest.mark.parametrize(
+    "name,folder,mean,std", [("mnist", "MNIST", 0.1, 0.2752), ("fashion_mnist", "FashionMNIST", 0.2190, 0.3318)]
+)
 def test_mnist_family_padded_by_2_and_replicated(name, folder, mean, std):
     if not (SHARED_DATA / folder).is_dir():
         pytest.skip(f"{folder} missing")
@@ -187,8 +191,10 @@ def test_cifar10_subset_warns_and_says_so():
     assert raw.x_train[0, :, 0, 0].tolist() == [59, 62, 63]  # CIFAR's first pixel, RGB planes
     assert torch.equal(raw.y_train, torch.from_numpy(tr["y"]))
     assert raw.source["complete"] is False and raw.source["found"] == "npz"
-    assert raw.source["files"][str(SHARED_DATA / "cifar10" / "train.npz")] == \
-        "d284cb6cb68e00e779c0aeef930b2d9b6509bb7c22cc91761722312f9f15a732"
+    assert (
+        raw.source["files"][str(SHARED_DATA / "cifar10" / "train.npz")]
+        == "d284cb6cb68e00e779c0aeef930b2d9b6509bb7c22cc91761722312f9f15a732"
+    )
 
 
 @shared("MNIST")
@@ -205,6 +211,7 @@ def test_availability_of_the_shared_root():
 
 
 # ---- official formats, written here --------------------------------------------------------------
+
 
 def test_cifar100_python_pickles(tmp_root):
     want = write_cifar100(tmp_root)
@@ -225,6 +232,7 @@ def test_cifar10_batches_in_order(tmp_root):
 
 def test_svhn_mat_labels_are_not_shifted(tmp_root):
     import scipy.io
+
     n = 30
     X = np.random.RandomState(0).randint(0, 256, (32, 32, 3, n)).astype(np.uint8)
     y = (np.arange(n) % 10 + 1).reshape(n, 1)  # .mat convention: digit 0 is 10
@@ -285,8 +293,9 @@ def test_gtsrb_official_ppms_resized_to_32(tmp_root):
     test_dir.mkdir(parents=True)
     flat = np.full((45, 47, 3), (10, 200, 30), np.uint8)  # a constant image stays constant
     Image.fromarray(flat).save(test_dir / "00000.ppm")
-    (base / "GT-final_test.csv").write_text("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
-                                            "00000.ppm;47;45;5;5;40;40;42\n")
+    (base / "GT-final_test.csv").write_text(
+        "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n00000.ppm;47;45;5;5;40;40;42\n"
+    )
     raw = load_prepared("gtsrb", tmp_root)
     assert raw.source["found"] == "torchvision" and raw.y_train.tolist() == [0, 2, 2] and raw.y_test.tolist() == [42]
     assert np.array_equal(raw.x_train[1].numpy(), imgs[(2, "00000_00001.ppm")].transpose(2, 0, 1))  # 32x32 kept
@@ -307,6 +316,7 @@ def test_gtsrb_udacity_pickle(tmp_root):
 
 
 # ---- bad input -----------------------------------------------------------------------------------
+
 
 def test_missing_dataset_names_every_path_the_flag_and_the_format(tmp_root):
     with pytest.raises(DatasetMissingError) as err:
@@ -372,6 +382,7 @@ def test_cache_is_used_and_follows_the_source_checksum(tmp_root, monkeypatch):
 
     def no_reading(*a, **k):
         raise AssertionError("read the source although the cache is valid")
+
     read = catalogue.read_cifar_batches
     monkeypatch.setattr(catalogue, "read_cifar_batches", no_reading)
     assert np.array_equal(load_prepared("cifar10", tmp_root).y_test.numpy(), want["y_test"])

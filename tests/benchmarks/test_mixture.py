@@ -1,5 +1,6 @@
 """The 8-data-set mixture (as the authors' code): order and validation split drawn from the seed as the
 reference draws them, per-data-set normalisation, missing and subset data recorded."""
+
 import warnings
 
 import numpy as np
@@ -20,9 +21,16 @@ REFERENCE_ORDERS = {
     2: "fashion, cifar100, facescrub, mnist, svhn, notmnist, traffic, cifar10",
     3: "traffic, notmnist, fashion, facescrub, svhn, cifar100, cifar10, mnist",
 }
-TABLE_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "mnist": "mnist", "svhn": "svhn",
-               "fashion_mnist": "fashion", "gtsrb": "traffic", "facescrub": "facescrub",
-               "notmnist": "notmnist"}
+TABLE_NAMES = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "mnist": "mnist",
+    "svhn": "svhn",
+    "fashion_mnist": "fashion",
+    "gtsrb": "traffic",
+    "facescrub": "facescrub",
+    "notmnist": "notmnist",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -110,8 +118,15 @@ def test_split_is_the_seeded_holdout_without_overlap(small_root):
 
 
 def test_options_stratified_fixed_order_and_true_rgb(small_root):
-    sc = build_scenario("mixture", seed=1, data_root=small_root, allow_missing=True, fixed_order=True,
-                        valid_split="stratified", facescrub_true_rgb=True)
+    sc = build_scenario(
+        "mixture",
+        seed=1,
+        data_root=small_root,
+        allow_missing=True,
+        fixed_order=True,
+        valid_split="stratified",
+        facescrub_true_rgb=True,
+    )
     assert [t.name for t in sc.tasks] == ["cifar10", "facescrub", "notmnist"]  # index order 0..7
     faces = sc.tasks[1]
     per_class = torch.bincount(faces.valid.y, minlength=20)
@@ -121,8 +136,9 @@ def test_options_stratified_fixed_order_and_true_rgb(small_root):
 
 
 def test_reduced_scale_knobs_apply_after_the_builder(small_root):
-    sc = build_scenario("mixture", seed=0, data_root=small_root, allow_missing=True,
-                        max_train_per_task=200, tasks=[1, 2])
+    sc = build_scenario(
+        "mixture", seed=0, data_root=small_root, allow_missing=True, max_train_per_task=200, tasks=[1, 2]
+    )
     assert [t.name for t in sc.tasks] == ["notmnist", "cifar10"]
     assert [len(t.train) for t in sc.tasks] == [200, 200]
     assert sc.info["options"]["allow_missing"] is True
@@ -132,8 +148,11 @@ def test_reduced_scale_knobs_apply_after_the_builder(small_root):
 def test_whole_shared_root():
     sc = build_scenario("mixture", seed=0, data_root=SHARED_DATA, allow_missing=True)
     names = [t.name for t in sc.tasks]
-    assert names == [n for n in ("facescrub", "mnist", "cifar100", "notmnist", "svhn", "cifar10", "gtsrb",
-                                 "fashion_mnist") if n not in sc.info["missing_datasets"]]
+    assert names == [
+        n
+        for n in ("facescrub", "mnist", "cifar100", "notmnist", "svhn", "cifar10", "gtsrb", "fashion_mnist")
+        if n not in sc.info["missing_datasets"]
+    ]
     mnist = sc.tasks[names.index("mnist")]
     assert (len(mnist.train), len(mnist.valid), len(mnist.test)) == (51000, 9000, 10000)
     assert {"mnist", "gtsrb", "fashion_mnist"}.isdisjoint(sc.info["subset_datasets"])

@@ -1,4 +1,5 @@
 """Split and permuted MNIST on the real files of the test data root (as the authors' code builds them)."""
+
 import pytest
 import torch
 from conftest import requires_mnist
@@ -39,8 +40,7 @@ def test_permuted_mnist_is_seeded_and_uses_the_same_permutations_for_every_seed(
     perm = pixel_permutation(ids_a[0])
     assert not torch.equal(perm, torch.arange(784))  # no identity task (as the authors' code)
     digits04 = torch.isin(a.tasks[0].test.y, torch.arange(5))
-    assert torch.equal(a.tasks[0].test.x[digits04][:50],
-                       raw.tasks[0].test.x.reshape(-1, 784)[:50][:, perm])
+    assert torch.equal(a.tasks[0].test.x[digits04][:50], raw.tasks[0].test.x.reshape(-1, 784)[:50][:, perm])
     by_id = {t.name: t for t in b.tasks}
     assert torch.equal(by_id[a.tasks[3].name].test.x, a.tasks[3].test.x)
 
@@ -79,6 +79,7 @@ def test_truncated_idx_file_is_an_error_naming_the_file(tmp_path):
     import shutil
 
     from conftest import SHARED_DATA
+
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for f in (SHARED_DATA / "MNIST" / "raw").iterdir():

@@ -11,8 +11,9 @@ MNIST = os.path.join(os.environ.get("CL_BENCH_DATA", ""), "MNIST")
 
 
 def test_demo_without_data_and_without_download_says_how_to_fix_it(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--data-root", str(tmp_path / "empty"), "--no-download",
-                                       "--store", str(tmp_path / "demo.db")])
+    result = CliRunner().invoke(
+        main, ["demo", "--data-root", str(tmp_path / "empty"), "--no-download", "--store", str(tmp_path / "demo.db")]
+    )
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "MNIST" in result.output and "--download" in result.output

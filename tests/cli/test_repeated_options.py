@@ -6,12 +6,15 @@ from click.testing import CliRunner
 from cl_bench.cli import main
 
 
-@pytest.mark.parametrize("args, message", [
-    (["report", "--store", "a.db", "--store", "b.db"], "--store given twice"),
-    (["run", "-s", "sgd", "-c", "split_mnist", "--seed", "1", "--seed=2"], "--seed given twice"),
-    (["run", "-s", "sgd", "-c", "split_mnist", "--strategy", "ewc"], "-s and --strategy both given"),
-    (["run", "-s", "sgd", "-c", "split_mnist", "--download", "--no-download"], "--download and --no-download"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "--store", "a.db", "--store", "b.db"], "--store given twice"),
+        (["run", "-s", "sgd", "-c", "split_mnist", "--seed", "1", "--seed=2"], "--seed given twice"),
+        (["run", "-s", "sgd", "-c", "split_mnist", "--strategy", "ewc"], "-s and --strategy both given"),
+        (["run", "-s", "sgd", "-c", "split_mnist", "--download", "--no-download"], "--download and --no-download"),
+    ],
+)
 def test_a_single_value_option_given_twice_is_refused(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, args)

@@ -1,4 +1,5 @@
 """``cl-bench runs``: list with filters, show one run, tag, remove (never a claimed run), export, merge."""
+
 import csv
 import json
 import sqlite3
@@ -33,8 +34,22 @@ def made(tmp_path_factory):
     store = Store(folder / "a.db")
     for config in (SGD0, EWC1, JOINT0):
         execute(config, store, checkpoints=False)
-    store.save(RunRecord("f00dfailed", "sgd", "tiny_runs_cli", 2, {}, {}, {}, "failed", error="boom\ntrace",
-                         started=1.0, finished=2.0, wall_s=1.0))
+    store.save(
+        RunRecord(
+            "f00dfailed",
+            "sgd",
+            "tiny_runs_cli",
+            2,
+            {},
+            {},
+            {},
+            "failed",
+            error="boom\ntrace",
+            started=1.0,
+            finished=2.0,
+            wall_s=1.0,
+        )
+    )
     return folder
 
 
@@ -68,16 +83,19 @@ def test_list_shows_every_run_with_its_columns(store):
     assert "ewc" in line and "r1" in line and "finished" in line
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--strategy", "sgd"], {"SGD0", "failed"}),
-    (["--strategy", "sgd", "--status", "finished"], {"SGD0"}),
-    (["--seed", "1"], {"EWC1"}),
-    (["--tag", "r1"], {"EWC1"}),
-    (["--status", "failed"], {"failed"}),
-    (["--where", "epochs=2"], {"JOINT0"}),
-    (["--where", "lamb=100"], {"EWC1"}),
-    (["--scenario", "nope"], set()),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--strategy", "sgd"], {"SGD0", "failed"}),
+        (["--strategy", "sgd", "--status", "finished"], {"SGD0"}),
+        (["--seed", "1"], {"EWC1"}),
+        (["--tag", "r1"], {"EWC1"}),
+        (["--status", "failed"], {"failed"}),
+        (["--where", "epochs=2"], {"JOINT0"}),
+        (["--where", "lamb=100"], {"EWC1"}),
+        (["--scenario", "nope"], set()),
+    ],
+)
 def test_list_filters(store, args, expected):
     names = {"SGD0": SGD0.run_id(), "EWC1": EWC1.run_id(), "JOINT0": JOINT0.run_id(), "failed": "f00dfailed"}
     res = invoke("list", "--store", store, *args)
@@ -93,8 +111,13 @@ def test_list_errors_are_one_line(store, tmp_path):
     res = CliRunner().invoke(runs, ["list", "--store", str(tmp_path / "missing.db")])
     assert res.exit_code == 1 and res.output.startswith("Error: no store at") and len(res.output.splitlines()) == 1
     assert not (tmp_path / "missing.db").exists()
-    for command in (["show", "abc"], ["tag", "abc", "--add", "x"], ["remove", "abc", "--yes"],
-                    ["export", "--out", str(tmp_path / "x.csv")], ["merge", store]):
+    for command in (
+        ["show", "abc"],
+        ["tag", "abc", "--add", "x"],
+        ["remove", "abc", "--yes"],
+        ["export", "--out", str(tmp_path / "x.csv")],
+        ["merge", store],
+    ):
         res = CliRunner().invoke(runs, [*command, "--store", str(tmp_path / "missing.db")])
         assert res.exit_code == 1 and "no store at" in res.output, command
     assert not (tmp_path / "missing.db").exists()

@@ -5,6 +5,7 @@ within the tolerance (exactly, from CPU to CPU).
 The strategies run here without dropout (variants registered for the test only): dropout draws
 from each device's own generator, so runs with it agree across devices only in distribution.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -33,7 +34,8 @@ def no_dropout_strategies(monkeypatch):
     monkeypatch.setattr(registry, "STRATEGIES", strategies)
     monkeypatch.setattr(registry, "SCENARIOS", dict(registry.all_scenarios()))
     registry.register_scenario("devices_tiny", "tests/devices only")(
-        lambda seed=0, data_root_path=None, download=False: dc.tiny_scenario(seed=seed))
+        lambda seed=0, data_root_path=None, download=False: dc.tiny_scenario(seed=seed)
+    )
 
 
 def without_dropout(base):
@@ -49,8 +51,14 @@ def without_dropout(base):
 
 
 def as_result(record, device):
-    return dc.SequenceResult(device, record.accuracy, [h["train_loss"] for h in record.history],
-                             [h["valid_loss"] for h in record.history], None, record.wall_s)
+    return dc.SequenceResult(
+        device,
+        record.accuracy,
+        [h["train_loss"] for h in record.history],
+        [h["valid_loss"] for h in record.history],
+        None,
+        record.wall_s,
+    )
 
 
 @pytest.mark.parametrize("saved_on,resumed_on", DEVICE_PAIRS)
@@ -75,8 +83,9 @@ def test_a_checkpoint_resumes_on_another_device(tmp_path, no_dropout_strategies,
     assert set(trained) == {1}  # task 0 came from the checkpoint
     assert not path.exists() and store.status(config.run_id()) == "finished"
     tol = dc.tolerance(saved_on, other=resumed_on)
-    agreement = dc.compare(as_result(record, resumed_on), as_result(reference, "cpu"), tol,
-                           dc.n_test_samples(dc.tiny_scenario()))
+    agreement = dc.compare(
+        as_result(record, resumed_on), as_result(reference, "cpu"), tol, dc.n_test_samples(dc.tiny_scenario())
+    )
     assert agreement.ok, f"{strategy} saved on {saved_on}, resumed on {resumed_on}: {agreement.problems}"
     if tol == dc.EXACT:
         np.testing.assert_array_equal(record.accuracy, reference.accuracy)

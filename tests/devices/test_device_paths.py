@@ -5,6 +5,7 @@ seed twice gives the same numbers).
 
 Runs compared across devices have dropout off (its masks come from each device's own generator).
 """
+
 import copy
 
 import numpy as np
@@ -165,16 +166,23 @@ def test_empirical_fisher_of_a_model_equals_the_cpus(device):
     other = empirical_fisher(moved, cross_entropy_of(moved, 0), Trainer(sc, dc.TINY_PROTOCOL).data(0, "train"), 20)
     for name, f in other.items():
         assert f.device.type == torch.device(device).type
-        torch.testing.assert_close(f.cpu(), cpu[name], rtol=1e-3 if dc.tolerance(device).loss else 0,
-                                   atol=1e-9 if dc.tolerance(device).loss else 0)
+        torch.testing.assert_close(
+            f.cpu(),
+            cpu[name],
+            rtol=1e-3 if dc.tolerance(device).loss else 0,
+            atol=1e-9 if dc.tolerance(device).loss else 0,
+        )
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_pathnet_ga_on_the_device_freezes_each_tasks_best_path(device):
     algo, trainer = trained("pathnet", device, 1)
     assert len(algo.ga_log[0]) == dc.TINY_HPARAMS["pathnet"]["generations"] and 0 in algo.best_paths
-    frozen = {(l, k): copy.deepcopy(algo.model.layers[l][k].state_dict())
-              for l, used in enumerate(algo.frozen(1)) for k in used}
+    frozen = {
+        (l, k): copy.deepcopy(algo.model.layers[l][k].state_dict())
+        for l, used in enumerate(algo.frozen(1))
+        for k in used
+    }
     algo.before_task(1)
     algo.train_task(1, trainer)
     algo.after_task(1)
@@ -207,8 +215,9 @@ def test_joint_mixed_task_batches_and_random_predictions_on_the_device(device):
     with torch.no_grad():
         loss, logits = joint.loss(x, y, t)
         h = joint.model.features(x)
-        per_sample = torch.cat([F.cross_entropy(joint.model.heads[u](h[t == u]), y[t == u], reduction="none")
-                                for u in (0, 1)])
+        per_sample = torch.cat(
+            [F.cross_entropy(joint.model.heads[u](h[t == u]), y[t == u], reduction="none") for u in (0, 1)]
+        )
     assert loss.device.type == torch.device(device).type
     torch.testing.assert_close(loss, per_sample.mean())
     rnd, trainer = trained("random", device, 2)

@@ -11,6 +11,7 @@ while the current ones run: one per step costs a large part of a small network's
 HAT samples its capacity usage (Fig. 5) ten times per epoch; its mask counts stay on the device and
 are read once per epoch (strategies/hat.py ``after_epoch``), so HAT is held to the same rules.
 """
+
 import warnings
 
 import pytest

@@ -1,5 +1,6 @@
 """``cl-bench doctor`` (cl_bench/doctor.py, cl_bench/cli/doctor.py) at tiny scale on the CPU: every
 section of the report is there and every check passes. No timing is asserted."""
+
 import json
 from pathlib import Path
 
@@ -28,8 +29,9 @@ def restore_threads():
 
 def test_tiny_doctor_on_the_cpu_writes_a_dated_report_with_every_section(tmp_path, scratch_registry):
     lines = []
-    report = doc.run_doctor("cpu", "tiny", tmp_path / "out", data_root=tmp_path / "no-data", tests=False,
-                            echo=lines.append)
+    report = doc.run_doctor(
+        "cpu", "tiny", tmp_path / "out", data_root=tmp_path / "no-data", tests=False, echo=lines.append
+    )
     failed = [f"{o.name}: {o.detail}" for o in report.outcomes if o.status == "FAIL"]
     assert report.ok, failed
     assert report.path == tmp_path / "out" / f"doctor-cpu-{report.date}.md"
@@ -48,15 +50,17 @@ def test_tiny_doctor_on_the_cpu_writes_a_dated_report_with_every_section(tmp_pat
     data = json.loads(report.path.with_suffix(".json").read_text())
     assert data["device"] == "cpu" and len(data["outcomes"]) == len(report.outcomes) and len(data["bench"]) == 2
     assert sorted(p.name for p in report.path.parent.iterdir()) == sorted(
-        [report.path.name, report.path.with_suffix(".json").name] +
-        [f"doctor-cpu-{report.date}-bench-synthetic-{a}.{e}" for a in ("mlp", "alexnet") for e in ("json", "md")])
+        [report.path.name, report.path.with_suffix(".json").name]
+        + [f"doctor-cpu-{report.date}-bench-synthetic-{a}.{e}" for a in ("mlp", "alexnet") for e in ("json", "md")]
+    )
 
 
 def test_device_tests_run_in_a_child_pytest_and_failures_carry_its_output(tmp_path):
     folder = tmp_path / "repo" / "tests" / "devices"
     folder.mkdir(parents=True)
     (folder / "test_fine.py").write_text(
-        "import os\n\ndef test_device():\n    assert os.environ['CL_BENCH_TEST_DEVICE'] == 'cpu'\n")
+        "import os\n\ndef test_device():\n    assert os.environ['CL_BENCH_TEST_DEVICE'] == 'cpu'\n"
+    )
     outcome = doc.device_tests(torch.device("cpu"), folder, 120, echo=lambda line: None)
     assert outcome.status == "PASS" and "1 passed" in outcome.detail
     (folder / "test_broken.py").write_text("def test_broken():\n    assert 1 == 2, 'the broken one'\n")
@@ -81,8 +85,9 @@ def test_the_command_exit_status_and_errors(tmp_path, monkeypatch):
     bad = CliRunner().invoke(doctor_command, ["--device", "tpu", "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "Error:" in bad.output and "tpu" in bad.output
     assert CliRunner().invoke(doctor_command, ["--scale", "huge"]).exit_code == 2
-    failing = doc.DoctorReport("cpu", "tiny", "2000-01-01", {}, [doc.Outcome("checks", "x", "FAIL", 0.0, "no")],
-                               path=Path(tmp_path / "r.md"))
+    failing = doc.DoctorReport(
+        "cpu", "tiny", "2000-01-01", {}, [doc.Outcome("checks", "x", "FAIL", 0.0, "no")], path=Path(tmp_path / "r.md")
+    )
     seen = {}
 
     def fake(device, scale, out, data_root, tests, echo):

@@ -1,5 +1,6 @@
 """Run loggers: every logger's output read back, the console without escape codes off a terminal, the
 factory's names and errors."""
+
 import csv
 import importlib.util
 import io
@@ -28,12 +29,16 @@ from cl_bench.trainer import EpochLog
 
 nan = math.nan
 RUN = {"run_id": "abc123", "strategy": "sgd", "scenario": "pmnist", "seed": 3, "hparams": {"lr": 0.05}}
-EPOCHS = [EpochLog(0, 1, 0.05, 1.0, 0.9, 0.5, 0.1),
-          EpochLog(0, 2, 0.05, 0.8, 0.7, 0.6, 0.1, train_eval_loss=0.75, train_eval_acc=0.65),
-          EpochLog(1, 1, 0.05, 0.9, 0.85, 0.55, 0.2),
-          EpochLog(1, 2, 0.025, 0.6, 0.5, 0.7, 0.2)]
-TASKS = [(0, [0.9], {"acc": 0.9, "bwt": nan, "forgetting": nan}),
-         (1, [0.8, 0.7], {"acc": 0.75, "bwt": -0.1, "forgetting": 0.1})]
+EPOCHS = [
+    EpochLog(0, 1, 0.05, 1.0, 0.9, 0.5, 0.1),
+    EpochLog(0, 2, 0.05, 0.8, 0.7, 0.6, 0.1, train_eval_loss=0.75, train_eval_acc=0.65),
+    EpochLog(1, 1, 0.05, 0.9, 0.85, 0.55, 0.2),
+    EpochLog(1, 2, 0.025, 0.6, 0.5, 0.7, 0.2),
+]
+TASKS = [
+    (0, [0.9], {"acc": 0.9, "bwt": nan, "forgetting": nan}),
+    (1, [0.8, 0.7], {"acc": 0.75, "bwt": -0.1, "forgetting": 0.1}),
+]
 SUMMARY = {"acc": 0.75, "bwt": -0.1, "forgetting": 0.1, "wall_s": 3.5}
 
 
@@ -59,8 +64,13 @@ def test_jsonl_reads_back(tmp_path):
     assert epochs[1]["train_loss"] == 0.8 and epochs[1]["train_eval_acc"] == 0.65 and epochs[3]["lr"] == 0.025
     assert epochs[0]["train_eval_acc"] is None
     tasks = [r for r in lines if r["event"] == "task"]
-    assert tasks[0] == {"event": "task", "time": tasks[0]["time"], "task": 0, "test_acc": [0.9],
-                        "metrics": {"acc": 0.9, "bwt": None, "forgetting": None}}  # NaN -> null: strict JSON
+    assert tasks[0] == {
+        "event": "task",
+        "time": tasks[0]["time"],
+        "task": 0,
+        "test_acc": [0.9],
+        "metrics": {"acc": 0.9, "bwt": None, "forgetting": None},
+    }  # NaN -> null: strict JSON
     assert tasks[1]["test_acc"] == [0.8, 0.7] and tasks[1]["metrics"]["bwt"] == -0.1
     assert lines[-1]["status"] == "finished" and lines[-1]["summary"] == SUMMARY
     assert logger.file is None  # closed by end_run
@@ -87,12 +97,13 @@ def test_csv_reads_back(tmp_path):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["time", "event", "task", "epoch", "tau", "name", "value"]
     assert not any(r["time"] == "time" for r in rows)  # one header
-    rows = rows[:len(rows) // 2]  # the first attempt
+    rows = rows[: len(rows) // 2]  # the first attempt
     assert rows[0]["event"] == "start" and rows[0]["name"] == "status" and rows[0]["value"] == "running"
 
     def values(event, **where):
-        return {r["name"]: r["value"] for r in rows
-                if r["event"] == event and all(r[k] == str(v) for k, v in where.items())}
+        return {
+            r["name"]: r["value"] for r in rows if r["event"] == event and all(r[k] == str(v) for k, v in where.items())
+        }
 
     first = values("epoch", task=0, epoch=1)
     assert first == {"lr": "0.05", "train_loss": "1.0", "valid_loss": "0.9", "valid_acc": "0.5", "seconds": "0.1"}
@@ -102,8 +113,7 @@ def test_csv_reads_back(tmp_path):
     assert accs == [("0", "0", 0.9), ("1", "0", 0.8), ("1", "1", 0.7)]
     assert values("task", task=0, tau="") == {"acc": "0.9", "bwt": "", "forgetting": ""}  # NaN left empty
     assert values("task", task=1, tau="") == {"acc": "0.75", "bwt": "-0.1", "forgetting": "0.1"}
-    assert values("end") == {"status": "finished", "acc": "0.75", "bwt": "-0.1", "forgetting": "0.1",
-                             "wall_s": "3.5"}
+    assert values("end") == {"status": "finished", "acc": "0.75", "bwt": "-0.1", "forgetting": "0.1", "wall_s": "3.5"}
 
 
 class FakeTerminal(io.StringIO):
@@ -184,8 +194,8 @@ def wandb_records(path):
         if 32768 - pos % 32768 < 7:  # block trailer: padding
             pos += 32768 - pos % 32768
             continue
-        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
-        chunk += data[pos + 7:pos + 7 + length]
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        chunk += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -215,7 +225,11 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
     history = [items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
     epochs = [h for h in history if "epochs" in h]
     assert [(h["epochs"], h["epoch/task"], h["epoch/epoch"], h["epoch/train_loss"]) for h in epochs] == [
-        (1, 1, 1, 1.0), (2, 1, 2, 0.8), (3, 2, 1, 0.9), (4, 2, 2, 0.6)]
+        (1, 1, 1, 1.0),
+        (2, 1, 2, 0.8),
+        (3, 2, 1, 0.9),
+        (4, 2, 2, 0.6),
+    ]
     tasks = [h for h in history if "task" in h]
     assert [(h["task"], h["test_acc/task1"], h["metrics/acc"]) for h in tasks] == [(1, 0.9, 0.9), (2, 0.8, 0.75)]
     assert "metrics/bwt" not in tasks[0] and tasks[1]["metrics/bwt"] == -0.1 and tasks[1]["test_acc/task2"] == 0.7
@@ -232,8 +246,11 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
 
 def test_missing_optional_packages_name_the_extra(monkeypatch, tmp_path):
     real = importlib.util.find_spec
-    monkeypatch.setattr(logger_base.importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("tensorboard", "wandb") else real(name, *a))
+    monkeypatch.setattr(
+        logger_base.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("tensorboard", "wandb") else real(name, *a),
+    )
     for name, make in (("tensorboard", lambda: TensorBoardLogger(tmp_path)), ("wandb", lambda: WandbLogger(tmp_path))):
         with pytest.raises(MissingExtraError, match=rf"pip install cl-bench\[{name}\]") as error:
             make()
@@ -264,8 +281,9 @@ def test_make_loggers_maps_names_and_lays_out_files(tmp_path):
 
 
 def test_unknown_logger_name_lists_the_valid_ones(tmp_path):
-    with pytest.raises(UnknownLoggerError, match="unknown logger 'mlflow'; valid names: console, jsonl, csv, "
-                                                 "tensorboard, wandb"):
+    with pytest.raises(
+        UnknownLoggerError, match="unknown logger 'mlflow'; valid names: console, jsonl, csv, tensorboard, wandb"
+    ):
         make_loggers(["console", "mlflow"], tmp_path / "logs")
     assert not (tmp_path / "logs").exists()
     assert issubclass(UnknownLoggerError, ValueError)

@@ -1,6 +1,7 @@
 """Figures ready for print, read back from the files: PNG at 300 dpi, PDF with TrueType (Type 42) fonts
 and no Type 3 font; data-set names on the accuracy-matrix axes; Fig. 3's band is the std or the 95%
 interval and says which; one colour-blind-safe colour and one marker per strategy."""
+
 from __future__ import annotations
 
 import re
@@ -74,8 +75,12 @@ def test_fig3_band_is_the_std_or_the_95_interval_and_says_which(band):
     ax = fig.axes[0]
     assert ax.get_legend().get_title().get_text() == plots.BANDS[band]
     assert ("1 std" if band == "std" else "95% t-interval") in plots.BANDS[band]
-    band_poly = next(b for b in ax.collections if b.get_facecolor()[0][:3].round(4).tolist()
-                     == [round(int(KNOWN_COLORS["sgd"][i:i + 2], 16) / 255, 4) for i in (1, 3, 5)])
+    band_poly = next(
+        b
+        for b in ax.collections
+        if b.get_facecolor()[0][:3].round(4).tolist()
+        == [round(int(KNOWN_COLORS["sgd"][i : i + 2], 16) / 255, 4) for i in (1, 3, 5)]
+    )
     ys = band_poly.get_paths()[0].vertices[:, 1]
     for t in range(T):
         values = [hand_rho_upto("sgd", s)[t] for s in SEEDS]
@@ -87,8 +92,9 @@ def test_fig3_band_is_the_std_or_the_95_interval_and_says_which(band):
 
 def test_the_cli_band_option(tmp_path):
     synthetic_store(tmp_path / "x.db")
-    res = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "x.db"), "--band", "ci95",
-                                    "--figures", str(tmp_path / "f")])
+    res = CliRunner().invoke(
+        main, ["report", "--store", str(tmp_path / "x.db"), "--band", "ci95", "--figures", str(tmp_path / "f")]
+    )
     assert res.exit_code == 0, res.output
     assert "mean and 95% Student-t interval over seeds" in (tmp_path / "f" / "captions.md").read_text()
 

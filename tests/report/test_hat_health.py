@@ -1,6 +1,7 @@
 """HAT's mask learning: the measure (cl_bench.mask_learning) against a hand-computed example, and the
 report's plain-words line beside HAT's row for runs whose masks did not learn, did learn, or were made
 before the measure existed."""
+
 from __future__ import annotations
 
 import copy
@@ -57,8 +58,10 @@ def test_masks_that_did_not_learn_are_said_so_beside_hats_row(tmp_path):
     assert h.moved == pytest.approx([0.0, 0.04, 0.02]) and h.capacity == [0.2, 0.4, 0.6]
     assert h.learned is False and NOT_LEARNED_BELOW == 0.10
     note = health_note([h])
-    assert note.startswith("HAT (seed 0): its masks have not learned: on average only 2% of the units (0-4% per "
-                           "task) left their random initial on/off state (below 10%).")
+    assert note.startswith(
+        "HAT (seed 0): its masks have not learned: on average only 2% of the units (0-4% per "
+        "task) left their random initial on/off state (below 10%)."
+    )
     assert "Capacity used after the last task: 60% of the masked layers' weights." in note
     store = Store(tmp_path / "s.db")
     for r in _with_learning(NOT_LEARNED):

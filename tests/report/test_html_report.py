@@ -4,6 +4,7 @@ headless Chromium, the tables' numbers and the run metadata (versions, data chec
 Chromium: `apt-get install -y chromium`. Without it the browser test skips, unless
 CL_BENCH_REQUIRE_CHROMIUM=1 (CI), where it fails.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,9 +21,18 @@ from test_report import SEEDS, T, hand_rho_upto, mean_std_ci, synthetic_store
 from cl_bench.cli import main
 
 N_FIGURES = 7  # fig3 rho, fig3 acc, matrices, fig4, fig5, fig6, fig7
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=10000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=10000",
+]
 
 
 def _chromium() -> str | None:
@@ -81,23 +91,33 @@ def test_missing_references_are_listed_with_commands(tmp_path):
     assert len(_images(html)) == N_FIGURES - 1  # all but the rho curves
 
 
-@pytest.mark.skipif(not _chromium() and os.environ.get("CL_BENCH_REQUIRE_CHROMIUM") != "1",
-                    reason="chromium not installed (apt-get install -y chromium); "
-                           "CL_BENCH_REQUIRE_CHROMIUM=1 makes this a failure")
+@pytest.mark.skipif(
+    not _chromium() and os.environ.get("CL_BENCH_REQUIRE_CHROMIUM") != "1",
+    reason="chromium not installed (apt-get install -y chromium); CL_BENCH_REQUIRE_CHROMIUM=1 makes this a failure",
+)
 def test_chromium_renders_every_figure(report, tmp_path):
     chromium = _chromium()
     assert chromium, "CL_BENCH_REQUIRE_CHROMIUM=1 but no chromium on PATH: apt-get install -y chromium"
     html = report.read_text()
     expected = [_png_size(png) for png in _images(html)]
     # After load, write each image's decoded size into the DOM, then dump the DOM.
-    probe = ("<script>addEventListener('load',function(){var p=document.createElement('pre');p.id='probe';"
-             "p.textContent=Array.prototype.map.call(document.images,function(i){return i.complete+':'+"
-             "i.naturalWidth+'x'+i.naturalHeight}).join(' ');document.body.appendChild(p)})</script>")
+    probe = (
+        "<script>addEventListener('load',function(){var p=document.createElement('pre');p.id='probe';"
+        "p.textContent=Array.prototype.map.call(document.images,function(i){return i.complete+':'+"
+        "i.naturalWidth+'x'+i.naturalHeight}).join(' ');document.body.appendChild(p)})</script>"
+    )
     probed = tmp_path / "probed.html"
     probed.write_text(html.replace("</body>", probe + "</body>"))
+
     def run(*args):
-        return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                              capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
     dom = run("--dump-dom", probed.as_uri()).stdout
     found = re.search(r'<pre id="probe">([^<]*)</pre>', dom)
     assert found, f"probe did not run; chromium printed: {dom[-500:]}"

@@ -1,4 +1,5 @@
 """cl_bench.report.paper: the paper's numbers and the rank correlation with Table 1."""
+
 import math
 
 import pandas as pd
@@ -8,8 +9,12 @@ from cl_bench.report.paper import TABLE_1, format_comparison, rank_correlation
 
 
 def _table(values: dict[str, float], scenario="mixture", T=8) -> pd.DataFrame:
-    return pd.DataFrame([{"scenario": scenario, "options": "{}", "strategy": s, "rho<=2": math.nan,
-                          "rho<=T": v, "A<=T": 0.5, "T": T} for s, v in values.items()])
+    return pd.DataFrame(
+        [
+            {"scenario": scenario, "options": "{}", "strategy": s, "rho<=2": math.nan, "rho<=T": v, "A<=T": 0.5, "T": T}
+            for s, v in values.items()
+        ]
+    )
 
 
 def test_rank_correlation_is_spearman_over_shared_strategies():

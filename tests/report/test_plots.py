@@ -1,5 +1,6 @@
 """Figures drawn from the synthetic store of test_report.py: the data on each Axes, checked before saving,
 equals an independent computation from the hand-made matrices and monitoring."""
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,7 @@ def test_fig4_grid_is_hat_rho_at_each_s_max_and_c_on_the_common_seed(section):
 
 def test_fig5_capacity_curve_and_task_switches():
     cap = monitoring()["hat"]["capacity"]
-    fig = plots.capacity_figure([p["step"] for p in cap], [p["task"] for p in cap],
-                                [p["usage"] for p in cap], "c")
+    fig = plots.capacity_figure([p["step"] for p in cap], [p["task"] for p in cap], [p["usage"] for p in cap], "c")
     ax = fig.axes[0]
     curve, *vlines = ax.get_lines()
     np.testing.assert_allclose(curve.get_ydata(), [100 * p["usage"] for p in cap])
@@ -142,8 +142,7 @@ def test_fig7_dots_per_epoch_and_sgd_triangles(section):
         pts = [p for p in comp if p["task"] == t]
         np.testing.assert_allclose(ln.get_xdata(), [100 * p["compression"] for p in pts])
         np.testing.assert_allclose(ln.get_ydata(), [100 * p["valid_acc"] for p in pts])
-    assert [ln.get_ydata()[0] for ln in triangles] == [pytest.approx(81.0), pytest.approx(77.0),
-                                                       pytest.approx(88.0)]
+    assert [ln.get_ydata()[0] for ln in triangles] == [pytest.approx(81.0), pytest.approx(77.0), pytest.approx(88.0)]
     assert all(97 <= ln.get_xdata()[0] <= 103 for ln in triangles)  # at 100 %, nudged apart
     plots.plt.close(fig)
 
@@ -155,8 +154,20 @@ def test_strategy_colours_fixed_for_known_names_and_deterministic_for_others():
     assert a["alpha"] == b["alpha"] == plots.FREE_COLORS[0] and a["zeta"] == plots.FREE_COLORS[1]
     known = list(plots.KNOWN_COLORS.values())
     assert len(set(known)) == len(known) and not set(known) & set(plots.FREE_COLORS)
-    assert set(plots.KNOWN_COLORS) == {"sgd", "sgd_frozen", "ewc", "imm_mean", "imm_mode", "lwf", "lfl",
-                                       "pathnet", "pnn", "hat", "joint", "random"}
+    assert set(plots.KNOWN_COLORS) == {
+        "sgd",
+        "sgd_frozen",
+        "ewc",
+        "imm_mean",
+        "imm_mode",
+        "lwf",
+        "lfl",
+        "pathnet",
+        "pnn",
+        "hat",
+        "joint",
+        "random",
+    }
 
 
 def test_save_figure_writes_png_and_pdf(tmp_path, section):

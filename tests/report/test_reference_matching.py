@@ -2,6 +2,7 @@
 epoch cap, precision, data files, data task sizes) leaves rho n/a with the reason and the exact command,
 never a reference from another experiment; Random does not train, so only its protocol may differ.
 And results.load() tells protocols apart."""
+
 from __future__ import annotations
 
 import copy
@@ -20,11 +21,21 @@ OPTIONS = {"max_train_per_task": 50}
 PROTOCOL = {"epochs": 3, "lr": 0.05}
 
 
-def run(strategy: str, seed: int = 0, run_id: str | None = None, options=None, protocol=None, data=None,
-        scale: float = 1.0) -> RunRecord:
-    return RunRecord(run_id or f"{strategy}-{seed}", strategy, "toy", seed, {}, dict(protocol or PROTOCOL),
-                     dict(options or OPTIONS), "finished", matrix(strategy, seed) * scale,
-                     data=copy.deepcopy(DATA if data is None else data))
+def run(
+    strategy: str, seed: int = 0, run_id: str | None = None, options=None, protocol=None, data=None, scale: float = 1.0
+) -> RunRecord:
+    return RunRecord(
+        run_id or f"{strategy}-{seed}",
+        strategy,
+        "toy",
+        seed,
+        {},
+        dict(protocol or PROTOCOL),
+        dict(options or OPTIONS),
+        "finished",
+        matrix(strategy, seed) * scale,
+        data=copy.deepcopy(DATA if data is None else data),
+    )
 
 
 def only(records, run_id="sgd-0"):
@@ -55,10 +66,14 @@ def _other_files():
 MISMATCHES = {  # kind -> (the Joint that must not serve, the reason's words)
     "samples cap": (run("joint", options={"max_train_per_task": 500}), "no Joint run of scenario options"),
     "seed": (run("joint", seed=1), "no Joint run of this seed (these scenario options have seeds 1)"),
-    "epoch cap": (run("joint", protocol={"epochs": 1, "lr": 0.05}),
-                  "trained under another protocol: epochs=1 (this run: 3)"),
-    "precision": (run("joint", protocol=dict(PROTOCOL, precision="bf16")),
-                  "trained under another protocol: precision=bf16 (this run: fp32)"),
+    "epoch cap": (
+        run("joint", protocol={"epochs": 1, "lr": 0.05}),
+        "trained under another protocol: epochs=1 (this run: 3)",
+    ),
+    "precision": (
+        run("joint", protocol=dict(PROTOCOL, precision="bf16")),
+        "trained under another protocol: precision=bf16 (this run: fp32)",
+    ),
     "data files": (run("joint", data=_other_files()), "used other data"),
     "data task sizes": (run("joint", data=_other_data(train=40)), "used other data"),
 }
@@ -71,8 +86,10 @@ def test_a_mismatched_joint_never_serves(kind):
     assert m.rho is None and m.joint is None
     assert any(reason in why for why in m.missing), m.missing
     (command,) = m.commands
-    assert command == "cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50 " \
-                      "--set epochs=3 --set lr=0.05"
+    assert (
+        command == "cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50 "
+        "--set epochs=3 --set lr=0.05"
+    )
 
 
 def test_the_issues_case_joint_of_1_epoch_for_ewc_of_3(tmp_path):
@@ -84,12 +101,18 @@ def test_the_issues_case_joint_of_1_epoch_for_ewc_of_3(tmp_path):
     res = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "s.db")])
     assert res.exit_code == 0, res.output
     assert "| sgd | 1 (rho: 0) | n/a | n/a |" in res.stdout
-    assert "sgd: rho n/a for 1 of 1 seed(s): seed 0: the Joint run(s) of this seed were trained under another " \
-           "protocol: epochs=1 (this run: 3)." in res.stdout
-    assert "Launch: `cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50 --set epochs=3 " \
-           f"--set lr=0.05 --store {tmp_path / 's.db'}`" in res.stdout
-    assert "cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50 --set epochs=3 " \
-           f"--set lr=0.05 --store {tmp_path / 's.db'}" in res.stderr
+    assert (
+        "sgd: rho n/a for 1 of 1 seed(s): seed 0: the Joint run(s) of this seed were trained under another "
+        "protocol: epochs=1 (this run: 3)." in res.stdout
+    )
+    assert (
+        "Launch: `cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50 --set epochs=3 "
+        f"--set lr=0.05 --store {tmp_path / 's.db'}`" in res.stdout
+    )
+    assert (
+        "cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50 --set epochs=3 "
+        f"--set lr=0.05 --store {tmp_path / 's.db'}" in res.stderr
+    )
 
 
 @pytest.mark.parametrize("kind", ["samples cap", "seed", "data files"])

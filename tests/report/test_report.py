@@ -5,6 +5,7 @@ scenario, seeds 0-2 of sgd, hat, joint and random with hand-made accuracy matric
 (s_max x c = {25, 400} x {0.1, 0.75}), HAT monitoring on seed 0 and an SGD epoch history on seed 0.
 rho is computed here with explicit loops from Eq. 6, not with cl_bench.metrics.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,16 +38,17 @@ SWEEP = [(25.0, 0.1), (25.0, 0.75), (400.0, 0.1)]  # + the default (400, 0.75), 
 # Student-t 0.975 quantile with 2 degrees of freedom (3 seeds), closed form (2p-1)/sqrt(2p(1-p)) = 4.3027
 T_975_DF2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)
 TASK_NAMES = ["alpha", "beta", "gamma"]
-DATA = {"datasets": {"TOY": {"files": {"/data/toy/train.gz": "ab" * 32, "/data/toy/test.gz": "cd" * 32},
-                             "complete": True}},
-        "tasks": [{"name": n, "classes": 2, "train": 50, "valid": 50, "test": 20} for n in TASK_NAMES]}
+DATA = {
+    "datasets": {"TOY": {"files": {"/data/toy/train.gz": "ab" * 32, "/data/toy/test.gz": "cd" * 32}, "complete": True}},
+    "tasks": [{"name": n, "classes": 2, "train": 50, "valid": 50, "test": 20} for n in TASK_NAMES],
+}
 
 
 def lower(values) -> np.ndarray:
     """A T x T matrix from its lower-triangle rows; NaN above the diagonal."""
     acc = np.full((T, T), np.nan)
     for t, row in enumerate(values):
-        acc[t, :t + 1] = row
+        acc[t, : t + 1] = row
     return acc
 
 
@@ -67,32 +69,71 @@ def matrix(strategy: str, seed: int, s_max: float = 400.0, c: float = 0.75) -> n
 
 def monitoring() -> dict:
     steps = list(range(0, 30, 3))
-    return {"hat": {
-        "threshold": 0.5, "layers": ["fc1", "fc2"], "units": [8, 8], "mask_sizes": [[5, 4], [3, 3], [2, 2]],
-        "capacity": [{"step": s, "task": s // 10, "usage": 0.1 + 0.02 * s} for s in steps],
-        "reuse": [[None, 0.6, 0.5], [None, None, 0.7], [None, None, None]],
-        "compression": [{"task": t, "epoch": ep, "valid_acc": 0.6 + 0.1 * ep + 0.01 * t,
-                         "compression": 0.5 / (ep + 1) + 0.01 * t} for t in range(T) for ep in range(3)],
-        "parameters": {"total": 1000, "embeddings": 16}}}
+    return {
+        "hat": {
+            "threshold": 0.5,
+            "layers": ["fc1", "fc2"],
+            "units": [8, 8],
+            "mask_sizes": [[5, 4], [3, 3], [2, 2]],
+            "capacity": [{"step": s, "task": s // 10, "usage": 0.1 + 0.02 * s} for s in steps],
+            "reuse": [[None, 0.6, 0.5], [None, None, 0.7], [None, None, None]],
+            "compression": [
+                {
+                    "task": t,
+                    "epoch": ep,
+                    "valid_acc": 0.6 + 0.1 * ep + 0.01 * t,
+                    "compression": 0.5 / (ep + 1) + 0.01 * t,
+                }
+                for t in range(T)
+                for ep in range(3)
+            ],
+            "parameters": {"total": 1000, "embeddings": 16},
+        }
+    }
 
 
 def sgd_history() -> list[dict]:
     """Task 0's best validation loss is at epoch 1 (acc 0.81), task 1's at epoch 0 (acc 0.77)."""
-    rows = [(0, 0, 0.9, 0.70), (0, 1, 0.5, 0.81), (0, 2, 0.6, 0.83),
-            (1, 0, 0.4, 0.77), (1, 1, 0.7, 0.79), (2, 0, 0.3, 0.88)]
-    return [{"task": t, "epoch": ep, "lr": 0.05, "train_loss": 1.0, "valid_loss": vl, "valid_acc": va,
-             "seconds": 0.1} for t, ep, vl, va in rows]
+    rows = [
+        (0, 0, 0.9, 0.70),
+        (0, 1, 0.5, 0.81),
+        (0, 2, 0.6, 0.83),
+        (1, 0, 0.4, 0.77),
+        (1, 1, 0.7, 0.79),
+        (2, 0, 0.3, 0.88),
+    ]
+    return [
+        {"task": t, "epoch": ep, "lr": 0.05, "train_loss": 1.0, "valid_loss": vl, "valid_acc": va, "seconds": 0.1}
+        for t, ep, vl, va in rows
+    ]
 
 
 def record(strategy: str, seed: int, hp: dict | None = None, **kw) -> RunRecord:
     hp = dict(hp or {})
-    acc = matrix(strategy, seed, hp.get("s_max", 400.0), hp.get("c", 0.75)) if strategy == "hat" \
+    acc = (
+        matrix(strategy, seed, hp.get("s_max", 400.0), hp.get("c", 0.75))
+        if strategy == "hat"
         else matrix(strategy, seed)
+    )
     run_id = f"{strategy}-{seed}-" + "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in hp.values())
     if strategy == "hat":  # stored runs keep every hyperparameter, defaults filled in
         hp = {**dataclasses.asdict(get_strategy("hat").Hparams()), **hp}
-    return RunRecord(run_id, strategy, SCENARIO, seed, hp, dict(PROTOCOL), dict(OPTIONS), "finished", acc,
-                     tags=["r1"], code_version="0.1.0+gtest", data=DATA, wall_s=12.0, **kw)
+    return RunRecord(
+        run_id,
+        strategy,
+        SCENARIO,
+        seed,
+        hp,
+        dict(PROTOCOL),
+        dict(OPTIONS),
+        "finished",
+        acc,
+        tags=["r1"],
+        code_version="0.1.0+gtest",
+        data=DATA,
+        wall_s=12.0,
+        **kw,
+    )
 
 
 def synthetic_records(references: bool = True) -> list[RunRecord]:
@@ -103,8 +144,20 @@ def synthetic_records(references: bool = True) -> list[RunRecord]:
         if references:
             recs += [record("joint", seed), record("random", seed)]
     recs += [record("hat", 0, {"s_max": s, "c": c}) for s, c in SWEEP]
-    recs.append(RunRecord("sgd-failed", "sgd", SCENARIO, 5, {}, dict(PROTOCOL), dict(OPTIONS), "failed",
-                          None, error="diverged: loss is NaN"))
+    recs.append(
+        RunRecord(
+            "sgd-failed",
+            "sgd",
+            SCENARIO,
+            5,
+            {},
+            dict(PROTOCOL),
+            dict(OPTIONS),
+            "failed",
+            None,
+            error="diverged: loss is NaN",
+        )
+    )
     return recs
 
 
@@ -116,6 +169,7 @@ def synthetic_store(path, references: bool = True) -> Store:
 
 
 # ---- the independent computation -------------------------------------------------------------------
+
 
 def hand_rho_upto(strategy: str, seed: int, **hp) -> list[float]:
     """rho^{<=t} for t = 1..T by explicit loops over Eq. 6 (as the authors' plot script)."""
@@ -160,8 +214,11 @@ def test_csv_table_equals_hand_computed_rho_and_accuracy(store_path):
         s = row["strategy"]
         rho = [hand_rho_upto(s, seed) for seed in SEEDS]
         acc = [hand_acc_upto(s, seed) for seed in SEEDS]
-        for col, values in [("rho<=2", [x[1] for x in rho]), ("rho<=T", [x[T - 1] for x in rho]),
-                            ("A<=T", [x[T - 1] for x in acc])]:
+        for col, values in [
+            ("rho<=2", [x[1] for x in rho]),
+            ("rho<=T", [x[T - 1] for x in rho]),
+            ("A<=T", [x[T - 1] for x in acc]),
+        ]:
             mean, std, ci = mean_std_ci(values)
             assert float(row[col]) == pytest.approx(mean, abs=1e-12), (s, col)
             assert float(row[f"{col} std"]) == pytest.approx(std, abs=1e-12), (s, col)
@@ -196,8 +253,12 @@ def test_sweep_variants_are_hidden_from_table1_and_said_so(store_path):
     assert "Rows: sgd, hat: default hyperparameters, fp32, 3 seeds (0, 1, 2)." in md
     rows, _ = _csv(store_path, "--all-variants")
     hat = {r["variant"]: r for r in rows if r["strategy"] == "hat"}
-    assert set(hat) == {"hat (c=0.1, s_max=25.0)", "hat (c=0.75, s_max=25.0)", "hat (c=0.1, s_max=400.0)",
-                        "hat (c=0.75, s_max=400.0)"}
+    assert set(hat) == {
+        "hat (c=0.1, s_max=25.0)",
+        "hat (c=0.75, s_max=25.0)",
+        "hat (c=0.1, s_max=400.0)",
+        "hat (c=0.75, s_max=400.0)",
+    }
     one = hat["hat (c=0.1, s_max=25.0)"]
     assert int(one["seeds"]) == 1
     assert one["configuration"] == "hyperparameters c=0.1 (default 0.75), s_max=25 (default 400), fp32"
@@ -216,27 +277,30 @@ def test_filters_select_seeds_and_keep_references(store_path):
 
 def test_missing_references_name_the_commands_and_keep_accuracy(tmp_path):
     store = synthetic_store(tmp_path / "x.db")
-    store.save(RunRecord("sgd-9", "sgd", SCENARIO, 9, {}, dict(PROTOCOL), dict(OPTIONS), "finished",
-                         matrix("sgd", 0)))
+    store.save(RunRecord("sgd-9", "sgd", SCENARIO, 9, {}, dict(PROTOCOL), dict(OPTIONS), "finished", matrix("sgd", 0)))
     rows, err = _csv(tmp_path / "x.db", "--strategy", "sgd")
     assert "cl-bench run --strategy random --scenario toy --seed 9 --max-train-per-task 50" in err
     assert "cl-bench run --strategy joint --scenario toy --seed 9 --max-train-per-task 50" in err
     (row,) = rows
     assert (int(row["seeds"]), int(row["rho seeds"])) == (4, 3)  # rho over seeds 0-2 only, nothing faked
     assert float(row["rho<=T"]) == pytest.approx(
-        mean_std_ci([hand_rho_upto("sgd", s)[T - 1] for s in SEEDS])[0], abs=1e-12)
+        mean_std_ci([hand_rho_upto("sgd", s)[T - 1] for s in SEEDS])[0], abs=1e-12
+    )
     accs = [hand_acc_upto("sgd", s)[T - 1] for s in SEEDS] + [hand_acc_upto("sgd", 0)[T - 1]]
     assert float(row["A<=T"]) == pytest.approx(sum(accs) / 4, abs=1e-12)
 
 
 def test_without_any_reference_rho_is_na_and_figures_say_what_to_launch(tmp_path):
     synthetic_store(tmp_path / "x.db", references=False)
-    res = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "x.db"), "--strategy", "sgd",
-                                    "--figures", str(tmp_path / "figs")])
+    res = CliRunner().invoke(
+        main, ["report", "--store", str(tmp_path / "x.db"), "--strategy", "sgd", "--figures", str(tmp_path / "figs")]
+    )
     assert res.exit_code == 0, res.output
     assert "| sgd | 3 (rho: 0) | n/a | n/a |" in res.stdout
-    assert "skipped fig3_rho_toy__max_train_per_task-50__epochs-2: no run has its matching Joint and Random " \
-           "references (6 launch command(s) above)" in res.stderr
+    assert (
+        "skipped fig3_rho_toy__max_train_per_task-50__epochs-2: no run has its matching Joint and Random "
+        "references (6 launch command(s) above)" in res.stderr
+    )
     assert "cl-bench run --strategy joint --scenario toy --seed 0 --max-train-per-task 50" in res.stderr
     assert (tmp_path / "figs" / "fig3_acc_toy__max_train_per_task-50__epochs-2.png").stat().st_size > 0
     assert not (tmp_path / "figs" / "fig3_rho_toy__max_train_per_task-50__epochs-2.png").exists()
@@ -246,8 +310,15 @@ def test_figures_command_writes_png_and_pdf_for_every_supported_figure(store_pat
     out = tmp_path / "figs"
     res = CliRunner().invoke(main, ["report", "--store", str(store_path), "--figures", str(out)])
     assert res.exit_code == 0, res.output
-    stems = ["fig3_rho", "fig3_acc", "accuracy_matrices", "fig4_hat_grid", "fig5_capacity", "fig6_reuse",
-             "fig7_compression"]
+    stems = [
+        "fig3_rho",
+        "fig3_acc",
+        "accuracy_matrices",
+        "fig4_hat_grid",
+        "fig5_capacity",
+        "fig6_reuse",
+        "fig7_compression",
+    ]
     for stem in stems:
         for ext in ("png", "pdf"):
             p = out / f"{stem}_toy__max_train_per_task-50__epochs-2.{ext}"
@@ -262,8 +333,12 @@ def test_figures_command_writes_png_and_pdf_for_every_supported_figure(store_pat
 def test_figure_notes_when_hat_data_is_absent(store_path):
     recs = [r for r in Store(store_path).query() if r.strategy != "hat"]
     notes = {i.name.split("_toy")[0]: i.note for i in build_figures(analyse(recs)) if i.figure is None}
-    assert notes == {"fig4_hat_grid": "no HAT sweep (needs finished hat runs at >= 2 (s_max, c) settings)",
-                     "fig5_capacity": "no HAT run", "fig6_reuse": "no HAT run", "fig7_compression": "no HAT run"}
+    assert notes == {
+        "fig4_hat_grid": "no HAT sweep (needs finished hat runs at >= 2 (s_max, c) settings)",
+        "fig5_capacity": "no HAT run",
+        "fig6_reuse": "no HAT run",
+        "fig7_compression": "no HAT run",
+    }
 
 
 def test_main_variant_is_the_default_configuration():
@@ -320,6 +395,7 @@ def test_fig7_prefers_the_papers_compression_setting():
     comp = record("hat", 1, {"s_max": 400.0, "c": 1.5, "embedding_init": "uniform"}, monitoring=monitoring())
     (sec,) = analyse(recs)
     from cl_bench.report import hat_compression_run
+
     assert hat_compression_run(sec).record.run_id == "hat-0-400-0.75"  # main variant, seed 0
     (sec,) = analyse(recs + [comp])
     assert hat_compression_run(sec).record is comp
@@ -338,7 +414,9 @@ def test_two_task_table_has_one_rho_column(tmp_path):
     assert "| strategy | seeds | rho<=2 | A<=2 (%) |" in res.stdout
     mean, std, ci = mean_std_ci([hand_rho_upto("sgd", s)[1] for s in SEEDS])
     acc = mean_std_ci([hand_acc_upto("sgd", s)[1] for s in SEEDS])
-    assert f"| sgd | 3 | {mean:.2f} ({std:.2f}) [+-{ci:.2f}] | {100 * acc[0]:.2f} ({100 * acc[1]:.2f}) " \
-           f"[+-{100 * acc[2]:.2f}] |" in res.stdout
+    assert (
+        f"| sgd | 3 | {mean:.2f} ({std:.2f}) [+-{ci:.2f}] | {100 * acc[0]:.2f} ({100 * acc[1]:.2f}) "
+        f"[+-{100 * acc[2]:.2f}] |" in res.stdout
+    )
     tex = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "two.db"), "--latex"]).stdout
     assert "Approach & $n$ & $\\rho^{\\leq 2}$ & $A^{\\leq 2}$ (\\%) \\\\" in tex

@@ -1,6 +1,7 @@
 """A report never crashes on a store: runs of a user strategy file given by a relative path, read from
 another folder (the whole report, --html and --figures), are one strategy whatever path string named the
 file; a strategy that cannot be imported here is reported under its stored name."""
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ from cl_bench.cli import main
 from cl_bench.report import normalise_records, strategy_key, strategy_label
 from cl_bench.store import RunRecord, Store
 
-PLUGIN = textwrap.dedent('''
+PLUGIN = textwrap.dedent("""
     from dataclasses import dataclass
     from cl_bench.strategy import Strategy, hparam
 
@@ -26,7 +27,7 @@ PLUGIN = textwrap.dedent('''
     class Anchor(Strategy):
         name = "anchor"
         Hparams = Hp
-''')
+""")
 
 
 @pytest.fixture
@@ -40,15 +41,63 @@ def project(tmp_path, monkeypatch):
     store = Store(proj / "reports" / "runs.db")
     names = ["plugins/anchor.py:Anchor", "./plugins/anchor.py:Anchor", f"{proj}/plugins/../plugins/anchor.py:Anchor"]
     for seed, name in zip(SEEDS, names):
-        store.save(RunRecord(f"anchor-{seed}", name, SCENARIO, seed, {"lamb": 1.0}, dict(PROTOCOL), dict(OPTIONS),
-                             "finished", matrix("sgd", seed), data=DATA))
+        store.save(
+            RunRecord(
+                f"anchor-{seed}",
+                name,
+                SCENARIO,
+                seed,
+                {"lamb": 1.0},
+                dict(PROTOCOL),
+                dict(OPTIONS),
+                "finished",
+                matrix("sgd", seed),
+                data=DATA,
+            )
+        )
         for ref in ("joint", "random"):
-            store.save(RunRecord(f"{ref}-{seed}", ref, SCENARIO, seed, {}, dict(PROTOCOL), dict(OPTIONS),
-                                 "finished", matrix(ref, seed), data=DATA))
-    store.save(RunRecord("gone-0", "gone/missing.py:Nope", SCENARIO, 0, {"k": 2}, dict(PROTOCOL), dict(OPTIONS),
-                         "finished", matrix("sgd", 0) * 0.9, data=DATA))
-    store.save(RunRecord("plugin-0", "someplugin:Thing", SCENARIO, 0, {}, dict(PROTOCOL), dict(OPTIONS),
-                         "finished", matrix("sgd", 0) * 0.8, data=DATA))
+            store.save(
+                RunRecord(
+                    f"{ref}-{seed}",
+                    ref,
+                    SCENARIO,
+                    seed,
+                    {},
+                    dict(PROTOCOL),
+                    dict(OPTIONS),
+                    "finished",
+                    matrix(ref, seed),
+                    data=DATA,
+                )
+            )
+    store.save(
+        RunRecord(
+            "gone-0",
+            "gone/missing.py:Nope",
+            SCENARIO,
+            0,
+            {"k": 2},
+            dict(PROTOCOL),
+            dict(OPTIONS),
+            "finished",
+            matrix("sgd", 0) * 0.9,
+            data=DATA,
+        )
+    )
+    store.save(
+        RunRecord(
+            "plugin-0",
+            "someplugin:Thing",
+            SCENARIO,
+            0,
+            {},
+            dict(PROTOCOL),
+            dict(OPTIONS),
+            "finished",
+            matrix("sgd", 0) * 0.8,
+            data=DATA,
+        )
+    )
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     return proj
@@ -73,8 +122,9 @@ def test_one_file_named_three_ways_is_one_strategy_from_another_folder(project):
 
 def test_html_and_figures_do_not_crash_either(project, tmp_path):
     store = str(project / "reports" / "runs.db")
-    res = CliRunner().invoke(main, ["report", "--store", store, "--html", str(tmp_path / "r.html"),
-                                    "--figures", str(tmp_path / "figs")])
+    res = CliRunner().invoke(
+        main, ["report", "--store", store, "--html", str(tmp_path / "r.html"), "--figures", str(tmp_path / "figs")]
+    )
     assert res.exit_code == 0, res.output
     html = (tmp_path / "r.html").read_text()
     assert "anchor.py:Anchor</td>" in html and "missing.py:Nope</td>" in html
@@ -87,6 +137,5 @@ def test_strategy_keys(tmp_path):
     resolved = f"{(tmp_path / 's.py').resolve()}:Anchor"
     assert strategy_key("s.py:Anchor", [tmp_path]) == strategy_key(f"{tmp_path}/./s.py:Anchor") == resolved
     assert strategy_key("nowhere/../x.py:A", [tmp_path]) == "x.py:A"  # not found: the normalised path
-    (rec,) = normalise_records([RunRecord("r", "s.py:Anchor", "toy", 0, {}, {}, {}, "finished")],
-                               tmp_path / "runs.db")
+    (rec,) = normalise_records([RunRecord("r", "s.py:Anchor", "toy", 0, {}, {}, {}, "finished")], tmp_path / "runs.db")
     assert rec.strategy == resolved

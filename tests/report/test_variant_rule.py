@@ -1,6 +1,7 @@
 """The one rule for which runs make a row: defaults in fp32 over opt-in bf16 (whatever the tie-break of
 labels), the setting a sweep selected on validation (tagged by the sweep, or recomputed from a sweep file
 for runs made before), runs made before a hyperparameter existed, and --where / --all-variants."""
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,21 @@ def _bf16_sgd() -> list[RunRecord]:
     out = []
     for seed in SEEDS:
         acc = matrix("sgd", seed) * 0.5  # far from fp32's, so the test sees which one was taken
-        out.append(RunRecord(f"sgd-bf16-{seed}", "sgd", SCENARIO, seed, {}, dict(BF16), dict(OPTIONS), "finished",
-                             acc, tags=["bf16"], data=DATA))
+        out.append(
+            RunRecord(
+                f"sgd-bf16-{seed}",
+                "sgd",
+                SCENARIO,
+                seed,
+                {},
+                dict(BF16),
+                dict(OPTIONS),
+                "finished",
+                acc,
+                tags=["bf16"],
+                data=DATA,
+            )
+        )
     return out
 
 
@@ -70,15 +84,29 @@ def test_where_shows_the_bf16_runs_with_rho_na_against_fp32_references(tmp_path)
 
 def _hat(seed: int, c: float, tags=()) -> RunRecord:
     hp = {**dataclasses.asdict(get_strategy("hat").Hparams()), "c": c}
-    return RunRecord(f"hat-{seed}-c{c}", "hat", SCENARIO, seed, hp, dict(PROTOCOL), dict(OPTIONS), "finished",
-                     matrix("hat", seed, 400.0, c), tags=list(tags), data=DATA)
+    return RunRecord(
+        f"hat-{seed}-c{c}",
+        "hat",
+        SCENARIO,
+        seed,
+        hp,
+        dict(PROTOCOL),
+        dict(OPTIONS),
+        "finished",
+        matrix("hat", seed, 400.0, c),
+        tags=list(tags),
+        data=DATA,
+    )
 
 
 def test_the_setting_a_sweep_tagged_as_selected_makes_the_row(tmp_path):
     recs = [r for r in synthetic_records() if r.strategy != "hat"]
     recs += [_hat(s, 0.75) for s in SEEDS]  # the defaults, 3 seeds
-    recs += [_hat(0, 0.1, ["sweep:grid"]), _hat(1, 0.1, ["sweep:grid", "selected:grid"]),
-             _hat(2, 0.1, ["sweep:grid", "selected:grid"])]  # seed 0 is the search run: not tagged
+    recs += [
+        _hat(0, 0.1, ["sweep:grid"]),
+        _hat(1, 0.1, ["sweep:grid", "selected:grid"]),
+        _hat(2, 0.1, ["sweep:grid", "selected:grid"]),
+    ]  # seed 0 is the search run: not tagged
     store = _save(tmp_path / "s.db", recs)
     (hat,) = [r for r in _rows(store) if r["strategy"] == "hat"]
     assert hat["configuration"] == "the setting sweep grid selected on validation (c=0.1), fp32"
@@ -92,13 +120,19 @@ def test_a_strategy_without_a_run_at_its_defaults_has_no_row_and_the_footer_says
     md = CliRunner().invoke(main, ["report", "--store", store]).stdout
     assert "hat: no run at its default configuration; 1 other configuration(s) hidden" in md
     assert [r["configuration"] for r in _rows(store, "--where", "c=0.1")] == [
-        "hyperparameters c=0.1 (default 0.75), fp32"]
+        "hyperparameters c=0.1 (default 0.75), fp32"
+    ]
 
 
 def test_runs_made_before_a_hyperparameter_existed_are_their_versions_defaults():
     recs = synthetic_records()
-    old = dataclasses.replace(next(r for r in recs if r.strategy == "hat" and r.seed == 0
-                                   and r.hparams["c"] == 0.75 and r.hparams["s_max"] == 400.0))
+    old = dataclasses.replace(
+        next(
+            r
+            for r in recs
+            if r.strategy == "hat" and r.seed == 0 and r.hparams["c"] == 0.75 and r.hparams["s_max"] == 400.0
+        )
+    )
     old.hparams = {k: v for k, v in old.hparams.items() if k != "annealing"}  # as if made before it existed
     (sec,) = analyse([old] + [r for r in recs if r.strategy in ("joint", "random")])
     v = sec.variants[old.run_id]
@@ -127,9 +161,20 @@ def _record(item, tagged: bool) -> RunRecord:
     acc = matrix("hat", c.seed, 400.0, hp["c"]) if c.strategy == "hat" else matrix(c.strategy, c.seed)
     valid = {0.1: 0.9, 0.75: 0.8}.get(hp.get("c"), 0.5)  # c = 0.1 is best on validation
     history = [{"task": t, "epoch": 1, "valid_loss": 0.5, "valid_acc": valid} for t in range(3)]
-    return RunRecord(item.run_id, c.strategy, c.scenario, c.seed, hp, dataclasses.asdict(c.protocol),
-                     dict(c.scenario_options), "finished", acc, tags=list(c.tags) if tagged else ["old"],
-                     data=DATA, history=history)
+    return RunRecord(
+        item.run_id,
+        c.strategy,
+        c.scenario,
+        c.seed,
+        hp,
+        dataclasses.asdict(c.protocol),
+        dict(c.scenario_options),
+        "finished",
+        acc,
+        tags=list(c.tags) if tagged else ["old"],
+        data=DATA,
+        history=history,
+    )
 
 
 @pytest.mark.parametrize("tagged", [False, True])
@@ -145,11 +190,12 @@ def test_a_sweep_files_selection_reaches_table1(tmp_path, tagged):
     assert all(("selected:grid" in i.config.tags) for i in selected)  # plan.py records the choice
     for item in selected:
         store.save(_record(item, tagged))
-    assert set(sweep_selections([str(file)], store)) == {i.run_id for i in sweep.plan(store).items
-                                                         if i.config.hparams.get("c") == 0.1}
+    assert set(sweep_selections([str(file)], store)) == {
+        i.run_id for i in sweep.plan(store).items if i.config.hparams.get("c") == 0.1
+    }
     plain = [r for r in _rows(str(tmp_path / "s.db")) if r["strategy"] == "hat"]
     with_file = [r for r in _rows(str(tmp_path / "s.db"), "--sweep", str(file)) if r["strategy"] == "hat"]
-    for rows in ([with_file] + ([plain] if tagged else [])):
+    for rows in [with_file] + ([plain] if tagged else []):
         (hat,) = rows
         assert hat["configuration"] == "the setting sweep grid selected on validation (c=0.1), fp32"
         assert hat["seed list"] == "0,1,2"

@@ -1,5 +1,6 @@
 """Sweep workers placed on devices: devices x workers per device -> slots, each worker pinned to its
 slot's device. Tested with fake devices on CPU (the placement, not the kernels)."""
+
 import textwrap
 
 import pytest
@@ -42,8 +43,9 @@ def test_devices_times_workers_per_device_round_robin(two_gpus):
     assert {s.threads for s in slots} == {2}  # the cores shared out over the 6 workers
     assert [s.cuda_index for s in slots] == [0, 1] * 3
     assert slots[3].name == "cuda:1 #4"
-    assert [s.threads for s in place_workers(devices=["cuda:0", "cuda:1"], workers_per_device=3, threads=1,
-                                             cores=12)] == [1] * 6
+    assert [
+        s.threads for s in place_workers(devices=["cuda:0", "cuda:1"], workers_per_device=3, threads=1, cores=12)
+    ] == [1] * 6
     assert [s.device for s in place_workers(devices=["cuda:1"], cores=4)] == ["cuda:1"]  # 1 per device
 
 
@@ -63,20 +65,23 @@ def test_without_devices_the_cpu_split_of_before():
     assert place_workers(workers=2, device="cpu", cores=4)[1] == Slot(1, "cpu", 2, "cpu")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"devices": ["cuda:0", "cuda:2"]}, "'cuda:2': only 2 CUDA device"),
-    ({"devices": ["tpu:0"]}, "bad device 'tpu:0'"),
-    ({"devices": ["mps"]}, "'mps' is not supported"),
-    ({"device": "cuda:5"}, "'cuda:5': only 2 CUDA device"),
-    ({"devices": ["cuda:0"], "device": "cuda:1"}, "give --device or --devices, not both"),
-    ({"devices": ["cuda:0"], "workers": 4}, "give --workers-per-device instead of --workers"),
-    ({"workers": 2, "workers_per_device": 2}, "give --workers or --workers-per-device, not both"),
-    ({"devices": ["cuda:0", "cuda:0"]}, "lists a device twice (cuda:0)"),
-    ({"devices": []}, "at least one device"),
-    ({"devices": ["cuda:0"], "workers_per_device": 0}, "--workers-per-device must be >= 1"),
-    ({"workers": -1}, "--workers must be >= 0"),
-    ({"threads": 0}, "--threads must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"devices": ["cuda:0", "cuda:2"]}, "'cuda:2': only 2 CUDA device"),
+        ({"devices": ["tpu:0"]}, "bad device 'tpu:0'"),
+        ({"devices": ["mps"]}, "'mps' is not supported"),
+        ({"device": "cuda:5"}, "'cuda:5': only 2 CUDA device"),
+        ({"devices": ["cuda:0"], "device": "cuda:1"}, "give --device or --devices, not both"),
+        ({"devices": ["cuda:0"], "workers": 4}, "give --workers-per-device instead of --workers"),
+        ({"workers": 2, "workers_per_device": 2}, "give --workers or --workers-per-device, not both"),
+        ({"devices": ["cuda:0", "cuda:0"]}, "lists a device twice (cuda:0)"),
+        ({"devices": []}, "at least one device"),
+        ({"devices": ["cuda:0"], "workers_per_device": 0}, "--workers-per-device must be >= 1"),
+        ({"workers": -1}, "--workers must be >= 0"),
+        ({"threads": 0}, "--threads must be >= 1"),
+    ],
+)
 def test_bad_placements_are_clear_errors(two_gpus, kwargs, message):
     with pytest.raises(ValueError) as e:
         place_workers(cores=4, **kwargs)
@@ -124,12 +129,15 @@ def test_ray_refuses_devices_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs.db").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "cpu", "--devices", "cpu"], "give --device or --devices, not both"),
-    (["--workers", "2", "--workers-per-device", "2"], "give --workers or --workers-per-device, not both"),
-    (["--devices", "cpu,cpu"], "lists a device twice"),
-    (["--devices", "gpu0"], "bad device 'gpu0'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cpu", "--devices", "cpu"], "give --device or --devices, not both"),
+        (["--workers", "2", "--workers-per-device", "2"], "give --workers or --workers-per-device, not both"),
+        (["--devices", "cpu,cpu"], "lists a device twice"),
+        (["--devices", "gpu0"], "bad device 'gpu0'"),
+    ],
+)
 def test_cli_placement_errors_are_one_line(tmp_path, args, message):
     file = tmp_path / "s.yaml"
     file.write_text("{scenario: split_mnist, strategies: {sgd: }}")
@@ -168,16 +176,19 @@ def test_local_sweep_spreads_runs_over_fake_devices_each_run_once(tmp_path, monk
     strategy = tmp_path / "where.py"
     strategy.write_text(RECORDER)
     file = tmp_path / "sweep.yaml"
-    file.write_text(textwrap.dedent(f"""
+    file.write_text(
+        textwrap.dedent(f"""
         scenario: {{name: split_mnist, max_train_per_task: 20, tasks: [0]}}
         strategies: {{"{strategy}:WhereAmI": }}
         seeds: [0, 1, 2, 3]
         protocol: {{preset: quick, epochs: 1}}
         loggers: [jsonl]
-    """))
+    """)
+    )
     store = tmp_path / "runs.db"
-    outcomes = run_sweep(load_sweep(file), store, devices=["fake:0", "fake:1"], workers_per_device=1, threads=1,
-                         progress=False)
+    outcomes = run_sweep(
+        load_sweep(file), store, devices=["fake:0", "fake:1"], workers_per_device=1, threads=1, progress=False
+    )
     assert sorted(o.status for o in outcomes) == ["finished"] * 4
     assert {o.worker for o in outcomes} == {"fake:0 #1", "fake:1 #2"}  # spread over both slots
     lines = [line.split() for line in strategy.with_suffix(".log").read_text().splitlines()]

@@ -1,5 +1,6 @@
 """Sweeps: grid expansion and hashing, validation-only selection, failures that do not stop a sweep,
 and a sweep killed with SIGKILL that a second invocation completes exactly."""
+
 import dataclasses
 import os
 import signal
@@ -37,7 +38,8 @@ def sweep_of(text: str, **kw):
 
 # ---- expansion and hashing ---------------------------------------------------------------------------
 def test_grid_is_the_product_of_axes_times_seeds(tmp_path):
-    sweep = sweep_of("""
+    sweep = sweep_of(
+        """
         scenario: {name: tiny_sweep, max_train_per_task: 50}
         strategies:
           ewc: {lamb: [100, 5000], fisher_batch: 10}
@@ -45,7 +47,9 @@ def test_grid_is_the_product_of_axes_times_seeds(tmp_path):
         seeds: [0, 1, 2]
         protocol: {preset: quick, lr: [0.05, 0.1]}
         tags: [t1]
-    """, default_name="demo")
+    """,
+        default_name="demo",
+    )
     plan = sweep.plan(Store(tmp_path / "s.db"))
     configs = [i.config for i in plan.items]
     assert len(configs) == (2 * 2 + 2) * 3  # ewc: lamb x lr; sgd: lr; times seeds
@@ -65,18 +69,20 @@ def test_run_id_depends_on_what_determines_the_result_only():
     same = dataclasses.replace(base, hparams={"lamb": 100}, tags=["other", "tags"])  # int 100 == 100.0
     assert same.run_id() == base.run_id()
     default = get_strategy("ewc").Hparams().lamb
-    assert (dataclasses.replace(base, hparams={}).run_id()
-            == dataclasses.replace(base, hparams={"lamb": default}).run_id())  # explicit default
-    for changed in (dataclasses.replace(base, hparams={"lamb": 101.0}),
-                    dataclasses.replace(base, seed=1),
-                    dataclasses.replace(base, protocol=Protocol(lr=0.1)),
-                    dataclasses.replace(base, scenario_options={"max_train_per_task": 51})):
+    assert (
+        dataclasses.replace(base, hparams={}).run_id() == dataclasses.replace(base, hparams={"lamb": default}).run_id()
+    )  # explicit default
+    for changed in (
+        dataclasses.replace(base, hparams={"lamb": 101.0}),
+        dataclasses.replace(base, seed=1),
+        dataclasses.replace(base, protocol=Protocol(lr=0.1)),
+        dataclasses.replace(base, scenario_options={"max_train_per_task": 51}),
+    ):
         assert changed.run_id() != base.run_id()
 
 
 def test_paper_grid_expands_the_declared_grid(tmp_path):
-    declared = next(f for f in dataclasses.fields(get_strategy("ewc").Hparams)
-                    if f.name == "lamb").metadata["grid"]
+    declared = next(f for f in dataclasses.fields(get_strategy("ewc").Hparams) if f.name == "lamb").metadata["grid"]
     sweep = sweep_of("{scenario: tiny_sweep, strategies: {ewc: {lamb: paper}}}")
     assert [p.hparams["lamb"] for p in sweep.cells[0].points] == [float(v) for v in declared]
     assert len(sweep_of("{scenario: tiny_sweep, strategies: {ewc: paper}}").cells[0].points) == len(declared)
@@ -98,23 +104,26 @@ def test_references_add_joint_and_random_per_scenario_and_final_seed(tmp_path):
     assert len(refs) == len(joint) + len(random)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("{scenario: tiny_sweep, strategies: {ewc: {lamda: [1]}}}", "no hyperparameter lamda; it accepts: lamb"),
-    ("{scenario: tiny_sweep, strategies: {ewc: {lamb: [1, abc]}}}", "'lamb' of 'ewc' must be float"),
-    ("{scenario: tiny_sweep, strategies: {sgd: {lr: 0.1}}}", "it accepts: none"),
-    ("{scenario: tiny_sweep, strategies: {sgd: paper}}", "no hyperparameter declares one"),
-    ("{scenario: tiny_sweep, strategies: {nope: }}", "unknown strategy 'nope'"),
-    ("{scenario: {name: tiny_sweep, colour: 1}, strategies: {sgd: }}", "no option colour; it accepts: n_tasks"),
-    ("{scenario: {name: tiny_sweep, n_tasks: two}, strategies: {sgd: }}", "'n_tasks' must be int"),
-    ("{scenario: nowhere, strategies: {sgd: }}", "unknown scenario 'nowhere'"),
-    ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {lrr: 1}}", "unknown protocol setting(s) lrr"),
-    ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {epochs: 1.5}}", "'epochs' must be int"),
-    ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {preset: fast}}", "unknown protocol preset"),
-    ("{scenario: tiny_sweep, strategies: {sgd: }, seed: [0]}", "unknown key(s) seed"),
-    ("{scenario: tiny_sweep, strategies: {sgd: }, seeds: [0], select: {}}", "select.then_seeds"),
-    ("{scenario: tiny_sweep, strategies: {sgd: }, select: {metric: test_acc}}", "never selects"),
-    ("{scenario: tiny_sweep, strategies: {sgd: }, references: [sgd]}", "references must be"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("{scenario: tiny_sweep, strategies: {ewc: {lamda: [1]}}}", "no hyperparameter lamda; it accepts: lamb"),
+        ("{scenario: tiny_sweep, strategies: {ewc: {lamb: [1, abc]}}}", "'lamb' of 'ewc' must be float"),
+        ("{scenario: tiny_sweep, strategies: {sgd: {lr: 0.1}}}", "it accepts: none"),
+        ("{scenario: tiny_sweep, strategies: {sgd: paper}}", "no hyperparameter declares one"),
+        ("{scenario: tiny_sweep, strategies: {nope: }}", "unknown strategy 'nope'"),
+        ("{scenario: {name: tiny_sweep, colour: 1}, strategies: {sgd: }}", "no option colour; it accepts: n_tasks"),
+        ("{scenario: {name: tiny_sweep, n_tasks: two}, strategies: {sgd: }}", "'n_tasks' must be int"),
+        ("{scenario: nowhere, strategies: {sgd: }}", "unknown scenario 'nowhere'"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {lrr: 1}}", "unknown protocol setting(s) lrr"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {epochs: 1.5}}", "'epochs' must be int"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, protocol: {preset: fast}}", "unknown protocol preset"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, seed: [0]}", "unknown key(s) seed"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, seeds: [0], select: {}}", "select.then_seeds"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, select: {metric: test_acc}}", "never selects"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, references: [sgd]}", "references must be"),
+    ],
+)
 def test_bad_sweep_files_fail_before_running_with_a_clear_message(text, message):
     with pytest.raises(SweepError, match=None) as err:
         sweep_of(text)
@@ -133,8 +142,13 @@ def _log(task, epoch, valid_loss, valid_acc):
 
 
 def test_validation_score_uses_each_tasks_kept_epoch():
-    history = [_log(0, 1, 0.9, 0.50), _log(0, 2, 0.4, 0.70), _log(0, 3, 0.6, 0.90),  # kept: epoch 2
-               _log(1, 1, 0.3, 0.80), _log(1, 2, 0.3, 0.99)]  # tie: the first minimum is kept
+    history = [
+        _log(0, 1, 0.9, 0.50),
+        _log(0, 2, 0.4, 0.70),
+        _log(0, 3, 0.6, 0.90),  # kept: epoch 2
+        _log(1, 1, 0.3, 0.80),
+        _log(1, 2, 0.3, 0.99),
+    ]  # tie: the first minimum is kept
     assert validation_score(history, "valid_acc") == pytest.approx((0.70 + 0.80) / 2)
     assert validation_score(history, "valid_loss") == pytest.approx((0.4 + 0.3) / 2)
 
@@ -154,16 +168,41 @@ def test_selection_waits_for_the_whole_search_then_picks_by_validation(tmp_path)
     assert sgd == [("search", 7), ("selected", 0)]  # one point: no need to wait; seed 7 run once
 
     from cl_bench.store import RunRecord
+
     scores = {1.0: 0.6, 2.0: 0.9, 3.0: 0.8}  # validation accuracy per lamb
     tests = {1.0: 0.99, 2.0: 0.10, 3.0: 0.99}  # test accuracy must play no part
     for item in ewc[:2]:
         lamb = item.config.hparams["lamb"]
-        store.save(RunRecord(item.run_id, "ewc", "tiny_sweep", 7, {"lamb": lamb}, {}, {}, "finished",
-                             accuracy=np.array([[tests[lamb]]]), history=[_log(0, 1, 0.5, scores[lamb])]))
+        store.save(
+            RunRecord(
+                item.run_id,
+                "ewc",
+                "tiny_sweep",
+                7,
+                {"lamb": lamb},
+                {},
+                {},
+                "finished",
+                accuracy=np.array([[tests[lamb]]]),
+                history=[_log(0, 1, 0.5, scores[lamb])],
+            )
+        )
     assert [c.strategy for c, _ in sweep.plan(store).waiting] == ["ewc"]  # lamb=3 still missing
     item = ewc[2]
-    store.save(RunRecord(item.run_id, "ewc", "tiny_sweep", 7, {"lamb": 3.0}, {}, {}, "finished",
-                         accuracy=np.array([[0.99]]), history=[_log(0, 1, 0.5, scores[3.0])]))
+    store.save(
+        RunRecord(
+            item.run_id,
+            "ewc",
+            "tiny_sweep",
+            7,
+            {"lamb": 3.0},
+            {},
+            {},
+            "finished",
+            accuracy=np.array([[0.99]]),
+            history=[_log(0, 1, 0.5, scores[3.0])],
+        )
+    )
     plan = sweep.plan(store)
     assert not plan.waiting
     selected = [i for i in plan.items if i.config.strategy == "ewc" and i.phase == "selected"]
@@ -174,13 +213,15 @@ def test_selection_waits_for_the_whole_search_then_picks_by_validation(tmp_path)
 # ---- running -------------------------------------------------------------------------------------------
 def test_sweep_runs_everything_skips_what_is_stored_and_survives_failing_runs(tmp_path):
     file = tmp_path / "sweep.yaml"
-    file.write_text(textwrap.dedent("""
+    file.write_text(
+        textwrap.dedent("""
         name: demo
         scenarios: [tiny_sweep, {name: tiny_sweep, tasks: [0, 5]}]   # the second cannot be built
         strategies: {sgd: }
         protocol: {preset: quick, epochs: 1, lr: [0.05, 1.0e+30]}    # lr 1e30 diverges
         select: {seed: 0, then_seeds: [0, 1]}
-    """))
+    """)
+    )
     store_path = tmp_path / "runs.db"
     outcomes = run_sweep(load_sweep(file), store_path, workers=0, threads=1, progress=False)
     assert sorted(o.status for o in outcomes) == ["error", "error", "failed", "finished", "finished"]
@@ -219,9 +260,15 @@ def _finished(store_path):
 
 def _sweep_cli(file, store, **kw):
     env = {**os.environ, "CL_BENCH_DATA": os.environ["CL_BENCH_DATA"]}
-    return subprocess.Popen([str(CL_BENCH), "sweep", str(file), "--store", str(store), "--workers", "1",
-                             "--threads", "1", "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [str(CL_BENCH), "sweep", str(file), "--store", str(store), "--workers", "1", "--threads", "1", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @requires_mnist
@@ -297,11 +344,13 @@ def test_a_killed_worker_is_retried_once_then_its_run_stored_as_failed(tmp_path)
     killers = tmp_path / "killers.py"
     killers.write_text(KILLERS)
     file = tmp_path / "sweep.yaml"
-    file.write_text(textwrap.dedent(f"""
+    file.write_text(
+        textwrap.dedent(f"""
         scenario: {{name: split_mnist, max_train_per_task: 100, tasks: [0]}}
         strategies: {{"{killers}:KilledOnce": , "{killers}:AlwaysKilled": , sgd: }}
         protocol: {{preset: quick, epochs: 1}}
-    """))
+    """)
+    )
     outcomes = run_sweep(load_sweep(file), tmp_path / "runs.db", workers=1, threads=1, progress=False)
     status = {o.label.split()[0].rpartition(":")[2]: o for o in outcomes}
     assert killers.with_suffix(".killed").exists()  # its worker was killed once

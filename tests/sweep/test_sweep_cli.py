@@ -1,5 +1,6 @@
 """The sweep commands for scripts and users: a failed run is a non-zero exit with a summary; reading
 commands never run a user's strategy file; user errors are one line, never a traceback."""
+
 import textwrap
 
 import pytest
@@ -53,7 +54,7 @@ def test_sweep_exits_non_zero_when_a_run_fails_and_says_so(tmp_path):
 
 
 # ---- reading commands never run user code -----------------------------------------------------------------
-SIDE_EFFECT = '''
+SIDE_EFFECT = """
 from pathlib import Path
 from dataclasses import dataclass
 from cl_bench.strategy import Strategy, hparam
@@ -68,17 +69,20 @@ class Marked(Strategy):
     class Hparams:
         strength: float = hparam(0.5, "how much", grid=[0.1, 1.0], at_least=0.0)
         steps: int = 3
-'''
+"""
 
 
 def test_status_and_dry_run_do_not_import_a_strategy_file(tmp_path):
     strategy = tmp_path / "marked.py"
     strategy.write_text(SIDE_EFFECT)
-    file = write(tmp_path, f"""
+    file = write(
+        tmp_path,
+        f"""
         scenario: tiny_cli
         strategies: {{"{strategy}:Marked": {{strength: paper}}}}
         protocol: {{epochs: 1}}
-    """)
+    """,
+    )
     store = tmp_path / "s.db"
     res = invoke("sweep", file, "--store", store, "--dry-run")
     assert res.exit_code == 0 and "2 to run" in res.output, res.output
@@ -126,8 +130,13 @@ def test_bad_values_in_a_sweep_file_are_one_line_errors(tmp_path, name):
     text, needle = BAD_SWEEPS[name]
     file = write(tmp_path, text)
     for command in ("sweep", "status"):
-        one_line_error(invoke(command, file, "--store", tmp_path / "s.db", "--dry-run")
-                       if command == "sweep" else invoke(command, file), str(file), needle)
+        one_line_error(
+            invoke(command, file, "--store", tmp_path / "s.db", "--dry-run")
+            if command == "sweep"
+            else invoke(command, file),
+            str(file),
+            needle,
+        )
 
 
 def test_binary_and_non_utf8_sweep_files_are_one_line_errors(tmp_path):
@@ -147,8 +156,7 @@ def test_a_broken_store_file_is_a_one_line_error(tmp_path):
     one_line_error(invoke("status", file, "--store", store), "not a")
     one_line_error(invoke("sweep", file, "--store", store, "--workers", 0), "not a")
     one_line_error(invoke("sweep", file, "--store", store, "--dry-run"), "not a")
-    one_line_error(invoke("run", "--strategy", "sgd", "--scenario", "tiny_cli", "--store", store),
-                   "not a")
+    one_line_error(invoke("run", "--strategy", "sgd", "--scenario", "tiny_cli", "--store", store), "not a")
 
 
 def test_a_strategy_file_with_a_syntax_error_names_the_file_and_line(tmp_path):
@@ -161,5 +169,8 @@ def test_a_strategy_file_with_a_syntax_error_names_the_file_and_line(tmp_path):
     one_line_error(invoke("sweep", file, "--store", tmp_path / "s.db", "--dry-run"), f"{strategy}, line 3")
     failing = tmp_path / "failing.py"
     failing.write_text("import nothing_of_that_name\n")
-    one_line_error(invoke("run", "--strategy", f"{failing}:X", "--scenario", "tiny_cli", "--store",
-                          tmp_path / "s.db"), f"{failing}, line 1", "ModuleNotFoundError")
+    one_line_error(
+        invoke("run", "--strategy", f"{failing}:X", "--scenario", "tiny_cli", "--store", tmp_path / "s.db"),
+        f"{failing}, line 1",
+        "ModuleNotFoundError",
+    )

@@ -1,4 +1,5 @@
 """Sweep workers never outlive their driver, even one killed while its workers are still starting."""
+
 import os
 import signal
 import subprocess
@@ -45,14 +46,28 @@ def group_alive(pgid: int) -> bool:
 def test_workers_exit_when_the_driver_is_killed_while_they_start(tmp_path):
     file = tmp_path / "sweep.yaml"
     file.write_text(SWEEP)
-    driver = subprocess.Popen([str(CL_BENCH), "sweep", str(file), "--store", str(tmp_path / "runs.db"),
-                               "--workers", "2", "--threads", "1", "--quiet"], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [
+            str(CL_BENCH),
+            "sweep",
+            str(file),
+            "--store",
+            str(tmp_path / "runs.db"),
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and driver.poll() is None:
-            workers = [p for p in children(driver.pid)
-                       if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            workers = [p for p in children(driver.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
             if workers:  # a worker exists but is still importing: the driver dies now
                 break
             time.sleep(0.02)

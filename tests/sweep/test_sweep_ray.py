@@ -1,4 +1,5 @@
 """The Ray backend: the same sweep on a local Ray gives the same store as the local backend."""
+
 import sys
 import textwrap
 
@@ -22,6 +23,7 @@ protocol: {preset: quick, epochs: 1, lr: [0.05, 1.0e+30]}   # lr 1e30 diverges: 
 
 def test_core_does_not_import_ray():
     import subprocess
+
     code = "import cl_bench.cli, cl_bench.sweep, sys; print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
