@@ -38,14 +38,13 @@ below, in the order the trainer calls them. It must be trained with plain SGD: s
 Monitoring (paper Sec. 4.4; the authors' code does not compute it): mask sizes per task and layer, capacity usage along
 training (Fig. 5), weight reuse between tasks (Fig. 6) and per-epoch compression (Fig. 7), returned
 by ``monitoring()`` and stored with the run; the functions that compute them are pure functions of
-the masks, at the end of this file. Also, after each task, whether its masks learned: the share of
+the masks, in strategies/hat_monitoring.py. Also, after each task, whether its masks learned: the share of
 units per layer whose binarised mask left the on/off state of their random initial embedding
 (cl_bench.mask_learning), and the capacity then used (``monitoring()["hat"]["mask_learning"]``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +54,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
-from cl_bench.mask_learning import mask_learning_share
 from cl_bench.registry import register_strategy
+from cl_bench.strategies.hat_monitoring import (  # noqa: F401 (the monitoring functions, importable from here too)
+    CAPACITY_SAMPLES_PER_EPOCH,
+    THRESHOLD,
+    HATMonitor,
+    active_weights,
+    capacity_usage,
+    weight_fraction,
+    weight_reuse,
+)
 from cl_bench.strategy import BatchInfo, Strategy, hparam
 
 # Masks below this are zeroed in the forward pass (their gradient is kept exact, see `gate`).
@@ -71,14 +78,6 @@ from cl_bench.strategy import BatchInfo, Strategy, hparam
 # floating-point mode for every later computation in the process (and not the intra-op worker
 # threads), it changes nothing for other strategies and works the same on every device.
 MASK_FLOOR = 1e-20
-
-# A unit (and so a weight) is "active" for monitoring if its mask exceeds this. The paper says
-# "binarize" without a threshold and the authors' code has none; at s_max = 400 masks are almost binary, so any
-# threshold far from 0 and 1 gives the same counts, and 0.5 is the sigmoid's midpoint.
-THRESHOLD = 0.5
-
-# Capacity usage (Fig. 5) is sampled this many times per epoch; O(units) each, so it is free.
-CAPACITY_SAMPLES_PER_EPOCH = 10
 
 
 @dataclass
@@ -235,14 +234,8 @@ class HAT(Strategy):
         self._prepare_next_task()
         self._batch: BatchInfo | None = None
         self._step = 0  # training steps so far, over all tasks (x axis of Fig. 5)
-        self._capacity: list[dict[str, Any]] = []
-        self._capacity_pending: list[tuple[int, int, Tensor]] = []  # (step, task, active units per layer)
-        self._compression: list[dict[str, Any]] = []
-        # Every unit's initial embedding: its mask starts on exactly where e > 0. Row t is untouched until
-        # task t trains, so after task t the units whose mask differs from that start are what it learned.
-        self._initial = [emb.weight.detach().clone() for emb in self.model.embeddings]
-        self._moved: list[list[float]] = []  # per task, per layer: share of units that left their start
-        self._capacity_after: list[float] = []  # per task: capacity used by a^{<=t}
+        embeddings = [emb.weight for emb in self.model.embeddings]
+        self.monitor = HATMonitor(embeddings, self.weight_shapes, self.model.net.units)  # Sec. 4.4
 
     def base_network(self) -> nets.MultiHeadNet:
         """The network HAT gates: the authors' for the scenario (2x2000 MLP on MNIST)."""
@@ -290,8 +283,7 @@ class HAT(Strategy):
         self.cumulative = (
             a_t if self.cumulative is None else [torch.maximum(a, prev) for a, prev in zip(a_t, self.cumulative)]
         )  # a^{<=t} = max(a^t, a^{<=t-1})
-        self._moved.append([mask_learning_share(e[t].cpu(), a.cpu(), THRESHOLD) for e, a in zip(self._initial, a_t)])
-        self._capacity_after.append(capacity_usage(self.cumulative, self.weight_shapes))
+        self.monitor.task_learned(t, a_t, self.cumulative)
         self._prepare_next_task()
 
     def _prepare_next_task(self) -> None:
@@ -344,32 +336,10 @@ class HAT(Strategy):
         self._step += 1
         info = self._batch
         if info is not None and (info.index + 1) % max(1, info.n_batches // CAPACITY_SAMPLES_PER_EPOCH) == 0:
-            # Fig. 5's sample: the active units per layer stay on the device (no host sync per step);
-            # after_epoch turns the epoch's samples into capacities with one read.
-            masks = self._cumulative_with(self._current_task_masks(t))
-            self._capacity_pending.append((self._step, t, torch.stack([(a > THRESHOLD).sum() for a in masks])))
-
-    def _flush_capacity(self) -> None:
-        if not self._capacity_pending:
-            return
-        steps, tasks, counts = zip(*self._capacity_pending)
-        layer_units = list(self.model.net.units)
-        for step, task, active in zip(steps, tasks, torch.stack(counts).tolist()):
-            usage = sum(active_weight_counts(active, layer_units, self.weight_shapes)) / n_weights(self.weight_shapes)
-            self._capacity.append({"step": step, "task": task, "usage": usage})
-        self._capacity_pending = []
+            self.monitor.sample_capacity(self._step, t, self._cumulative_with(self._current_task_masks(t)))  # Fig. 5
 
     def after_epoch(self, t: int, log) -> None:
-        """Fig. 7: validation accuracy against the share of weights task t's own mask keeps."""
-        self._flush_capacity()
-        self._compression.append(
-            {
-                "task": t,
-                "epoch": log.epoch,
-                "valid_acc": log.valid_acc,
-                "compression": weight_fraction(self._current_task_masks(t), self.weight_shapes),
-            }
-        )
+        self.monitor.epoch(t, log.epoch, log.valid_acc, self._current_task_masks(t))  # Fig. 7
 
     # ---- monitoring (paper Sec. 4.4) --------------------------------------------------------------
     def _current_task_masks(self, t: int) -> list[Tensor]:
@@ -382,50 +352,21 @@ class HAT(Strategy):
         return [torch.maximum(a, prev) for a, prev in zip(masks, self.cumulative)]
 
     def monitoring(self) -> dict[str, Any]:
-        """Everything Figs. 5-7 need, JSON-serialisable; binarised at THRESHOLD."""
-        self._flush_capacity()
-        layers, n_conv, n_fc = [], 0, 0
-        for layer in self.model.net.layers:
-            if isinstance(layer, nn.Conv2d):
-                n_conv += 1
-                layers.append(f"conv{n_conv}")
-            else:
-                n_fc += 1
-                layers.append(f"fc{n_fc}")
-        reuse = weight_reuse(self.task_masks, self.weight_shapes)
-        return {
-            "hat": {
-                "threshold": THRESHOLD,
-                "layers": layers,
-                "units": list(self.model.net.units),
-                "mask_sizes": [[int((a > THRESHOLD).sum()) for a in masks] for masks in self.task_masks],
-                "capacity": list(self._capacity),
-                "reuse": [[None if math.isnan(v) else v for v in row] for row in reuse],
-                "compression": list(self._compression),
-                "parameters": {
-                    "total": nets.count_parameters(self.model),
-                    "embeddings": sum(e.weight.numel() for e in self.model.embeddings),
-                },
-                "mask_learning": {
-                    "moved": [list(m) for m in self._moved],
-                    "capacity": list(self._capacity_after),
-                    "threshold": THRESHOLD,
-                    "embedding_init": self.hp.embedding_init,
-                },
-            }
+        """Everything Figs. 5-7 need (hat_monitoring.HATMonitor), JSON-serialisable."""
+        kinds = ["conv" if isinstance(layer, nn.Conv2d) else "fc" for layer in self.model.net.layers]
+        layers = [f"{kind}{kinds[: i + 1].count(kind)}" for i, kind in enumerate(kinds)]
+        parameters = {
+            "total": nets.count_parameters(self.model),
+            "embeddings": sum(e.weight.numel() for e in self.model.embeddings),
         }
+        return {"hat": self.monitor.record(self.task_masks, layers, parameters, self.hp.embedding_init)}
 
     # ---- checkpointing (cl_bench.checkpoint): the state kept outside the model ---------------------
     def state_dict(self) -> dict[str, Any]:
-        self._flush_capacity()
         return {
             "task_masks": [[a.cpu() for a in masks] for masks in self.task_masks],
             "step": self._step,
-            "capacity": list(self._capacity),
-            "compression": list(self._compression),
-            "initial": [e.cpu() for e in self._initial],
-            "moved": [list(m) for m in self._moved],
-            "capacity_after": list(self._capacity_after),
+            **self.monitor.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -440,70 +381,4 @@ class HAT(Strategy):
             )
         self._prepare_next_task()
         self._step = int(state["step"])
-        self._capacity, self._compression = list(state["capacity"]), list(state["compression"])
-        if "initial" in state:  # checkpoints made before 0.2.0 lack them: the fresh model's are the same seed's
-            self._initial = [e.to(self.device) for e in state["initial"]]
-        self._moved, self._capacity_after = list(state.get("moved", [])), list(state.get("capacity_after", []))
-
-
-# ---- monitoring quantities as pure functions of unit masks (paper Sec. 4.4) -----------------------------
-# A weight's mask is min(a_l[out], a_{l-1}[in]) (`weight_masks`), and min(x, y) > thr exactly when
-# x > thr and y > thr. So the active weights of a layer are (active outputs) x (active inputs) x
-# kernel, and every count below is a product of unit counts: nothing of the weights' size is built.
-
-
-def active_weights(
-    unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
-) -> list[int]:
-    """Per masked layer, how many weights have a binarised weight-level mask of 1."""
-    active = [(a > threshold) if a.dtype != torch.bool else a for a in unit_masks]
-    return active_weight_counts([int(a.sum()) for a in active], [len(a) for a in active], weight_shapes)
-
-
-def active_weight_counts(
-    active_units: Sequence[int], layer_units: Sequence[int], weight_shapes: Sequence[torch.Size]
-) -> list[int]:
-    """Per masked layer, the active weights given how many units of each layer are active."""
-    counts = []
-    for l, (n_out, shape) in enumerate(zip(active_units, weight_shapes)):
-        kernel = math.prod(shape[2:])
-        if l == 0:  # the input is not masked: every input of an active unit counts
-            counts.append(n_out * shape[1] * kernel)
-        else:
-            spatial = shape[1] // layer_units[l - 1]  # conv -> fc flatten
-            counts.append(n_out * active_units[l - 1] * spatial * kernel)
-    return counts
-
-
-def n_weights(weight_shapes: Sequence[torch.Size]) -> int:
-    return sum(math.prod(shape) for shape in weight_shapes)
-
-
-def weight_fraction(
-    unit_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
-) -> float:
-    """Fraction of the masked layers' weights active under these masks: a task's compression (Fig. 7)."""
-    return sum(active_weights(unit_masks, weight_shapes, threshold)) / n_weights(weight_shapes)
-
-
-def capacity_usage(
-    cumulative_masks: Sequence[Tensor], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
-) -> float:
-    """Fig. 5: fraction of weights that the cumulative masks a^{<=t} hold (binarised weight masks = 1)."""
-    return weight_fraction(cumulative_masks, weight_shapes, threshold)
-
-
-def weight_reuse(
-    task_masks: Sequence[Sequence[Tensor]], weight_shapes: Sequence[torch.Size], threshold: float = THRESHOLD
-) -> list[list[float]]:
-    """Fig. 6: reuse[i][j], for j > i, the fraction of the weights active for task i that are also
-    active for task j; NaN elsewhere, and where task i has no active weight."""
-    T = len(task_masks)
-    binary = [[a > threshold for a in masks] for masks in task_masks]
-    reuse = [[math.nan] * T for _ in range(T)]
-    for i in range(T):
-        own = sum(active_weights(binary[i], weight_shapes))
-        for j in range(i + 1, T):
-            both = sum(active_weights([a & b for a, b in zip(binary[i], binary[j])], weight_shapes))
-            reuse[i][j] = both / own if own else math.nan
-    return reuse
+        self.monitor.load_state_dict(state, self.device)
