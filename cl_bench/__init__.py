@@ -11,7 +11,7 @@ The Python API (``cl_bench.api``)::
 
 import importlib
 
-__version__ = "0.2.0"
+from cl_bench.version import __version__
 
 _API = ("run", "run_sweep", "load_results")  # defined in cl_bench.api
 __all__ = ["__version__", *_API]

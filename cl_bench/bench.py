@@ -46,12 +46,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import cl_bench
 from cl_bench import nets
 from cl_bench.registry import build_scenario, get_strategy
 from cl_bench.scenario import Data, Scenario, Split, Task
 from cl_bench.strategy import HparamError, Strategy
 from cl_bench.trainer import Protocol, Trainer, resolve_device
+from cl_bench.version import __version__
 
 SYNTHETIC = {  # name -> (arch, input shape): random uint8 data, 10 classes per task
     "synthetic-alexnet": ("alexnet", (3, 32, 32)),  # the speed note's setting
@@ -87,7 +87,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cl_bench": cl_bench.__version__,
+        "cl_bench": __version__,
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "device": str(device),

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import cl_bench
 from cl_bench import checkpoint as ckpt
 from cl_bench import claims
 from cl_bench.claims import Heartbeat, Owner, RunBusy
@@ -32,6 +31,7 @@ from cl_bench.registry import build_scenario, get_strategy
 from cl_bench.store import RunRecord, Saved, Store, config_hash
 from cl_bench.strategy import Strategy
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Protocol, Trainer, resolve_device
+from cl_bench.version import __version__
 
 MAX_SEED = 2**32 - 1
 
@@ -84,7 +84,7 @@ class RunFailed(RuntimeError):
 
 
 def code_version() -> str:
-    version = cl_bench.__version__
+    version = __version__
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
