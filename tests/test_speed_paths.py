@@ -5,20 +5,21 @@ trainer's clip-and-step against ``clip_grad_norm_`` + ``torch.optim.SGD``, the E
 against autograd on the written-out formula, channels_last against the default memory format,
 the run id against the hash of the configuration without the settings added later. No timing.
 """
+
 import copy
 import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_scenario, synthetic
 
 from cl_bench import nets
+from cl_bench.registry import get_strategy
 from cl_bench.runner import RunConfig
 from cl_bench.store import config_hash
 from cl_bench.strategies.shared import QuadraticPenalty
-from cl_bench.registry import get_strategy
 from cl_bench.trainer import Protocol, Trainer, clip_and_step, resolve_device
-from conftest import make_scenario, synthetic
 
 
 def _plain_step(net, lr, clip):
@@ -85,11 +86,14 @@ def test_quadratic_penalty_matches_autograd_on_the_formula(weighted):
     penalty = QuadraticPenalty(model, anchor, weight)
     fast = penalty()
     (3.0 * fast).backward()
-    plain = sum(((1.0 if weight is None else weight[n]) * (anchor[n] - p).pow(2)).sum() / 2
-                for n, p in twin.named_parameters())
+    plain = sum(
+        ((1.0 if weight is None else weight[n]) * (anchor[n] - p).pow(2)).sum() / 2 for n, p in twin.named_parameters()
+    )
     (3.0 * plain).backward()
-    exact = sum(((1.0 if weight is None else weight[n].double()) * (anchor[n].double() - p.double()).pow(2)).sum() / 2
-                for n, p in twin.named_parameters())  # float64: both float32 sums are within 1e-4 of it
+    exact = sum(
+        ((1.0 if weight is None else weight[n].double()) * (anchor[n].double() - p.double()).pow(2)).sum() / 2
+        for n, p in twin.named_parameters()
+    )  # float64: both float32 sums are within 1e-4 of it
     assert fast.item() == pytest.approx(exact.item(), rel=1e-4)
     assert plain.item() == pytest.approx(exact.item(), rel=1e-4)
     for (n, p), q in zip(model.named_parameters(), twin.parameters()):
@@ -114,8 +118,13 @@ def test_channels_last_gives_the_same_logits_gradients_and_accuracy():
         x, y, t = data.batch(torch.arange(len(data)))
         loss, logits = sgd.loss(x, y, t)
         loss.backward()
-        results.append((logits.detach(), [p.grad.clone() for p in sgd.model.parameters() if p.grad is not None],
-                        trainer.accuracy(sgd, data)))
+        results.append(
+            (
+                logits.detach(),
+                [p.grad.clone() for p in sgd.model.parameters() if p.grad is not None],
+                trainer.accuracy(sgd, data),
+            )
+        )
     (l0, g0, a0), (l1, g1, a1) = results
     torch.testing.assert_close(l0, l1, rtol=1e-4, atol=1e-5)
     for a, b in zip(g0, g1):
@@ -150,8 +159,16 @@ def test_run_ids_of_default_settings_do_not_change():
     """Runs stored before precision/channels_last existed keep their ids: the hash skips defaults."""
     config = RunConfig("sgd", "split_mnist", seed=3, protocol=Protocol(epochs=7))
     older = {k: v for k, v in dataclasses.asdict(config.protocol).items() if k not in ("precision", "channels_last")}
-    expected = config_hash({"strategy": "sgd", "scenario": "split_mnist", "seed": 3, "hparams": {},
-                            "protocol": older, "scenario_options": {}})
+    expected = config_hash(
+        {
+            "strategy": "sgd",
+            "scenario": "split_mnist",
+            "seed": 3,
+            "hparams": {},
+            "protocol": older,
+            "scenario_options": {},
+        }
+    )
     assert config.run_id() == expected
     assert RunConfig("sgd", "split_mnist", 3, protocol=Protocol(epochs=7, precision="bf16")).run_id() != expected
     assert RunConfig("sgd", "split_mnist", 3, protocol=Protocol(epochs=7, channels_last=True)).run_id() != expected
@@ -176,6 +193,7 @@ def test_penalised_loss_gradient_matches_autograd_on_the_formula(name):
     trainer = Trainer(sc, Protocol(epochs=1))
     strategy.before_task(0)
     strategy.train_task(0, trainer)
+    after_task_0 = {n: p.detach().clone() for n, p in strategy.model.named_parameters()}
     strategy.after_task(0)
     strategy.before_task(1)
     with torch.no_grad():
@@ -190,12 +208,17 @@ def test_penalised_loss_gradient_matches_autograd_on_the_formula(name):
         loss.backward()
     fast = {n: p.grad.clone() for n, p in strategy.model.named_parameters()}
     anchor = strategy.anchor if name == "ewc" else strategy.previous
-    weight = strategy.fisher if name == "ewc" else None
+    for n in after_task_0:  # the anchor is the model after task 0 (no merge after the first task)
+        assert torch.equal(anchor[n], after_task_0[n]), n
+    weight = strategy.fisher if name == "ewc" else None  # EWC's Fisher: checked against a loop in test_baselines
     strategy.model.zero_grad(set_to_none=True)
     plain = F.cross_entropy(strategy.model(x, t), y) + strategy.hp.lamb * sum(
         ((1.0 if weight is None else weight[n]) * (anchor[n] - p).pow(2)).sum() / 2
-        for n, p in strategy.model.named_parameters())
+        for n, p in strategy.model.named_parameters()
+    )
     plain.backward()
     assert loss.item() == pytest.approx(plain.item(), rel=1e-5)
+    penalty = plain.item() - F.cross_entropy(strategy.model(x, t), y).item()
+    assert penalty > 1e-3 * plain.item()  # far above the tolerance: a wrong penalty would show
     for n, p in strategy.model.named_parameters():
         torch.testing.assert_close(fast[n], p.grad, rtol=1e-5, atol=1e-7, msg=n)

@@ -1,5 +1,6 @@
 """HAT (strategies/hat.py): each equation against an independent plain computation, and the
 behaviour that defines the method (earlier tasks do not move), on small random nets."""
+
 import json
 import math
 
@@ -10,7 +11,14 @@ import torch.nn.functional as F
 from cl_bench import nets
 from cl_bench.scenario import Scenario, Split, Task
 from cl_bench.strategies.hat import (
-    HAT, MASK_FLOOR, active_weights, annealed_s, capacity_usage, gate, regularizer, weight_fraction,
+    HAT,
+    MASK_FLOOR,
+    active_weights,
+    annealed_s,
+    capacity_usage,
+    gate,
+    regularizer,
+    weight_fraction,
     weight_reuse,
 )
 from cl_bench.strategies.sgd import SGD
@@ -129,6 +137,18 @@ def test_trainer_anneals_s_each_epoch_and_evaluates_at_s_max(annealing, tiny_sce
     masks = [torch.sigmoid(50.0 * emb.weight[0]) for emb in hat.model.embeddings]
     with torch.no_grad():
         assert torch.allclose(hat.forward(x, 0), hat.model.net(x, 0, masks), atol=1e-6)
+
+
+def test_predictions_use_s_max_whatever_s_training_left(tiny_scenario):
+    torch.manual_seed(0)
+    sc = tiny_scenario(n_tasks=1)
+    hat = SmallHAT(sc)
+    hat.before_batch(BatchInfo(0, 0, 3, 0, 90))  # s = 1/s_max, as on the first batch of an epoch
+    assert hat.s == pytest.approx(1 / hat.hp.s_max)
+    seen, forward = [], hat.model.forward
+    hat.model.forward = lambda x, t, s: (seen.append(s), forward(x, t, s))[1]
+    Trainer(sc, Protocol()).test_accuracy(hat, 0)
+    assert seen and set(seen) == {hat.hp.s_max}
 
 
 # ---- Eq. 2 ----------------------------------------------------------------------------------------
@@ -320,18 +340,50 @@ def test_capacity_reuse_compression_hand_made():
     assert capacity_usage(cumulative, shapes) == pytest.approx(12 / 12)
 
 
-def test_monitoring_schema_is_json_and_complete(tiny_scenario):
+def test_monitoring_is_json_and_each_value_recomputes_plainly(tiny_scenario):
     torch.manual_seed(0)
     sc = tiny_scenario(n_tasks=3, n_train=90)
     hat = SmallHAT(sc)
+    shapes = [layer.weight.shape for layer in hat.model.net.layers]
+    n_weights = sum(shape.numel() for shape in shapes)
+
+    def active(unit_masks):
+        """Active weights: every weight's Eq. 2 mask min(a_out, a_in) materialised and binarised at 0.5."""
+        total = 0
+        for l, shape in enumerate(shapes):
+            a_in = unit_masks[l - 1] if l else torch.ones(shape[1])  # the input is not masked
+            total += int((torch.minimum(unit_masks[l][:, None], a_in[None, :]) > 0.5).sum())
+        return total
+
+    def masks_now(t):  # a^t = sigmoid(s_max e^t) from the embeddings as they are (row t moves only in task t)
+        return [torch.sigmoid(400.0 * emb.weight.detach()[t]) for emb in hat.model.embeddings]
+
+    usage_after_step = []  # Fig. 5 recomputed after every step: the capacity that tasks 0..t hold now
+    after_step = hat.after_step
+
+    def spy(t):
+        after_step(t)
+        cumulative = [torch.stack([masks_now(u)[l] for u in range(t + 1)]).amax(0) for l in range(2)]
+        usage_after_step.append(active(cumulative) / n_weights)
+
+    hat.after_step = spy
     trainer = Trainer(sc, Protocol(epochs=2, batch_size=16), seed=0)
     for t in range(3):
         hat.before_task(t)
         hat.train_task(t, trainer)
         hat.after_task(t)
     m = json.loads(json.dumps(hat.monitoring(), allow_nan=False))["hat"]
-    assert set(m) == {"threshold", "layers", "units", "mask_sizes", "capacity", "reuse", "compression", "parameters",
-                      "mask_learning"}
+    assert set(m) == {
+        "threshold",
+        "layers",
+        "units",
+        "mask_sizes",
+        "capacity",
+        "reuse",
+        "compression",
+        "parameters",
+        "mask_learning",
+    }
     assert m["threshold"] == 0.5 and m["layers"] == ["fc1", "fc2"] and m["units"] == [100, 100]
     assert len(m["mask_sizes"]) == 3 and all(len(row) == 2 for row in m["mask_sizes"])
     for t, row in enumerate(m["mask_sizes"]):
@@ -340,6 +392,9 @@ def test_monitoring_schema_is_json_and_complete(tiny_scenario):
     steps = [c["step"] for c in m["capacity"]]
     assert steps == sorted(steps) and {c["task"] for c in m["capacity"]} == {0, 1, 2}
     assert all(0 <= c["usage"] <= 1 for c in m["capacity"])
+    assert steps == list(range(1, 37))  # 6 batches an epoch: every step is sampled (3 tasks x 2 epochs)
+    assert [c["task"] for c in m["capacity"]] == [(step - 1) // 12 for step in steps]
+    assert [c["usage"] for c in m["capacity"]] == pytest.approx(usage_after_step)
     assert [(c["task"], c["epoch"]) for c in m["compression"]] == [(t, e) for t in range(3) for e in (1, 2)]
     assert m["parameters"]["embeddings"] == 3 * 200
     assert m["parameters"]["total"] == nets.count_parameters(hat.model)
@@ -347,10 +402,27 @@ def test_monitoring_schema_is_json_and_complete(tiny_scenario):
     # the sign of their embedding before any training (a model built again under the same seed).
     torch.manual_seed(0)
     initial = [emb.weight.detach() for emb in SmallHAT(sc).model.embeddings]
-    moved = [[((initial[l][t] > 0) != (hat.task_masks[t][l] > 0.5)).float().mean().item() for l in range(2)]
-             for t in range(3)]
+    moved = [
+        [((initial[l][t] > 0) != (hat.task_masks[t][l] > 0.5)).float().mean().item() for l in range(2)]
+        for t in range(3)
+    ]
     assert [v for row in m["mask_learning"]["moved"] for v in row] == pytest.approx([v for row in moved for v in row])
+    assert any(v > 0 for row in moved for v in row)  # some units did move: a share stuck at 0 would fail
     assert len(m["mask_learning"]["capacity"]) == 3 and all(0 < c <= 1 for c in m["mask_learning"]["capacity"])
+    # The rest recomputed plainly from the trained embeddings: masks, sizes, capacity after each task, reuse.
+    masks = [masks_now(t) for t in range(3)]
+    for t in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(hat.task_masks[t], masks[t]))
+        assert m["mask_sizes"][t] == [int((a > 0.5).sum()) for a in masks[t]]
+        cumulative = [torch.stack([masks[u][l] for u in range(t + 1)]).amax(0) for l in range(2)]
+        assert m["mask_learning"]["capacity"][t] == pytest.approx(active(cumulative) / n_weights)
+        for j in range(t + 1, 3):
+            both = active([torch.minimum(a, b) for a, b in zip(masks[t], masks[j])])  # active for t and j
+            assert m["reuse"][t][j] == pytest.approx(both / active(masks[t]))
+    assert 0 < m["reuse"][0][1] < 1
+    assert m["parameters"]["total"] == sum(p.numel() for p in hat.model.parameters())
+    # compression: the validation accuracy the trainer logged for that task and epoch
+    assert [c["valid_acc"] for c in m["compression"]] == [log.valid_acc for log in trainer.history]
 
 
 # ---- guard rails, options, state ---------------------------------------------------------------------
@@ -392,7 +464,7 @@ def test_state_round_trip_restores_masks_and_gradient_factors(tmp_path, tiny_sce
     fresh.load_state_dict(torch.load(path, weights_only=True))
     for a, b in zip(hat.cumulative, fresh.cumulative):
         assert torch.equal(a, b)
-    for (p, keep), (_, keep2) in zip(hat._grad_keep, fresh._grad_keep):
+    for (_, keep), (_, keep2) in zip(hat._grad_keep, fresh._grad_keep):
         assert torch.equal(keep, keep2)
     with pytest.raises(RuntimeError, match="in order"):
         fresh.after_task(0)

@@ -1,14 +1,15 @@
 """PathNet: path forward, GA selection and mutation, freezing and re-initialisation, counts, zero forgetting."""
+
 import math
 
 import pytest
 import torch
-
-from cl_bench.strategies.pathnet import PathNet, PathNetwork, mutate, next_generation, random_path
-from cl_bench.nets import Block
-from cl_bench.trainer import Protocol, Trainer
-
 from conftest import synthetic, task0_after_each_task
+
+from cl_bench.nets import Block
+from cl_bench.strategies import pathnet as pathnet_module
+from cl_bench.strategies.pathnet import PathNet, PathNetwork, mutate, next_generation, random_path
+from cl_bench.trainer import Protocol, Trainer
 
 MIXTURE_HEADS = [10, 100, 10, 10, 10, 43, 100, 10]  # 293 classes; the order does not change the count
 
@@ -48,8 +49,9 @@ def test_mutation_exact_under_a_fixed_generator():
     out = mutate(path, M, prob, 2, torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)  # the documented draw order: uniforms, then steps
     u, d = torch.rand(path.shape, generator=g).tolist(), torch.randint(-2, 3, path.shape, generator=g).tolist()
-    expected = [[(v + d[i][j]) % M if u[i][j] < prob else v for j, v in enumerate(row)]
-                for i, row in enumerate(path.tolist())]
+    expected = [
+        [(v + d[i][j]) % M if u[i][j] < prob else v for j, v in enumerate(row)] for i, row in enumerate(path.tolist())
+    ]
     assert out.tolist() == expected
     assert out.tolist() != path.tolist()  # this seed does mutate something
 
@@ -82,7 +84,8 @@ def test_next_generation_keeps_winner_and_copies_it_into_the_others():
 
 
 class ScriptedTrainer(Trainer):
-    """Trainer with scripted validation losses (its own epoch bookkeeping inherited); each epoch stamps its number into head t's bias."""
+    """Trainer with scripted validation losses (its own epoch bookkeeping inherited); each epoch stamps its
+    number into head t's bias."""
 
     def __init__(self, losses, epochs, lr_patience=5):
         self.protocol = Protocol(epochs=epochs, lr_patience=lr_patience)
@@ -115,15 +118,33 @@ def test_ga_winner_is_the_lowest_validation_loss():
     assert strategy.best_paths[0] == paths[2]  # the path of the epoch with loss 0.3
     assert strategy.model.heads[0].bias[0].item() == 3  # and the model stored at that epoch
     assert paths[3] == paths[1]  # gen 2: the winner of gen 1 survives as path 1 ...
-    assert all((a - b) % 16 in (0, 1, 2, 14, 15)  # ... and path 0 is a mutated copy of it
-               for ra, rb in zip(paths[2], paths[1]) for a, b in zip(ra, rb))
+    assert all(
+        (a - b) % 16 in (0, 1, 2, 14, 15)  # ... and path 0 is a mutated copy of it
+        for ra, rb in zip(paths[2], paths[1])
+        for a, b in zip(ra, rb)
+    )
     assert paths[4] == paths[2]  # gen 3: the winner of gen 2 is path 0
     assert set(trainer.splits) == {"train", "valid"}  # never the test split
     assert [h.valid_loss for h in trainer.history] == [1.0, 0.5, 0.3, 0.4, 0.6, 0.45]
 
 
-def reference_ga_lrs(losses, population, generations, epochs_per_path, lr=0.05, factor=3.0, patience=5,
-                     lr_min=1e-4):
+def test_ga_mutates_with_probability_one_over_n_l(monkeypatch):
+    """The authors' mutation rate 1/(N L), here N = 2 modules per layer of a path and L = 3 layers."""
+    sc = synthetic("mlp", (1, 4, 4), [3], n=1)
+    strategy = pathnet(sc, generations=2, width_factor=0.01, active=2, modules=6)
+    assert strategy.mutation_probability == 1 / (2 * 3)
+    seen, original = [], pathnet_module.next_generation
+
+    def spy(paths, winner, n_modules, probability, step, generator):
+        seen.append((n_modules, probability, step))
+        return original(paths, winner, n_modules, probability, step, generator)
+
+    monkeypatch.setattr(pathnet_module, "next_generation", spy)
+    strategy.train_task(0, ScriptedTrainer([1.0, 0.9, 0.8, 0.7], epochs=2))
+    assert seen == [(6, 1 / 6, 2)] * 2
+
+
+def reference_ga_lrs(losses, population, generations, epochs_per_path, lr=0.05, factor=3.0, patience=5, lr_min=1e-4):
     """The lr each epoch trains at in the reference's GA loop, transcribed from its code (approach
     ``pathnet.train``): per generation and path, an optimiser built at ``lr[p]``; within the path's
     epochs the schedule may decay ``lr[p]`` (and stop the path below lr_min) but the optimiser keeps
@@ -161,11 +182,14 @@ def reference_ga_lrs(losses, population, generations, epochs_per_path, lr=0.05, 
 SCRIPTED_LOSSES = [1.0, 0.99, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5]
 
 
-@pytest.mark.parametrize("losses, generations, patience", [
-    (SCRIPTED_LOSSES[:8], 2, 1),
-    (SCRIPTED_LOSSES, 3, 1),
-    ([1.0, 0.9, 0.95, 0.97, 0.8, 0.85, 0.86, 0.87, 0.88, 0.89, 0.9, 0.91], 3, 2),
-])
+@pytest.mark.parametrize(
+    "losses, generations, patience",
+    [
+        (SCRIPTED_LOSSES[:8], 2, 1),
+        (SCRIPTED_LOSSES, 3, 1),
+        ([1.0, 0.9, 0.95, 0.97, 0.8, 0.85, 0.86, 0.87, 0.88, 0.89, 0.9, 0.91], 3, 2),
+    ],
+)
 def test_ga_lr_sequence_is_the_reference_s(losses, generations, patience):
     """A decay decided inside a generation applies from the path's next generation, as in the reference."""
     sc = synthetic("mlp", (1, 4, 4), [3], n=1)
@@ -210,8 +234,7 @@ def test_earlier_best_paths_frozen_others_reinitialised():
         strategy.train_task(t, trainer)
     layers = strategy.model.layers
     kept = [set(strategy.best_paths[0][l]) | set(strategy.best_paths[1][l]) for l in range(3)]
-    trained = {(l, k): [p.detach().clone() for p in layers[l][k].parameters()]
-               for l in range(3) for k in range(6)}
+    trained = {(l, k): [p.detach().clone() for p in layers[l][k].parameters()] for l in range(3) for k in range(6)}
     heads = [p.detach().clone() for h in strategy.model.heads[:2] for p in h.parameters()]
     strategy.before_task(2)
     for l in range(3):
@@ -231,8 +254,7 @@ def test_earlier_best_paths_frozen_others_reinitialised():
     for (l, k), before in trained.items():
         if k in kept[l]:
             assert all(torch.equal(a, b) for a, b in zip(layers[l][k].parameters(), before)), (l, k)
-    assert all(torch.equal(a, b) for a, b in zip(
-        [p for h in strategy.model.heads[:2] for p in h.parameters()], heads))
+    assert all(torch.equal(a, b) for a, b in zip([p for h in strategy.model.heads[:2] for p in h.parameters()], heads))
 
 
 def test_parameter_counts():

@@ -1,13 +1,13 @@
 """PNN: lateral wiring against a hand computation, freezing, parameter counts, zero forgetting."""
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synthetic, task0_after_each_task
 
 from cl_bench.nets import Block, base_blocks
 from cl_bench.strategies.pnn import PNN, ProgressiveNet
 from cl_bench.trainer import Protocol, Trainer
-
-from conftest import synthetic, task0_after_each_task
 
 MIXTURE_SEED0_HEADS = [100, 10, 100, 10, 10, 10, 43, 10]  # facescrub, mnist, cifar100, ... (the authors' seed-0 order)
 
@@ -144,8 +144,9 @@ def test_parameter_counts():
         assert abs(m["parameters"] - base) / base < 0.01, m
 
 
-@pytest.mark.parametrize("arch,hp", [("alexnet", {"width_factor": 0.1}),
-                                     ("mlp", {"width_factor": 0.2, "recursive_laterals": True})])
+@pytest.mark.parametrize(
+    "arch,hp", [("alexnet", {"width_factor": 0.1}), ("mlp", {"width_factor": 0.2, "recursive_laterals": True})]
+)
 def test_zero_forgetting(arch, hp):
     torch.manual_seed(0)
     sc = synthetic(arch, (3, 32, 32), [4, 3, 5])
