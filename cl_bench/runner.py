@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import subprocess
 import time
 import traceback
@@ -135,43 +136,31 @@ def execute(
     strategy_cls = get_strategy(config.strategy)
     hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
     device = resolve_device(device)
+    train = functools.partial(
+        _execute,
+        config,
+        strategy_cls,
+        hparams,
+        store,
+        data_root,
+        download,
+        device,
+        force,
+        on_epoch,
+        on_task,
+        checkpoints,
+        run_id,
+        logger,
+    )
     if store is None or claimed:
-        return _execute(
-            config,
-            strategy_cls,
-            hparams,
-            store,
-            data_root,
-            download,
-            device,
-            force,
-            on_epoch,
-            on_task,
-            checkpoints,
-            run_id,
-            logger,
-        )
+        return train()
     config_id, owner = config.run_id(), Owner.here()
     holder = claims.claim(store, config_id, owner)
     if holder is not None:
         raise RunBusy(config_id, holder)
     try:
         with Heartbeat(store, owner):
-            return _execute(
-                config,
-                strategy_cls,
-                hparams,
-                store,
-                data_root,
-                download,
-                device,
-                force,
-                on_epoch,
-                on_task,
-                checkpoints,
-                run_id,
-                logger,
-            )
+            return train()
     finally:
         claims.release(store, config_id, owner)
 
