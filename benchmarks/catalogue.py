@@ -57,7 +57,7 @@ from cl_bench.benchmarks.formats import (
 from cl_bench.data import DataAccessError, reason
 
 PLAIN_FORMAT = (
-    'Every data set can also be given in the plain format (see the README\'s "Data" section): '
+    "Every data set can also be given in the plain format (docs/scenarios-and-data.md, linked from the README): "
     "<root>/<name>/{train,test}.npz with `x` uint8 NHWC images at the source's own resolution "
     "and `y` int64 labels 0..C-1."
 )

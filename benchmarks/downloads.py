@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.benchmarks.catalogue import FACESCRUB_URL, NOTMNIST_URL, Source, check_name, locate
+from cl_bench.benchmarks.catalogue import FACESCRUB_URL, NOTMNIST_URL, PLAIN_FORMAT, Source, check_name, locate
 from cl_bench.benchmarks.formats import CorruptDatasetError
 from cl_bench.data import DataAccessError
 
@@ -95,7 +95,7 @@ def download_files(name: str, root: Path) -> None:
     import torchvision.datasets as tvd  # only to download: importing torchvision costs seconds
     from torchvision.datasets.utils import download_url
 
-    spec = check_name(name)
+    check_name(name)  # an unknown name is an error before any download
     try:
         root.mkdir(parents=True, exist_ok=True)
         if name in ("cifar10", "cifar100"):
@@ -116,8 +116,10 @@ def download_files(name: str, root: Path) -> None:
             download_url(NOTMNIST_URL, str(root / "notmnist"), "notmnist.zip")
     except (OSError, RuntimeError) as e:  # no network, no permission, torchvision's md5 check failed
         raise DataAccessError(
-            f"downloading {name} into {root} failed ({e}): check the network and that "
-            f"{root} is writable, or get it yourself ({spec.get_it})"
+            f"downloading {name} into {root} failed ({e}). Check the network and that {root} is writable. "
+            f"Offline, copy the data set to a folder yourself (in the layout torchvision's downloader writes, "
+            f"or the plain format below) and point cl-bench at that folder with --data-root or the "
+            f"CL_BENCH_DATA environment variable. {PLAIN_FORMAT}"
         ) from e
     verify_download(name, root)
 
