@@ -2,10 +2,10 @@
 
 A ``Sweep`` is cells (scenario with options x strategy) of grid points. ``Sweep.plan(store)`` lists
 every run known now with its status in the store. With ``select`` (the paper's protocol, Sec. 4.1,
-reference §4) the whole grid runs on ``select.seed``, the point with the best validation score is
+the authors' code) the whole grid runs on ``select.seed``, the point with the best validation score is
 chosen per cell, and only that point runs on ``then_seeds``; test accuracy never takes part. The score
 (``validation_score``) is the mean over tasks of the validation metric of the weights the trainer kept
-for each task, i.e. of the epoch with the lowest (regularised) validation loss (reference §3).
+for each task, i.e. of the epoch with the lowest (regularised) validation loss (as the authors' protocol).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _fill_status(store: Store, items: list[PlanItem]) -> None:
 # ---- selection ---------------------------------------------------------------------------------------
 def validation_score(history: list[dict[str, Any]], metric: str = "valid_acc") -> float:
     """Mean over tasks of ``metric`` at each task's epoch of lowest validation loss: the weights the
-    trainer restored and kept (reference §3). Uses validation data only, never test."""
+    trainer restored and kept (as the authors' code). Uses validation data only, never test."""
     if metric not in METRICS:
         raise SweepError(f"unknown selection metric {metric!r}; valid: {', '.join(METRICS)}")
     by_task: dict[int, list[dict[str, Any]]] = {}
