@@ -183,6 +183,21 @@ def step_metrics(acc, t: int) -> dict[str, float]:
     return {"acc": average_accuracy(seen), "bwt": backward_transfer(seen), "forgetting": forgetting(seen)}
 
 
+FWT_UNDEFINED = (
+    "FWT needs each task's accuracy before it is trained (the entries above the diagonal) and a random-init "
+    "reference; cl-bench's runs measure a task only after training it, so FWT is n/a"
+)
+
+
+def final_metrics(acc) -> dict[str, float]:
+    """ACC, BWT and forgetting after the last task, and FWT, for a run's accuracy matrix: NaN where
+    undefined (one task; a failed run's unmeasured rows; FWT always, see ``FWT_UNDEFINED``)."""
+    nan = {"acc": math.nan, "bwt": math.nan, "forgetting": math.nan, "fwt": math.nan}
+    if acc is None or np.size(acc) == 0:
+        return nan
+    return {**nan, **step_metrics(acc, np.shape(acc)[0] - 1)}
+
+
 @dataclass
 class Summary:
     mean: float

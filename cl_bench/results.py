@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cl_bench.metrics import UndefinedRatioError, forgetting_ratio, mean_upto
+from cl_bench.metrics import UndefinedRatioError, final_metrics, forgetting_ratio, mean_upto
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store
 from cl_bench.trainer import LATER_SETTINGS
 
@@ -51,6 +51,10 @@ RUN_COLUMNS = [
     "precision",
     "channels_last",
     "code_version",
+    "acc",
+    "bwt",
+    "forgetting",
+    "fwt",
 ]
 
 
@@ -61,7 +65,10 @@ def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.Da
     hparams and scenario_options (JSON), max_train_per_task (the samples cap, None = all), protocol (JSON of
     every protocol setting, the ones a run made before they existed filled with their default: precision
     fp32, channels_last false), epochs (the epoch cap), precision ('fp32' or 'bf16'), channels_last, and
-    code_version. So fp32/bf16 or 10/20-epoch runs of one configuration can be told apart."""
+    code_version. So fp32/bf16 or 10/20-epoch runs of one configuration can be told apart. Then the
+    field's metrics after the last task (``cl_bench.metrics``): acc (ACC, mean accuracy), bwt (backward
+    transfer), forgetting (Chaudhry et al.'s), all in [0, 1] units and NaN where undefined, and fwt,
+    always NaN (``metrics.FWT_UNDEFINED``: runs do not measure a task before training it)."""
     store = store if isinstance(store, Store) else Store.open_read(store)
     records = store.query()
     rows = []
@@ -86,6 +93,7 @@ def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.Da
                 "precision": proto.get("precision"),
                 "channels_last": proto.get("channels_last"),
                 "code_version": r.code_version,
+                **final_metrics(r.accuracy),
             }
         )
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)

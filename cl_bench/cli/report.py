@@ -17,7 +17,7 @@ from cl_bench.report.latex import format_comparison_latex
 from cl_bench.report.naming import normalise_records, search_folders, strategy_key
 from cl_bench.report.paper import format_comparison
 from cl_bench.report.plots import BANDS
-from cl_bench.report.tables import format_accuracy_matrix
+from cl_bench.report.tables import CL_METRICS, format_accuracy_matrix, format_cl_metrics
 from cl_bench.report.variants import sweep_selections
 from cl_bench.results import MissingReferences
 from cl_bench.store import DEFAULT_STORE, Store, StoreError
@@ -81,6 +81,14 @@ def _say(line: str) -> None:
     help="Write one self-contained HTML report (provenance, contents, tables, figures, run metadata).",
 )
 @click.option(
+    "--metrics",
+    default="rho",
+    show_default=True,
+    metavar="LIST",
+    help="Which tables to print, comma-separated: rho (Table 1) and any of acc, bwt, fwt, forgetting (the "
+    "field's metrics after the last task, one more table). CSV output always has every column.",
+)
+@click.option(
     "--paper", is_flag=True, help="Also the paper's numbers beside ours (in the printed output and the HTML page)."
 )
 def report_command(
@@ -98,6 +106,7 @@ def report_command(
     band,
     figures_dir,
     html_path,
+    metrics,
     paper,
 ):
     """Table 1 (rho<=2, rho<=T per strategy, mean (std) [95% CI] over seeds), one table per scale
@@ -112,6 +121,14 @@ def report_command(
     except ValueError:
         raise click.BadParameter(f"--seeds takes integers separated by commas, got {seeds!r}") from None
     where = key_values(where_pairs, "--where")
+    wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {"rho", *CL_METRICS})
+    if unknown or not wanted:
+        raise click.BadParameter(
+            f"unknown metric(s) {', '.join(unknown) or '(none given)'}; valid: rho, {', '.join(CL_METRICS)}",
+            param_hint="--metrics",
+        )
+    field_metrics = [m for m in CL_METRICS if m in wanted]
     folders = search_folders(store)
     with user_errors():
         keep = select_records(records, scenarios, [strategy_key(s, folders) for s in strategies], seed_set, tags, where)
@@ -138,7 +155,10 @@ def report_command(
         if paper and not rep.table.empty:
             click.echo("\n" + format_comparison_latex(rep.table))
     else:
-        click.echo(rep.markdown())
+        if "rho" in wanted:
+            click.echo(rep.markdown())
+        if field_metrics and not rep.table.empty:
+            click.echo(("\n" if "rho" in wanted else "") + format_cl_metrics(rep.table, field_metrics))
         if paper and not rep.table.empty:
             click.echo("\n" + format_comparison(rep.table))
     if matrices and (as_csv or as_latex):

@@ -11,12 +11,13 @@ matching references. The LaTeX forms are in latex.py.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cl_bench.metrics import summarize
+from cl_bench.metrics import FWT_UNDEFINED, final_metrics, summarize
 from cl_bench.registry import is_strategy_file
 from cl_bench.report.grouping import runnable, section_title, task_names, variants
 from cl_bench.report.provenance import section_scale
@@ -82,6 +83,7 @@ def rho_table(
             ("rho<=2", [m.rho_upto[min(1, T - 1)] for m in with_refs]),  # after the second task
             ("rho<=T", [m.rho_upto[-1] for m in with_refs]),  # after the last task
             ("A<=T", [m.acc_upto[-1] for m in ms]),
+            *[(name, [final_metrics(m.record.accuracy)[key] for m in ms]) for key, name in CL_METRICS.items()],
         ]:
             s = summarize(values)
             row |= {label_: s.mean, f"{label_} std": s.std, f"{label_} ci95": s.ci95}
@@ -96,6 +98,35 @@ def rho_table(
     if df.empty:
         return df
     return df.sort_values([*SECTION_COLUMNS, "rho<=T", "A<=T", "variant"], na_position="first").reset_index(drop=True)
+
+
+CL_METRICS = {"acc": "ACC", "bwt": "BWT", "forgetting": "forgetting", "fwt": "FWT"}  # --metrics -> column
+
+
+def format_cl_metrics(df: pd.DataFrame, names: Sequence[str]) -> str:
+    """The field's metrics after the last task (ACC, BWT, FWT, forgetting; ``names`` in ``CL_METRICS``),
+    in %, mean (std) over seeds, one table per section, with the same rows as Table 1."""
+    out = []
+    for key, part in sections_of(df):
+        columns = [CL_METRICS[n] for n in names]
+        lines = [f"### {section_heading(key, part)}: " + ", ".join(columns) + " (%)", ""]
+        lines += ["| strategy | seeds | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+        for _, r in part.iterrows():
+            cells = []
+            for c in columns:
+                mean, std = r[c] * 100, r[f"{c} std"] * 100
+                cells.append("n/a" if math.isnan(mean) else f"{mean:.2f}" + (f" ({std:.2f})" if r["seeds"] > 1 else ""))
+            lines.append(f"| {row_label(r)} | {r['seeds']} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "ACC: mean accuracy after the last task; BWT: mean change of each earlier task's accuracy from "
+            "right after it was learned to the end (negative: forgetting); forgetting: mean drop from each "
+            "task's best accuracy to its last (Chaudhry et al. 2018).",
+        ]
+        if "fwt" in names:
+            lines.append(FWT_UNDEFINED + ".")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def _reasons(ms: Sequence[RunMetrics]) -> str:
