@@ -23,7 +23,7 @@ import numpy as np
 
 from cl_bench.report.build import RULE, Report
 from cl_bench.report.figures import FigureItem, mean_matrices
-from cl_bench.report.paper import paper_values, rank_correlation
+from cl_bench.report.paper import compared_columns, comparison_cells, paper_values, rank_correlation
 from cl_bench.report.style import strategy_colors
 from cl_bench.report.tables import LEGEND, cell_seeds, row_label, row_notes, section_heading, table_columns
 from cl_bench.runner import code_version
@@ -108,20 +108,13 @@ def comparison_html(part) -> str:
     if not paper:
         return ""
     T = int(part["T"].max())
-    cols = [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
+    cols = compared_columns(paper)
     name = {"rho<=2": "&rho;<sup>&le;2</sup>", "rho<=T": f"&rho;<sup>&le;{T}</sup>", "A<=T": f"A<sup>&le;{T}</sup> (%)"}
     rows = ["<tr><th class=l>strategy</th>" + "".join(f"<th>{name[c]} ours</th><th>paper</th>" for c in cols) + "</tr>"]
     for _, r in part.iterrows():
         if r["strategy"] not in paper:
             continue
-        cells = []
-        for c in cols:
-            scale = 100 if c.startswith("A") else 1
-            theirs = paper[r["strategy"]].get(c)
-            cells += [
-                "n/a" if np.isnan(r[c]) else f"{r[c] * scale:.2f}",
-                "" if theirs is None else f"{theirs * scale:.2f}",
-            ]
+        cells = [x for pair in comparison_cells(r, paper, cols) for x in pair]
         rows.append(f"<tr><td class=l>{_e(row_label(r))}</td>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     out = f"<table>{''.join(rows)}</table>"
     if scenario == "mixture":

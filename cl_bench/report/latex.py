@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cl_bench.report.grouping import section_slug
-from cl_bench.report.paper import paper_values, rank_correlation
+from cl_bench.report.paper import compared_columns, comparison_cells, paper_values, rank_correlation
 from cl_bench.report.tables import cell_seeds, row_label, row_notes, section_heading, sections_of, table_columns
 
 UNICODE = {
@@ -125,7 +125,7 @@ def format_comparison_latex(table: pd.DataFrame) -> str:
         if not paper:
             continue
         T = int(part["T"].max())
-        cols = [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
+        cols = compared_columns(paper)
         heads = " & ".join(f"{_tex_head(c, T)} ours & paper" for c in cols)
         out += [
             "\\begin{table}[t]",
@@ -140,14 +140,7 @@ def format_comparison_latex(table: pd.DataFrame) -> str:
         for _, r in part.iterrows():
             if r["strategy"] not in paper:
                 continue
-            cells = []
-            for c in cols:
-                scale = 100 if c.startswith("A") else 1
-                theirs = paper[r["strategy"]].get(c)
-                cells += [
-                    "n/a" if math.isnan(r[c]) else f"${r[c] * scale:.2f}$",
-                    "" if theirs is None else f"${theirs * scale:.2f}$",
-                ]
+            cells = [f"${x}$" if x not in ("", "n/a") else x for pair in comparison_cells(r, paper, cols) for x in pair]
             out.append(f"{tex(row_label(r))} & " + " & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         if key[0] == "mixture":

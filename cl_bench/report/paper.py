@@ -59,6 +59,24 @@ def rank_correlation(table: pd.DataFrame, scenario: str = "mixture", column: str
     return float(rho), len(names)
 
 
+def compared_columns(paper: dict[str, dict[str, float]]) -> list[str]:
+    """The Table 1 columns the paper gives a number for, in table order."""
+    return [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
+
+
+def comparison_cells(r, paper: dict[str, dict[str, float]], cols: list[str]) -> list[tuple[str, str]]:
+    """(ours, the paper's) per column for one row of a rho_table, as '12.34' (accuracies in %), 'n/a' where
+    ours is missing and '' where the paper gives none: what every output format of the comparison shows."""
+    cells = []
+    for c in cols:
+        scale = 100 if c.startswith("A") else 1
+        theirs = paper[r["strategy"]].get(c)
+        cells.append(
+            ("n/a" if math.isnan(r[c]) else f"{r[c] * scale:.2f}", "" if theirs is None else f"{theirs * scale:.2f}")
+        )
+    return cells
+
+
 def format_comparison(table: pd.DataFrame) -> str:
     """Markdown: per section the paper's numbers beside ours (main variants), under the section's scale
     (so a reduced-scale run is never read as the paper's protocol), and for the mixture the rank
@@ -71,7 +89,7 @@ def format_comparison(table: pd.DataFrame) -> str:
         if not paper:
             continue
         T = int(part["T"].max())
-        cols = [c for c in ("rho<=2", "rho<=T", "A<=T") if any(c in v for v in paper.values())]
+        cols = compared_columns(paper)
         head = " | ".join(f"{c.replace('<=T', f'<={T}')} ours | paper" for c in cols)
         lines += [f"### {section_title(key)}: ours beside the paper's", ""]
         if "scale" in part:
@@ -80,12 +98,7 @@ def format_comparison(table: pd.DataFrame) -> str:
         for _, r in part.iterrows():
             if r["strategy"] not in paper:
                 continue
-            cells = []
-            for c in cols:
-                scale = 100 if c.startswith("A") else 1
-                mine = "n/a" if math.isnan(r[c]) else f"{r[c] * scale:.2f}"
-                theirs = paper[r["strategy"]].get(c)
-                cells.append(f"{mine} | {'' if theirs is None else f'{theirs * scale:.2f}'}")
+            cells = [f"{mine} | {theirs}" for mine, theirs in comparison_cells(r, paper, cols)]
             lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
         if scenario == "mixture":
             rho, n = rank_correlation(part, scenario)
