@@ -18,10 +18,9 @@ import numpy as np
 from cl_bench.cli.common import key_values, user_errors
 from cl_bench.metrics import mean_upto
 from cl_bench.report import format_accuracy_matrix
-from cl_bench.report.grouping import setting_of
+from cl_bench.report.grouping import check_where_names, matches_where
 from cl_bench.store import DEFAULT_STORE, Attempt, RunRecord, Store, StoreError
 from cl_bench.store_admin import FORMATS, delete, export, merge_from, resolve_run_ids
-from cl_bench.values import BadValue, parse_like
 
 STATUSES = ("finished", "failed")
 
@@ -186,12 +185,7 @@ def select(
     """The filters of ``list`` and ``export``. A ``where`` name that no run has is an error (a typo would
     otherwise select nothing)."""
     where = dict(where or {})
-    unknown = [k for k in where if not any(setting_of(r, k)[0] for r in records)]
-    if unknown and records:
-        raise ValueError(
-            f"--where: no run has a setting named {', '.join(unknown)} (names are hyperparameters, "
-            f"protocol settings such as epochs or precision, and scenario options)"
-        )
+    check_where_names(records, where)
     return [
         r
         for r in records
@@ -200,16 +194,8 @@ def select(
         and (not seeds or r.seed in seeds)
         and (not tags or set(tags) & set(r.tags))
         and (not statuses or r.status in statuses)
-        and all(_has(r, k, v) for k, v in where.items())
+        and matches_where(r, where)
     ]
-
-
-def _has(r: RunRecord, name: str, raw: str) -> bool:
-    found, value = setting_of(r, name)
-    try:
-        return found and parse_like(raw, value, name) == value
-    except BadValue:
-        return False
 
 
 # ---- formatting --------------------------------------------------------------------------------------

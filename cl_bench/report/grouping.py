@@ -53,7 +53,19 @@ def setting_of(r: RunRecord, name: str):
     return (True, defaults[name]) if name in defaults else (False, None)
 
 
-def _matches(r: RunRecord, where: Mapping[str, str]) -> bool:
+def check_where_names(records: Sequence[RunRecord], where: Mapping[str, str], skip: Sequence[str] = ()) -> None:
+    """A ``--where`` name that none of ``records`` (strategies in ``skip`` aside) has is an error (a typo
+    would otherwise silently select nothing)."""
+    unknown = [k for k in where if not any(setting_of(r, k)[0] for r in records if r.strategy not in skip)]
+    if unknown and records:
+        raise ValueError(
+            f"--where: no run has a setting named {', '.join(unknown)} (names are hyperparameters, "
+            f"protocol settings such as epochs or precision, and scenario options)"
+        )
+
+
+def matches_where(r: RunRecord, where: Mapping[str, str]) -> bool:
+    """Every ``where`` setting of ``r`` equals the given value, typed like the stored one."""
     for name, raw in where.items():
         found, value = setting_of(r, name)
         try:
@@ -77,12 +89,7 @@ def select_records(
     hyperparameter, protocol setting or scenario option to a value (typed like the stored one); a name
     that no run has is an error (a typo would otherwise silently select nothing)."""
     where = dict(where or {})
-    unknown = [k for k in where if not any(setting_of(r, k)[0] for r in records if r.strategy not in REFERENCES)]
-    if unknown and records:
-        raise ValueError(
-            f"--where: no run has a setting named {', '.join(unknown)} (names are hyperparameters, "
-            f"protocol settings such as epochs or precision, and scenario options)"
-        )
+    check_where_names(records, where, skip=REFERENCES)
     return [
         r
         for r in records
@@ -90,7 +97,7 @@ def select_records(
         and (not strategies or r.strategy in strategies or r.strategy in REFERENCES)
         and (seeds is None or r.seed in seeds)
         and (not tags or set(tags) & set(r.tags) or r.strategy in REFERENCES)
-        and (not where or r.strategy in REFERENCES or _matches(r, where))
+        and (not where or r.strategy in REFERENCES or matches_where(r, where))
     ]
 
 
