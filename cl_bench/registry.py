@@ -96,12 +96,18 @@ class StrategyFileError(ValueError):
     """A user strategy file that cannot be imported (syntax error, failing import): where and why."""
 
 
-def load_from_file(spec: str) -> type[Strategy]:
-    """``path/to/file.py:ClassName`` -> the class (a third-party strategy not installed as a package)."""
+def strategy_file(spec: str) -> tuple[Path, str]:
+    """``path/to/file.py:ClassName`` -> (the existing file, the class name), or FileNotFoundError."""
     path, _, cls_name = spec.rpartition(":")
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"strategy file {file} does not exist (expected path/to/file.py:ClassName)")
+    return file, cls_name
+
+
+def load_from_file(spec: str) -> type[Strategy]:
+    """``path/to/file.py:ClassName`` -> the class (a third-party strategy not installed as a package)."""
+    file, cls_name = strategy_file(spec)
     mod_name = f"cl_bench_user_{file.stem}"
     module_spec = importlib.util.spec_from_file_location(mod_name, file)
     if module_spec is None:

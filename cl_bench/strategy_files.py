@@ -24,6 +24,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from cl_bench.registry import strategy_file
 from cl_bench.strategy import NoHparams, Strategy, hparam
 
 
@@ -33,10 +34,7 @@ class StaticReadError(ValueError):
 
 def static_strategy(spec: str) -> type[Strategy]:
     """A stand-in for the class ``spec`` (``path/file.py:Class``) with its name and Hparams."""
-    path, _, cls_name = spec.rpartition(":")
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"strategy file {file} does not exist (expected path/to/file.py:ClassName)")
+    file, cls_name = strategy_file(spec)
     try:
         tree = ast.parse(file.read_bytes(), filename=str(file))
     except SyntaxError as e:
