@@ -13,6 +13,7 @@ report() {  # STORE OUT_DIR [report options]
     cl-bench report --store "$store" --paper --figures "$out/figures" --html "$out/report.html" "$@" > /dev/null
 }
 report reports/mixture_mini/runs.db reports/mixture_mini --tag mini
+report reports/mixture_smoke/runs.db reports/mixture_smoke --tag smoke
 report reports/cifar/runs.db reports/cifar --tag cifar-r1
 # the earlier reduced-scale runs (r1, r2, r2m, bf16) of split/permuted MNIST and the mixture; HAT's row on
 # split MNIST r1 is the setting its s_max x c sweep selected on validation (runs made before sweeps tagged it)

@@ -117,8 +117,9 @@ def sweep_command(
     quiet,
 ):
     """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/). FILE may
-    also name a bundled preset: `mini` (the mixture's laptop-sized benchmark). Exits with status 1 when a
-    run failed or diverged (in this call, or stored as failed)."""
+    also name a bundled preset: `mini` (the mixture under the paper's protocol and selection, <= 300
+    samples per task, 3 seeds) or `smoke` (15 epochs: does every strategy run). Exits with status 1 when
+    a run failed or diverged (in this call, or stored as failed)."""
     sweep = _load_or_fail(file, run_code=not dry_run)
     if measure:
         cores = os.cpu_count() or 1

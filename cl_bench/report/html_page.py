@@ -23,7 +23,7 @@ import numpy as np
 
 from cl_bench.report.build import RULE, Report
 from cl_bench.report.figures import FigureItem, mean_matrices
-from cl_bench.report.paper import compared_columns, comparison_cells, paper_values, rank_correlation
+from cl_bench.report.paper import compared_columns, comparison_cells, correlation_text, paper_values
 from cl_bench.report.style import strategy_colors
 from cl_bench.report.tables import LEGEND, cell_seeds, row_label, row_notes, section_heading, table_columns
 from cl_bench.runner import code_version
@@ -118,12 +118,9 @@ def comparison_html(part) -> str:
         rows.append(f"<tr><td class=l>{_e(row_label(r))}</td>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     out = f"<table>{''.join(rows)}</table>"
     if scenario == "mixture":
-        rho, n = rank_correlation(part, scenario)
         out += (
             f"<p>Spearman rank correlation of our &rho;<sup>&le;{T}</sup> with Table 1's &rho;<sup>&le;8</sup> "
-            f"over {n} strategies: {'n/a' if np.isnan(rho) else f'{rho:.2f}'}"
-            + ("" if T == 8 else f" (ours ends at task {T}, the paper's at 8)")
-            + ".</p>"
+            f"{_e(correlation_text(part, scenario, T))}.</p>"
         )
     return out + f"<p class=scale>{_e(part['scale'].iloc[0])}</p>"
 

@@ -5,7 +5,6 @@ LaTeX (the provenance in captions and notes under each table, the launch command
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cl_bench.report.grouping import section_slug
-from cl_bench.report.paper import compared_columns, comparison_cells, paper_values, rank_correlation
+from cl_bench.report.paper import compared_columns, comparison_cells, correlation_text, paper_values
 from cl_bench.report.tables import cell_seeds, row_label, row_notes, section_heading, sections_of, table_columns
 
 UNICODE = {
@@ -144,11 +143,10 @@ def format_comparison_latex(table: pd.DataFrame) -> str:
             out.append(f"{tex(row_label(r))} & " + " & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         if key[0] == "mixture":
-            rho, n = rank_correlation(part, key[0])
             out.append(
                 f"\\par\\smallskip{{\\footnotesize Spearman rank correlation of our "
-                f"$\\rho^{{\\leq {T}}}$ with Table 1's $\\rho^{{\\leq 8}}$ over {n} strategies: "
-                f"{'n/a' if math.isnan(rho) else f'${rho:.2f}$'}.\\par}}"
+                f"$\\rho^{{\\leq {T}}}$ with Table 1's $\\rho^{{\\leq 8}}$ "
+                f"{tex(correlation_text(part, key[0], T))}.\\par}}"
             )
         out += ["\\end{table}", ""]
     return "\n".join(out) if out else "% (the paper gives no number for these scenarios)"

@@ -88,6 +88,8 @@ def rho_table(
             s = summarize(values)
             row |= {label_: s.mean, f"{label_} std": s.std, f"{label_} ci95": s.ci95}
         row |= {
+            # per seed, for statistics over seeds (the paper comparison's bootstrap interval); JSON text
+            "rho<=T by seed": json.dumps({str(m.record.seed): m.rho_upto[-1] for m in with_refs}),
             "rho n/a": _reasons(ms),
             "launch": "; ".join(sorted({runnable(c, store) for m in ms for c in m.commands})),
             "scale": scale.text(),

@@ -1,11 +1,19 @@
 """cl_bench.report.paper: the paper's numbers and the rank correlation with Table 1."""
 
+import json
 import math
 
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
-from cl_bench.report.paper import TABLE_1, format_comparison, rank_correlation
+from cl_bench.report.paper import (
+    TABLE_1,
+    correlation_text,
+    format_comparison,
+    rank_correlation,
+    rank_correlation_interval,
+)
 
 
 def _table(values: dict[str, float], scenario="mixture", T=8) -> pd.DataFrame:
@@ -36,3 +44,55 @@ def test_comparison_puts_the_paper_beside_ours():
     split = format_comparison(_table({"hat": 0.0}, scenario="split_mnist", T=2))
     assert "| hat | 50.00 | 99.00 |" in split
     assert "no number" in format_comparison(_table({"hat": 0.0}, scenario="elsewhere"))
+
+
+def _seeded_table(per_seed: dict[str, dict[int, float]]) -> pd.DataFrame:
+    rows = []
+    for s, by_seed in per_seed.items():
+        mean = sum(by_seed.values()) / len(by_seed)
+        rows.append(
+            {
+                "scenario": "mixture",
+                "options": "{}",
+                "strategy": s,
+                "rho<=2": math.nan,
+                "rho<=T": mean,
+                "A<=T": 0.5,
+                "T": 6,
+                "rho<=T by seed": json.dumps({str(k): v for k, v in by_seed.items()}),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_interval_over_two_seeds_spans_the_three_possible_draws():
+    # With seeds a and b a draw is (a, a), (b, b) or (a, b)/(b, a): each has probability >= 1/4, so the
+    # 2.5% and 97.5% percentiles are the smallest and largest of the three Spearman values, which
+    # scipy computes here directly from the per-seed values (not through the code under test).
+    per_seed = {
+        "lfl": {0: -0.9, 1: -0.2},
+        "sgd": {0: -0.5, 1: -0.6},
+        "ewc": {0: -0.3, 1: -0.8},
+        "hat": {0: -0.1, 1: -0.4},
+    }
+    paper = [TABLE_1[s][1] for s in per_seed]
+    draws = [(0, 0), (1, 1), (0, 1)]
+    values = [spearmanr([sum(per_seed[s][k] for k in d) / 2 for s in per_seed], paper)[0] for d in draws]
+    low, high, k = rank_correlation_interval(_seeded_table(per_seed))
+    assert k == 2
+    assert (low, high) == (pytest.approx(min(values)), pytest.approx(max(values)))
+    assert min(values) < max(values)  # the seeds disagree, so the interval is not a point
+
+
+def test_bootstrap_interval_collapses_when_seeds_agree_and_needs_two_seeds():
+    same = {s: {0: rT, 1: rT, 2: rT} for s, (_, rT) in TABLE_1.items()}
+    assert rank_correlation_interval(_seeded_table(same)) == (pytest.approx(1.0), pytest.approx(1.0), 3)
+    one = {s: {0: rT} for s, (_, rT) in TABLE_1.items()}
+    low, high, k = rank_correlation_interval(_seeded_table(one))
+    assert math.isnan(low) and math.isnan(high) and k == 1
+    assert "bootstrap" not in correlation_text(_seeded_table(one), "mixture", 6)
+    text = correlation_text(_seeded_table(same), "mixture", 6)
+    assert "1.00 (95% bootstrap interval over 3 seeds: [1.00, 1.00]); ours ends at task 6" in text
+    # only the seeds every strategy has count: seed 2 of one strategy alone is ignored
+    ragged = dict(same, hat={0: -0.06, 1: -0.06})
+    assert rank_correlation_interval(_seeded_table(ragged))[2] == 2

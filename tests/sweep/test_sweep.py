@@ -361,19 +361,31 @@ def test_a_killed_worker_is_retried_once_then_its_run_stored_as_failed(tmp_path)
     assert failed.strategy.endswith(":AlwaysKilled") and "died twice" in failed.error
 
 
-def test_bundled_mini_preset_resolves_by_name_and_covers_table_1():
+def test_bundled_presets_resolve_by_name_and_cover_table_1():
     import click
 
     from cl_bench.cli.sweep import sweep_file
     from cl_bench.sweep import bundled_sweeps, load_sweep
+    from cl_bench.trainer import PRESETS
 
-    assert "mini" in bundled_sweeps()
-    sweep = load_sweep(sweep_file("mini"))
-    strategies = {c.strategy for c in sweep.cells}
+    assert {"mini", "smoke"} <= set(bundled_sweeps())
     table_1 = {"sgd", "sgd_frozen", "ewc", "imm_mean", "imm_mode", "lwf", "lfl", "pathnet", "pnn", "hat"}
-    assert strategies == table_1 | {"joint", "random"}
-    assert {c.scenario for c in sweep.cells} == {"mixture"}
-    assert all(c.options["allow_missing"] and c.options["max_train_per_task"] == 1000 for c in sweep.cells)
-    assert {p.protocol.epochs for c in sweep.cells for p in c.points} == {15}
+    mini, smoke = load_sweep(sweep_file("mini")), load_sweep(sweep_file("smoke"))
+    for sweep in (mini, smoke):
+        assert {c.strategy for c in sweep.cells} == table_1 | {"joint", "random"}
+        assert {c.scenario for c in sweep.cells} == {"mixture"}
+        assert all(c.options["allow_missing"] for c in sweep.cells)
+    # mini: the paper's protocol untouched (200 epochs, its early stop), selection on seed 0 by validation,
+    # then three seeds; a grid of three around the authors' value for each main hyperparameter
+    assert all(p.protocol == PRESETS["paper"] for c in mini.cells for p in c.points)
+    assert {c.options["max_train_per_task"] for c in mini.cells} == {300}
+    assert (mini.select.seed, mini.select.metric, tuple(mini.select.then_seeds)) == (0, "valid_acc", (0, 1, 2))
+    grids = {c.strategy: len(c.points) for c in mini.cells if c.role != "reference"}
+    assert grids == {s: 3 for s in ("ewc", "imm_mean", "imm_mode", "lwf", "lfl", "hat")} | {
+        s: 1 for s in ("sgd", "sgd_frozen", "pathnet", "pnn")
+    }
+    # smoke: the old 15-epoch check
+    assert {c.options["max_train_per_task"] for c in smoke.cells} == {1000}
+    assert {p.protocol.epochs for c in smoke.cells for p in c.points} == {15}
     with pytest.raises(click.ClickException, match="bundled: .*mini"):
         sweep_file("no-such-preset")
