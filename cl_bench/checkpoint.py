@@ -117,6 +117,7 @@ def save(
     trainer,
     accuracy: np.ndarray,
     identity: dict[str, Any] | None = None,
+    valid_accuracy: np.ndarray | None = None,
 ) -> bool:
     """Write the state after task ``next_task - 1`` atomically: a reader sees the old file or the new
     one, never half of one, whatever kills the process. A folder that cannot be written (a full disk,
@@ -133,6 +134,9 @@ def save(
         "model": {k: v.detach().cpu() for k, v in strategy.model.state_dict().items()},
         "strategy": strategy_state,
         "accuracy": torch.from_numpy(np.asarray(accuracy[:next_task], dtype=np.float64)),
+        "valid_accuracy": None
+        if valid_accuracy is None
+        else torch.from_numpy(np.asarray(valid_accuracy[:next_task], dtype=np.float64)),
         "history": [dataclasses.asdict(h) for h in trainer.history],
         "trainer_rng": trainer.generator.get_state(),
         "rng": _rng_state(strategy.device),
@@ -197,8 +201,11 @@ def load(path: Path, run_id: str, identity: dict[str, Any] | None = None) -> dic
     return payload
 
 
-def restore(payload: dict[str, Any], strategy, trainer, accuracy: np.ndarray) -> int:
-    """Put a loaded checkpoint back into a freshly built strategy and trainer; returns the next task."""
+def restore(
+    payload: dict[str, Any], strategy, trainer, accuracy: np.ndarray, valid_accuracy: np.ndarray | None = None
+) -> int:
+    """Put a loaded checkpoint back into a freshly built strategy and trainer; returns the next task.
+    A checkpoint written before validation rows were kept leaves ``valid_accuracy``'s rows NaN."""
     k = int(payload["next_task"])
     strategy.model.load_state_dict(payload["model"])
     if callable(getattr(strategy, "load_state_dict", None)):
@@ -206,6 +213,8 @@ def restore(payload: dict[str, Any], strategy, trainer, accuracy: np.ndarray) ->
     elif payload["strategy"]:
         raise CheckpointError(f"checkpoint holds strategy state but {type(strategy).__name__} has no load_state_dict()")
     accuracy[:k] = payload["accuracy"].numpy()
+    if valid_accuracy is not None and payload.get("valid_accuracy") is not None:
+        valid_accuracy[:k] = payload["valid_accuracy"].numpy()
     trainer.history = [EpochLog(**h) for h in payload["history"]]
     trainer.generator.set_state(payload["trainer_rng"])
     _set_rng_state(payload["rng"], strategy.device)

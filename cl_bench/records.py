@@ -11,6 +11,15 @@ from typing import Any
 
 import numpy as np
 
+# The runner's own entry in a run's ``monitoring`` (beside each strategy's, e.g. "hat"): the validation
+# accuracy matrix, stored there so that stores of any schema version hold it.
+VALIDATION = "validation"
+
+
+def validation_monitoring(valid_accuracy: np.ndarray) -> dict[str, Any]:
+    """``monitoring[VALIDATION]`` for a (T, T) matrix: rows as lists, None where not measured."""
+    return {"accuracy": [[None if np.isnan(v) else float(v) for v in row] for row in valid_accuracy]}
+
 
 def config_hash(config: dict[str, Any]) -> str:
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
@@ -42,6 +51,14 @@ class RunRecord:
     @property
     def n_tasks(self) -> int | None:
         return None if self.accuracy is None else int(self.accuracy.shape[0])
+
+    @property
+    def valid_accuracy(self) -> np.ndarray | None:
+        """(T, T) accuracy on each task's validation split after each task (NaN above the diagonal and
+        where not measured), what hyperparameter selection may read instead of the test matrix; None
+        for runs stored before it was recorded."""
+        rows = (self.monitoring or {}).get(VALIDATION, {}).get("accuracy")
+        return None if rows is None else np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """One run: a strategy x scenario x seed under a protocol, from configuration to stored record.
 
 ``execute`` claims the configuration (cl_bench.claims), builds the scenario, serves a finished run of
-the same identity (cl_bench.identity) or trains, checkpointing after each task (cl_bench.checkpoint),
-and stores the run as one attempt (cl_bench.store: a failure never replaces a finished result). A
+the same identity (cl_bench.identity) or trains, checkpointing after each task (cl_bench.checkpoint).
+After each task it measures every task so far on its test split (the accuracy matrix) and on its
+validation split (``monitoring["validation"]``, what hyperparameter selection reads), and stores the run as one attempt (cl_bench.store: a failure never replaces a finished result). A
 ``Logger`` (cl_bench.loggers) given to ``execute`` hears of the run per epoch and per task."""
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cl_bench.identity import current_identity, resolve
 from cl_bench.loggers import Logger
 from cl_bench.metrics import step_metrics
 from cl_bench.ranges import Range
+from cl_bench.records import VALIDATION, validation_monitoring
 from cl_bench.registry import build_scenario, get_strategy
 from cl_bench.store import RunRecord, Saved, Store, config_hash
 from cl_bench.strategy import Strategy
@@ -241,10 +243,11 @@ def _execute(
         trainer.prepare(strategy)
         T = len(scenario.tasks)
         acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
+        valid_acc = np.full((T, T), np.nan)  # the same on validation splits: what selection reads
         first = 0
         saved_state = ckpt.load(ckpt_path, run_id, identity) if ckpt_path is not None and not force else None
         if saved_state is not None:  # resume after the last checkpointed task, every RNG as it was then
-            first = ckpt.restore(saved_state, strategy, trainer, acc)
+            first = ckpt.restore(saved_state, strategy, trainer, acc, valid_acc)
             if saved_state["code_version"] != version:
                 record.code_version = f"{version} (tasks 1-{first} by {saved_state['code_version']})"
         for t in range(first, T):
@@ -253,6 +256,7 @@ def _execute(
             strategy.after_task(t)
             for tau in range(t + 1):
                 acc[t, tau] = trainer.test_accuracy(strategy, tau)
+                valid_acc[t, tau] = trainer.valid_accuracy(strategy, tau)
             if ckpt_path is not None and t < T - 1:
                 ckpt.save(
                     ckpt_path,
@@ -263,12 +267,13 @@ def _execute(
                     trainer=trainer,
                     accuracy=acc,
                     identity=identity,
+                    valid_accuracy=valid_acc,
                 )
             if logger is not None:
                 logger.log_task(t, acc[t, : t + 1], step_metrics(acc, t))
             if on_task:
                 on_task(t, acc)
-        record.monitoring = strategy.monitoring()
+        record.monitoring = {**strategy.monitoring(), VALIDATION: validation_monitoring(valid_acc)}
         record.status = "finished"
     except DivergedError as e:
         record.status, record.error = "failed", f"diverged: {e}"

@@ -231,6 +231,10 @@ class Trainer:
         """Accuracy on task t's test split with its own head (and the strategy's ``predict``)."""
         return self.accuracy(strategy, self.data(t, "test"))
 
+    def valid_accuracy(self, strategy: Strategy, t: int) -> float:
+        """Accuracy on task t's validation split, as ``test_accuracy``: what selection may use."""
+        return self.accuracy(strategy, self.data(t, "valid"))
+
     @torch.no_grad()
     def accuracy(self, strategy: Strategy, data: Data) -> float:
         """Accuracy of ``strategy.predict`` on ``data``, in eval mode."""

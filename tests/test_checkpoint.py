@@ -22,6 +22,13 @@ def _tiny(seed=0, data_root_path=None, download=False):
     return make_scenario(n_tasks=3, seed=seed)
 
 
+@register_scenario("tiny_valid_is_test", "3 synthetic tasks whose validation split is the test split (tests only)")
+def _valid_is_test(seed=0, data_root_path=None, download=False):
+    scenario = make_scenario(n_tasks=3, seed=seed)
+    scenario.tasks = [dataclasses.replace(task, valid=task.test) for task in scenario.tasks]
+    return scenario
+
+
 PROTOCOL = PRESETS["quick"].replace(epochs=2)
 
 
@@ -63,6 +70,10 @@ def test_resumed_run_equals_uninterrupted(tmp_path, strategy, after_task):
     record, trained = interrupted_then_resumed(config, store, after_task)
     assert trained == list(range(after_task + 1, 3))  # only the missing tasks were trained again
     np.testing.assert_array_equal(record.accuracy, reference.accuracy)
+    # the validation matrix (what selection reads) is carried through the checkpoint too
+    np.testing.assert_array_equal(record.valid_accuracy, reference.valid_accuracy)
+    assert not np.isnan(np.tril(reference.valid_accuracy)).any()
+    assert not np.array_equal(reference.valid_accuracy, reference.accuracy)  # its own split, not the test one
     # every epoch's losses and accuracies, restored ones included
     assert without_timings(record.history) == without_timings(reference.history)
     assert not ckpt.checkpoint_path(store.path, config.run_id()).exists()  # deleted once stored
@@ -183,3 +194,14 @@ def test_restored_state_moves_to_the_strategy_s_device(name):
     strategy.load_state_dict(state)
     kept = [getattr(strategy, a) for a in ("anchor", "fisher", "previous") if getattr(strategy, a, None) is not None]
     assert kept and all(t.device.type == "meta" for d in kept for t in d.values())
+
+
+def test_validation_matrix_is_measured_like_the_test_matrix(tmp_path):
+    """With the test split as validation split the two matrices must be equal cell for cell: same
+    tasks, same heads, same rows; and it is stored with the run (monitoring.validation)."""
+    config = RunConfig("sgd", "tiny_valid_is_test", 0, {}, PROTOCOL)
+    record = execute(config, Store(tmp_path / "runs.db"))
+    np.testing.assert_array_equal(record.valid_accuracy, record.accuracy)
+    stored = Store(tmp_path / "runs.db").get(config.run_id())
+    np.testing.assert_array_equal(stored.valid_accuracy, record.accuracy)
+    assert stored.monitoring["validation"]["accuracy"][0][1] is None  # above the diagonal: not measured

@@ -4,8 +4,14 @@ A ``Sweep`` is cells (scenario with options x strategy) of grid points. ``Sweep.
 every run known now with its status in the store. With ``select`` (the paper's protocol, Sec. 4.1,
 the authors' code) the whole grid runs on ``select.seed``, the point with the best validation score is
 chosen per cell, and only that point runs on ``then_seeds``; test accuracy never takes part. The score
-(``validation_score``) is the mean over tasks of the validation metric of the weights the trainer kept
-for each task, i.e. of the epoch with the lowest (regularised) validation loss (as the authors' protocol).
+(``validation_score``), one of ``METRICS``:
+
+- ``final_valid_acc`` (default): the final model's accuracy on every task's validation split, averaged
+  over tasks, A^{<=T} on validation data. It counts forgetting, so it can choose a stability knob
+  (EWC's lambda, HAT's c); the paper does not say what its seed-0 search maximised.
+- ``valid_acc`` / ``valid_loss``: the mean over tasks of that validation metric of the weights the trainer
+  kept for each task (the epoch with the lowest regularised validation loss), measured right after the
+  task was learned: how well each task is learned, blind to forgetting (for knobs such as the lr).
 """
 
 from __future__ import annotations
@@ -14,12 +20,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from cl_bench.checkpoint import checkpoint_path
 from cl_bench.runner import RunConfig
-from cl_bench.store import Store
+from cl_bench.store import RunRecord, Store
 from cl_bench.trainer import Protocol
 
-METRICS = {"valid_acc": max, "valid_loss": min}  # how to pick the best value of each score
+METRICS = {"final_valid_acc": max, "valid_acc": max, "valid_loss": min}  # how to pick the best of each score
+NO_FINAL_VALIDATION = (
+    "the search runs have no validation accuracy after the last task (made before cl-bench recorded "
+    "it): select with metric valid_acc, or run them again (cl-bench run ... --force)"
+)
 NOTHING_TO_CHOOSE = "every search run failed"
 # Tag of the runs of a chosen point on then_seeds: the report shows the selected setting by default.
 SELECTED_TAG = "selected:"  # + the sweep's name
@@ -58,7 +70,7 @@ class Cell:
 @dataclass(frozen=True)
 class Select:
     seed: int = 0
-    metric: str = "valid_acc"
+    metric: str = "final_valid_acc"
     then_seeds: tuple[int, ...] = (0, 1, 2)
 
 
@@ -141,13 +153,16 @@ def _fill_status(store: Store, items: list[PlanItem]) -> None:
 
 
 # ---- selection ---------------------------------------------------------------------------------------
-def validation_score(history: list[dict[str, Any]], metric: str = "valid_acc") -> float:
-    """Mean over tasks of ``metric`` at each task's epoch of lowest validation loss: the weights the
-    trainer restored and kept (as the authors' code). Uses validation data only, never test."""
+def validation_score(record: RunRecord, metric: str = "final_valid_acc") -> float:
+    """A finished run's score for ``metric`` (module docstring), from validation data only, never test;
+    NaN when the run has none (``final_valid_acc`` of a run stored before it was recorded)."""
     if metric not in METRICS:
         raise SweepError(f"unknown selection metric {metric!r}; valid: {', '.join(METRICS)}")
+    if metric == "final_valid_acc":
+        valid = record.valid_accuracy
+        return math.nan if valid is None or np.isnan(valid[-1]).any() else float(valid[-1].mean())
     by_task: dict[int, list[dict[str, Any]]] = {}
-    for log in history:
+    for log in record.history:
         by_task.setdefault(log["task"], []).append(log)
     if not by_task:
         return math.nan
@@ -164,11 +179,12 @@ def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | N
     scored = []
     for item in search:
         if item.status == "finished":
-            score = validation_score(store.get(item.run_id).history, metric)
+            score = validation_score(store.get(item.run_id), metric)
             if not math.isnan(score):
                 scored.append((score, item.point))
     if not scored:
-        return None, NOTHING_TO_CHOOSE
+        finished = any(item.status == "finished" for item in search)
+        return None, NO_FINAL_VALIDATION if finished and metric == "final_valid_acc" else NOTHING_TO_CHOOSE
     best = METRICS[metric](s for s, _ in scored)
     return next(p for s, p in scored if s == best), ""
 

@@ -14,7 +14,7 @@ A sweep file (every key optional but the scenario(s) and ``strategies``)::
     protocol: {preset: paper, epochs: 10}   # cl_bench.trainer.Protocol fields; a list is a grid axis
     references: true                   # adds Joint and Random per scenario and seed, for rho (Eq. 6)
     tags: [r1]
-    select: {seed: 0, metric: valid_acc, then_seeds: [0, 1, 2]}   # instead of `seeds`
+    select: {seed: 0, metric: final_valid_acc, then_seeds: [0, 1, 2]}   # instead of `seeds`
     loggers: [jsonl]                   # file / dashboard loggers of every run (cl_bench.loggers)
 
 Without ``select`` every grid point runs on every seed; with it, see cl_bench.sweep.plan. Values are
@@ -326,7 +326,7 @@ def _select(value: Any, source: str) -> Select | None:
     bad = sorted(set(value) - {"seed", "metric", "then_seeds"})
     if bad:
         raise SweepError(f"{source}: select has no key {', '.join(bad)}; accepted: seed, metric, then_seeds")
-    metric = value.get("metric", "valid_acc")
+    metric = value.get("metric", "final_valid_acc")
     if metric not in METRICS:
         raise SweepError(
             f"{source}: select.metric {metric!r} unknown; valid: {', '.join(METRICS)} "

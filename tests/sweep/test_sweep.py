@@ -2,6 +2,7 @@
 and a sweep killed with SIGKILL that a second invocation completes exactly."""
 
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -17,9 +18,10 @@ from click.testing import CliRunner
 from conftest import make_scenario, requires_mnist
 
 from cl_bench.cli.sweep import status_command
+from cl_bench.records import validation_monitoring
 from cl_bench.registry import get_strategy, register_scenario
 from cl_bench.runner import RunConfig
-from cl_bench.store import Store
+from cl_bench.store import RunRecord, Store
 from cl_bench.sweep import SweepError, load_sweep, parse_sweep, run_sweep, validation_score
 from cl_bench.trainer import PRESETS, Protocol
 
@@ -149,8 +151,33 @@ def test_validation_score_uses_each_tasks_kept_epoch():
         _log(1, 1, 0.3, 0.80),
         _log(1, 2, 0.3, 0.99),
     ]  # tie: the first minimum is kept
-    assert validation_score(history, "valid_acc") == pytest.approx((0.70 + 0.80) / 2)
-    assert validation_score(history, "valid_loss") == pytest.approx((0.4 + 0.3) / 2)
+    record = _record("r", 1.0, history=history, final_valid=[0.5, 0.6])
+    assert validation_score(record, "valid_acc") == pytest.approx((0.70 + 0.80) / 2)
+    assert validation_score(record, "valid_loss") == pytest.approx((0.4 + 0.3) / 2)
+    # the default: the final model on every task's validation split (the last row), mean over tasks
+    assert validation_score(record) == pytest.approx((0.5 + 0.6) / 2)
+    assert math.isnan(validation_score(_record("r", 1.0, history=history)))  # stored before it was recorded
+
+
+def _record(run_id, lamb, history=(), final_valid=None, test=0.5):
+    """A finished ewc run of tiny_sweep (2 tasks) with a validation matrix whose last row is ``final_valid``."""
+    monitoring = {}
+    if final_valid is not None:
+        valid = np.array([[0.9, np.nan], final_valid])
+        monitoring = {"validation": validation_monitoring(valid)}
+    return RunRecord(
+        run_id,
+        "ewc",
+        "tiny_sweep",
+        7,
+        {"lamb": lamb},
+        {},
+        {},
+        "finished",
+        accuracy=np.array([[test, np.nan], [test, test]]),
+        history=list(history),
+        monitoring=monitoring,
+    )
 
 
 def test_selection_waits_for_the_whole_search_then_picks_by_validation(tmp_path):
@@ -167,47 +194,43 @@ def test_selection_waits_for_the_whole_search_then_picks_by_validation(tmp_path)
     sgd = sorted((i.phase, i.config.seed) for i in plan.items if i.config.strategy == "sgd")
     assert sgd == [("search", 7), ("selected", 0)]  # one point: no need to wait; seed 7 run once
 
-    from cl_bench.store import RunRecord
-
-    scores = {1.0: 0.6, 2.0: 0.9, 3.0: 0.8}  # validation accuracy per lamb
-    tests = {1.0: 0.99, 2.0: 0.10, 3.0: 0.99}  # test accuracy must play no part
+    # lamb=1 learns each task best (valid_acc) but forgets (its final row is low): the default metric,
+    # final_valid_acc, must choose lamb=2, and test accuracy (best for lamb 1 and 3) must play no part
+    just_learned = {1.0: 0.95, 2.0: 0.7, 3.0: 0.8}
+    final = {1.0: [0.3, 0.9], 2.0: [0.9, 0.9], 3.0: [0.8, 0.8]}
+    tests = {1.0: 0.99, 2.0: 0.10, 3.0: 0.99}
     for item in ewc[:2]:
         lamb = item.config.hparams["lamb"]
-        store.save(
-            RunRecord(
-                item.run_id,
-                "ewc",
-                "tiny_sweep",
-                7,
-                {"lamb": lamb},
-                {},
-                {},
-                "finished",
-                accuracy=np.array([[tests[lamb]]]),
-                history=[_log(0, 1, 0.5, scores[lamb])],
-            )
-        )
+        history = [_log(0, 1, 0.5, just_learned[lamb]), _log(1, 1, 0.5, just_learned[lamb])]
+        store.save(_record(item.run_id, lamb, history, final[lamb], tests[lamb]))
     assert [c.strategy for c, _ in sweep.plan(store).waiting] == ["ewc"]  # lamb=3 still missing
     item = ewc[2]
-    store.save(
-        RunRecord(
-            item.run_id,
-            "ewc",
-            "tiny_sweep",
-            7,
-            {"lamb": 3.0},
-            {},
-            {},
-            "finished",
-            accuracy=np.array([[0.99]]),
-            history=[_log(0, 1, 0.5, scores[3.0])],
-        )
-    )
+    history = [_log(0, 1, 0.5, just_learned[3.0]), _log(1, 1, 0.5, just_learned[3.0])]
+    store.save(_record(item.run_id, 3.0, history, final[3.0], tests[3.0]))
     plan = sweep.plan(store)
     assert not plan.waiting
     selected = [i for i in plan.items if i.config.strategy == "ewc" and i.phase == "selected"]
     assert [(i.config.hparams["lamb"], i.config.seed) for i in selected] == [(2.0, 0)]  # seed 7 is done
     assert {i.config.seed for i in plan.items if i.config.hparams.get("lamb") == 2.0} == {0, 7}
+    # the same runs chosen by valid_acc (each task right after learning it): lamb=1
+    by_learning = dataclasses.replace(sweep, select=dataclasses.replace(sweep.select, metric="valid_acc"))
+    chosen = [i for i in by_learning.plan(store).items if i.phase == "selected" and i.config.strategy == "ewc"]
+    assert [i.config.hparams["lamb"] for i in chosen] == [1.0]
+
+
+def test_final_validation_selection_waits_with_a_reason_for_runs_without_it(tmp_path):
+    sweep = sweep_of("""
+        scenario: tiny_sweep
+        strategies: {ewc: {lamb: [1, 2]}}
+        select: {seed: 7, then_seeds: [0]}
+    """)
+    store = Store(tmp_path / "s.db")
+    for item in sweep.plan(store).items:
+        store.save(_record(item.run_id, item.config.hparams["lamb"], [_log(0, 1, 0.5, 0.9)]))
+    plan = sweep.plan(store)
+    [(cell, why)] = plan.waiting
+    assert "no validation accuracy after the last task" in why and "valid_acc" in why
+    assert not plan.unselectable
 
 
 # ---- running -------------------------------------------------------------------------------------------
@@ -375,11 +398,11 @@ def test_bundled_presets_resolve_by_name_and_cover_table_1():
         assert {c.strategy for c in sweep.cells} == table_1 | {"joint", "random"}
         assert {c.scenario for c in sweep.cells} == {"mixture"}
         assert all(c.options["allow_missing"] for c in sweep.cells)
-    # mini: the paper's protocol untouched (200 epochs, its early stop), selection on seed 0 by validation,
-    # then three seeds; a grid of three around the authors' value for each main hyperparameter
+    # mini: the paper's protocol untouched (200 epochs, its early stop), selection on seed 0 by the final
+    # validation accuracy, then three seeds; a grid of three around the authors' value for each main knob
     assert all(p.protocol == PRESETS["paper"] for c in mini.cells for p in c.points)
     assert {c.options["max_train_per_task"] for c in mini.cells} == {300}
-    assert (mini.select.seed, mini.select.metric, tuple(mini.select.then_seeds)) == (0, "valid_acc", (0, 1, 2))
+    assert (mini.select.seed, mini.select.metric, tuple(mini.select.then_seeds)) == (0, "final_valid_acc", (0, 1, 2))
     grids = {c.strategy: len(c.points) for c in mini.cells if c.role != "reference"}
     assert grids == {s: 3 for s in ("ewc", "imm_mean", "imm_mode", "lwf", "lfl", "hat")} | {
         s: 1 for s in ("sgd", "sgd_frozen", "pathnet", "pnn")
