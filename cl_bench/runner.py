@@ -3,8 +3,9 @@
 ``execute`` claims the configuration (cl_bench.claims), builds the scenario, serves a finished run of
 the same identity (cl_bench.identity) or trains, checkpointing after each task (cl_bench.checkpoint).
 After each task it measures every task so far on its test split (the accuracy matrix) and on its
-validation split (``monitoring["validation"]``, what hyperparameter selection reads), and stores the run as one attempt (cl_bench.store: a failure never replaces a finished result). A
-``Logger`` (cl_bench.loggers) given to ``execute`` hears of the run per epoch and per task."""
+validation split (``monitoring["validation"]``, what hyperparameter selection reads), and stores the
+run as one attempt (cl_bench.store: a failure never replaces a finished result). A ``Logger``
+(cl_bench.loggers) given to ``execute`` hears of the run per epoch and per task."""
 
 from __future__ import annotations
 
