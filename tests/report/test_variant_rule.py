@@ -9,11 +9,13 @@ import dataclasses
 import io
 import textwrap
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from test_report import DATA, OPTIONS, PROTOCOL, SCENARIO, SEEDS, hand_acc_upto, matrix, synthetic_records
 
 from cl_bench.cli import main
+from cl_bench.records import validation_monitoring
 from cl_bench.registry import get_strategy, register_scenario
 from cl_bench.report import analyse, sweep_selections, variants
 from cl_bench.store import RunRecord, Store
@@ -161,6 +163,7 @@ def _record(item, tagged: bool) -> RunRecord:
     acc = matrix("hat", c.seed, 400.0, hp["c"]) if c.strategy == "hat" else matrix(c.strategy, c.seed)
     valid = {0.1: 0.9, 0.75: 0.8}.get(hp.get("c"), 0.5)  # c = 0.1 is best on validation
     history = [{"task": t, "epoch": 1, "valid_loss": 0.5, "valid_acc": valid} for t in range(3)]
+    valid_matrix = np.where(np.tri(3, dtype=bool), valid, np.nan)  # the default selection metric reads it
     return RunRecord(
         item.run_id,
         c.strategy,
@@ -174,6 +177,7 @@ def _record(item, tagged: bool) -> RunRecord:
         tags=list(c.tags) if tagged else ["old"],
         data=DATA,
         history=history,
+        monitoring={"validation": validation_monitoring(valid_matrix)},
     )
 
 
