@@ -221,16 +221,19 @@ def _echo_dry_run(sweep: Sweep, view: CurrentView, retry_failed: bool) -> None:
 def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
     rows = status_rows(sweep, view)
     header = ["scenario strategy", "grid point", "phase", "seeds", "done", "failed", "pending"]
+    if sweep.select is not None:
+        header.append(sweep.select.metric)
     table = [
         [
             r["cell"],
             r["point"],
-            r["phase"],
+            r["phase"] + (" (chosen)" if r.get("chosen") else ""),
             ",".join(map(str, r["seeds"])),
             str(r["finished"]),
             str(r["failed"]),
             f"{r['pending']}" + (f" ({r['partial']} resumable)" if r["partial"] else ""),
         ]
+        + ([f"{r['score']:.4f}" if "score" in r else ""] if sweep.select is not None else [])
         for r in rows
     ]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(header)]

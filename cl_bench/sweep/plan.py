@@ -89,6 +89,7 @@ class Plan:
     items: list[PlanItem]
     waiting: list[tuple[Cell, str]]  # cells whose selection is not decided yet, and why
     unselectable: list[Cell] = field(default_factory=list)  # every search run failed: nothing to choose
+    chosen: dict[str, Point] = field(default_factory=dict)  # cell key -> the point selection chose (grids only)
 
     def pending(self, retry_failed: bool = False) -> list[PlanItem]:
         return [i for i in self.items if i.status is None or (retry_failed and i.status == "failed")]
@@ -106,7 +107,7 @@ class Sweep:
     def plan(self, store: Store) -> Plan:
         """Every run this sweep needs that is known now, with its status in ``store``. With ``select``,
         a cell's selected runs appear once its whole search grid is in the store."""
-        items, waiting, unselectable = [], [], []
+        items, waiting, unselectable, chosen_points = [], [], [], {}
         for cell in self.cells:
             if cell.role == "reference" or self.select is None:
                 seeds = self.final_seeds() if cell.role == "reference" else self.seeds
@@ -125,13 +126,15 @@ class Sweep:
             elif chosen is None:
                 waiting.append((cell, why))
             else:
+                if len(cell.points) > 1:
+                    chosen_points[cell.key] = chosen
                 items += [self._item(cell, chosen, s, "selected") for s in self.select.then_seeds]
         unique: dict[str, PlanItem] = {}
         for item in items:  # the search run of the chosen point on a then_seed is the same run
             unique.setdefault(item.run_id, item)
         items = list(unique.values())
         _fill_status(store, items)
-        return Plan(items, waiting, unselectable)
+        return Plan(items, waiting, unselectable, chosen_points)
 
     def final_seeds(self) -> tuple[int, ...]:
         return self.select.then_seeds if self.select else self.seeds
@@ -192,7 +195,8 @@ def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | N
 # ---- status --------------------------------------------------------------------------------------------
 def status_rows(sweep: Sweep, store: Store) -> list[dict[str, Any]]:
     """One row per (scenario, strategy, grid point, phase): finished / failed / pending over seeds,
-    and pending runs with a checkpoint (resumable), plus one row per selection still waiting."""
+    and pending runs with a checkpoint (resumable), plus one row per selection still waiting. A finished
+    search run of a grid has its validation ``score`` (``select.metric``), the chosen point ``chosen``."""
     plan = sweep.plan(store)
     rows: dict[tuple, dict[str, Any]] = {}
     for item in plan.items:
@@ -212,6 +216,10 @@ def status_rows(sweep: Sweep, store: Store) -> list[dict[str, Any]]:
         )
         row["seeds"].append(item.config.seed)
         row[item.status or "pending"] += 1
+        if item.phase == "search" and len(item.cell.points) > 1:
+            row["chosen"] = plan.chosen.get(item.cell.key) == item.point
+            if item.status == "finished":
+                row["score"] = validation_score(store.get(item.run_id), sweep.select.metric)
         if item.status is None and checkpoint_path(store.path, item.run_id).exists():
             row["partial"] += 1
     out = list(rows.values())

@@ -22,7 +22,7 @@ from cl_bench.records import validation_monitoring
 from cl_bench.registry import get_strategy, register_scenario
 from cl_bench.runner import RunConfig
 from cl_bench.store import RunRecord, Store
-from cl_bench.sweep import SweepError, load_sweep, parse_sweep, run_sweep, validation_score
+from cl_bench.sweep import SweepError, load_sweep, parse_sweep, run_sweep, status_rows, validation_score
 from cl_bench.trainer import PRESETS, Protocol
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (this file is in tests/sweep/)
@@ -216,6 +216,13 @@ def test_selection_waits_for_the_whole_search_then_picks_by_validation(tmp_path)
     by_learning = dataclasses.replace(sweep, select=dataclasses.replace(sweep.select, metric="valid_acc"))
     chosen = [i for i in by_learning.plan(store).items if i.phase == "selected" and i.config.strategy == "ewc"]
     assert [i.config.hparams["lamb"] for i in chosen] == [1.0]
+    # `cl-bench status` shows each search point's score and the chosen one
+    rows = {r["point"]: r for r in status_rows(sweep, store) if r["phase"] == "search" and "lamb" in r["point"]}
+    assert {p: (r["score"], r["chosen"]) for p, r in rows.items()} == {
+        "lamb=1": (pytest.approx((0.3 + 0.9) / 2), False),
+        "lamb=2": (pytest.approx(0.9), True),
+        "lamb=3": (pytest.approx(0.8), False),
+    }
 
 
 def test_final_validation_selection_waits_with_a_reason_for_runs_without_it(tmp_path):
