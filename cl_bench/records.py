@@ -57,7 +57,8 @@ class RunRecord:
         """(T, T) accuracy on each task's validation split after each task (NaN above the diagonal and
         where not measured), what hyperparameter selection may read instead of the test matrix; None
         for runs stored before it was recorded."""
-        rows = (self.monitoring or {}).get(VALIDATION, {}).get("accuracy")
+        entry = (self.monitoring or {}).get(VALIDATION)
+        rows = entry.get("accuracy") if isinstance(entry, dict) else None
         return None if rows is None else np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
 
 

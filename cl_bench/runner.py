@@ -237,6 +237,7 @@ def _execute(
         on_epoch = _both(logger.log_epoch, on_epoch)
     trainer = None
     saved = None
+    valid_acc = None
     try:
         seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
         strategy: Strategy = strategy_cls(scenario, hparams, device=device)
@@ -274,7 +275,12 @@ def _execute(
                 logger.log_task(t, acc[t, : t + 1], step_metrics(acc, t))
             if on_task:
                 on_task(t, acc)
-        record.monitoring = {**strategy.monitoring(), VALIDATION: validation_monitoring(valid_acc)}
+        record.monitoring = strategy.monitoring()
+        if VALIDATION in record.monitoring:
+            raise ValueError(
+                f"{type(strategy).__name__}.monitoring() uses the key {VALIDATION!r}, which the runner keeps "
+                f"for the validation accuracy matrix: rename it"
+            )
         record.status = "finished"
     except DivergedError as e:
         record.status, record.error = "failed", f"diverged: {e}"
@@ -284,6 +290,8 @@ def _execute(
         if store is None:
             raise
     finally:
+        if valid_acc is not None:  # a failed run keeps the validation rows it finished, as the test rows
+            record.monitoring = {**(record.monitoring or {}), VALIDATION: validation_monitoring(valid_acc)}
         record.finished = time.time()
         record.wall_s = record.finished - started
         if trainer is not None:

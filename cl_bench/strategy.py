@@ -147,7 +147,8 @@ class Strategy:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def monitoring(self) -> dict[str, Any]:
-        """Extra results stored with the run (JSON-serialisable), e.g. HAT's capacity usage."""
+        """Extra results stored with the run (JSON-serialisable), e.g. HAT's capacity usage. The key
+        "validation" is the runner's (the validation accuracy matrix): a strategy must not use it."""
         return {}
 
     # ---- hyperparameters -----------------------------------------------------------------------

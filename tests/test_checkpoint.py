@@ -11,7 +11,7 @@ from conftest import make_scenario
 
 from cl_bench import checkpoint as ckpt
 from cl_bench.registry import all_strategies, get_strategy, register_scenario
-from cl_bench.runner import RunConfig, execute
+from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import Store
 from cl_bench.strategy import Strategy
 from cl_bench.trainer import PRESETS
@@ -205,3 +205,23 @@ def test_validation_matrix_is_measured_like_the_test_matrix(tmp_path):
     stored = Store(tmp_path / "runs.db").get(config.run_id())
     np.testing.assert_array_equal(stored.valid_accuracy, record.accuracy)
     assert stored.monitoring["validation"]["accuracy"][0][1] is None  # above the diagonal: not measured
+
+
+def test_a_failed_run_keeps_its_finished_validation_rows(tmp_path, monkeypatch):
+    sgd = get_strategy("sgd")
+    train_task = sgd.train_task
+
+    def fails_at_task_2(self, t, trainer):
+        if t == 2:
+            raise RuntimeError("out of memory, say")
+        return train_task(self, t, trainer)
+
+    monkeypatch.setattr(sgd, "train_task", fails_at_task_2)
+    config = RunConfig("sgd", "tiny_checkpoint", 0, {}, PROTOCOL)
+    store = Store(tmp_path / "runs.db")
+    with pytest.raises(RunFailed):
+        execute(config, store)
+    (failed,) = store.query("status = 'failed'")
+    valid = failed.valid_accuracy
+    assert not np.isnan(np.tril(valid[:2])).any() and np.isnan(valid[2]).all()  # rows of tasks 1-2 kept
+    np.testing.assert_array_equal(np.isnan(valid), np.isnan(failed.accuracy))

@@ -54,11 +54,25 @@ def rank_correlation(table: pd.DataFrame, scenario: str = "mixture", column: str
         for _, r in table[table["scenario"] == scenario].iterrows()
         if r["strategy"] in paper and column in paper[r["strategy"]] and not math.isnan(r[column])
     }
-    if len(ours) < 3:
+    if len(ours) < 3 or len(set(ours.values())) < 2:  # fewer than three, or all tied: undefined
         return math.nan, len(ours)
     names = sorted(ours)
     rho, _ = spearmanr([ours[n] for n in names], [paper[n][column] for n in names])
     return float(rho), len(names)
+
+
+def seed_values(table: pd.DataFrame, scenario: str = "mixture") -> dict[str, dict[str, float]]:
+    """{strategy: {seed: rho<=T}} of the rows ``rank_correlation`` compares: strategies in Table 1 with at
+    least one seed of finite rho<=T (a seed without references has none)."""
+    paper = paper_values(scenario)
+    out = {}
+    for _, r in table[table["scenario"] == scenario].iterrows():
+        text = r.get("rho<=T by seed")
+        if r["strategy"] in paper and "rho<=T" in paper[r["strategy"]] and isinstance(text, str):
+            finite = {seed: v for seed, v in json.loads(text).items() if v is not None and math.isfinite(v)}
+            if finite:
+                out[r["strategy"]] = finite
+    return out
 
 
 def rank_correlation_interval(
@@ -71,13 +85,10 @@ def rank_correlation_interval(
     correlates the means with Table 1. Only seeds every compared strategy has count. It measures how
     much the ordering depends on which seeds ran, nothing else; with k seeds there are only
     C(2k-1, k) distinct draws, so with 3 seeds the interval is coarse. NaNs when fewer than two seeds
-    or three strategies are shared; draws whose means tie everywhere (no correlation defined) are dropped."""
+    or three strategies are shared, or when every draw ties everywhere (no correlation defined; such
+    draws are dropped)."""
     paper = paper_values(scenario)
-    per_seed = {
-        r["strategy"]: json.loads(r["rho<=T by seed"])
-        for _, r in table[table["scenario"] == scenario].iterrows()
-        if r["strategy"] in paper and "rho<=T" in paper[r["strategy"]] and isinstance(r.get("rho<=T by seed"), str)
-    }
+    per_seed = seed_values(table, scenario)
     names = sorted(per_seed)
     seeds = sorted(set.intersection(*(set(v) for v in per_seed.values())), key=int) if names else []
     if len(names) < 3 or len(seeds) < 2:
@@ -92,6 +103,8 @@ def rank_correlation_interval(
     with np.errstate(invalid="ignore", divide="ignore"):
         rhos = (ours_c @ theirs_c) / denom
     rhos = rhos[np.isfinite(rhos)]
+    if not rhos.size:
+        return math.nan, math.nan, len(seeds)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(rhos, [tail, 100 - tail])
     return float(low), float(high), len(seeds)
@@ -99,10 +112,14 @@ def rank_correlation_interval(
 
 def correlation_text(table: pd.DataFrame, scenario: str, T: int) -> str:
     """'..., over 10 strategies: 0.52 (95% bootstrap interval over 3 seeds: [0.21, 0.75])' in plain text
-    (no markup), so that every output format states the correlation in the same words."""
+    (no markup), so that every output format states the correlation in the same words. Where some
+    strategy has seeds the others lack, the interval says it uses only the shared ones."""
     rho, n = rank_correlation(table, scenario)
     low, high, k = rank_correlation_interval(table, scenario)
-    interval = "" if math.isnan(low) else f" (95% bootstrap interval over {k} seeds: [{low:.2f}, {high:.2f}])"
+    per_seed = seed_values(table, scenario)
+    ragged = len({frozenset(v) for v in per_seed.values()}) > 1
+    which = f"the {k} seeds every strategy has" if ragged else f"{k} seeds"
+    interval = "" if math.isnan(low) else f" (95% bootstrap interval over {which}: [{low:.2f}, {high:.2f}])"
     return f"over {n} strategies: {'n/a' if math.isnan(rho) else f'{rho:.2f}'}{interval}" + (
         "" if T == 8 else f"; ours ends at task {T}, the paper's at 8"
     )

@@ -29,8 +29,8 @@ from cl_bench.trainer import Protocol
 
 METRICS = {"final_valid_acc": max, "valid_acc": max, "valid_loss": min}  # how to pick the best of each score
 NO_FINAL_VALIDATION = (
-    "the search runs have no validation accuracy after the last task (made before cl-bench recorded "
-    "it): select with metric valid_acc, or run them again (cl-bench run ... --force)"
+    "search runs have no validation accuracy after the last task (made before cl-bench recorded it): "
+    "select with metric valid_acc, or run them again (cl-bench run ... --force)"
 )
 NOTHING_TO_CHOOSE = "every search run failed"
 # Tag of the runs of a chosen point on then_seeds: the report shows the selected setting by default.
@@ -179,15 +179,18 @@ def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | N
     missing = [i for i in search if i.status is None]
     if missing:
         return None, f"{len(missing)} of {len(search)} search runs not done"
-    scored = []
+    scored, unscored = [], 0
     for item in search:
         if item.status == "finished":
             score = validation_score(store.get(item.run_id), metric)
-            if not math.isnan(score):
+            if math.isnan(score):
+                unscored += 1
+            else:
                 scored.append((score, item.point))
+    if unscored and metric == "final_valid_acc":  # never choose from part of the grid
+        return None, f"{unscored} of {len(search)} {NO_FINAL_VALIDATION}"
     if not scored:
-        finished = any(item.status == "finished" for item in search)
-        return None, NO_FINAL_VALIDATION if finished and metric == "final_valid_acc" else NOTHING_TO_CHOOSE
+        return None, NOTHING_TO_CHOOSE
     best = METRICS[metric](s for s, _ in scored)
     return next(p for s, p in scored if s == best), ""
 

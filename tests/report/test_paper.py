@@ -28,6 +28,7 @@ def _table(values: dict[str, float], scenario="mixture", T=8) -> pd.DataFrame:
 def test_rank_correlation_is_spearman_over_shared_strategies():
     same = {s: rT for s, (_, rT) in TABLE_1.items()}
     assert rank_correlation(_table(same)) == (pytest.approx(1.0), 10)
+    assert math.isnan(rank_correlation(_table({s: -0.5 for s in TABLE_1}))[0])  # all tied: undefined
     reversed_ = {s: -rT for s, (_, rT) in TABLE_1.items()}
     assert rank_correlation(_table(reversed_))[0] == pytest.approx(-1.0)
     # three strategies, paper order lfl < sgd < hat; ours sgd < lfl < hat: ranks (2,1,3) vs (1,2,3)
@@ -96,3 +97,25 @@ def test_bootstrap_interval_collapses_when_seeds_agree_and_needs_two_seeds():
     # only the seeds every strategy has count: seed 2 of one strategy alone is ignored
     ragged = dict(same, hat={0: -0.06, 1: -0.06})
     assert rank_correlation_interval(_seeded_table(ragged))[2] == 2
+
+
+def test_bootstrap_interval_leaves_out_what_rank_correlation_leaves_out():
+    full = {s: {0: rT, 1: rT + 0.01 * i, 2: rT - 0.01 * i} for i, (s, (_, rT)) in enumerate(TABLE_1.items())}
+    base = rank_correlation_interval(_seeded_table(full))
+    # a strategy without references (no per-seed rho) is not compared, as in rank_correlation
+    no_refs = _seeded_table(full)
+    no_refs.loc[no_refs["strategy"] == "pnn", ["rho<=T by seed", "rho<=T"]] = ["{}", math.nan]
+    low, high, k = rank_correlation_interval(no_refs)
+    assert k == 3 and not math.isnan(low) and rank_correlation(no_refs)[1] == 9
+    # a NaN seed of one strategy drops that seed for everyone, and the text says so
+    holed = dict(full, hat={0: -0.06, 1: float("nan"), 2: -0.06})
+    assert rank_correlation_interval(_seeded_table(holed))[2] == 2
+    assert "over the 2 seeds every strategy has" in correlation_text(_seeded_table(holed), "mixture", 8)
+    assert "over 3 seeds:" in correlation_text(_seeded_table(full), "mixture", 8) and not math.isnan(base[0])
+
+
+def test_bootstrap_interval_is_nan_not_a_crash_when_every_draw_ties():
+    tied = {s: {0: -0.5, 1: -0.5} for s in TABLE_1}  # our means tie everywhere: no correlation defined
+    low, high, k = rank_correlation_interval(_seeded_table(tied))
+    assert math.isnan(low) and math.isnan(high) and k == 2
+    assert "bootstrap" not in correlation_text(_seeded_table(tied), "mixture", 8)

@@ -232,12 +232,13 @@ def test_final_validation_selection_waits_with_a_reason_for_runs_without_it(tmp_
         select: {seed: 7, then_seeds: [0]}
     """)
     store = Store(tmp_path / "s.db")
-    for item in sweep.plan(store).items:
-        store.save(_record(item.run_id, item.config.hparams["lamb"], [_log(0, 1, 0.5, 0.9)]))
-    plan = sweep.plan(store)
+    first, second = sweep.plan(store).items
+    store.save(_record(first.run_id, 1.0, [_log(0, 1, 0.5, 0.9)]))  # an old run: no validation matrix
+    store.save(_record(second.run_id, 2.0, [_log(0, 1, 0.5, 0.9)], final_valid=[0.5, 0.5]))
+    plan = sweep.plan(store)  # never chosen from part of the grid (lamb=2 alone)
     [(cell, why)] = plan.waiting
-    assert "no validation accuracy after the last task" in why and "valid_acc" in why
-    assert not plan.unselectable
+    assert why.startswith("1 of 2 search runs have no validation accuracy after the last task") and "valid_acc" in why
+    assert not plan.unselectable and not plan.chosen
 
 
 # ---- running -------------------------------------------------------------------------------------------
