@@ -17,7 +17,7 @@ import numpy as np
 
 from cl_bench.cli.common import key_values, user_errors
 from cl_bench.metrics import mean_upto
-from cl_bench.report import format_accuracy_matrix
+from cl_bench.report import format_accuracy_matrix, run_health
 from cl_bench.report.grouping import check_where_names, matches_where
 from cl_bench.store import DEFAULT_STORE, Attempt, RunRecord, Store, StoreError
 from cl_bench.store_admin import FORMATS, delete, export, merge_from, resolve_run_ids
@@ -252,11 +252,33 @@ def describe(r: RunRecord, attempts: Sequence[Attempt]) -> list[str]:
         lines += ["", f"accuracy (%), A<=T {final_accuracy(r)}:", format_accuracy_matrix(r.accuracy)]
     else:
         lines += ["", "accuracy: none measured"]
+    if r.valid_accuracy is not None:
+        lines += ["", "validation accuracy (%), what selection reads:", format_accuracy_matrix(r.valid_accuracy)]
+    lines += _mask_learning(r)
     lines += ["", "attempts:"] + ([_attempt(a) for a in attempts] or ["  - (none recorded)"])
     lines += ["", "history:"] + _history(r.history)
     if r.monitoring:
         lines += ["", f"monitoring: {', '.join(sorted(r.monitoring))}"]
     return lines
+
+
+def _mask_learning(r: RunRecord) -> list[str]:
+    """HAT's masks per task: the share of each layer's units whose on/off state left that of the random
+    initial embedding, and the capacity held after the task (cl_bench.mask_learning)."""
+    mon = (r.monitoring or {}).get("hat") or {}
+    learning = mon.get("mask_learning") or {}
+    moved, layers = learning.get("moved"), mon.get("layers")
+    if not moved or not layers:
+        return []
+    health = run_health(r)
+    capacity = learning.get("capacity") or []
+    rows = [
+        [str(t + 1), *(f"{100 * v:.1f}" for v in per_layer), f"{100 * health.moved[t]:.1f}"]
+        + ([f"{100 * capacity[t]:.1f}"] if t < len(capacity) else [])
+        for t, per_layer in enumerate(moved)
+    ]
+    header = ["task", *layers, "all units"] + (["capacity used"] if capacity else [])
+    return ["", "HAT mask learning (% of units that left their initial on/off state):", columns(header, rows)]
 
 
 def _wrapped(label: str, text: str) -> list[str]:

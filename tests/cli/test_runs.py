@@ -134,6 +134,21 @@ def test_show_prints_config_matrix_attempts_and_history(store):
     assert "attempts:\n  1. finished" in out
     assert "history:" in out and "best valid acc" in out
     assert "task task0: 3 classes, 30 train / 10 valid / 30 test" in out
+    assert "validation accuracy (%), what selection reads:" in out  # the run recorded it
+
+
+def test_show_prints_hats_mask_learning_per_task(store):
+    hat = {"layers": ["fc1", "fc2"], "units": [100, 300]}
+    hat["mask_learning"] = {"moved": [[0.1, 0.3], [0.2, 0.0]], "capacity": [0.5, 0.75]}
+    Store(store).save(RunRecord("4a7", "hat", "tiny_runs_cli", 0, {}, {}, {}, "finished", monitoring={"hat": hat}))
+    out = invoke("show", "4a7", "--store", store).output
+    table = out.split("HAT mask learning (% of units that left their initial on/off state):\n")[1]
+    # all units: weighted by the layers' sizes, (0.1 * 100 + 0.3 * 300) / 400 = 25%, (0.2 * 100) / 400 = 5%
+    assert table.splitlines()[:3] == [
+        "task  fc1   fc2   all units  capacity used",
+        "1     10.0  30.0  25.0       50.0",
+        "2     20.0  0.0   5.0        75.0",
+    ]
 
 
 def test_show_a_failed_run_and_bad_ids(store):
