@@ -16,6 +16,7 @@ chosen per cell, and only that point runs on ``then_seeds``; test accuracy never
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,8 +131,11 @@ class Sweep:
                     chosen_points[cell.key] = chosen
                 items += [self._item(cell, chosen, s, "selected") for s in self.select.then_seeds]
         unique: dict[str, PlanItem] = {}
-        for item in items:  # the search run of the chosen point on a then_seed is the same run
-            unique.setdefault(item.run_id, item)
+        for item in items:  # the search run of the chosen point on a then_seed is the same run: one item
+            kept = unique.setdefault(item.run_id, item)  # with both items' tags (the selected tag included)
+            if kept is not item and not set(item.config.tags) <= set(kept.config.tags):
+                tags = list(dict.fromkeys([*kept.config.tags, *item.config.tags]))
+                unique[item.run_id] = dataclasses.replace(kept, config=dataclasses.replace(kept.config, tags=tags))
         items = list(unique.values())
         _fill_status(store, items)
         return Plan(items, waiting, unselectable, chosen_points)

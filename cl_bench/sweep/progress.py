@@ -55,8 +55,13 @@ class Scheduler:
             self.view = CurrentView(self.store, data_root=self.data_root)
 
     def next_runs(self) -> list[PlanItem]:
-        """Runs not handed out yet; call after each finished run (selections may have been decided)."""
+        """Runs not handed out yet; call after each finished run (selections may have been decided). A
+        finished run the plan has new tags for gets them: the chosen point's run on ``select.seed`` is
+        tagged selected once the selection is decided (it finished as a search run)."""
         self.plan = self.sweep.plan(self.view)
+        for item in self.plan.items:
+            if item.status == "finished" and item.config.tags:
+                self.store.add_tags([self.view.run_id_for(item.run_id)], item.config.tags)
         new = [i for i in self.plan.pending(self.retry_failed) if i.run_id not in self.handed]
         self.handed |= {i.run_id for i in new}
         return new

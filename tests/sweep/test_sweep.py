@@ -241,6 +241,24 @@ def test_final_validation_selection_waits_with_a_reason_for_runs_without_it(tmp_
     assert not plan.unselectable and not plan.chosen
 
 
+def test_the_chosen_run_on_the_selection_seed_is_tagged_selected(tmp_path):
+    """then_seeds holding select.seed: the chosen point's search run is its selected run too; once the
+    selection is decided the sweep tags it (the report shows the tagged setting by default)."""
+    sweep = sweep_of("""
+        name: pick
+        scenario: tiny_sweep
+        strategies: {ewc: {lamb: [1, 1000000]}}
+        protocol: {preset: quick, epochs: 1}
+        select: {seed: 0, then_seeds: [0]}
+    """)
+    run_sweep(sweep, tmp_path / "runs.db", workers=0, threads=1, progress=False)
+    store = Store(tmp_path / "runs.db")
+    plan = sweep.plan(store)
+    [chosen] = plan.chosen.values()
+    tagged = [r.hparams["lamb"] for r in store.query() if "selected:pick" in r.tags]
+    assert tagged == [chosen.hparams["lamb"]] and len(store.query()) == 2
+
+
 # ---- running -------------------------------------------------------------------------------------------
 def test_sweep_runs_everything_skips_what_is_stored_and_survives_failing_runs(tmp_path):
     file = tmp_path / "sweep.yaml"
