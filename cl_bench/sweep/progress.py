@@ -59,9 +59,12 @@ class Scheduler:
         finished run the plan has new tags for gets them: the chosen point's run on ``select.seed`` is
         tagged selected once the selection is decided (it finished as a search run)."""
         self.plan = self.sweep.plan(self.view)
+        by_tags: dict[tuple[str, ...], list[str]] = {}  # one read of the store per tag set, not per run
         for item in self.plan.items:
             if item.status == "finished" and item.config.tags:
-                self.store.add_tags([self.view.run_id_for(item.run_id)], item.config.tags)
+                by_tags.setdefault(tuple(item.config.tags), []).append(self.view.run_id_for(item.run_id))
+        for tags, run_ids in by_tags.items():
+            self.store.add_tags(run_ids, list(tags))
         new = [i for i in self.plan.pending(self.retry_failed) if i.run_id not in self.handed]
         self.handed |= {i.run_id for i in new}
         return new
