@@ -76,6 +76,7 @@ class Scale:
     subsets: list[str]  # how each partial data set is partial, in words
     seeds: list[int]
     incomplete: bool  # the scenario recorded complete = false without saying which data set
+    orders: dict[int, list[str]] = dataclasses.field(default_factory=dict)  # seed -> task order, when seeds differ
 
     @property
     def paper_tasks(self) -> int | None:
@@ -131,6 +132,9 @@ class Scale:
             out += f" Missing data sets: {', '.join(map(dataset_name, self.missing))}."
         if self.subsets:
             out += f" Subsets: {'; '.join(self.subsets)}."
+        if self.orders and not named:  # the mixture's order depends on the seed: columns are positions
+            by_seed = "; ".join(f"seed {s}: {', '.join(names)}" for s, names in sorted(self.orders.items()))
+            out += f" Task order by seed: {by_seed}."
         return out + " " + self.verdict()
 
     def verdict(self) -> str:
@@ -157,15 +161,20 @@ def section_scale(
     """The Scale of a section's runs (one scenario, options and training protocol)."""
     first = records[0]
     opts = first.scenario_options or {}
-    missing, subsets, incomplete = set(), {}, False
+    missing, subsets, incomplete, orders = set(), {}, False, {}
     for r in records:
         data = r.data or {}
+        names = [t.get("name", "") for t in data.get("tasks", []) if isinstance(t, dict)]
+        if names and all(names):
+            orders.setdefault(r.seed, [dataset_name(n) for n in names])
         missing |= set(data.get("missing_datasets") or [])
         incomplete |= data.get("complete") is False
         heads = {t.get("name"): t.get("classes") for t in data.get("tasks", []) if isinstance(t, dict)}
         datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
         for name in data.get("subset_datasets") or []:
             subsets.setdefault(name, _subset(name, datasets.get(name) or {}, heads.get(name)))
+    shown_seeds = sorted(set(seeds if seeds is not None else (r.seed for r in records)))
+    differ = len({tuple(o) for o in orders.values()}) > 1
     return Scale(
         first.scenario,
         max(r.n_tasks or 0 for r in records),
@@ -175,8 +184,9 @@ def section_scale(
         dict(protocol),
         sorted(missing),
         list(subsets.values()),
-        sorted(set(seeds if seeds is not None else (r.seed for r in records))),
+        shown_seeds,
         incomplete,
+        {s: orders[s] for s in shown_seeds if s in orders} if differ else {},
     )
 
 

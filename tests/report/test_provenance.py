@@ -174,3 +174,21 @@ def test_the_papers_full_protocol_is_named_as_such(tmp_path):
     # the 20-epoch run (as r2) is its own table, never under a plain split_mnist header
     assert "### split_mnist, ≤ 20 epochs (T = 2), not the paper's protocol" in md
     assert "Not the paper's full protocol: ≤ 20 epochs per task (paper: up to 200)." in md
+
+
+def test_task_order_is_stated_per_seed_when_the_seeds_order_the_mixture_differently(tmp_path):
+    store = Store(_mixture(tmp_path))
+    data = copy.deepcopy(MIXTURE_DATA)
+    data["tasks"] = data["tasks"][1:] + data["tasks"][:1]  # seed 1 draws another order
+    for strategy in ("sgd", "hat", "joint", "random"):
+        store.save(
+            RunRecord(
+                f"{strategy}-1", strategy, "mixture", 1, {}, dict(PROTOCOL), dict(OPTIONS), "finished",
+                matrix(strategy, 1), data=data,
+            )
+        )  # fmt: skip
+    md = _report(str(tmp_path / "mix.db"))
+    assert "Scale: 3 tasks, at most 1,000" in md  # columns are positions, not data sets
+    assert "Task order by seed: seed 0: FaceScrub, MNIST, CIFAR10; seed 1: MNIST, CIFAR10, FaceScrub." in md
+    one_seed = _report(str(tmp_path / "mix.db"), "--seeds", "1")
+    assert "Scale: 3 tasks (MNIST, CIFAR10, FaceScrub)" in one_seed and "Task order by seed" not in one_seed
