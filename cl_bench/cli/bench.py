@@ -3,6 +3,8 @@ command line stored with the result, writing ``--out``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import torch
 
@@ -12,10 +14,16 @@ from cl_bench.trainer import PRECISIONS, Protocol, resolve_device
 
 
 def _command_line(context: click.Context) -> str:
-    """The command that reproduces this result, every option spelled out."""
+    """The command that reproduces this result, every option spelled out but the data root: that is where
+    this machine keeps the data sets, not part of the measurement (elsewhere, --data-root or
+    CL_BENCH_DATA names the reader's own)."""
     words = ["cl-bench", "bench"]
     for param in context.command.params:
+        if param.name == "data_root":
+            continue
         value = context.params.get(param.name)
+        if param.name == "out" and value is not None:
+            value = _relative(Path(value))
         flag = max(param.opts, key=len)  # the long form
         if isinstance(param, click.Option) and param.is_flag:
             words += [flag] if value else []
@@ -24,6 +32,14 @@ def _command_line(context: click.Context) -> str:
             if v is not None:
                 words += [flag, str(v)]
     return " ".join(words)
+
+
+def _relative(path: Path) -> str:
+    """The output path as written from the working directory when it lies under it (no home folders)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})

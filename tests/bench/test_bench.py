@@ -85,7 +85,8 @@ def test_bench_several_strategies_write_repetitions_medians_and_ratios(tmp_path)
     assert "| hat `train_epoch` | MLP 5,612,020" in md and "eval s/10k" in md and "vs bare" in md
 
 
-def test_bench_sgd_on_the_alexnet_options_and_bad_input(tmp_path):
+def test_bench_sgd_on_the_alexnet_options_and_bad_input(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "alexnet.json"
     result = CliRunner().invoke(
         bench_command,
@@ -109,10 +110,15 @@ def test_bench_sgd_on_the_alexnet_options_and_bad_input(tmp_path):
             "bf16",
             "--out",
             str(out),
+            "--data-root",
+            str(tmp_path / "this-machines-data"),
         ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
+    # the stored command names no folder of this machine: the data root is the reader's own, --out relative
+    assert "--data-root" not in data["command"] and str(tmp_path) not in data["command"]
+    assert data["command"].endswith("--out alexnet.json") or "--out alexnet.json " in data["command"]
     assert data["config"]["channels_last"] and data["config"]["precision"] == "bf16"
     assert "--channels-last" in data["command"] and "bf16, channels_last" in out.with_suffix(".md").read_text()
     bad = CliRunner().invoke(
