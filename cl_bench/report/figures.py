@@ -25,7 +25,6 @@ from cl_bench.report.hat_figures import (
     hat_grids,
     hat_label,
     hat_monitored,
-    run_task_names,
     sgd_single_task_accuracy,
 )
 from cl_bench.report.plots import (
@@ -38,6 +37,7 @@ from cl_bench.report.plots import (
     hat_grid_figure,
     reuse_figure,
 )
+from cl_bench.report.provenance import run_task_names
 from cl_bench.report.style import strategy_colors
 from cl_bench.results import REFERENCES, RunMetrics
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from cl_bench.report.grouping import Section, json_key
-from cl_bench.report.provenance import dataset_name
 from cl_bench.results import RunMetrics
 from cl_bench.store import RunRecord
 
@@ -126,9 +125,3 @@ def hat_label(r: RunRecord) -> str:
         if all(isinstance(hp.get(k), (int, float)) for k in GRID_KEYS)
         else ""
     )
-
-
-def run_task_names(r: RunRecord) -> list[str]:
-    """This run's task names in its training order (the mixture's order depends on the seed)."""
-    names = [dataset_name(t.get("name", f"task {i + 1}")) for i, t in enumerate((r.data or {}).get("tasks", []))]
-    return names if len(names) == r.n_tasks else [f"task {i + 1}" for i in range(r.n_tasks)]

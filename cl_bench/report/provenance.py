@@ -62,6 +62,13 @@ def _subset(name: str, info: dict, head_classes: int | None) -> str:
     return f"{label} (a subset)"
 
 
+def run_task_names(r: RunRecord) -> list[str]:
+    """This run's task names in its training order (the mixture's order depends on the seed)."""
+    T = r.n_tasks or 0  # a run that stored no accuracy has no task count
+    names = [dataset_name(t.get("name", f"task {i + 1}")) for i, t in enumerate((r.data or {}).get("tasks", []))]
+    return names if len(names) == T else [f"task {i + 1}" for i in range(T)]
+
+
 @dataclass
 class Scale:
     """The scale of a set of runs of one scenario, options and training protocol."""
@@ -164,9 +171,7 @@ def section_scale(
     missing, subsets, incomplete, orders = set(), {}, False, {}
     for r in records:
         data = r.data or {}
-        names = [t.get("name", "") for t in data.get("tasks", []) if isinstance(t, dict)]
-        if names and all(names):
-            orders.setdefault(r.seed, [dataset_name(n) for n in names])
+        orders.setdefault(r.seed, run_task_names(r))
         missing |= set(data.get("missing_datasets") or [])
         incomplete |= data.get("complete") is False
         heads = {t.get("name"): t.get("classes") for t in data.get("tasks", []) if isinstance(t, dict)}
