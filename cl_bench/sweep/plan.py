@@ -28,6 +28,7 @@ from cl_bench.runner import RunConfig
 from cl_bench.store import RunRecord, Store
 from cl_bench.trainer import Protocol
 
+ORDERS = ("cells", "seeds")  # the order runs are handed out in (Sweep.order)
 METRICS = {"final_valid_acc": max, "valid_acc": max, "valid_loss": min}  # how to pick the best of each score
 NO_FINAL_VALIDATION = (
     "search runs have no validation accuracy after the last task (made before cl-bench recorded it): "
@@ -98,12 +99,15 @@ class Plan:
 
 @dataclass
 class Sweep:
+    """Cells x seeds, and how to plan them (``order``: ORDERS)."""
+
     name: str
     cells: list[Cell]
     seeds: tuple[int, ...] = (0,)
     select: Select | None = None
     tags: tuple[str, ...] = ()
     loggers: tuple[str, ...] = ()  # file/dashboard loggers each run writes (cl_bench.loggers)
+    order: str = "cells"  # "cells": cell by cell; "seeds": every cell's first seed before any second seed
 
     def plan(self, store: Store) -> Plan:
         """Every run this sweep needs that is known now, with its status in ``store``. With ``select``,
@@ -137,8 +141,14 @@ class Sweep:
                 tags = list(dict.fromkeys([*kept.config.tags, *item.config.tags]))
                 unique[item.run_id] = dataclasses.replace(kept, config=dataclasses.replace(kept.config, tags=tags))
         items = list(unique.values())
+        if self.order == "seeds":  # a complete table of the first seed before any run of the next one
+            rank = {s: i for i, s in enumerate(dict.fromkeys(self._seed_order()))}
+            items.sort(key=lambda item: rank[item.config.seed])  # stable: cell order within a seed
         _fill_status(store, items)
         return Plan(items, waiting, unselectable, chosen_points)
+
+    def _seed_order(self) -> list[int]:
+        return [self.select.seed, *self.select.then_seeds] if self.select else list(self.seeds)
 
     def final_seeds(self) -> tuple[int, ...]:
         return self.select.then_seeds if self.select else self.seeds

@@ -16,6 +16,7 @@ A sweep file (every key optional but the scenario(s) and ``strategies``)::
     tags: [r1]
     select: {seed: 0, metric: final_valid_acc, then_seeds: [0, 1, 2]}   # instead of `seeds`
     loggers: [jsonl]                   # file / dashboard loggers of every run (cl_bench.loggers)
+    order: seeds                       # run every cell's first seed before any second seed (default: cells)
 
 Without ``select`` every grid point runs on every seed; with it, see cl_bench.sweep.plan. Values are
 typed by the one parser (cl_bench.values) through the owners of each schema: strategies' Hparams,
@@ -39,7 +40,7 @@ from cl_bench.registry import all_scenarios, get_strategy, is_strategy_file, par
 from cl_bench.runner import MAX_SEED
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
 from cl_bench.strategy_files import static_strategy
-from cl_bench.sweep.plan import METRICS, Cell, Point, Select, Sweep, SweepError
+from cl_bench.sweep.plan import METRICS, ORDERS, Cell, Point, Select, Sweep, SweepError
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
 REFERENCE_STRATEGIES = ("joint", "random")
@@ -54,6 +55,7 @@ SWEEP_KEYS = (
     "tags",
     "select",
     "loggers",
+    "order",
 )
 # The console logger is left out: a sweep shows its own progress display.
 SWEEP_LOGGERS = tuple(n for n in LOGGER_NAMES if n != "console")
@@ -135,6 +137,9 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
         raise SweepError(f"{source}: tags must be a text or a list of texts, got {data.get('tags')!r}")
     tags = [str(t) for t in tags]
     loggers = sweep_loggers(data.get("loggers") or [], f"{source}: loggers")
+    order = data.get("order", "cells")
+    if order not in ORDERS:
+        raise SweepError(f"{source}: order must be one of {', '.join(ORDERS)}, got {order!r}")
 
     cells = []
     for scenario, options in scenarios:
@@ -154,7 +159,7 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
                 cells.append(
                     Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos], role="reference")
                 )
-    return Sweep(name, cells, tuple(seeds), select, tuple(tags), tuple(loggers))
+    return Sweep(name, cells, tuple(seeds), select, tuple(tags), tuple(loggers), order)
 
 
 def sweep_loggers(value: Any, where: str = "loggers") -> tuple[str, ...]:

@@ -106,6 +106,20 @@ def test_references_add_joint_and_random_per_scenario_and_final_seed(tmp_path):
     assert len(refs) == len(joint) + len(random)
 
 
+def test_order_seeds_hands_out_every_cells_first_seed_before_any_second_seed(tmp_path):
+    text = "{scenario: tiny_sweep, strategies: {sgd: , ewc: {lamb: [1, 2]}}, seeds: [3, 0], references: true"
+    by_cells = [(i.config.strategy, i.config.seed) for i in sweep_of(text + "}").plan(Store(tmp_path / "a.db")).items]
+    by_seeds = [
+        (i.config.strategy, i.config.seed)
+        for i in sweep_of(text + ", order: seeds}").plan(Store(tmp_path / "b.db")).items
+    ]
+    assert sorted(by_cells) == sorted(by_seeds)  # the same runs
+    assert by_cells[:2] == [("sgd", 3), ("sgd", 0)]
+    assert by_seeds == [
+        (s, seed) for seed in (3, 0) for s in ("sgd", "ewc", "ewc", "joint", "random")
+    ]  # the seed file order, the cells in file order within each seed
+
+
 @pytest.mark.parametrize(
     "text,message",
     [
@@ -124,6 +138,7 @@ def test_references_add_joint_and_random_per_scenario_and_final_seed(tmp_path):
         ("{scenario: tiny_sweep, strategies: {sgd: }, seeds: [0], select: {}}", "select.then_seeds"),
         ("{scenario: tiny_sweep, strategies: {sgd: }, select: {metric: test_acc}}", "never selects"),
         ("{scenario: tiny_sweep, strategies: {sgd: }, references: [sgd]}", "references must be"),
+        ("{scenario: tiny_sweep, strategies: {sgd: }, order: seed}", "order must be one of cells, seeds"),
     ],
 )
 def test_bad_sweep_files_fail_before_running_with_a_clear_message(text, message):
