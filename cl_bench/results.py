@@ -150,10 +150,6 @@ def data_fingerprint(r: RunRecord) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _experiment(r: RunRecord) -> tuple:
-    return r.scenario, json.dumps(r.scenario_options, sort_keys=True), r.seed
-
-
 def _differences(a: dict, b: dict) -> str:
     """'epochs=1 (this run: 3), precision=fp32 (this run: bf16)': a's settings that differ from b's."""
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -186,45 +182,83 @@ class MissingReferences(LookupError):
 
 
 class _Pool:
-    """The reference runs, indexed by scenario."""
+    """The reference runs, indexed once by (strategy, scenario, options, seed), so that matching a run
+    costs the same whatever the size of the store (each key of a run computed once: ``_Keys``)."""
 
     def __init__(self, records: list[RunRecord]):
-        self.by_scenario: dict[str, list[RunRecord]] = {}
+        self.keys = _Keys()
+        # (kind, scenario, options) -> seed -> runs, in the order given
+        self.groups: dict[tuple[str, str, str], dict[int, list[RunRecord]]] = {}
+        self.options_of_seed: dict[tuple[str, str, int], set[str]] = {}  # for the message only
+        self._seeds_text: dict[tuple[str, str, str], str] = {}
         for r in records:
             if r.strategy in REFERENCES and r.status == "finished" and r.accuracy is not None:
-                self.by_scenario.setdefault(r.scenario, []).append(r)
+                opts = self.keys.options(r)
+                self.groups.setdefault((r.strategy, r.scenario, opts), {}).setdefault(r.seed, []).append(r)
+                self.options_of_seed.setdefault((r.strategy, r.scenario, r.seed), set()).add(opts)
 
     def match(self, r: RunRecord, kind: str) -> tuple[RunRecord | None, str]:
         """(the matching reference of ``kind``, '') or (None, why there is none)."""
         name = "Joint" if kind == "joint" else "Random"
-        cands = [x for x in self.by_scenario.get(r.scenario, []) if x.strategy == kind and x.run_id != r.run_id]
-        same_options = [x for x in cands if _experiment(x)[:2] == _experiment(r)[:2]]
-        same = [x for x in same_options if x.seed == r.seed]
+        k = self.keys
+        group_key = (kind, r.scenario, k.options(r))
+        by_seed = self.groups.get(group_key, {})
+        same = [x for x in by_seed.get(r.seed, []) if x.run_id != r.run_id]
         if not same:
-            if same_options:
-                seeds = ", ".join(map(str, sorted({x.seed for x in same_options})))
-                return None, f"no {name} run of this seed (these scenario options have seeds {seeds})"
-            other = sorted({json.dumps(x.scenario_options, sort_keys=True) for x in cands if x.seed == r.seed})
+            if by_seed:
+                if group_key not in self._seeds_text:
+                    self._seeds_text[group_key] = ", ".join(map(str, sorted(by_seed)))
+                return (
+                    None,
+                    f"no {name} run of this seed (these scenario options have seeds {self._seeds_text[group_key]})",
+                )
+            other = sorted(self.options_of_seed.get((kind, r.scenario, r.seed), ()))
             if other:
-                mine = json.dumps(r.scenario_options, sort_keys=True)
-                return None, f"no {name} run of scenario options {mine} (this seed has: {'; '.join(other)})"
+                return None, f"no {name} run of scenario options {k.options(r)} (this seed has: {'; '.join(other)})"
             return None, f"no {name} run of {r.scenario} with these options and seed"
-        fp = data_fingerprint(r)
-        same_data = [x for x in same if fp is None or data_fingerprint(x) in (None, fp)]
+        fp = k.fingerprint(r)
+        same_data = [x for x in same if fp is None or k.fingerprint(x) in (None, fp)]
         if not same_data:
             return None, (
                 f"the {name} run(s) of this seed used other data (file checksums, task sizes or order differ)"
             )
-        mine = training_protocol(r)
+        mine = k.training(r)
         if kind == "random":  # does not train: any protocol, the same one preferred
-            same_data.sort(key=lambda x: (training_protocol(x) != mine, x.run_id))
-            return same_data[0], ""
-        exact = [x for x in same_data if training_protocol(x) == mine]
+            return min(same_data, key=lambda x: (k.training(x) != mine, x.run_id)), ""
+        exact = [x for x in same_data if k.training(x) == mine]
         if not exact:
-            diffs = "; ".join(sorted({_differences(training_protocol(x), mine) for x in same_data}))
+            diffs = "; ".join(sorted({_differences(training_protocol(x), training_protocol(r)) for x in same_data}))
             return None, f"the {name} run(s) of this seed were trained under another protocol: {diffs}"
-        exact.sort(key=lambda x: (protocol_of(x) != protocol_of(r), x.run_id))
-        return exact[0], ""
+        full = k.protocol(r)
+        return min(exact, key=lambda x: (k.protocol(x) != full, x.run_id)), ""
+
+
+class _Keys:
+    """A run's comparison keys, computed once per run (computing them per comparison made matching
+    quadratic in the store)."""
+
+    def __init__(self):
+        self._cache: dict[tuple[int, str], Any] = {}
+        self._alive: dict[int, RunRecord] = {}  # keeps each run alive, so its id() is not reused
+
+    def _get(self, r: RunRecord, what: str, compute) -> Any:
+        key = (id(r), what)
+        if key not in self._cache:
+            self._alive[id(r)] = r
+            self._cache[key] = compute(r)
+        return self._cache[key]
+
+    def options(self, r: RunRecord) -> str:
+        return self._get(r, "options", lambda x: json.dumps(x.scenario_options, sort_keys=True))
+
+    def fingerprint(self, r: RunRecord) -> str | None:
+        return self._get(r, "data", data_fingerprint)
+
+    def training(self, r: RunRecord) -> dict[str, Any]:  # compared as dicts: 1 == 1.0 as before
+        return self._get(r, "training", training_protocol)
+
+    def protocol(self, r: RunRecord) -> dict[str, Any]:
+        return self._get(r, "protocol", protocol_of)
 
 
 def rho_per_run(records: list[RunRecord], pool: list[RunRecord] | None = None) -> list[RunMetrics]:
