@@ -250,9 +250,9 @@ def run_bench(
             (net or algo.model).compile()
         try:
             for u in range(task):  # earlier tasks "finished" on the initial weights (HAT: masks exist)
-                algo.before_task(u)
-                algo.after_task(u)
-            algo.before_task(task)
+                algo.before_task(trainer.task(u))
+                algo.after_task(trainer.task(u))
+            algo.before_task(trainer.task(task))
             trainable = algo.trainable_parameters(task)
         except (KeyError, IndexError, RuntimeError) as e:  # e.g. PathNet: its GA picks the paths
             raise ValueError(

@@ -3,7 +3,7 @@
 After each task but the last, ``runner.execute`` writes one file, atomically (a temporary file in the
 same folder, then ``os.replace``), holding plain tensors and plain Python values only:
 
-- the model's ``state_dict`` and the strategy's extra state (``Strategy.state_dict()``, see below);
+- the model's ``state_dict`` and the strategy's state between tasks (``Strategy.save_state()``, below);
 - the accuracy rows finished so far and the per-epoch history;
 - every random state the rest of the run reads: the trainer's batch-shuffling generator, torch's
   global generator (dropout, strategies' draws), numpy's and Python's global generators (and CUDA's).
@@ -19,10 +19,11 @@ Checkpoints live beside the results store, ``<store>.checkpoints/<run_id>.pt``, 
 the run is written to the store (finished or failed).
 
 Strategy state: a strategy that keeps state outside ``self.model`` between tasks (HAT's cumulative
-masks, EWC's Fisher and old weights, a random generator) exposes it as plain tensors through its own
-``state_dict()`` / ``load_state_dict(state)`` pair (an empty one when the model is everything).
-Only strategies that define that pair are checkpointed; the others restart from task 1 (safe by default: a strategy that
-says nothing is never resumed from its model alone). tests/test_checkpoint.py checks that every
+masks, EWC's Fisher and old weights, a random generator) names it in ``keeps`` or returns it as plain
+values from ``save_state()`` (cl_bench.strategy; ``keeps = ()`` when the model is everything). Only
+strategies that say so are checkpointed; the others restart from task 1 (safe by default: a strategy
+that says nothing is never resumed from its model alone). Tensors are saved from and loaded onto the
+CPU; ``load_state`` puts them back on the run's device. tests/test_checkpoint.py checks that every
 checkpointed strategy resumes to the same accuracy matrix as an uninterrupted run.
 """
 
@@ -58,20 +59,13 @@ def checkpoint_path(store_path: str | os.PathLike, run_id: str) -> Path:
     return checkpoint_dir(store_path) / f"{run_id}.pt"
 
 
-def _own_hook(strategy_cls: type, name: str) -> bool:
-    """The strategy (or a parent below the base Strategy) defines the hook: a default on the base
-    class says nothing about what a subclass keeps, so it does not count."""
-    hook = getattr(strategy_cls, name, None)
-    return callable(hook) and hook is not getattr(Strategy, name, None)
-
-
-def resume_refusal(strategy_cls: type) -> str | None:
+def resume_refusal(strategy_cls: type[Strategy]) -> str | None:
     """None if runs of this strategy can be checkpointed and resumed exactly, else why not."""
-    if _own_hook(strategy_cls, "state_dict") and _own_hook(strategy_cls, "load_state_dict"):
+    if strategy_cls.resumable():
         return None
     return (
-        f"strategy {getattr(strategy_cls, 'name', strategy_cls.__name__)!r} has no "
-        f"state_dict()/load_state_dict() hooks for the state it keeps outside its model, so its "
+        f"strategy {getattr(strategy_cls, 'name', strategy_cls.__name__)!r} declares neither `keeps` nor "
+        f"save_state()/load_state() for the state it keeps outside its model, so its "
         f"runs are not checkpointed: a killed run restarts from task 1"
     )
 
@@ -124,7 +118,7 @@ def save(
     a read-only node of a cluster) costs the checkpoint, not the run: warn and return False."""
     import dataclasses
 
-    strategy_state = strategy.state_dict() if callable(getattr(strategy, "state_dict", None)) else {}
+    strategy_state = strategy.save_state()
     payload = {
         "format": FORMAT_VERSION,
         "run_id": run_id,
@@ -208,10 +202,7 @@ def restore(
     A checkpoint written before validation rows were kept leaves ``valid_accuracy``'s rows NaN."""
     k = int(payload["next_task"])
     strategy.model.load_state_dict(payload["model"])
-    if callable(getattr(strategy, "load_state_dict", None)):
-        strategy.load_state_dict(payload["strategy"])
-    elif payload["strategy"]:
-        raise CheckpointError(f"checkpoint holds strategy state but {type(strategy).__name__} has no load_state_dict()")
+    strategy.load_state(payload["strategy"])
     accuracy[:k] = payload["accuracy"].numpy()
     if valid_accuracy is not None and payload.get("valid_accuracy") is not None:
         valid_accuracy[:k] = payload["valid_accuracy"].numpy()

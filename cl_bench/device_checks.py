@@ -178,27 +178,13 @@ def run_sequence(
     trainer = Trainer(algo.scenario, protocol, seed=seed)
     trainer.prepare(algo)
     T = len(sc.tasks)
-    acc = np.full((T, T), np.nan)
-    for t in range(T):
-        algo.before_task(t)
-        algo.train_task(t, trainer)
-        algo.after_task(t)
-        for tau in range(t + 1):
-            acc[t, tau] = trainer.test_accuracy(algo, tau)
-        if resume_after == t and t < T - 1:
-            algo, trainer = _resumed(
-                algo,
-                trainer,
-                acc,
-                t + 1,
-                resolve_device(resume_on or dev),
-                strategy,
-                sc,
-                protocol,
-                hparams,
-                seed,
-                dropout,
-            )
+    resume = resume_after is not None and resume_after < T - 1
+    acc, _ = trainer.learn(algo, stop=resume_after + 1 if resume else None)
+    if resume:
+        next_task = resume_after + 1
+        on = resolve_device(resume_on or dev)
+        algo, trainer = _resumed(algo, trainer, acc, next_task, on, strategy, sc, protocol, hparams, seed, dropout)
+        trainer.learn(algo, next_task, acc)
     return SequenceResult(
         str(dev),
         acc,

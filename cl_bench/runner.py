@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from cl_bench.records import VALIDATION, validation_monitoring
 from cl_bench.registry import build_scenario, get_strategy
 from cl_bench.store import RunRecord, Saved, Store, config_hash
 from cl_bench.strategy import Strategy
-from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Protocol, Trainer, resolve_device
+from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Listener, Protocol, Trainer, resolve_device
 from cl_bench.version import __version__
 
 MAX_SEED = 2**32 - 1
@@ -107,174 +106,119 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-def execute(
-    config: RunConfig,
-    store: Store | None = None,
-    data_root=None,
-    download: bool = False,
-    device: str = "cpu",
-    force: bool = False,
-    on_epoch: Callable[[EpochLog], None] | None = None,
-    on_task: Callable[[int, np.ndarray], None] | None = None,
-    checkpoints: bool = True,
-    claimed: bool = False,
-    run_id: str | None = None,
-    logger: Logger | None = None,
-) -> RunRecord:
-    """Run one configuration and store it. A finished run of this configuration made with the same
-    strategy file and data (cl_bench.identity) is returned from the store unless ``force``; one made
-    with others stays, and this run is stored beside it. Divergence or any error is stored as a failed
-    attempt, then raised as RunFailed (a finished result of the same run is kept: ``RunFailed.kept``).
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A configuration resolved once per run: its strategy class (a user file imported once), the parsed
+    hyperparameters and the configuration's id. Everything downstream takes this, never the names."""
 
-    With a store, the configuration is claimed first (cl_bench.claims; ``claimed``: the caller, a sweep
-    driver, holds the claim) and RunBusy raised if another live process runs it; ``run_id`` (sweeps on
-    Ray) is where to store it, as resolved by the caller. With ``checkpoints``, the state after each task
-    is checkpointed beside the store (cl_bench.checkpoint) and a run killed before it was stored resumes
-    from its last finished task (``force`` starts afresh); strategies that cannot be resumed exactly are
-    not checkpointed.
+    config: RunConfig
+    strategy_cls: type[Strategy]
+    hparams: Any
+    config_id: str
 
-    ``logger`` is told of a run it trains (not of one served from the store): ``start_run``, then
-    ``log_epoch`` per epoch (beside ``on_epoch``) and ``log_task`` per task with ``step_metrics``, then
-    ``end_run`` with the final metrics, or the error, and ``wall_s``. The caller closes it."""
-    strategy_cls = get_strategy(config.strategy)
-    hparams = strategy_cls.parse_hparams(config.hparams)  # bad names/types fail before any work
-    device = resolve_device(device)
-    train = functools.partial(
-        _execute,
-        config,
-        strategy_cls,
-        hparams,
-        store,
-        data_root,
-        download,
-        device,
-        force,
-        on_epoch,
-        on_task,
-        checkpoints,
-        run_id,
-        logger,
-    )
-    if store is None or claimed:
-        return train()
-    config_id, owner = config.run_id(), Owner.here()
-    holder = claims.claim(store, config_id, owner)
+    @classmethod
+    def of(cls, config: RunConfig) -> ResolvedRun:
+        """Bad strategy names and hyperparameters fail here, before any work."""
+        strategy_cls = get_strategy(config.strategy)
+        hparams = strategy_cls.parse_hparams(config.hparams)
+        return cls(config, strategy_cls, hparams, config.run_id(dataclasses.asdict(hparams)))
+
+
+@dataclass
+class RunOptions:
+    """How to execute a run (nothing here changes its result).
+
+    ``store``: where it is served from and written to (None: nowhere: no claims, no checkpoints);
+    ``force``: train even if a finished run of the same identity is stored; ``checkpoints``: after each
+    task, beside the store; ``claimed``: the caller (a sweep driver) holds the claim; ``run_id``: where to
+    store it, as the caller resolved it (Ray); ``logger`` and ``listeners``: told of the run's progress."""
+
+    store: Store | None = None
+    data_root: Any = None
+    download: bool = False
+    device: str | torch.device = "cpu"
+    force: bool = False
+    checkpoints: bool = True
+    claimed: bool = False
+    run_id: str | None = None
+    logger: Logger | None = None
+    listeners: Sequence[Listener] = ()
+
+
+def execute(run: RunConfig | ResolvedRun, store: Store | None = None, **options: Any) -> RunRecord:
+    """Run one configuration and store it; ``options`` are RunOptions' fields. A finished run of this
+    configuration made with the same strategy file and data (cl_bench.identity) is returned from the
+    store unless ``force``; one made with others stays, and this run is stored beside it. Divergence or
+    any error is stored as a failed attempt, then raised as RunFailed (a finished result of the same run
+    is kept: ``RunFailed.kept``).
+
+    With a store, the configuration is claimed first (cl_bench.claims) and RunBusy raised if another
+    live process runs it. With checkpoints, a run killed before it was stored resumes from its last
+    finished task (``force`` starts afresh); strategies that cannot be resumed exactly are not
+    checkpointed. The logger hears of a run it trains (not of one served from the store): ``start_run``,
+    ``log_epoch`` per epoch, ``log_task`` per task, then ``end_run``. The caller closes it."""
+    resolved = run if isinstance(run, ResolvedRun) else ResolvedRun.of(run)  # bad input fails before any work
+    opts = RunOptions(store=store, **options)
+    opts.device = resolve_device(opts.device)
+    if store is None or opts.claimed:
+        return _execute(resolved, opts)
+    owner = Owner.here()
+    holder = claims.claim(store, resolved.config_id, owner)
     if holder is not None:
-        raise RunBusy(config_id, holder)
+        raise RunBusy(resolved.config_id, holder)
     try:
         with Heartbeat(store, owner):
-            return train()
+            return _execute(resolved, opts)
     finally:
-        claims.release(store, config_id, owner)
+        claims.release(store, resolved.config_id, owner)
 
 
-def _execute(
-    config: RunConfig,
-    strategy_cls: type[Strategy],
-    hparams,
-    store,
-    data_root,
-    download: bool,
-    device: str,
-    force: bool,
-    on_epoch,
-    on_task,
-    checkpoints: bool,
-    run_id: str | None,
-    logger: Logger | None,
-) -> RunRecord:
-    config_id = config.run_id()
+def _execute(run: ResolvedRun, opts: RunOptions) -> RunRecord:
+    config, store = run.config, opts.store
     # Bad scenario options or missing data are configuration errors, raised before the run exists.
     seed_everything(config.seed)
     scenario = build_scenario(
-        config.scenario, seed=config.seed, data_root=data_root, download=download, **config.scenario_options
-    ).to(device)
+        config.scenario, seed=config.seed, data_root=opts.data_root, download=opts.download, **config.scenario_options
+    ).to(opts.device)
     identity = current_identity(config.strategy, scenario.info)
+    run_id = opts.run_id
     if run_id is None and store is not None:
-        resolution = resolve(store, config_id, identity)
+        resolution = resolve(store, run.config_id, identity)
         run_id = resolution.run_id
-        if resolution.status == "finished" and not force:
+        if resolution.status == "finished" and not opts.force:
             if config.tags:  # a new tag on a finished configuration is added to the stored run
                 store.add_tags([run_id], config.tags)
             return store.get(run_id)
-    run_id = run_id or config_id
-    if run_id != config_id:  # stored beside the configuration's run made with another strategy file or data
-        identity["base_run_id"] = config_id
-    ckpt_path = None
-    if store is not None and checkpoints and ckpt.resume_refusal(strategy_cls) is None:
-        ckpt_path = ckpt.checkpoint_path(store.path, run_id)
-
-    started = time.time()
-    version = code_version()
-    record = RunRecord(
-        run_id,
-        config.strategy,
-        config.scenario,
-        config.seed,
-        dataclasses.asdict(hparams),
-        dataclasses.asdict(config.protocol),
-        config.scenario_options,
-        "running",
-        tags=list(config.tags),
-        code_version=version,
-        started=started,
-        identity=identity,
-    )
-    record.data = scenario.info
-    if logger is not None:
-        logger.start_run(
-            {
-                "run_id": run_id,
-                "strategy": config.strategy,
-                "scenario": config.scenario,
-                "seed": config.seed,
-                "hparams": record.hparams,
-                "protocol": record.protocol,
-                "scenario_options": config.scenario_options,
-                "tags": list(config.tags),
-            }
-        )
-        on_epoch = _both(logger.log_epoch, on_epoch)
+    run_id = run_id or run.config_id
+    if run_id != run.config_id:  # stored beside the configuration's run made with another strategy file or data
+        identity["base_run_id"] = run.config_id
+    record = _new_record(run, run_id, identity, scenario.info)
+    version = record.code_version  # this code's; a resumed run's record also names the earlier one
+    if opts.logger is not None:
+        opts.logger.start_run(_run_info(record))
     trainer = None
-    saved = None
     valid_acc = None
+    ckpt_path = None
+    if store is not None and opts.checkpoints and ckpt.resume_refusal(run.strategy_cls) is None:
+        ckpt_path = ckpt.checkpoint_path(store.path, run_id)
     try:
         seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
-        strategy: Strategy = strategy_cls(scenario, hparams, device=device)
-        trainer = Trainer(scenario, config.protocol, seed=config.seed, on_epoch=on_epoch)
+        strategy = run.strategy_cls(scenario, run.hparams, device=opts.device)
+        trainer = Trainer(scenario, config.protocol, seed=config.seed)
         trainer.prepare(strategy)
         T = len(scenario.tasks)
         acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
         valid_acc = np.full((T, T), np.nan)  # the same on validation splits: what selection reads
-        first = 0
-        saved_state = ckpt.load(ckpt_path, run_id, identity) if ckpt_path is not None and not force else None
-        if saved_state is not None:  # resume after the last checkpointed task, every RNG as it was then
-            first = ckpt.restore(saved_state, strategy, trainer, acc, valid_acc)
-            if saved_state["code_version"] != version:
-                record.code_version = f"{version} (tasks 1-{first} by {saved_state['code_version']})"
-        for t in range(first, T):
-            strategy.before_task(t)
-            strategy.train_task(t, trainer)
-            strategy.after_task(t)
-            for tau in range(t + 1):
-                acc[t, tau] = trainer.test_accuracy(strategy, tau)
-                valid_acc[t, tau] = trainer.valid_accuracy(strategy, tau)
-            if ckpt_path is not None and t < T - 1:
-                ckpt.save(
-                    ckpt_path,
-                    run_id=run_id,
-                    code_version=version,
-                    next_task=t + 1,
-                    strategy=strategy,
-                    trainer=trainer,
-                    accuracy=acc,
-                    identity=identity,
-                    valid_accuracy=valid_acc,
-                )
-            if logger is not None:
-                logger.log_task(t, acc[t, : t + 1], step_metrics(acc, t))
-            if on_task:
-                on_task(t, acc)
+        first = _resume(record, ckpt_path if not opts.force else None, strategy, trainer, acc, valid_acc)
+        if first and opts.logger is not None and callable(getattr(opts.logger, "resumed", None)):
+            opts.logger.resumed(first, T)
+        listeners: list[Listener] = []
+        if ckpt_path is not None:
+            listeners.append(CheckpointAfterTask(ckpt_path, record, version, strategy, trainer))
+        if opts.logger is not None:
+            listeners.append(LoggerListener(opts.logger))
+        trainer.listeners = [*listeners, *opts.listeners]
+        trainer.learn(strategy, first, acc, valid_acc)
         record.monitoring = strategy.monitoring()
         if VALIDATION in record.monitoring:
             raise ValueError(
@@ -290,32 +234,98 @@ def _execute(
         if store is None:
             raise
     finally:
-        if valid_acc is not None:  # a failed run keeps the validation rows it finished, as the test rows
-            record.monitoring = {**(record.monitoring or {}), VALIDATION: validation_monitoring(valid_acc)}
-        record.finished = time.time()
-        record.wall_s = record.finished - started
-        if trainer is not None:
-            record.history = [dataclasses.asdict(h) for h in trainer.history]
-        if store is not None and record.status in ("finished", "failed"):
-            saved = store.save(record)
-            ckpt.remove(ckpt_path)
-        if logger is not None:
-            _end_run(logger, record)
+        saved = _close_record(record, trainer, valid_acc, store, ckpt_path, opts.logger)
     if record.status == "failed":
-        kept = store.get(run_id) if isinstance(saved, Saved) and saved.kept else None
+        kept = store.get(run_id) if isinstance(saved, Saved) and saved.kept and store is not None else None
         raise RunFailed(record, kept, saved.attempt if isinstance(saved, Saved) else None)
     return record
 
 
-def _both(first: Callable[[EpochLog], None], second: Callable[[EpochLog], None] | None) -> Callable[[EpochLog], None]:
-    if second is None:
-        return first
+def _new_record(run: ResolvedRun, run_id: str, identity: dict[str, Any], data_info: dict[str, Any]) -> RunRecord:
+    config = run.config
+    record = RunRecord(
+        run_id,
+        config.strategy,
+        config.scenario,
+        config.seed,
+        dataclasses.asdict(run.hparams),
+        dataclasses.asdict(config.protocol),
+        config.scenario_options,
+        "running",
+        tags=list(config.tags),
+        code_version=code_version(),
+        started=time.time(),
+        identity=identity,
+    )
+    record.data = data_info
+    return record
 
-    def both(log: EpochLog) -> None:
-        first(log)
-        second(log)
 
-    return both
+def _run_info(record: RunRecord) -> dict[str, Any]:
+    keys = ("run_id", "strategy", "scenario", "seed", "hparams", "protocol", "scenario_options", "tags")
+    return {k: getattr(record, k) for k in keys}
+
+
+def _resume(record: RunRecord, path: Path | None, strategy: Strategy, trainer: Trainer, acc, valid_acc) -> int:
+    """Restore the last checkpoint of this run if there is one; the first task still to learn."""
+    saved_state = ckpt.load(path, record.run_id, record.identity) if path is not None else None
+    if saved_state is None:
+        return 0
+    first = ckpt.restore(saved_state, strategy, trainer, acc, valid_acc)  # every RNG as it was then
+    if saved_state["code_version"] != record.code_version:
+        record.code_version = f"{record.code_version} (tasks 1-{first} by {saved_state['code_version']})"
+    return first
+
+
+def _close_record(record: RunRecord, trainer, valid_acc, store, ckpt_path, logger) -> Saved | None:
+    """Complete and store a run that ended (finished, failed, or interrupted: then not stored)."""
+    if valid_acc is not None:  # a failed run keeps the validation rows it finished, as the test rows
+        record.monitoring = {**(record.monitoring or {}), VALIDATION: validation_monitoring(valid_acc)}
+    record.finished = time.time()
+    record.wall_s = record.finished - record.started
+    if trainer is not None:
+        record.history = [dataclasses.asdict(h) for h in trainer.history]
+    saved = None
+    if store is not None and record.status in ("finished", "failed"):
+        saved = store.save(record)
+        ckpt.remove(ckpt_path)
+    if logger is not None:
+        _end_run(logger, record)
+    return saved
+
+
+class CheckpointAfterTask(Listener):
+    """Checkpoints the run after each task but the last (cl_bench.checkpoint)."""
+
+    def __init__(self, path: Path, record: RunRecord, version: str, strategy: Strategy, trainer: Trainer):
+        self.path, self.record, self.version, self.strategy, self.trainer = path, record, version, strategy, trainer
+
+    def task_end(self, t: int, accuracy: np.ndarray, valid_accuracy: np.ndarray) -> None:
+        if t < len(accuracy) - 1:
+            ckpt.save(
+                self.path,
+                run_id=self.record.run_id,
+                code_version=self.version,
+                next_task=t + 1,
+                strategy=self.strategy,
+                trainer=self.trainer,
+                accuracy=accuracy,
+                identity=self.record.identity,
+                valid_accuracy=valid_accuracy,
+            )
+
+
+class LoggerListener(Listener):
+    """A Logger (cl_bench.loggers) hearing the loop: each epoch, and each task with its metrics."""
+
+    def __init__(self, logger: Logger):
+        self.logger = logger
+
+    def epoch_end(self, log: EpochLog) -> None:
+        self.logger.log_epoch(log)
+
+    def task_end(self, t: int, accuracy: np.ndarray, valid_accuracy: np.ndarray) -> None:
+        self.logger.log_task(t, accuracy[t, : t + 1], step_metrics(accuracy, t))
 
 
 def _end_run(logger: Logger, record: RunRecord) -> None:

@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from cl_bench.ranges import Range
 from cl_bench.scenario import Data, Scenario
-from cl_bench.strategy import BatchInfo, Strategy
+from cl_bench.strategy import BatchInfo, Strategy, TaskData
 from cl_bench.values import parse_like
 
 
@@ -157,18 +158,94 @@ class EpochLog:
     train_eval_acc: float | None = None
 
 
-class Trainer:
-    """Runs the protocol for a strategy over a scenario. Public pieces, for strategies that compose
-    their own regime (PathNet's GA): ``train_epoch``, ``evaluate``, ``fit``."""
+class Listener:
+    """Told of the continual loop's progress by ``Trainer.learn``: the runner's checkpoints, loggers and
+    the command line's progress are listeners. Override what you need; each is called in list order."""
+
+    def epoch_end(self, log: EpochLog) -> None:
+        """After each epoch's validation."""
+
+    def task_end(self, t: int, accuracy: np.ndarray, valid_accuracy: np.ndarray) -> None:
+        """After task ``t`` is learned and rows ``t`` of both accuracy matrices are measured."""
+
+
+class Callbacks(Listener):
+    """Plain functions as a listener: ``on_epoch(log)`` after each epoch, ``on_task(t, accuracy)`` after
+    each task (the Python API's callbacks)."""
 
     def __init__(
-        self, scenario: Scenario, protocol: Protocol, seed: int = 0, on_epoch: Callable[[EpochLog], None] | None = None
+        self,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+        on_task: Callable[[int, np.ndarray], None] | None = None,
+    ):
+        self.on_epoch, self.on_task = on_epoch, on_task
+
+    def epoch_end(self, log: EpochLog) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(log)
+
+    def task_end(self, t: int, accuracy: np.ndarray, valid_accuracy: np.ndarray) -> None:
+        if self.on_task is not None:
+            self.on_task(t, accuracy)
+
+
+class Trainer:
+    """Runs the protocol for a strategy over a scenario: ``learn`` is the continual loop. Public pieces,
+    for strategies that compose their own regime (PathNet's GA): ``epoch``, ``evaluate``, ``fit``."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        protocol: Protocol | None = None,
+        seed: int = 0,
+        listeners: Sequence[Listener] = (),
     ):
         self.scenario = scenario
-        self.protocol = protocol
+        self.protocol = protocol if protocol is not None else Protocol()
         self.generator = torch.Generator().manual_seed(seed)  # batch shuffling only
-        self.on_epoch = on_epoch or (lambda log: None)
+        self.listeners = list(listeners)
         self.history: list[EpochLog] = []
+
+    # ---- the continual loop ------------------------------------------------------------------------
+    def learn(
+        self,
+        strategy: Strategy,
+        first_task: int = 0,
+        accuracy: np.ndarray | None = None,
+        valid_accuracy: np.ndarray | None = None,
+        stop: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Learn tasks ``first_task``..``stop - 1`` (default: to the last) in order; after each, measure every
+        task so far on its test split (the accuracy matrix A[t, tau]) and its validation split (what
+        selection reads), then tell the listeners. Rows before ``first_task`` (a resumed run) and those
+        a failure part-way leaves unfinished stay as given (NaN)."""
+        T = len(self.scenario.tasks)
+        accuracy = np.full((T, T), np.nan) if accuracy is None else accuracy
+        valid_accuracy = np.full((T, T), np.nan) if valid_accuracy is None else valid_accuracy
+        strategy._trainer = self
+        for t in range(first_task, T if stop is None else stop):
+            task = self.task(t)
+            strategy.before_task(task)
+            strategy.train_task(task, self)
+            strategy.after_task(task)
+            for tau in range(t + 1):
+                accuracy[t, tau] = self.test_accuracy(strategy, tau)
+                valid_accuracy[t, tau] = self.valid_accuracy(strategy, tau)
+            for listener in self.listeners:
+                listener.task_end(t, accuracy, valid_accuracy)
+        return accuracy, valid_accuracy
+
+    def task(self, t: int) -> TaskData:
+        """What the strategy's hooks may read of task ``t`` (never its test split)."""
+        tasks = self.scenario.tasks
+        return TaskData(
+            t,
+            len(tasks),
+            Data.of(tasks[t], "train", t),
+            Data.of(tasks[t], "valid", t),
+            self.protocol,
+            lambda split: Data.union(tasks[: t + 1], split, list(range(t + 1))),
+        )
 
     def data(self, t: int, split: str) -> Data:
         return Data.of(self.scenario.tasks[t], split, t)
@@ -273,7 +350,8 @@ class Trainer:
         log = EpochLog(t, epoch + 1, lr, train_loss, valid_loss, valid_acc, time.perf_counter() - start, *train_eval)
         self.history.append(log)
         strategy.after_epoch(t, log)
-        self.on_epoch(log)
+        for listener in self.listeners:
+            listener.epoch_end(log)
         return log
 
     # ---- the protocol ------------------------------------------------------------------------------

@@ -8,24 +8,26 @@ from dataclasses import dataclass
 
 import torch
 
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.strategy import Strategy, TaskData, hparam
 
 
-class L2Anchor(Strategy):
+@dataclass
+class L2AnchorHparams:
+    strength: float = hparam(0.01, "weight of the L2 pull to the previous task's weights", grid=[1e-3, 1e-2, 1e-1])
+
+
+class L2Anchor(Strategy[L2AnchorHparams]):
     """Fine-tuning with strength * sum((theta - theta_prev)^2) / 2 after the first task."""
 
     name = "l2_anchor"
-    clip_grad = 10000.0
+    keeps = ("anchor",)  # checkpointed after each task, so a killed run resumes
 
-    @dataclass
-    class Hparams:
-        strength: float = hparam(0.01, "weight of the L2 pull to the previous task's weights", grid=[1e-3, 1e-2, 1e-1])
+    def setup(self) -> None:
+        self.anchor: list[torch.Tensor] | None = None
 
-    anchor: list[torch.Tensor] | None = None
-
-    def before_task(self, t):
+    def before_task(self, task: TaskData) -> None:
         """Snapshot the weights the next task must stay close to."""
-        if t > 0:
+        if task.index > 0:
             self.anchor = [p.detach().clone() for p in self.model.parameters()]
 
     def loss(self, x, y, t):

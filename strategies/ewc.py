@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from cl_bench.registry import register_strategy
-from cl_bench.scenario import Data
-from cl_bench.strategies.shared import anchor_of, cross_entropy_of, empirical_fisher, on_device, quadratic_penalty
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.strategies.shared import anchor_of, cross_entropy_of, empirical_fisher, quadratic_penalty
+from cl_bench.strategy import Strategy, TaskData, hparam
 
 
 @dataclass
@@ -44,15 +43,14 @@ class EWCHparams:
 
 
 @register_strategy
-class EWC(Strategy):
+class EWC(Strategy[EWCHparams]):
     """Elastic Weight Consolidation with the reference's empirical Fisher and running-mean merge."""
 
     name = "ewc"
-    Hparams = EWCHparams
     clip_grad = 100.0  # the authors' code's clipping threshold for this method
+    keeps = ("anchor", "fisher")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         self.anchor: dict[str, Tensor] | None = None  # θ*, the model after the previous task
         self.fisher: dict[str, Tensor] | None = None  # running mean of the tasks' Fishers
 
@@ -64,20 +62,14 @@ class EWC(Strategy):
         ce, logits = super().loss(x, y, t)
         return ce + self.hp.lamb * penalty, logits  # EWC Eq. 3
 
-    def after_task(self, t: int) -> None:
+    def after_task(self, task: TaskData) -> None:
         """Fisher of the task just learned, merged as a running mean; the model becomes the anchor."""
         # The reference differentiates its full criterion after moving the anchor to θ, where the
         # penalty's gradient is zero: the plain CE is the same thing.
-        data = Data.of(self.scenario.tasks[t], "train", t)
-        new = empirical_fisher(self.model, cross_entropy_of(self.model, t), data, self.hp.fisher_batch)
+        t = task.index
+        new = empirical_fisher(self.model, cross_entropy_of(self.model, t), task.train, self.hp.fisher_batch)
         if self.fisher is None:
             self.fisher = new
         else:  # the authors' code: F <- (F_t + t·F_old)/(t+1), a running mean over tasks, not a sum
             self.fisher = {name: (new[name] + t * self.fisher[name]) / (t + 1) for name in new}
         self.anchor = anchor_of(self.model)
-
-    def state_dict(self) -> dict:
-        return {"anchor": self.anchor, "fisher": self.fisher}  # for per-task checkpoints
-
-    def load_state_dict(self, state: dict) -> None:
-        self.anchor, self.fisher = on_device(state["anchor"], self.device), on_device(state["fisher"], self.device)

@@ -64,7 +64,7 @@ from cl_bench.strategies.hat_monitoring import (  # noqa: F401 (the monitoring f
     weight_fraction,
     weight_reuse,
 )
-from cl_bench.strategy import BatchInfo, Strategy, hparam
+from cl_bench.strategy import BatchInfo, Strategy, TaskData, hparam
 
 # Masks below this are zeroed in the forward pass (their gradient is kept exact, see `gate`).
 # Why: sigmoid(s e) reaches float32's denormal range (< 1.2e-38) for s e in about [-103, -87], and
@@ -218,16 +218,14 @@ class HATNet(nn.Module):
 
 # ---- the strategy ---------------------------------------------------------------------------------
 @register_strategy
-class HAT(Strategy):
+class HAT(Strategy[HATHparams]):
     """Hard attention to the task: learned unit masks protect earlier tasks' weights (Serra et al. 2018)."""
 
     name = "hat"
-    Hparams = HATHparams
     clip_grad = 10000.0  # the authors' code's threshold for HAT
     model: HATNet
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         self.s = self.hp.s_max  # the current s; before_batch anneals it while training (Eq. 3)
         self.task_masks: list[list[Tensor]] = []  # a^t = sigmoid(s_max e^t) of each finished task
         self.cumulative: list[Tensor] | None = None  # a^{<=t} after the last finished task
@@ -252,7 +250,7 @@ class HAT(Strategy):
         return [layer.weight.shape for layer in self.model.net.layers]
 
     # ---- per task ---------------------------------------------------------------------------------
-    def train_task(self, t: int, trainer) -> None:
+    def train_task(self, task: TaskData, trainer) -> None:
         """Refuses any optimiser but plain SGD, then trains as usual.
 
         Eq. 2 protects earlier tasks by scaling gradients, which only works if the update is the
@@ -262,7 +260,7 @@ class HAT(Strategy):
         and so does cl_bench's trainer today; this guard is for the day the protocol
         grows an optimiser option.
         """
-        p = trainer.protocol
+        p = task.protocol
         for knob in ("momentum", "weight_decay", "nesterov"):
             if getattr(p, knob, 0):
                 raise ValueError(
@@ -271,10 +269,11 @@ class HAT(Strategy):
                 )
         if getattr(p, "optimizer", "sgd") != "sgd":
             raise ValueError(f"hat needs plain SGD, not {p.optimizer!r} (Eq. 2 scales gradients, not steps)")
-        super().train_task(t, trainer)
+        super().train_task(task, trainer)
 
-    def after_task(self, t: int) -> None:
+    def after_task(self, task: TaskData) -> None:
         """Keep a^t at s_max and fold it into a^{<=t}; rebuild what the next task's steps use."""
+        t = task.index
         if t != len(self.task_masks):
             raise RuntimeError(f"hat: tasks must be learned in order; got task {t} after {len(self.task_masks)} tasks")
         with torch.no_grad():
@@ -362,14 +361,14 @@ class HAT(Strategy):
         return {"hat": self.monitor.record(self.task_masks, layers, parameters, self.hp.embedding_init)}
 
     # ---- checkpointing (cl_bench.checkpoint): the state kept outside the model ---------------------
-    def state_dict(self) -> dict[str, Any]:
+    def save_state(self) -> dict[str, Any]:
         return {
             "task_masks": [[a.cpu() for a in masks] for masks in self.task_masks],
             "step": self._step,
-            **self.monitor.state_dict(),
+            **self.monitor.save_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         self.task_masks, self.cumulative = [], None
         for masks in state["task_masks"]:
             masks = [a.to(self.device) for a in masks]
@@ -381,4 +380,4 @@ class HAT(Strategy):
             )
         self._prepare_next_task()
         self._step = int(state["step"])
-        self.monitor.load_state_dict(state, self.device)
+        self.monitor.load_state(state, self.device)

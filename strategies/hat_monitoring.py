@@ -95,7 +95,7 @@ class HATMonitor:
             },
         }
 
-    def state_dict(self) -> dict[str, Any]:
+    def save_state(self) -> dict[str, Any]:
         self.flush()
         return {
             "capacity": list(self.capacity),
@@ -105,7 +105,7 @@ class HATMonitor:
             "capacity_after": list(self.capacity_after),
         }
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+    def load_state(self, state: dict[str, Any], device: torch.device) -> None:
         self.capacity, self.compression, self.pending = list(state["capacity"]), list(state["compression"]), []
         if "initial" in state:  # checkpoints made before 0.2.0 lack them: the fresh model's are the same seed's
             self.initial = [e.to(device) for e in state["initial"]]

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from cl_bench.registry import register_strategy
-from cl_bench.strategies.shared import anchor_of, on_device, quadratic_penalty
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.strategies.shared import anchor_of, quadratic_penalty
+from cl_bench.strategy import Strategy, TaskData, hparam
 
 
 def mean_merge(
@@ -52,15 +52,14 @@ class IMMMeanHparams:
 
 
 @register_strategy
-class IMMMean(Strategy):
+class IMMMean(Strategy[IMMMeanHparams]):
     """L2-transfer while training, then an equal-weight running mean of the task models."""
 
     name = "imm_mean"
-    Hparams = IMMMeanHparams
     clip_grad = 10000.0  # the authors' code's clipping threshold for this method
+    keeps = ("previous",)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         self.previous: dict[str, Tensor] | None = None  # θ_{t-1}, the merged model after task t-1
 
     def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
@@ -71,20 +70,15 @@ class IMMMean(Strategy):
         ce, logits = super().loss(x, y, t)
         return ce + self.hp.lamb * penalty, logits
 
-    def after_task(self, t: int) -> None:
+    def after_task(self, task: TaskData) -> None:
         """Merge with the previous model (t > 0), then remember the result as θ_t."""
+        t = task.index
         if self.previous is not None:
             keep = frozenset() if self.hp.faithful else self._head_names(t)
             merged = mean_merge(anchor_of(self.model), self.previous, t, keep)  # mean-IMM
             for name, p in self.model.named_parameters():
                 p.data.copy_(merged[name])
         self.previous = anchor_of(self.model)
-
-    def state_dict(self) -> dict:
-        return {"previous": self.previous}  # for per-task checkpoints
-
-    def load_state_dict(self, state: dict) -> None:
-        self.previous = on_device(state["previous"], self.device)
 
     def _head_names(self, t: int) -> frozenset[str]:
         return frozenset(f"heads.{t}.{name}" for name, _ in self.model.heads[t].named_parameters())

@@ -33,9 +33,8 @@ from torch import Tensor
 from torch.func import functional_call
 
 from cl_bench.registry import register_strategy
-from cl_bench.scenario import Data
-from cl_bench.strategies.shared import anchor_of, empirical_fisher, on_device, quadratic_penalty
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.strategies.shared import anchor_of, empirical_fisher, quadratic_penalty
+from cl_bench.strategy import Strategy, TaskData, hparam
 
 
 def mode_merge(
@@ -70,15 +69,14 @@ class IMMModeHparams:
 
 
 @register_strategy
-class IMMMode(Strategy):
+class IMMMode(Strategy[IMMModeHparams]):
     """L2-transfer while training, then (corrected mode only) a Fisher-weighted merge."""
 
     name = "imm_mode"
-    Hparams = IMMModeHparams
     clip_grad = 1000.0  # the authors' code's clipping threshold for this method
+    keeps = ("previous", "fisher")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         self.previous: dict[str, Tensor] | None = None  # θ_{t-1}
         self.fisher: dict[str, Tensor] | None = None  # Σ_{k<t} F_k (corrected mode only)
 
@@ -90,11 +88,10 @@ class IMMMode(Strategy):
         ce, logits = super().loss(x, y, t)
         return ce + self.hp.lamb * penalty, logits
 
-    def after_task(self, t: int) -> None:
+    def after_task(self, task: TaskData) -> None:
         """Corrected mode: Fisher of task t and the merge. Either way θ becomes the new θ_{t-1}."""
         if not self.hp.faithful:
-            data = Data.of(self.scenario.tasks[t], "train", t)
-            new = empirical_fisher(self.model, self._criterion(t), data, self.hp.fisher_batch)
+            new = empirical_fisher(self.model, self._criterion(task.index), task.train, self.hp.fisher_batch)
             if self.fisher is None:
                 self.fisher = new
             else:
@@ -103,12 +100,6 @@ class IMMMode(Strategy):
                     p.data.copy_(merged[name])
                 self.fisher = {name: self.fisher[name] + new[name] for name in new}
         self.previous = anchor_of(self.model)
-
-    def state_dict(self) -> dict:
-        return {"previous": self.previous, "fisher": self.fisher}  # for per-task checkpoints
-
-    def load_state_dict(self, state: dict) -> None:
-        self.previous, self.fisher = on_device(state["previous"], self.device), on_device(state["fisher"], self.device)
 
     def _criterion(self, t: int):
         """The training criterion as a function of the parameters (what the reference's Fisher uses)."""

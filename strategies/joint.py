@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cl_bench.registry import register_strategy
-from cl_bench.scenario import Data
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Strategy, TaskData
 from cl_bench.trainer import snapshot
 
 
@@ -23,20 +22,14 @@ class Joint(Strategy):
     name = "joint"
     clip_grad = 10000.0
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    keeps = ()  # the model, and the initial weights that setup() rebuilds under the run's seed
+
+    def setup(self) -> None:
         self.initial_state = snapshot(self.model)
 
-    def state_dict(self) -> dict:
-        return {}  # the model, and the initial weights the constructor rebuilds under the run's seed
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def train_task(self, t: int, trainer) -> None:
+    def train_task(self, task: TaskData, trainer) -> None:
         self.model.load_state_dict(self.initial_state)
-        tasks, ids = self.scenario.tasks[: t + 1], list(range(t + 1))
-        trainer.fit(self, t, Data.union(tasks, "train", ids), Data.union(tasks, "valid", ids))
+        trainer.fit(self, task.index, task.seen("train"), task.seen("valid"))
 
     def loss(self, x: Tensor, y: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(t, int):

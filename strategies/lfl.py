@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from cl_bench import nets
 from cl_bench.registry import register_strategy
 from cl_bench.strategies.shared import KeepsPreviousModel
-from cl_bench.strategy import hparam
+from cl_bench.strategy import TaskData, hparam
 
 
 @dataclass
@@ -58,16 +58,15 @@ class LFL(KeepsPreviousModel):
     Hparams = LFLHparams
     clip_grad = 200.0  # the authors' code's clipping threshold for this method
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         self.train_batch_size = 64  # the reference's; set from the protocol in train_task
 
     def build_model(self) -> nn.Module:
         return nets.build_network(self.scenario, variant="lfl")  # no dropout on the penalised features
 
-    def train_task(self, t: int, trainer) -> None:
-        self.train_batch_size = trainer.protocol.batch_size
-        super().train_task(t, trainer)
+    def train_task(self, task: TaskData, trainer) -> None:
+        self.train_batch_size = task.protocol.batch_size
+        super().train_task(task, trainer)
 
     def chunk_weights(self, n: int, device: torch.device) -> Tensor:
         """For a validation batch of n samples: the size of the training-size batch each sample falls in

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 from cl_bench import nets
 from cl_bench.nets import Block, activate, base_blocks, count_parameters_of, layer_inputs, make_layer, matched_widths
 from cl_bench.registry import register_strategy
-from cl_bench.strategy import HparamError, Strategy, hparam
+from cl_bench.strategy import HparamError, Strategy, TaskData, hparam
 from cl_bench.trainer import Plateau, snapshot
 
 # The authors' (M, N) configurations and their width factors on the AlexNet.
@@ -86,7 +86,7 @@ class PathNetwork(nn.Module):
         n_modules: int,
     ):
         super().__init__()
-        self.blocks = list(blocks)
+        self.blocks, self.widths = list(blocks), list(widths)
         sizes, n_features = layer_inputs(blocks, widths, input_shape)
         self.dropouts = nn.ModuleList(nn.Dropout(b.dropout) for b in blocks)
         self.layers = nn.ModuleList(
@@ -167,15 +167,14 @@ class PathNetHparams:
 
 
 @register_strategy
-class PathNet(Strategy):
+class PathNet(Strategy[PathNetHparams]):
     """PathNet: a tournament GA over paths of modules; each task's best path is frozen."""
 
     name = "pathnet"
-    Hparams = PathNetHparams
     clip_grad = 1000.0  # the authors' code's clipping threshold for this method
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
+        self.widths, self.base_parameters = self.model.widths, self.model.base_parameters
         n_layers = len(self.model.blocks)
         self.mutation_probability = 1.0 / (self.hp.active * n_layers)  # the authors' 1 / (N L)
         self.initial_state = [
@@ -202,13 +201,15 @@ class PathNet(Strategy):
         def build(widths):
             return PathNetwork(blocks, widths, sc.input_shape, heads, hp.modules)
 
-        self.base_parameters = count_parameters_of(lambda: nets.build_network(sc))
+        base_parameters = count_parameters_of(lambda: nets.build_network(sc))
         factor = hp.width_factor or REFERENCE_WIDTH_FACTOR.get((sc.arch, hp.modules, hp.active))
         if factor:
-            self.widths = [max(1, int(factor * b.width)) for b in blocks]
+            widths = [max(1, int(factor * b.width)) for b in blocks]
         else:
-            self.widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)), self.base_parameters)
-        return build(self.widths)
+            widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)), base_parameters)
+        model = build(widths)
+        model.base_parameters = base_parameters  # what its widths were matched to (monitoring)
+        return model
 
     # ---- which modules a task uses and trains -----------------------------------------------------
     def forward(self, x: Tensor, t: int) -> Tensor:
@@ -234,16 +235,16 @@ class PathNet(Strategy):
         for p in self.trainable_parameters(t):
             p.requires_grad_(True)
 
-    def before_task(self, t: int) -> None:
+    def before_task(self, task: TaskData) -> None:
         """Reset the modules outside every earlier best path to their initial weights (as the authors' code)."""
-        for l, used in enumerate(self.frozen(t)):
+        for l, used in enumerate(self.frozen(task.index)):
             for k, module in enumerate(self.model.layers[l]):
                 if k not in used:
                     module.load_state_dict(self.initial_state[l][k])
 
     # ---- the tournament ---------------------------------------------------------------------------
-    def train_task(self, t: int, trainer) -> None:
-        hp, p = self.hp, trainer.protocol
+    def train_task(self, task: TaskData, trainer) -> None:
+        hp, p, t = self.hp, task.protocol, task.index
         generations = min(hp.generations, p.epochs)
         if generations < hp.generations:  # the reference would train 0 epochs: keep its P x epochs budget
             warnings.warn(
@@ -252,7 +253,7 @@ class PathNet(Strategy):
                 stacklevel=2,
             )
         epochs = p.epochs // generations  # the authors' nepochs // G per path per generation
-        train, valid = trainer.data(t, "train"), trainer.data(t, "valid")  # fitness: validation loss
+        train, valid = task.train, task.valid  # fitness: validation loss
         P, L = hp.population, len(self.model.blocks)
         paths = [random_path(L, hp.modules, hp.active, self.generator) for _ in range(P)]
         schedules = [Plateau.start(p) for _ in range(P)]  # each path's own lr schedule (the protocol's)
@@ -294,14 +295,14 @@ class PathNet(Strategy):
         self.best_paths[t] = self.paths[t]
 
     # ---- state a resumed run needs beyond the model (cl_bench.checkpoint) ---------------------------
-    def state_dict(self) -> dict:
+    def save_state(self) -> dict:
         return {
             "best_paths": {t: torch.tensor(path) for t, path in self.best_paths.items()},
             "generator": self.generator.get_state(),
             "ga_log": self.ga_log,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         self.best_paths = {int(t): as_path(path) for t, path in state["best_paths"].items()}
         self.paths = dict(self.best_paths)
         self.generator.set_state(state["generator"])

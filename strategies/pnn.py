@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from cl_bench import nets
 from cl_bench.nets import Block, activate, base_blocks, count_parameters_of, layer_inputs, make_layer, matched_widths
 from cl_bench.registry import register_strategy
-from cl_bench.strategy import Strategy, hparam
+from cl_bench.strategy import Strategy, TaskData, hparam
 
 REFERENCE_WIDTH_FACTOR = {"alexnet": 1.117}  # the authors' ``expand_factor``; none for the MLP
 
@@ -96,7 +96,7 @@ class ProgressiveNet(nn.Module):
         self, blocks: Sequence[Block], widths: Sequence[int], input_shape: Sequence[int], head_sizes: Sequence[int]
     ):
         super().__init__()
-        self.blocks = list(blocks)
+        self.blocks, self.widths = list(blocks), list(widths)
         sizes, n_features = layer_inputs(blocks, widths, input_shape)
         self.dropouts = nn.ModuleList(nn.Dropout(b.dropout) for b in blocks)
         self.columns = nn.ModuleList()
@@ -165,12 +165,12 @@ class PNNHparams:
 
 
 @register_strategy
-class PNN(Strategy):
+class PNN(Strategy[PNNHparams]):
     """Progressive networks: a new column per task, laterals from the frozen earlier columns."""
 
     name = "pnn"
-    Hparams = PNNHparams
     clip_grad = 10000.0  # the authors' code's clipping threshold for this method
+    keeps = ()  # nothing beyond the model: build_model rebuilds the widths, before_task the flags
 
     def build_model(self) -> nn.Module:
         sc = self.scenario
@@ -179,32 +179,30 @@ class PNN(Strategy):
         def build(widths):
             return ProgressiveNet(blocks, widths, sc.input_shape, heads)
 
-        self.base_parameters = count_parameters_of(lambda: nets.build_network(sc))
+        base_parameters = count_parameters_of(lambda: nets.build_network(sc))
         factor = self.hp.width_factor or REFERENCE_WIDTH_FACTOR.get(sc.arch)
         if factor:
-            self.widths = column_widths(blocks, factor, len(heads))
+            widths = column_widths(blocks, factor, len(heads))
         else:  # no reference factor (the MLP): match the base network's parameter count
-            self.widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)), self.base_parameters)
-        return build(self.widths)
+            widths = matched_widths(blocks, lambda w: count_parameters_of(lambda: build(w)), base_parameters)
+        model = build(widths)
+        model.base_parameters = base_parameters  # what its widths were matched to (monitoring)
+        return model
+
+    def setup(self) -> None:
+        self.widths, self.base_parameters = self.model.widths, self.model.base_parameters
 
     def forward(self, x: Tensor, t: int) -> Tensor:
         return self.model(x, t, self.hp.recursive_laterals, self.hp.lateral_head)
 
-    def before_task(self, t: int) -> None:
+    def before_task(self, task: TaskData) -> None:
         """Freeze everything but column t and its adapters (the authors' ``unfreeze_column``)."""
         self.model.requires_grad_(False)
-        for p in self.trainable_parameters(t):
+        for p in self.trainable_parameters(task.index):
             p.requires_grad_(True)
 
     def trainable_parameters(self, t: int) -> list[nn.Parameter]:
         return [*self.model.columns[t].parameters(), *self.model.laterals[t].parameters()]
-
-    def state_dict(self) -> dict:
-        """Nothing beyond the model: widths are rebuilt by the constructor, flags by ``before_task``."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
     def monitoring(self) -> dict:
         return {

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from cl_bench.registry import register_strategy
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Strategy, TaskData
 
 
 @register_strategy
@@ -21,21 +21,20 @@ class Random(Strategy):
 
     name = "random"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
         self.train_labels: dict[int, Tensor] = {}
 
     def build_model(self) -> nn.Module:
         return nn.Module()  # nothing to learn
 
-    def train_task(self, t: int, trainer) -> None:
-        self.train_labels[t] = self.scenario.tasks[t].train.y.cpu()
+    def train_task(self, task: TaskData, trainer) -> None:
+        self.train_labels[task.index] = task.train.y.cpu()
 
-    def state_dict(self) -> dict:
+    def save_state(self) -> dict:
         return {"train_labels": dict(self.train_labels), "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         self.train_labels = dict(state["train_labels"])
         self.generator.set_state(state["generator"])
 

@@ -10,9 +10,4 @@ class SGD(Strategy):
 
     name = "sgd"
     clip_grad = 10000.0
-
-    def state_dict(self) -> dict:
-        return {}  # everything is in the model
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    keeps = ()  # everything is in the model

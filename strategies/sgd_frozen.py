@@ -7,7 +7,7 @@ weights of task 1 are restored, and dropout stays active (train mode) in the fro
 """
 
 from cl_bench.registry import register_strategy
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Strategy, TaskData
 
 
 @register_strategy
@@ -17,14 +17,14 @@ class SGDFrozen(Strategy):
     name = "sgd_frozen"
     clip_grad = 10000.0  # the authors' code's clipping threshold for this method
 
-    def after_task(self, t: int) -> None:
+    def after_task(self, task: TaskData) -> None:
         """Freeze every non-head parameter (the reference freezes all names not starting with 'last')."""
         for p in self.model.body_parameters():
             p.requires_grad_(False)  # Strategy.trainable_parameters then leaves them out of SGD
 
-    def state_dict(self) -> dict:
+    def save_state(self) -> dict:
         return {"frozen": not all(p.requires_grad for p in self.model.body_parameters())}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         for p in self.model.body_parameters():
             p.requires_grad_(not state["frozen"])

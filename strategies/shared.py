@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from cl_bench.scenario import Data
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Strategy, TaskData
 
 # A loss of the parameters (name -> tensor) on one batch (x, y): what the Fisher differentiates.
 ParamLoss = Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]
@@ -149,14 +149,14 @@ class KeepsPreviousModel(Strategy):
 
     old: nn.Module | None = None  # the frozen model after the previous task
 
-    def after_task(self, t: int) -> None:
+    def after_task(self, task: TaskData) -> None:
         """The model with its best weights restored becomes the frozen previous model."""
         self.old = copy.deepcopy(self.model).eval().requires_grad_(False)
 
-    def state_dict(self) -> dict:
+    def save_state(self) -> dict:
         return {"old": None if self.old is None else self.old.state_dict()}  # for per-task checkpoints
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         self.old = None
         if state["old"] is not None:
             self.old = copy.deepcopy(self.model).eval().requires_grad_(False)

@@ -15,6 +15,7 @@ from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import Store
 from cl_bench.strategy import Strategy
 from cl_bench.trainer import PRESETS
+from cl_bench.trainer import Callbacks
 
 
 @register_scenario("tiny_checkpoint", "3 synthetic tasks (tests only)")
@@ -50,11 +51,11 @@ def interrupted_then_resumed(config, store, after_task):
     """Run until task ``after_task`` is checkpointed, 'kill' it, run again; returns (record, tasks
     trained by the second invocation)."""
     with pytest.raises(Interrupt):
-        execute(config, store, on_task=kill_after(after_task))
+        execute(config, store, listeners=[Callbacks(on_task=kill_after(after_task))])
     assert store.status(config.run_id()) is None  # nothing stored for the killed run
     assert ckpt.checkpoint_path(store.path, config.run_id()).exists()
     trained = []
-    record = execute(config, store, on_epoch=lambda log: trained.append(log.task))
+    record = execute(config, store, listeners=[Callbacks(on_epoch=lambda log: trained.append(log.task))])
     return record, sorted(set(trained))
 
 
@@ -93,9 +94,9 @@ def test_force_ignores_a_checkpoint(tmp_path):
     config = RunConfig("sgd", "tiny_checkpoint", 0, {}, PROTOCOL)
     store = Store(tmp_path / "runs.db")
     with pytest.raises(Interrupt):
-        execute(config, store, on_task=kill_after(0))
+        execute(config, store, listeners=[Callbacks(on_task=kill_after(0))])
     trained = []
-    execute(config, store, force=True, on_epoch=lambda log: trained.append(log.task))
+    execute(config, store, force=True, listeners=[Callbacks(on_epoch=lambda log: trained.append(log.task))])
     assert sorted(set(trained)) == [0, 1, 2]
     assert not ckpt.checkpoint_path(store.path, config.run_id()).exists()
 
@@ -105,7 +106,7 @@ def test_checkpoint_holds_plain_tensors_only(tmp_path):
     config = RunConfig("joint", "tiny_checkpoint", 0, {}, PROTOCOL)
     store = Store(tmp_path / "runs.db")
     with pytest.raises(Interrupt):
-        execute(config, store, on_task=kill_after(1))
+        execute(config, store, listeners=[Callbacks(on_task=kill_after(1))])
     path = ckpt.checkpoint_path(store.path, config.run_id())
     payload = torch.load(path, weights_only=True)
     assert payload["next_task"] == 2 and payload["run_id"] == config.run_id()
@@ -118,7 +119,7 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     config = RunConfig("sgd", "tiny_checkpoint", 0, {}, PROTOCOL)
     store = Store(tmp_path / "runs.db")
     with pytest.raises(Interrupt):
-        execute(config, store, on_task=kill_after(0))
+        execute(config, store, listeners=[Callbacks(on_task=kill_after(0))])
     path = ckpt.checkpoint_path(store.path, config.run_id())
     before = path.read_bytes()
 
@@ -150,27 +151,37 @@ def test_strategies_with_state_beyond_the_model_are_not_checkpointed(monkeypatch
         name = "counting_test"
 
     reason = ckpt.resume_refusal(Counting)
-    assert "counting_test" in reason and "state_dict()/load_state_dict()" in reason
+    assert "counting_test" in reason and "`keeps` nor save_state()/load_state()" in reason
     assert ckpt.resume_refusal(all_strategies()["sgd"]) is None
     # default hooks on the base class do not make a strategy that says nothing resumable
-    monkeypatch.setattr(Strategy, "state_dict", lambda self: {}, raising=False)
-    monkeypatch.setattr(Strategy, "load_state_dict", lambda self, state: None, raising=False)
-    assert ckpt.resume_refusal(Counting) == reason
+    assert Strategy.save_state is Counting.save_state and ckpt.resume_refusal(Counting) == reason
+
+    class WithKeeps(Counting):
+        keeps = ("count",)
 
     class WithHooks(Counting):
-        def state_dict(self):
+        def save_state(self):
             return {}
 
-        def load_state_dict(self, state):
+        def load_state(self, state):
             pass
 
-    assert ckpt.resume_refusal(WithHooks) is None
+    with pytest.warns(FutureWarning, match="state_dict/load_state_dict"):
+
+        class WithOldHooks(Counting):  # the 0.1 names, honoured with a warning
+            def state_dict(self):
+                return {}
+
+            def load_state_dict(self, state):
+                pass
+
+    assert ckpt.resume_refusal(WithKeeps) is ckpt.resume_refusal(WithHooks) is ckpt.resume_refusal(WithOldHooks) is None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", sorted(all_strategies()))
 def test_every_resumable_strategy_resumes_exactly(tmp_path, strategy):
-    """Guards the state_dict() contract: a strategy that keeps state outside its model and does not
+    """Guards the save_state() contract: a strategy that keeps state outside its model and does not
     save it fails here."""
     cls = all_strategies()[strategy]
     if ckpt.resume_refusal(cls):
@@ -189,9 +200,9 @@ def test_restored_state_moves_to_the_strategy_s_device(name):
     strategy = get_strategy(name)(make_scenario())
     strategy.before_task(0)
     strategy.after_task(0)
-    state = strategy.state_dict()
+    state = strategy.save_state()
     strategy.device = torch.device("meta")
-    strategy.load_state_dict(state)
+    strategy.load_state(state)
     kept = [getattr(strategy, a) for a in ("anchor", "fisher", "previous") if getattr(strategy, a, None) is not None]
     assert kept and all(t.device.type == "meta" for d in kept for t in d.values())
 
@@ -211,10 +222,10 @@ def test_a_failed_run_keeps_its_finished_validation_rows(tmp_path, monkeypatch):
     sgd = get_strategy("sgd")
     train_task = sgd.train_task
 
-    def fails_at_task_2(self, t, trainer):
-        if t == 2:
+    def fails_at_task_2(self, task, trainer):
+        if task.index == 2:
             raise RuntimeError("out of memory, say")
-        return train_task(self, t, trainer)
+        return train_task(self, task, trainer)
 
     monkeypatch.setattr(sgd, "train_task", fails_at_task_2)
     config = RunConfig("sgd", "tiny_checkpoint", 0, {}, PROTOCOL)

@@ -27,7 +27,7 @@ from cl_bench.avalanche_interop.library import PREFIX, import_avalanche
 from cl_bench.avalanche_interop.network import task_aware_net
 from cl_bench.avalanche_interop.protocol_plugin import protocol_plugin
 from cl_bench.registry import get_strategy
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Strategy, TaskData
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,7 @@ class AvalancheStrategy(Strategy):
     avalanche_class: ClassVar[type]
     spec: ClassVar[AvalancheSpec]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         self.avalanche: Any = None  # the Avalanche strategy, built at the first task (it needs the protocol)
         self.benchmark: Any = None
         self.trainer = None
@@ -116,12 +115,13 @@ class AvalancheStrategy(Strategy):
             raise RuntimeError(f"{self.name}: Avalanche put its own plugins before the protocol's")
         self.benchmark = to_avalanche(self.scenario, streams=("train",))
 
-    def train_task(self, t: int, trainer) -> None:
+    def train_task(self, task: TaskData, trainer) -> None:
         """Avalanche's ``train`` on experience t; the protocol plugin validates, schedules and restores."""
+        t = task.index
         self.trainer, self.task = trainer, t
         if self.avalanche is None:
             self._build(trainer)
-        p = trainer.protocol  # the protocol of this task's trainer (the runner has one for every task)
+        p = task.protocol
         self.avalanche.train_epochs, self.avalanche.train_mb_size = p.epochs, p.batch_size
         self.avalanche.eval_mb_size = p.eval_batch_size
         self.avalanche.train(self.benchmark.train_stream[t], eval_streams=[], num_workers=0, pin_memory=False)

@@ -11,11 +11,10 @@ import numpy as np
 
 from cl_bench.cli.common import user_errors
 from cl_bench.loggers import ConsoleLogger
-from cl_bench.metrics import step_metrics
 from cl_bench.registry import all_strategies
 from cl_bench.report import format_markdown, rho_table
 from cl_bench.results import with_rho
-from cl_bench.runner import RunConfig, execute
+from cl_bench.runner import LoggerListener, RunConfig, execute
 from cl_bench.store import DEFAULT_STORE, Store, StoreError
 from cl_bench.trainer import PRESETS
 
@@ -65,8 +64,7 @@ def demo(store, scenario, max_train_per_task, epochs, seeds, data_root, download
                 db,
                 data_root=data_root,
                 download=download,
-                on_epoch=console.log_epoch,
-                on_task=lambda t, acc: console.log_task(t, acc[t, : t + 1], step_metrics(acc, t)),
+                listeners=[LoggerListener(console)],
             )
         console.end_run(rec.status, {"wall_s": rec.wall_s})
         click.echo(f"{config.strategy:>8} seed {config.seed}: A<=T {100 * np.nanmean(rec.accuracy[-1]):.1f}%")

@@ -16,6 +16,7 @@ from cl_bench import device_checks as dc
 from cl_bench import registry
 from cl_bench.runner import RunConfig, execute
 from cl_bench.store import Store
+from cl_bench.trainer import Callbacks
 
 STRATEGIES = ["sgd", "ewc", "hat", "lwf", "pathnet"]
 PROTOCOL = dc.TINY_PROTOCOL
@@ -74,12 +75,14 @@ def test_a_checkpoint_resumes_on_another_device(tmp_path, no_dropout_strategies,
                 raise Interrupt
 
         with pytest.raises(Interrupt):
-            execute(config, store, device=saved_on, on_task=killed)
+            execute(config, store, device=saved_on, listeners=[Callbacks(on_task=killed)])
         path = ckpt.checkpoint_path(store.path, config.run_id())
         payload = torch.load(path, map_location="cpu", weights_only=True)
         assert payload["next_task"] == 1
         trained = []
-        record = execute(config, store, device=resumed_on, on_epoch=lambda log: trained.append(log.task))
+        record = execute(
+            config, store, device=resumed_on, listeners=[Callbacks(on_epoch=lambda log: trained.append(log.task))]
+        )
     assert set(trained) == {1}  # task 0 came from the checkpoint
     assert not path.exists() and store.status(config.run_id()) == "finished"
     tol = dc.tolerance(saved_on, other=resumed_on)

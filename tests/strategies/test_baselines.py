@@ -174,10 +174,10 @@ def test_sgd_frozen_keeps_dropout_active_in_the_frozen_body():
 def test_sgd_frozen_state_round_trip_keeps_the_body_frozen_or_not():
     scenario = make_scenario(n_tasks=2)
     strategy, fresh = build("sgd_frozen", scenario), build("sgd_frozen", scenario)
-    fresh.load_state_dict(strategy.state_dict())  # during task 1: nothing is frozen yet
+    fresh.load_state(strategy.save_state())  # during task 1: nothing is frozen yet
     assert all(p.requires_grad for p in fresh.model.parameters())
     strategy.after_task(0)
-    fresh.load_state_dict(strategy.state_dict())  # a run resumed after task 1 trains the heads only
+    fresh.load_state(strategy.save_state())  # a run resumed after task 1 trains the heads only
     assert not any(p.requires_grad for p in fresh.model.body_parameters())
     assert all(p.requires_grad for p in fresh.model.heads.parameters())
 

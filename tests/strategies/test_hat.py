@@ -1,6 +1,7 @@
 """HAT (strategies/hat.py): each equation against an independent plain computation, and the
 behaviour that defines the method (earlier tasks do not move), on small random nets."""
 
+import dataclasses
 import json
 import math
 
@@ -68,7 +69,7 @@ def random_cumulative(hat: HAT, seed=0) -> list[torch.Tensor]:
     """Give ``hat`` one finished task whose masks are uniform in (0, 1), far from binary."""
     g = torch.Generator().manual_seed(seed)
     masks = [torch.rand(u, generator=g) for u in hat.model.net.units]
-    hat.load_state_dict({"task_masks": [masks], "step": 0, "capacity": [], "compression": []})
+    hat.load_state({"task_masks": [masks], "step": 0, "capacity": [], "compression": []})
     return masks
 
 
@@ -444,13 +445,11 @@ def test_uniform_embedding_init_and_xavier_option(tiny_scenario):
 
 
 def test_refuses_optimisers_that_bypass_the_gradient_masks(tiny_scenario):
-    hat = SmallHAT(tiny_scenario())
-
-    class FakeTrainer:
-        protocol = type("P", (), {"momentum": 0.9})()
-
+    scenario = tiny_scenario()
+    hat = SmallHAT(scenario)
+    task = dataclasses.replace(Trainer(scenario).task(0), protocol=type("P", (), {"momentum": 0.9})())
     with pytest.raises(ValueError, match="plain SGD"):
-        hat.train_task(0, FakeTrainer())
+        hat.train_task(task, Trainer(scenario))
 
 
 def test_state_round_trip_restores_masks_and_gradient_factors(tmp_path, tiny_scenario):
@@ -459,9 +458,9 @@ def test_state_round_trip_restores_masks_and_gradient_factors(tmp_path, tiny_sce
     hat.after_task(0)
     hat.after_task(1)
     path = tmp_path / "state.pt"
-    torch.save(hat.state_dict(), path)
+    torch.save(hat.save_state(), path)
     fresh = SmallHAT(tiny_scenario(n_tasks=3))
-    fresh.load_state_dict(torch.load(path, weights_only=True))
+    fresh.load_state(torch.load(path, weights_only=True))
     for a, b in zip(hat.cumulative, fresh.cumulative):
         assert torch.equal(a, b)
     for (_, keep), (_, keep2) in zip(hat._grad_keep, fresh._grad_keep):

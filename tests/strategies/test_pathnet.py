@@ -9,6 +9,7 @@ from conftest import synthetic, task0_after_each_task
 from cl_bench.nets import Block
 from cl_bench.strategies import pathnet as pathnet_module
 from cl_bench.strategies.pathnet import PathNet, PathNetwork, mutate, next_generation, random_path
+from cl_bench.strategy import TaskData
 from cl_bench.trainer import Protocol, Trainer
 
 MIXTURE_HEADS = [10, 100, 10, 10, 10, 43, 100, 10]  # 293 classes; the order does not change the count
@@ -90,19 +91,20 @@ class ScriptedTrainer(Trainer):
     def __init__(self, losses, epochs, lr_patience=5):
         self.protocol = Protocol(epochs=epochs, lr_patience=lr_patience)
         self.losses, self.history, self.splits, self.calls = list(losses), [], [], []
-        self.on_epoch = lambda log: None
+        self.listeners = []
 
-    def data(self, t, split):
-        self.splits.append(split)
-        return split
+    def task(self, t):  # the splits by name: which one each step reads
+        return TaskData(t, 1, "train", "valid", self.protocol, lambda split: split)
 
     def train_epoch(self, strategy, t, data, lr, epoch=0):
+        self.splits.append(data)
         self.calls.append((strategy.paths[t], lr))
         with torch.no_grad():
             strategy.model.heads[t].bias[0] = len(self.calls)
         return 1.0
 
     def evaluate(self, strategy, t, data):
+        self.splits.append(data)
         assert data == "valid"
         return self.losses.pop(0), 0.5
 
