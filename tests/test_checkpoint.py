@@ -14,8 +14,7 @@ from cl_bench.registry import all_strategies, get_strategy, register_scenario
 from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import Store
 from cl_bench.strategy import Strategy
-from cl_bench.trainer import PRESETS
-from cl_bench.trainer import Callbacks
+from cl_bench.trainer import PRESETS, Callbacks
 
 
 @register_scenario("tiny_checkpoint", "3 synthetic tasks (tests only)")

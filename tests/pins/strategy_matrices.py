@@ -1,5 +1,6 @@
-"""Accuracy matrices and per-epoch losses of every built-in strategy on small synthetic scenarios (MLP and AlexNet-like conv
-net, 3 tasks, a few epochs), as ``python tests/pins/strategy_matrices.py OUT.json`` writes them. The
+"""Accuracy matrices and per-epoch losses of every built-in strategy on small synthetic scenarios
+(MLP and AlexNet-like conv net, 3 tasks, a few epochs), as ``python tests/pins/strategy_matrices.py OUT.json``
+writes them. The
 committed ``strategy_matrices.json`` was written by the code before the strategy interface v1
 (commit 68c933b); tests/test_strategy_pins.py recomputes them with today's code: a refactoring of the
 interface must leave every result bit for bit equal on CPU."""
