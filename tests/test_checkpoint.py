@@ -62,7 +62,9 @@ def without_timings(history):
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-@pytest.mark.parametrize("strategy,after_task", [("sgd", 0), ("sgd", 1), ("joint", 1)])
+@pytest.mark.parametrize(
+    "strategy,after_task", [("sgd", 0), ("sgd", 1), ("joint", 1), ("si", 1), ("mas", 1), ("er", 1), ("agem", 1)]
+)
 def test_resumed_run_equals_uninterrupted(tmp_path, strategy, after_task):
     config = RunConfig(strategy, "tiny_checkpoint", 3, {}, PROTOCOL)
     reference = execute(config, Store(tmp_path / "ref.db"))
