@@ -52,7 +52,7 @@ def project(g: list[Tensor], g_ref: list[Tensor]) -> None:
 
 @register_strategy
 class AGEM(Strategy[AGEMHparams]):
-    """A-GEM: the step's gradient projected so that the memory's loss does not grow (to first order)."""
+    """A-GEM (not in the paper): gradients projected so the memory's loss does not grow (Chaudhry et al. 2019)."""
 
     name = "agem"
     clip_grad = 10000.0  # the HAT reference's SGD threshold (A-GEM's authors: no clipping)

@@ -120,7 +120,7 @@ def mixed_task_cross_entropy(model: nn.Module, x: Tensor, y: Tensor, task: Tenso
 # ---- the strategy ----------------------------------------------------------------------------------
 @register_strategy
 class ER(Strategy[ERHparams]):
-    """Experience replay: each step also trains on a batch of past tasks' samples, on their own heads."""
+    """ER (not in the paper): each step also trains on a replay batch of past tasks' samples, on their own heads."""
 
     name = "er"
     clip_grad = 10000.0  # the HAT reference's SGD threshold (ER papers: no clipping)

@@ -68,7 +68,7 @@ def output_sensitivity(model: nn.Module, data: Data, t: int) -> dict[str, Tensor
 
 @register_strategy
 class MAS(Strategy[MASHparams]):
-    """Memory Aware Synapses: importance from the output's sensitivity, a quadratic penalty."""
+    """MAS (not in the paper): importance from the output's sensitivity, a quadratic penalty (Aljundi et al. 2018)."""
 
     name = "mas"
     clip_grad = 10000.0  # the HAT reference's SGD threshold (MAS's authors: no clipping)

@@ -50,7 +50,7 @@ class SIHparams:
 
 @register_strategy
 class SI(Strategy[SIHparams]):
-    """Synaptic Intelligence: per-parameter path integral of the loss drop, a quadratic penalty."""
+    """SI (not in the paper): per-parameter path integral of the loss drop, a quadratic penalty (Zenke et al. 2017)."""
 
     name = "si"
     clip_grad = 10000.0  # the HAT reference's SGD threshold (SI's authors used Adam, no clipping)

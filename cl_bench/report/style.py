@@ -68,6 +68,10 @@ LABELS = {
     "pathnet": "PathNet",
     "pnn": "PNN",
     "hat": "HAT",
+    "si": "SI",  # beyond the paper
+    "mas": "MAS",
+    "er": "ER",
+    "agem": "A-GEM",
     "joint": "Joint",
     "random": "Random",
 }
