@@ -157,7 +157,7 @@ def test_cli_run_piped_prints_plain_lines_and_quiet_prints_none(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "\x1b" not in res.output and "\r" not in res.output  # no escape codes or bar redraws
-    assert "task 1 epoch 1: loss" in res.output and "after task 3: test acc" in res.output
+    assert "task 1 epoch 1/<=2: loss" in res.output and "after task 3: test acc" in res.output
     assert not log_dir(tmp_path / "runs.db").exists()  # the console logger writes no files
 
     quiet = CliRunner().invoke(
@@ -178,7 +178,7 @@ def test_cli_run_piped_prints_plain_lines_and_quiet_prints_none(tmp_path):
         ],
     )
     assert quiet.exit_code == 0, quiet.output
-    assert "epoch 1: loss" not in quiet.output and "| after \\ on |" in quiet.output  # the result is printed
+    assert "epoch 1/<=2: loss" not in quiet.output and "| after \\ on |" in quiet.output  # the result is printed
 
 
 # ---- sweeps ---------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 store holds failed runs of the sweep (so scripts and CI notice), after a summary line. ``status`` and
 ``sweep --dry-run`` only read the store (``Store.open_read``: nothing is created or migrated). Workers
 go on one device (``--device``, ``--workers`` x ``--threads``) or on several (``--devices``,
-``--workers-per-device``): cl_bench.sweep.placement.
+``--workers-per-device``): cl_bench.sweep.placement. ``--backend slurm`` submits job arrays (flags
+override the sweep file's ``slurm`` key; cl_bench.sweep.slurm_backend), and ``status`` shows their job
+ids. SIGTERM stops a sweep as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cl_bench.sweep import (
     SWEEP_LOGGERS,
     Outcome,
     Sweep,
+    Terminated,
     WorkerStartError,
     load_sweep,
     measure_split,
@@ -32,6 +35,8 @@ from cl_bench.sweep import (
     status_rows,
 )
 from cl_bench.sweep import sweep_file as find_sweep_file
+from cl_bench.sweep.plan import SweepError
+from cl_bench.sweep.slurm_backend import JobBook, result_file, slurm_dir, squeue_states
 
 
 def sweep_file(file: str) -> Path:
@@ -50,7 +55,7 @@ def _load_or_fail(file: str, run_code: bool = True) -> Sweep:
 @click.command("sweep")
 @click.argument("file")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True)
 @click.option(
     "--workers",
     type=int,
@@ -97,7 +102,16 @@ def _load_or_fail(file: str, run_code: bool = True) -> Sweep:
     help="Time FILE's runs with every workers x threads split of the cores (fresh temporary "
     "stores, nothing kept) and print the fastest.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress display; failures are still reported.")
+@click.option("--partition", help="slurm: the partition every array task runs in [default: the cluster's].")
+@click.option("--time", "time_limit", help="slurm: time limit per task, minutes or D-HH:MM:SS [default: 60]; "
+              "a run that needs more is requeued and resumes from its last task.")  # fmt: skip
+@click.option("--cpus", help="slurm: CPUs per task, also its torch threads [default: 1].")
+@click.option("--gpus", help="slurm: GPUs per task [default: 0; 1 with --device cuda].")
+@click.option("--mem", help="slurm: memory per task, e.g. 16G [default: the partition's].")
+@click.option("--max-parallel", help="slurm: array tasks running at once [default: no cap].")
+@click.option("--sbatch", "sbatch", multiple=True, metavar="KEY=VALUE",
+              help="slurm: another sbatch directive, e.g. --sbatch qos=high (repeatable).")  # fmt: skip
 def sweep_command(
     file,
     store,
@@ -115,6 +129,13 @@ def sweep_command(
     dry_run,
     measure,
     quiet,
+    partition,
+    time_limit,
+    cpus,
+    gpus,
+    mem,
+    max_parallel,
+    sbatch,
 ):
     """Run every configuration of a sweep FILE not yet in the store (see examples/sweeps/). FILE may
     also name a bundled preset: `mini` (the mixture under the paper's protocol and selection, <= 300
@@ -127,8 +148,15 @@ def sweep_command(
         with user_errors():
             measure_split(sweep, cores, device or "cpu", data_root, echo=click.echo)
         return
+    flags = {"partition": partition, "time": time_limit, "cpus": cpus, "gpus": gpus, "mem": mem}
+    flags |= {"max_parallel": max_parallel, "sbatch": tuple(sbatch)}
     with user_errors():
         devices = parse_devices(devices)
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v not in (None, ())]
+        if given and backend != "slurm":
+            raise ValueError(f"{', '.join(given)} only apply to --backend slurm (got --backend {backend})")
+        slurm = getattr(sweep, "slurm", None)
+        slurm = slurm.merged(**flags) if slurm is not None and backend == "slurm" else None
     try:
         with user_errors(StoreError, WorkerStartError):
             if dry_run:
@@ -150,10 +178,11 @@ def sweep_command(
                 ray_address=ray_address,
                 progress=not quiet,
                 loggers=loggers,
+                slurm=slurm,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         click.echo("sweep interrupted; run the same command again to finish it", err=True)
-        sys.exit(130)
+        sys.exit(128 + Terminated.signum if isinstance(e, Terminated) else 130)
     with user_errors(StoreError):
         view = CurrentView(Store.open_read(store), check_data=False)
         _echo_status(sweep, view, errors=False)
@@ -249,6 +278,7 @@ def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
     for item in plan.items:
         if item.run_id in running:
             click.echo(f"running now: {run_label(item.config)} ({item.run_id}): {running[item.run_id].describe()}")
+    _echo_slurm_jobs(plan, store.path)
     for run_id, attempts in store.attempts_of(list(ids)).items():
         failed = [a for a in attempts if a.status in FAILED]
         if failed:
@@ -266,3 +296,24 @@ def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
             if item.status == "failed":
                 rec = view.get(item.run_id)
                 click.echo(f"\n{run_label(item.config)} ({rec.run_id}):\n{rec.error}")
+
+
+def _echo_slurm_jobs(plan, store_path) -> None:
+    """The SLURM jobs of this sweep's unfinished runs (``--backend slurm``), with their squeue state."""
+    folder = slurm_dir(store_path)
+    book = JobBook(folder).read()
+    jobs = [(item, book[item.run_id]["job"]) for item in plan.items if item.run_id in book and item.status is None]
+    if not jobs:
+        return
+    try:
+        states = squeue_states()
+    except SweepError as e:
+        states, unknown = {}, f"state unknown: {e}"
+    else:
+        unknown = "not in the queue: ended without a result; `cl-bench sweep` submits it again"
+    for item, job in jobs:
+        if result_file(folder, job).exists():
+            state = "ended; its result is stored when a `cl-bench sweep` driver collects it"
+        else:
+            state = states.get(job, unknown)
+        click.echo(f"slurm job {job}: {state}: {run_label(item.config)} ({item.run_id})")

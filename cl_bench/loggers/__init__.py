@@ -19,7 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from cl_bench.loggers.base import Logger, MissingExtraError, MultiLogger, UnknownLoggerError, log_dir, require_extra
+from cl_bench.loggers.base import (
+    Logger,
+    MissingExtraError,
+    MultiLogger,
+    UnknownLoggerError,
+    install_command,
+    log_dir,
+    require_extra,
+)
 from cl_bench.loggers.console import ConsoleLogger
 from cl_bench.loggers.dashboards import WANDB_MODES, TensorBoardLogger, WandbLogger
 from cl_bench.loggers.files import CsvLogger, JsonlLogger
@@ -36,8 +44,10 @@ __all__ = [
     "TensorBoardLogger",
     "UnknownLoggerError",
     "WandbLogger",
+    "install_command",
     "log_dir",
     "make_loggers",
+    "require_extra",
 ]
 
 LOGGER_NAMES = ("console", "jsonl", "csv", "tensorboard", "wandb")

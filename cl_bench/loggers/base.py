@@ -35,6 +35,10 @@ class Logger:
     def log_task(self, t: int, accuracy_row: Sequence[float], metrics: Mapping[str, float]) -> None:
         pass
 
+    def resumed(self, next_task: int, n_tasks: int) -> None:
+        """The run resumes from its checkpoint: tasks 1..``next_task`` are done, of ``n_tasks`` (called
+        after ``start_run``, before the next epoch)."""
+
     def end_run(self, status: str, summary: Mapping[str, Any]) -> None:
         pass
 
@@ -66,6 +70,10 @@ class MultiLogger(Logger):
         for logger in self.loggers:
             logger.log_task(t, accuracy_row, metrics)
 
+    def resumed(self, next_task, n_tasks):
+        for logger in self.loggers:
+            logger.resumed(next_task, n_tasks)
+
     def end_run(self, status, summary):
         for logger in self.loggers:
             logger.end_run(status, summary)
@@ -87,13 +95,28 @@ def log_dir(store_path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".logs")
 
 
-def require_extra(extra: str, module: str | None = None) -> Any:
-    """Import ``module`` (default: the package named like the extra), or say which extra installs it."""
-    if importlib.util.find_spec(extra) is None:
+def install_command(extra: str) -> str:
+    """The pip command that installs ``extra`` for this installation of cl-bench: ``pip install -e
+    '.[ray]'`` in a checkout (with the checkout's path when run from elsewhere), ``pip install
+    'cl-bench[ray]'`` for an installed wheel."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "setup.cfg").is_file() and (root / "cl_bench").is_dir():  # an editable checkout
+        where = "." if Path.cwd().resolve() == root else str(root)
+        return f"pip install -e '{where}[{extra}]'"
+    return f"pip install 'cl-bench[{extra}]'"
+
+
+def require_extra(extra: str, module: str | None = None, what: str | None = None, package: str | None = None) -> Any:
+    """Import ``module`` (default: the package named like the extra), or raise MissingExtraError, one
+    line naming the install command (``install_command``). ``what`` needs it (default: the logger named
+    like the extra); ``package`` is the missing package's name (default: the extra's)."""
+    package = package or extra
+    if importlib.util.find_spec(package) is None:
         raise MissingExtraError(
-            f"the {extra} logger needs the {extra} package, which is not installed: pip install cl-bench[{extra}]"
+            f"{what or f'the {extra} logger'} needs the {package} package, which is not installed: "
+            f"{install_command(extra)}"
         )
-    return importlib.import_module(module or extra)
+    return importlib.import_module(module or package)
 
 
 def run_id_of(run_info: Mapping[str, Any]) -> str:

@@ -3,7 +3,8 @@
 ``cl-bench sweep FILE`` expands the file (cl_bench.sweep.spec) into runs (cl_bench.sweep.plan), skips
 every run already in the store (same ``run_id``: finished ones, and failed ones unless
 ``--retry-failed``), and runs the rest on a pool of worker processes (cl_bench.sweep.local) or on Ray
-(``--backend ray``, cl_bench.sweep.ray_backend). Each run is written to the store in its own
+(``--backend ray``, cl_bench.sweep.ray_backend) or as SLURM job arrays (``--backend slurm``,
+cl_bench.sweep.slurm_backend). Each run is written to the store in its own
 transaction as it ends and checkpointed after each task (cl_bench.checkpoint), so Ctrl-C or
 ``kill -9`` loses at most the unfinished tasks of the runs in flight, and running the same command
 again finishes exactly what is missing. Each run is claimed before it starts (cl_bench.claims), so two
@@ -18,8 +19,11 @@ This module is the public face: ``run_sweep`` picks the backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 
 from cl_bench.claims import Heartbeat
 from cl_bench.loggers import log_dir, make_loggers
@@ -42,6 +46,8 @@ from cl_bench.sweep.plan import (
 )
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
 from cl_bench.sweep.ray_backend import run_ray  # imports Ray only when it runs
+from cl_bench.sweep.slurm_backend import run_slurm  # imports submitit only when it runs
+from cl_bench.sweep.slurm_options import SlurmOptions, parse_slurm_options
 from cl_bench.sweep.spec import (
     BUNDLED_SWEEPS,
     REFERENCE_STRATEGIES,
@@ -54,7 +60,7 @@ from cl_bench.sweep.spec import (
     sweep_loggers,
 )
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")
 
 __all__ = [
     "BACKENDS",
@@ -72,9 +78,11 @@ __all__ = [
     "Progress",
     "Scheduler",
     "Select",
+    "SlurmOptions",
     "Slot",
     "Sweep",
     "SweepError",
+    "Terminated",
     "WorkerStartError",
     "bundled_sweeps",
     "choose",
@@ -82,6 +90,7 @@ __all__ = [
     "load_sweep",
     "measure_split",
     "parse_devices",
+    "parse_slurm_options",
     "parse_sweep",
     "place_workers",
     "run_label",
@@ -110,6 +119,7 @@ def run_sweep(
     ray_address: str | None = None,
     progress: bool = True,
     loggers: Sequence[str] = (),
+    slurm: SlurmOptions | None = None,
 ) -> list[Outcome]:
     """Run what the sweep still needs; returns an Outcome per run attempted in this call (and per run
     found busy in another process or done meanwhile: status "busy" / "skipped").
@@ -117,11 +127,36 @@ def run_sweep(
     Placement (cl_bench.sweep.placement): ``workers`` (None: one per core; 0: in this process) x
     ``threads`` on ``device`` (None: cpu), or ``devices`` x ``workers_per_device``. On Ray, ``device``
     ``cuda`` asks ``1 / workers_per_device`` GPU per run. ``loggers``: file and dashboard loggers
-    (cl_bench.loggers) for every run, besides those of the sweep's ``loggers`` key."""
+    (cl_bench.loggers) for every run, besides those of the sweep's ``loggers`` key. ``slurm``: what each
+    SLURM array task asks for (default: the sweep file's ``slurm`` key). SIGTERM stops the driver as
+    Ctrl-C does (KeyboardInterrupt; ``Terminated`` for SIGTERM)."""
     if backend not in BACKENDS:
         raise SweepError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     names = sweep_loggers([*sweep.loggers, *loggers], "loggers")
     make_loggers(names, log_dir(store)).close()  # a missing extra (tensorboard, wandb) fails before any run
+    if backend == "slurm":
+        if devices is not None or workers is not None or workers_per_device is not None:
+            raise PlacementError(
+                "with --backend slurm each run is one array task: give --max-parallel (tasks at once), "
+                "--cpus and --gpus, not --workers, --devices or --workers-per-device"
+            )
+        options = slurm or getattr(sweep, "slurm", None) or SlurmOptions()
+        return _with_heartbeat(
+            sweep,
+            store,
+            retry_failed,
+            data_root,
+            lambda scheduler: run_slurm(
+                scheduler,
+                options,
+                threads=threads,
+                device=device,
+                data_root=data_root,
+                checkpoints=checkpoints,
+                progress=progress,
+                loggers=names,
+            ),
+        )
     if backend == "ray":
         if devices is not None:
             raise PlacementError(
@@ -167,7 +202,32 @@ def run_sweep(
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """The sweep driver got SIGTERM (``kill``, SLURM's end of a job): it stops as on Ctrl-C."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in this thread while in the block, so every
+    backend's clean stop on Ctrl-C (claims released, workers stopped, checkpoints kept) runs for it too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _with_heartbeat(sweep: Sweep, store, retry_failed: bool, data_root, backend) -> list[Outcome]:
-    scheduler = Scheduler(sweep, Store(store), retry_failed, data_root=data_root)
-    with Heartbeat(scheduler.store, scheduler.owner):  # keeps this driver's claims alive
-        return backend(scheduler)
+    with sigterm_stops():
+        scheduler = Scheduler(sweep, Store(store), retry_failed, data_root=data_root)
+        with Heartbeat(scheduler.store, scheduler.owner):  # keeps this driver's claims alive
+            return backend(scheduler)

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from cl_bench.loggers import Logger, log_dir, make_loggers
+from cl_bench.loggers import Logger, MultiLogger, log_dir, make_loggers
 from cl_bench.registry import build_scenario
 from cl_bench.runner import RunConfig, RunFailed, code_version, execute
 from cl_bench.store import RunRecord, Store
@@ -102,25 +102,15 @@ def _worker_run(
     holds the configuration's claim."""
     label = run_label(config)
     _emit("start", config.run_id(), label)
-    n_tasks = len(config.scenario_options.get("tasks") or []) or None
-
-    def on_epoch(log):
-        _emit(
-            "epoch",
-            f"{label} | task {log.task + 1}{'/' + str(n_tasks) if n_tasks else ''} "
-            f"epoch {log.epoch} val_acc {100 * log.valid_acc:.1f}",
-        )
-
     start, since = time.perf_counter(), time.time()
     logger: Logger | None = None
     try:
-        logger = make_loggers(loggers, log_dir(store_path)) if loggers else None
+        logger = MultiLogger([_WorkerEvents(config, label), *(make_loggers(loggers, log_dir(store_path)).loggers)])
         record = execute(
             config,
             Store(store_path),
             data_root=data_root,
             device=device,
-            on_epoch=on_epoch,
             checkpoints=checkpoints,
             claimed=True,
             logger=logger,
@@ -147,6 +137,27 @@ def _worker_run(
             with contextlib.suppress(Exception):  # the run's outcome counts, not a log file's closing
                 logger.close()
         _emit("end")
+
+
+class _WorkerEvents(Logger):
+    """The run's progress as events to the driver: each epoch (task and epoch of their caps) for the
+    worker's status line, and a resume from a checkpoint for the sweep's log."""
+
+    def __init__(self, config: RunConfig, label: str):
+        self.label, self.n_tasks = label, len(config.scenario_options.get("tasks") or []) or None
+        self.max_epochs = config.protocol.epochs
+
+    def log_epoch(self, log):
+        tasks = f"/{self.n_tasks}" if self.n_tasks else ""
+        _emit(
+            "epoch",
+            f"{self.label} | task {log.task + 1}{tasks} epoch {log.epoch}/<={self.max_epochs} "
+            f"val_acc {100 * log.valid_acc:.1f}",
+        )
+
+    def resumed(self, next_task: int, n_tasks: int) -> None:
+        self.n_tasks = n_tasks
+        _emit("resumed", self.label, next_task, n_tasks)
 
 
 # ---- the driver ----------------------------------------------------------------------------------------
@@ -250,7 +261,8 @@ def run_local(
     except KeyboardInterrupt:
         ui.write(
             "interrupted: runs in flight stop; finished runs are in the store and each run in flight "
-            "resumes from its last checkpointed task next time"
+            "resumes from its last checkpointed task next time",
+            always=True,
         )
         # A Ctrl-C in a terminal reached the workers already; `kill -INT <driver>` did not.
         for pid in {p.pid for p in mp.active_children()} | worker_pids:
@@ -303,7 +315,7 @@ def _worker_died(
     _record_killed(scheduler, item)
     if kills[item.run_id] >= 2:  # retried once already
         return False
-    ui.write(f"worker {slot.name} died while running {run_label(item.config)}; retrying once")
+    ui.write(f"worker {slot.name} died while running {run_label(item.config)}; retrying once", always=True)
     return True
 
 
@@ -332,7 +344,7 @@ def run_inline(
     try:
         while todo := scheduler.next_runs():
             for item in todo:
-                ui.bar.total = scheduler.expected_total()
+                ui.set_total(scheduler.expected_total())
                 outcome = scheduler.claim(item)
                 if outcome is None:
                     try:

@@ -4,8 +4,9 @@ and the progress display (one bar over runs, one status line per worker)."""
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -107,23 +108,57 @@ def run_label(config: RunConfig) -> str:
     return f"{config.strategy}{' ' + hp if hp else ''} {config.scenario} s{config.seed}"
 
 
-class Progress:
-    """One tqdm bar over runs, plus one status line per worker slot with its current run."""
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
 
-    def __init__(self, enabled: bool, slots: int | list[str], total: int):
+
+class Progress:
+    """What a sweep shows on stderr. On a terminal: one tqdm bar over runs (its total and ETA known),
+    plus one status line per worker slot with its current run and epoch. Anywhere else (a batch job's log,
+    ``2> sweep.err``): one plain line per finished, failed or resumed run with the counts and an ETA, no
+    control characters. ``enabled=False`` (``--quiet``): failures only, as plain lines."""
+
+    def __init__(self, enabled: bool, slots: int | list[str], total: int, stream: IO[str] | None = None):
         """``slots``: the workers' names (one status line each), or how many (named by number)."""
         names = [f"#{i + 1}" for i in range(slots)] if isinstance(slots, int) else list(slots)
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
         self.enabled = enabled
-        self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr, disable=not enabled)
+        self.tty = enabled and bool(isatty and isatty())
+        self.total, self.counts = total, {"finished": 0, "failed": 0}
+        self.started = time.perf_counter()
+        bars = not self.tty
+        self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, file=self.stream, disable=bars)
         self.names = names
         self.lines = [
-            tqdm(total=0, position=i + 1, bar_format="{desc}", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+            tqdm(total=0, position=i + 1, bar_format="{desc}", file=self.stream, disable=bars, dynamic_ncols=True)
             for i in range(len(names))
         ]
 
+    def set_total(self, total: int) -> None:
+        """Runs this sweep expects to do (it grows when selections are decided)."""
+        self.total = max(total, self.done_runs)
+        self.bar.total = self.total
+        self.bar.refresh()
+
+    def status(self, text: str) -> None:
+        """A short state after the bar (e.g. ``2 running, 3 queued``); shown on a terminal only."""
+        self.bar.set_postfix_str(text, refresh=True)
+
+    @property
+    def done_runs(self) -> int:
+        return self.counts["finished"] + self.counts["failed"]
+
     def event(self, slot: int, kind: str, *args) -> None:
-        """Worker ``slot``'s event: ("start", run_id, label), ("epoch", text) or ("end",)."""
-        if not 0 <= slot < len(self.lines):
+        """Worker ``slot``'s event: ("start", run_id, label), ("epoch", text), ("resumed", label,
+        next_task, n_tasks) or ("end",)."""
+        if kind == "resumed":
+            label, next_task, n_tasks = args
+            self._plain(f"resumed: {label}: after task {next_task} of {n_tasks} (from its checkpoint)")
+            return
+        if not 0 <= slot < len(self.lines) or not self.tty:
             return
         text = {"start": lambda: args[1], "epoch": lambda: args[0], "end": lambda: "idle"}[kind]()
         self.lines[slot].set_description_str(f"  [{self.names[slot]}] {text}"[:200])
@@ -133,18 +168,51 @@ class Progress:
             self.lines[slot].set_description_str(f"  [{self.names[slot]}] (restarting worker)")
 
     def done(self, outcome: Outcome, total: int) -> None:
-        if outcome.status != "finished":
-            self.write(f"{outcome.status}: {outcome.label}: {outcome.message}")
-        if outcome.status in ("busy", "skipped"):  # not run by this sweep (Scheduler.expected_total)
+        """A run ended (or was left to another process: busy / skipped, not counted)."""
+        counted = outcome.status not in ("busy", "skipped")  # not run by this sweep (Scheduler.expected_total)
+        if counted:
+            self.counts["finished" if outcome.status == "finished" else "failed"] += 1
+        self.total = max(total, self.done_runs)
+        bad = outcome.status in ("failed", "error")
+        if self.tty:
+            if outcome.status != "finished":
+                self.write(f"{outcome.status}: {outcome.label}: {outcome.message}")
+            if counted:
+                self.bar.total = self.total
+                self.bar.update()
             return
-        self.bar.total = max(total, self.bar.n + 1)
-        self.bar.update()
+        if not self.enabled and not bad:
+            return
+        took = f" in {outcome.wall_s:.1f} s" if outcome.wall_s and outcome.status in ("finished", "failed") else ""
+        why = f": {outcome.message}" if outcome.message else ""
+        self._plain(f"{outcome.status}: {outcome.label}{took}{why} [{self._counts()}]", always=bad)
 
-    def write(self, text: str) -> None:
-        if self.enabled:
-            tqdm.write(text, file=sys.stderr)
+    def _counts(self) -> str:
+        n, left = self.done_runs, max(0, self.total - self.done_runs)
+        text = f"{n}/{self.total} done, {self.counts['failed']} failed"
+        if n and left:
+            text += f", ETA {_duration((time.perf_counter() - self.started) / n * left)}"
+        return text
+
+    def _plain(self, text: str, always: bool = False) -> None:
+        if self.tty:
+            tqdm.write(text, file=self.stream)
+        elif self.enabled or always:
+            print(_printable(text), file=self.stream, flush=True)
+
+    def write(self, text: str, always: bool = False) -> None:
+        """A message; ``always``: also under ``--quiet`` (interruptions, lost jobs)."""
+        if self.tty:
+            tqdm.write(text, file=self.stream)
+        else:
+            self._plain(text, always)
 
     def close(self) -> None:
         for line in self.lines:
             line.close()
         self.bar.close()
+
+
+def _printable(text: str) -> str:
+    """One line without control characters (a run's error message may hold any)."""
+    return "".join(c if c.isprintable() else " " for c in text.replace("\n", " | "))

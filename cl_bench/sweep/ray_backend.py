@@ -1,6 +1,7 @@
 """The Ray backend of ``cl-bench sweep`` (``--backend ray``): the same sweep on a Ray cluster.
 
-Ray is imported only when this backend runs, so the core never needs it (``pip install cl-bench[ray]``).
+Ray is imported only when this backend runs, so the core never needs it (the ``ray`` extra; a missing
+Ray is a one-line error with the install command).
 Each run is a Ray task reserving ``threads`` CPUs, and on a CUDA device ``1 / workers_per_device`` of
 a GPU (Ray places the task on a GPU and makes it the only one the task sees). It returns its RunRecord
 and the driver writes it to the one store, so workers need no access to the store's filesystem, only
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from cl_bench.checkpoint import checkpoint_path
-from cl_bench.loggers import log_dir, make_loggers
+from cl_bench.loggers import log_dir, make_loggers, require_extra
 from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import RunRecord
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
@@ -98,10 +99,7 @@ def run_ray(
     (``None``: a local Ray on this machine), shut down again at the end."""
     if workers_per_device < 1:
         raise ValueError(f"workers_per_device must be >= 1, got {workers_per_device}")
-    try:
-        import ray  # the optional extra: only here
-    except ImportError:
-        raise RuntimeError("the Ray backend needs Ray: pip install 'cl-bench[ray]'") from None
+    ray = require_extra("ray", what="--backend ray")  # the optional extra: only here; one line if missing
 
     own_session = not ray.is_initialized()
     if own_session:
@@ -146,8 +144,8 @@ def run_ray(
                 if not todo:
                     break
                 continue
-            ui.bar.total = scheduler.expected_total()
-            ui.bar.set_postfix(running=len(in_flight), refresh=True)
+            ui.set_total(scheduler.expected_total())
+            ui.status(f"{len(in_flight)} running")
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
             for ref in ready:
                 item = in_flight.pop(ref)

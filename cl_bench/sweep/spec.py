@@ -17,6 +17,7 @@ A sweep file (every key optional but the scenario(s) and ``strategies``)::
     select: {seed: 0, metric: final_valid_acc, then_seeds: [0, 1, 2]}   # instead of `seeds`
     loggers: [jsonl]                   # file / dashboard loggers of every run (cl_bench.loggers)
     order: seeds                       # run every cell's first seed before any second seed (default: cells)
+    slurm: {partition: gpu, time: "12:00:00", gpus: 1}   # --backend slurm: what each array task asks for
 
 Without ``select`` every grid point runs on every seed; with it, see cl_bench.sweep.plan. Values are
 typed by the one parser (cl_bench.values) through the owners of each schema: strategies' Hparams,
@@ -41,6 +42,7 @@ from cl_bench.runner import MAX_SEED
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
 from cl_bench.strategy_files import static_strategy
 from cl_bench.sweep.plan import METRICS, ORDERS, Cell, Point, Select, Sweep, SweepError
+from cl_bench.sweep.slurm_options import parse_slurm_options
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
 REFERENCE_STRATEGIES = ("joint", "random")
@@ -56,6 +58,7 @@ SWEEP_KEYS = (
     "select",
     "loggers",
     "order",
+    "slurm",
 )
 # The console logger is left out: a sweep shows its own progress display.
 SWEEP_LOGGERS = tuple(n for n in LOGGER_NAMES if n != "console")
@@ -140,6 +143,7 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
     order = data.get("order", "cells")
     if order not in ORDERS:
         raise SweepError(f"{source}: order must be one of {', '.join(ORDERS)}, got {order!r}")
+    slurm = parse_slurm_options(data.get("slurm"), f"{source}: slurm")  # used by --backend slurm only
 
     cells = []
     for scenario, options in scenarios:
@@ -159,7 +163,9 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
                 cells.append(
                     Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos], role="reference")
                 )
-    return Sweep(name, cells, tuple(seeds), select, tuple(tags), tuple(loggers), order)
+    sweep = Sweep(name, cells, tuple(seeds), select, tuple(tags), tuple(loggers), order)
+    sweep.slurm = slurm  # read by run_sweep --backend slurm; not part of any run's identity
+    return sweep
 
 
 def sweep_loggers(value: Any, where: str = "loggers") -> tuple[str, ...]:

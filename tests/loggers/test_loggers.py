@@ -7,6 +7,7 @@ import io
 import json
 import math
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,8 @@ from cl_bench.loggers import (
     make_loggers,
 )
 from cl_bench.trainer import EpochLog
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 
 nan = math.nan
 RUN = {"run_id": "abc123", "strategy": "sgd", "scenario": "pmnist", "seed": 3, "hparams": {"lr": 0.05}}
@@ -141,6 +144,30 @@ def test_console_writes_plain_lines_off_a_terminal():
     assert failed.getvalue().splitlines()[-1] == "run abc123 failed in 1.0 s: diverged: loss is nan"
 
 
+def test_console_epoch_lines_show_the_caps_and_a_resume():
+    stream = io.StringIO()
+    console = ConsoleLogger(stream)
+    console.start_run({**RUN, "protocol": {"epochs": 200}, "scenario_options": {"tasks": [3, 1]}})
+    console.log_epoch(EPOCHS[0])
+    console.resumed(1, 5)  # the runner: tasks 1..1 of 5 come from the checkpoint
+    console.log_epoch(EPOCHS[2])
+    lines = stream.getvalue().splitlines()
+    assert lines[1].startswith("task 1/2 epoch 1/<=200: loss 1.0000")
+    assert lines[2] == "resuming after task 1 of 5 (from its checkpoint)"
+    assert lines[3].startswith("task 2/5 epoch 1/<=200: loss 0.9000")
+
+
+def test_console_bar_per_task_knows_the_epoch_cap():
+    terminal = FakeTerminal()
+    console = ConsoleLogger(terminal)
+    console.start_run({**RUN, "protocol": {"epochs": 200}})
+    console.log_epoch(EPOCHS[0])
+    assert console.bar.total == 200 and console.bar.n == 1
+    console.log_epoch(EPOCHS[2])  # task 2: a new bar
+    assert console.bar.total == 200 and console.bar.n == 1
+    console.close()
+
+
 def test_console_defaults_to_stderr_and_draws_a_bar_only_on_a_terminal(capsys):
     drive(ConsoleLogger())
     captured = capsys.readouterr()
@@ -252,11 +279,23 @@ def test_missing_optional_packages_name_the_extra(monkeypatch, tmp_path):
         lambda name, *a: None if name in ("tensorboard", "wandb") else real(name, *a),
     )
     for name, make in (("tensorboard", lambda: TensorBoardLogger(tmp_path)), ("wandb", lambda: WandbLogger(tmp_path))):
-        with pytest.raises(MissingExtraError, match=rf"pip install cl-bench\[{name}\]") as error:
+        # this test runs from a checkout: the command installs the extra into it
+        with pytest.raises(MissingExtraError, match=rf"pip install -e '(\.|{ROOT})\[{name}\]'") as error:
             make()
+        assert "\n" not in str(error.value)
         assert isinstance(error.value, ImportError) and isinstance(error.value, ValueError)
         with pytest.raises(MissingExtraError, match=name):
             make_loggers(["jsonl", name], tmp_path)
+
+
+def test_the_install_command_fits_how_cl_bench_was_installed(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    assert logger_base.install_command("ray") == "pip install -e '.[ray]'"
+    monkeypatch.chdir(tmp_path)
+    assert logger_base.install_command("ray") == f"pip install -e '{ROOT}[ray]'"
+    wheel = tmp_path / "site-packages" / "cl_bench" / "loggers" / "base.py"  # no setup.cfg above it
+    monkeypatch.setattr(logger_base, "__file__", str(wheel))
+    assert logger_base.install_command("slurm") == "pip install 'cl-bench[slurm]'"
 
 
 def test_make_loggers_maps_names_and_lays_out_files(tmp_path):
