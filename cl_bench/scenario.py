@@ -7,7 +7,7 @@ batch by a fused multiply-add with the task's constants, so a batch is one index
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,9 @@ class Scenario:
     seed: int
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        check_samples(self)  # every builder's scenario: an empty split fails here, not in training
+
     def __len__(self) -> int:
         return len(self.tasks)
 
@@ -131,6 +134,45 @@ class Data:
             return x * self.scale + self.shift, self.y[idx], self.task
         t = self.task[idx]
         return x * self.scale[t] + self.shift[t], self.y[idx], t
+
+
+# ---- what is known before any data is loaded ---------------------------------------------------
+# Scenario name -> its number of tasks given its options (an upper bound where data sets may be missing),
+# declared by the builders (cl_bench.benchmarks), so that `tasks` positions are checked before any work.
+TASK_COUNTS: dict[str, Callable[[Mapping[str, Any]], int]] = {}
+
+
+def declare_task_count(name: str, count: int | Callable[[Mapping[str, Any]], int]) -> None:
+    TASK_COUNTS[name] = count if callable(count) else (lambda _options, n=count: n)
+
+
+def check_task_positions(name: str, options: Mapping[str, Any], where: str = "") -> None:
+    """ValueError if the ``tasks`` option names a position the scenario does not have (scenarios that
+    declared no count are checked when built)."""
+    tasks, count = options.get("tasks"), TASK_COUNTS.get(name)
+    if tasks is None or count is None:
+        return
+    n = count(options)
+    bad = [i for i in tasks if not 0 <= i < n]
+    if bad:
+        raise ValueError(
+            f"{where or f'scenario {name!r}'} option 'tasks': position(s) {', '.join(map(str, bad))} out of "
+            f"range: it has {n} task(s), positions 0..{n - 1}"
+        )
+
+
+def check_samples(scenario: Scenario) -> None:
+    """ValueError naming the first task split without samples (an empty data file, or a cap or subset
+    that leaves nothing): training and evaluation would divide by zero."""
+    if not scenario.tasks:
+        raise ValueError(f"scenario {scenario.name!r} has no tasks")
+    for t, task in enumerate(scenario.tasks):
+        for split in ("train", "valid", "test"):
+            if len(getattr(task, split)) == 0:
+                raise ValueError(
+                    f"scenario {scenario.name!r}: task {t + 1} ({task.name}) has no {split} samples; "
+                    f"check its data files (and max_train_per_task / tasks)"
+                )
 
 
 # ----------------------------------------------------------------------------------------------

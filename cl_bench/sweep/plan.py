@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cl_bench.checkpoint import checkpoint_path
+from cl_bench.identity import CurrentView
+from cl_bench.registry import is_strategy_file
 from cl_bench.runner import RunConfig
 from cl_bench.store import RunRecord, Store
 from cl_bench.trainer import Protocol
@@ -39,8 +42,57 @@ NOTHING_TO_CHOOSE = "every search run failed"
 SELECTED_TAG = "selected:"  # + the sweep's name
 
 
+# A sweep of more runs is refused unless lifted (``cl-bench sweep --max-runs``): its plan is held in
+# memory, and a count this large is more often a typo (seeds: 1000000000) than a plan.
+MAX_RUNS = 100_000
+
+
 class SweepError(ValueError):
     """A sweep file that cannot be expanded; the message says where and what is accepted."""
+
+
+def check_max_runs(max_runs: Any) -> int:
+    """The limit given (None: MAX_RUNS), an integer >= 1."""
+    if max_runs is None:
+        return MAX_RUNS
+    if not isinstance(max_runs, int) or isinstance(max_runs, bool) or max_runs < 1:
+        raise SweepError(f"max_runs must be an integer >= 1, got {max_runs!r}")
+    return max_runs
+
+
+def sweep_size(
+    n_scenarios: int,
+    points: Sequence[int],
+    n_protocols: int,
+    n_seeds: int,
+    select: Select | None,
+    references: Any,
+) -> int:
+    """The runs a sweep plans at most, from its counts alone (nothing expanded): every grid point
+    (x protocol) on every seed, or with ``select`` the whole grid on one seed and one point on
+    ``then_seeds``; Joint per protocol and Random once per scenario and final seed."""
+    if select is None:
+        grid = sum(p * n_protocols for p in points) * n_seeds
+        final = n_seeds
+    else:
+        final = len(select.then_seeds)
+        grid = sum(p * n_protocols + final for p in points)  # at most: the search seed may be a final one
+    refs = 0
+    if references:
+        wanted = (
+            ("joint", "random") if references is True else [references] if isinstance(references, str) else references
+        )
+        if isinstance(wanted, (list, tuple)):
+            refs = sum(n_protocols if r == "joint" else 1 for r in wanted) * final
+    return n_scenarios * (grid + refs)
+
+
+def check_size(n_runs: int, max_runs: int, source: str) -> None:
+    if n_runs > max_runs:
+        raise SweepError(
+            f"{source}: this sweep plans {n_runs:,} runs, more than the limit of {max_runs:,}; check `seeds` "
+            f"and the grid axes, or lift the limit with cl-bench sweep --max-runs {n_runs}"
+        )
 
 
 @dataclass(frozen=True)
@@ -103,7 +155,7 @@ class Sweep:
 
     name: str
     cells: list[Cell]
-    seeds: tuple[int, ...] = (0,)
+    seeds: Sequence[int] = (0,)  # a tuple, or a range (`seeds: N`): never expanded into a list
     select: Select | None = None
     tags: tuple[str, ...] = ()
     loggers: tuple[str, ...] = ()  # file/dashboard loggers each run writes (cl_bench.loggers)
@@ -113,6 +165,10 @@ class Sweep:
         """Every run this sweep needs that is known now, with its status in ``store``. With ``select``,
         a cell's selected runs appear once its whole search grid is in the store."""
         items, waiting, unselectable, chosen_points = [], [], [], {}
+        if isinstance(store, CurrentView):  # a file strategy is stored under its name: say which file that is
+            for cell in self.cells:
+                if is_strategy_file(cell.strategy):
+                    store.strategy_files[RunConfig(cell.strategy, cell.scenario).strategy_name] = cell.strategy
         for cell in self.cells:
             if cell.role == "reference" or self.select is None:
                 seeds = self.final_seeds() if cell.role == "reference" else self.seeds
@@ -150,7 +206,7 @@ class Sweep:
     def _seed_order(self) -> list[int]:
         return [self.select.seed, *self.select.then_seeds] if self.select else list(self.seeds)
 
-    def final_seeds(self) -> tuple[int, ...]:
+    def final_seeds(self) -> Sequence[int]:
         return self.select.then_seeds if self.select else self.seeds
 
     def _item(self, cell: Cell, point: Point, seed: int, phase: str) -> PlanItem:

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,22 @@ import yaml
 from cl_bench.loggers import LOGGER_NAMES
 from cl_bench.registry import all_scenarios, get_strategy, is_strategy_file, parse_scenario_options
 from cl_bench.runner import MAX_SEED
+from cl_bench.scenario import check_task_positions
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
 from cl_bench.strategy_files import static_strategy
-from cl_bench.sweep.plan import METRICS, ORDERS, Cell, Point, Select, Sweep, SweepError
+from cl_bench.sweep.plan import (
+    MAX_RUNS,
+    METRICS,
+    ORDERS,
+    Cell,
+    Point,
+    Select,
+    Sweep,
+    SweepError,
+    check_max_runs,
+    check_size,
+    sweep_size,
+)
 from cl_bench.sweep.slurm_options import parse_slurm_options
 from cl_bench.trainer import PRESETS, Protocol, protocol_from_dict
 
@@ -83,9 +97,12 @@ def sweep_file(file: str) -> Path:
     )
 
 
-def load_sweep(path: str | os.PathLike, run_code: bool = True) -> Sweep:
+def load_sweep(path: str | os.PathLike, run_code: bool = True, max_runs: int | None = None) -> Sweep:
     """The sweep of a YAML file. ``run_code=False`` (reading commands): user strategy files are read,
-    never imported (cl_bench.strategy_files)."""
+    never imported (cl_bench.strategy_files). ``max_runs``: refuse a sweep of more runs (default
+    MAX_RUNS), counted before anything is expanded."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_sweep: path must be a file path (str or os.PathLike), got {type(path).__name__}")
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -100,20 +117,23 @@ def load_sweep(path: str | os.PathLike, run_code: bool = True) -> Sweep:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SweepError(f"{path} is not valid YAML: {e}") from None
-    return parse_sweep(data, default_name=path.stem, source=str(path), run_code=run_code)
+    return parse_sweep(data, default_name=path.stem, source=str(path), run_code=run_code, max_runs=max_runs)
 
 
 # ---- the schema ----------------------------------------------------------------------------------------
-def parse_sweep(data: Any, default_name: str = "sweep", source: str = "sweep", run_code: bool = True) -> Sweep:
+def parse_sweep(
+    data: Any, default_name: str = "sweep", source: str = "sweep", run_code: bool = True, max_runs: int | None = None
+) -> Sweep:
     """A Sweep from the parsed YAML, every name and value validated before anything runs. ``run_code``:
-    import user strategy files (else read them: cl_bench.strategy_files)."""
+    import user strategy files (else read them: cl_bench.strategy_files). ``max_runs``: see load_sweep."""
+    max_runs = check_max_runs(max_runs)
     try:
-        return _parse(data, default_name, source, run_code)
+        return _parse(data, default_name, source, run_code, max_runs)
     except TypeError as e:  # a value of a shape no check above foresaw: still the file's fault, one line
         raise SweepError(f"{source}: a value has the wrong type ({e}); see examples/sweeps/ for the format") from None
 
 
-def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
+def _parse(data: Any, default_name: str, source: str, run_code: bool, max_runs: int = MAX_RUNS) -> Sweep:
     if not isinstance(data, dict):
         raise SweepError(f"{source}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
     unknown = sorted(str(k) for k in set(data) - set(SWEEP_KEYS))
@@ -128,12 +148,20 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
         raise SweepError(f"{source}: name must be a text, got {name!r}")
     name = str(name)
     scenarios = _scenarios(data.get("scenarios", data.get("scenario")), source)
-    protocols = _protocols(data.get("protocol"), source)
-    strategies = _strategies(data["strategies"], source, run_code)
     select = _select(data.get("select"), source)
     if select is not None and "seeds" in data:
         raise SweepError(f"{source}: with `select`, give the seeds as select.then_seeds, not `seeds`")
     seeds = _seeds(data.get("seeds", [0]), f"{source}: seeds")
+    # Counted before any grid is expanded: a typo such as seeds: 1000000000 is refused, not planned.
+    n_protocols = _protocol_count(data.get("protocol"), source)
+    n_points = [
+        _grid_count(cls, spec, where)
+        for cls, spec, where, _name in _strategy_specs(data["strategies"], source, run_code)
+    ]
+    refs = data.get("references", False)
+    check_size(sweep_size(len(scenarios), n_points, n_protocols, len(seeds), select, refs), max_runs, source)
+    protocols = _protocols(data.get("protocol"), source)
+    strategies = _strategies(data["strategies"], source, run_code)
     tags = data.get("tags") or []
     tags = [tags] if isinstance(tags, str) else tags
     if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
@@ -150,7 +178,6 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
         for strategy, hp_points in strategies:
             points = [_point(hp, proto, shown, resolved) for hp, shown, resolved in hp_points for proto in protocols]
             cells.append(Cell(scenario, options, strategy, points))
-    refs = data.get("references", False)
     if refs:
         wanted = REFERENCE_STRATEGIES if refs is True else [refs] if isinstance(refs, str) else refs
         if not isinstance(wanted, (list, tuple)) or [r for r in wanted if r not in REFERENCE_STRATEGIES]:
@@ -163,7 +190,9 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool) -> Sweep:
                 cells.append(
                     Cell(scenario, options, ref, [_point({}, p, (), resolved) for p in protos], role="reference")
                 )
-    sweep = Sweep(name, cells, tuple(seeds), select, tuple(tags), tuple(loggers), order)
+    sweep = Sweep(
+        name, cells, seeds if isinstance(seeds, range) else tuple(seeds), select, tuple(tags), tuple(loggers), order
+    )
     sweep.slurm = slurm  # read by run_sweep --backend slurm; not part of any run's identity
     return sweep
 
@@ -187,11 +216,13 @@ def sweep_loggers(value: Any, where: str = "loggers") -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _seeds(value: Any, where: str) -> list[int]:
+def _seeds(value: Any, where: str) -> Sequence[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise SweepError(f"{where}: a count of seeds must be >= 1, got {value}")
-        return list(range(value))
+        if value > MAX_SEED + 1:
+            raise SweepError(f"{where}: a count of seeds must be <= {MAX_SEED + 1} (seeds are in [0, {MAX_SEED}])")
+        return range(value)  # not a list: counted before anything is expanded
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         bad = [s for s in value if not 0 <= s <= MAX_SEED]
         if bad:
@@ -204,6 +235,8 @@ def _scenarios(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
     if value is None:
         raise SweepError(f"{source}: `scenarios` (or `scenario`) is required")
     entries = value if isinstance(value, list) else [value]
+    if not entries:
+        raise SweepError(f"{source}: `scenarios` names no scenario (0 runs); list at least one")
     known = all_scenarios()
     out = []
     for entry in entries:
@@ -216,14 +249,16 @@ def _scenarios(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
         if not isinstance(name, str) or name not in known:
             raise SweepError(f"{source}: unknown scenario {name!r}; valid: {', '.join(known)}")
         try:
-            out.append((name, parse_scenario_options(name, entry, f"scenario {name!r}")))
+            options = parse_scenario_options(name, entry, f"scenario {name!r}")
+            check_task_positions(name, options, f"scenario {name!r}")
+            out.append((name, options))
         except ValueError as e:
             raise SweepError(f"{source}: {e}") from None
     return out
 
 
-def _protocols(value: Any, source: str) -> list[Protocol]:
-    """The protocol points: the preset with the overrides; a list value is a grid axis."""
+def _protocol_axes(value: Any, source: str) -> tuple[str, list[list[tuple[str, Any]]]]:
+    """(preset, the axes of settings): a list value is a grid axis, an empty one an error."""
     if value is not None and not isinstance(value, dict):
         raise SweepError(
             f"{source}: protocol must be a mapping of settings, e.g. {{preset: paper, epochs: 10}}, got {value!r}"
@@ -232,7 +267,19 @@ def _protocols(value: Any, source: str) -> list[Protocol]:
     preset = value.pop("preset", "paper")
     if not isinstance(preset, str) or preset not in PRESETS:
         raise SweepError(f"{source}: unknown protocol preset {preset!r}; valid: {', '.join(PRESETS)}")
-    axes = [[(key, v) for v in (raw if isinstance(raw, list) else [raw])] for key, raw in value.items()]
+    empty = [str(k) for k, raw in value.items() if isinstance(raw, list) and not raw]
+    if empty:
+        raise SweepError(f"{source}: protocol setting {', '.join(empty)} has an empty list of values (0 runs)")
+    return preset, [[(key, v) for v in (raw if isinstance(raw, list) else [raw])] for key, raw in value.items()]
+
+
+def _protocol_count(value: Any, source: str) -> int:
+    return math.prod(len(axis) for axis in _protocol_axes(value, source)[1])
+
+
+def _protocols(value: Any, source: str) -> list[Protocol]:
+    """The protocol points: the preset with the overrides; a list value is a grid axis."""
+    preset, axes = _protocol_axes(value, source)
     try:
         return [protocol_from_dict(dict(combo), preset) for combo in itertools.product(*axes)]
     except ValueError as e:  # unknown settings, values of the wrong type
@@ -244,6 +291,13 @@ def _strategies(
 ) -> list[tuple[str, list[tuple[dict, tuple[str, ...], dict]]]]:
     """[(strategy, expand_grid's points)], validated against each strategy's Hparams (of a user file read
     without running it unless ``run_code``)."""
+    return [
+        (name, expand_grid(cls, spec, where)) for cls, spec, where, name in _strategy_specs(value, source, run_code)
+    ]
+
+
+def _strategy_specs(value: Any, source: str, run_code: bool = True) -> list[tuple[type[Strategy], Any, str, str]]:
+    """[(class, grid spec, where, name)] of the ``strategies`` key, nothing expanded."""
     if isinstance(value, dict):
         entries = [(k, v) for k, v in value.items()]
     elif isinstance(value, list):
@@ -266,7 +320,9 @@ def _strategies(
             cls = static_strategy(name) if not run_code and is_strategy_file(name) else get_strategy(name)
         except (ValueError, FileNotFoundError) as e:
             raise SweepError(f"{source}: {e}") from None
-        out.append((name, expand_grid(cls, spec, f"{source}: strategy {name!r}")))
+        out.append((cls, spec, f"{source}: strategy {name!r}", name))
+    if not out:
+        raise SweepError(f"{source}: `strategies` names no strategy (0 runs); list at least one")
     return out
 
 
@@ -274,6 +330,24 @@ def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[d
     """Grid points of a strategy spec: None (defaults), ``paper`` (every declared grid), or a mapping
     of hyperparameter -> value | list of values (an axis) | ``paper`` (that field's declared grid).
     Each point: (the values set, the names to show in labels, every hyperparameter resolved)."""
+    axes, shown = _grid_axes(cls, spec, where)
+    points = []
+    for combo in itertools.product(*axes):
+        hp = dict(combo)
+        try:
+            parsed = dataclasses.asdict(cls.parse_hparams(hp))
+        except HparamError as e:
+            raise SweepError(f"{where}: {e}") from None
+        points.append(({k: parsed[k] for k in hp}, tuple(shown), parsed))
+    return points
+
+
+def _grid_count(cls: type[Strategy], spec: Any, where: str = "") -> int:
+    """How many points ``expand_grid`` gives, without expanding them."""
+    return math.prod(len(axis) for axis in _grid_axes(cls, spec, where)[0])
+
+
+def _grid_axes(cls: type[Strategy], spec: Any, where: str) -> tuple[list[list[tuple[str, Any]]], list[str]]:
     fields = {f.name: f for f in cls.hparam_fields()}
     accepted = describe_hparams(cls) or "none"
     if spec is None:
@@ -307,15 +381,7 @@ def expand_grid(cls: type[Strategy], spec: Any, where: str = "") -> list[tuple[d
             raise SweepError(f"{where}: hyperparameter {key!r} has an empty list of values")
         axes.append([(key, v) for v in values])
         shown.append(key)
-    points = []
-    for combo in itertools.product(*axes):
-        hp = dict(combo)
-        try:
-            parsed = dataclasses.asdict(cls.parse_hparams(hp))
-        except HparamError as e:
-            raise SweepError(f"{where}: {e}") from None
-        points.append(({k: parsed[k] for k in hp}, tuple(shown), parsed))
-    return points
+    return axes, shown
 
 
 def _point(hparams: dict[str, Any], protocol: Protocol, label_keys: Iterable[str], resolved: dict[str, Any]) -> Point:
