@@ -110,7 +110,7 @@ class GPMHparams:
 
 @register_strategy
 class GPM(Strategy[GPMHparams]):
-    """GPM: gradients projected out of the input subspaces of earlier tasks, kept by an energy threshold."""
+    """GPM (not in the paper): gradients projected out of earlier tasks' input subspaces (energy threshold)."""
 
     name = "gpm"
     keeps = ("bases", "sizes", "seed_base")

@@ -121,7 +121,7 @@ class PackNetHparams:
 
 @register_strategy
 class PackNet(Strategy[PackNetHparams]):
-    """PackNet: iterative magnitude pruning; each task's kept weights are frozen for later tasks."""
+    """PackNet (not in the paper): iterative magnitude pruning; each task's kept weights are frozen for later tasks."""
 
     name = "packnet"
     keeps = ("owners", "task_biases", "steps", "step_count")

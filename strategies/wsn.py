@@ -86,7 +86,7 @@ class WSNHparams:
 
 @register_strategy
 class WSN(Strategy[WSNHparams]):
-    """WSN: a learned top-c subnetwork per task; weights of earlier subnetworks are frozen."""
+    """WSN (not in the paper): a learned top-c subnetwork per task; weights of earlier subnetworks are frozen."""
 
     name = "wsn"
     keeps = ("packed", "steps", "step_count")
