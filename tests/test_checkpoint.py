@@ -63,7 +63,9 @@ def without_timings(history):
 
 
 @pytest.mark.parametrize(
-    "strategy,after_task", [("sgd", 0), ("sgd", 1), ("joint", 1), ("si", 1), ("mas", 1), ("er", 1), ("agem", 1)]
+    "strategy,after_task",
+    [("sgd", 0), ("sgd", 1), ("joint", 1), ("si", 1), ("mas", 1), ("er", 1), ("agem", 1)]
+    + [("packnet", 0), ("wsn", 1), ("gpm", 1)],
 )
 def test_resumed_run_equals_uninterrupted(tmp_path, strategy, after_task):
     config = RunConfig(strategy, "tiny_checkpoint", 3, {}, PROTOCOL)

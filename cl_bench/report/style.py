@@ -72,6 +72,9 @@ LABELS = {
     "mas": "MAS",
     "er": "ER",
     "agem": "A-GEM",
+    "packnet": "PackNet",  # beyond the paper (issue 33)
+    "wsn": "WSN",
+    "gpm": "GPM",
     "joint": "Joint",
     "random": "Random",
 }
