@@ -1,7 +1,8 @@
 """The data of HAT's own figures (Figs. 4-7), taken from a section's runs.
 
 - Fig. 4: ``hat_grids``: HAT's rho^{<=T} (or A^{<=T}) over its s_max x c sweep.
-- Figs. 5-6: ``hat_monitored``: the HAT runs that stored their monitoring (capacity usage, weight reuse).
+- Figs. 5-6: ``hat_monitored``: the HAT runs that stored their monitoring (capacity usage, weight reuse);
+  ``isolation_monitored``: the same records of HAT's weight-mask peers (PackNet, WSN), to draw beside HAT.
 - Fig. 7: ``hat_compression_run`` (the run whose compression log is drawn) and
   ``sgd_single_task_accuracy`` (SGD's uncompressed accuracy beside it).
 """
@@ -83,6 +84,22 @@ def hat_grids(section: Section) -> list[HatGrid]:
 def hat_monitored(section: Section) -> list[RunMetrics]:
     """Main-variant HAT runs that stored HAT's monitoring, lowest seed first (the paper shows seed 0)."""
     return sorted((m for m in section.runs(HAT) if "hat" in (m.record.monitoring or {})), key=lambda m: m.record.seed)
+
+
+# HAT's peers whose monitoring has Figs. 5-6's shape (``monitoring()["isolation"]``: "capacity" as
+# {"step", "task", "usage"} points, here one per task end, and the "reuse" matrix); GPM keeps subspaces,
+# not weight masks, so it has neither figure (its "gpm" record: basis sizes per task and layer).
+ISOLATION_PEERS = ("packnet", "wsn")
+
+
+def isolation_monitored(section: Section) -> dict[str, list[RunMetrics]]:
+    """Per peer strategy, its main-variant runs that stored the isolation monitoring, lowest seed first."""
+    found = {}
+    for name in ISOLATION_PEERS:
+        runs = [m for m in section.runs(name) if "isolation" in (m.record.monitoring or {})]
+        if runs:
+            found[name] = sorted(runs, key=lambda m: m.record.seed)
+    return found
 
 
 def hat_compression_run(section: Section) -> RunMetrics | None:
