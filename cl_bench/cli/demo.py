@@ -6,6 +6,8 @@ It writes to the default store, so ``cl-bench report`` shows the same runs next,
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 import numpy as np
 
@@ -16,6 +18,7 @@ from cl_bench.report import format_markdown, rho_table
 from cl_bench.results import with_rho
 from cl_bench.runner import LoggerListener, RunConfig, execute
 from cl_bench.store import DEFAULT_STORE, Store, StoreError
+from cl_bench.threads import set_run_threads
 from cl_bench.trainer import PRESETS
 
 DEMO_STRATEGIES = ("random", "joint", "sgd", "hat")
@@ -31,15 +34,21 @@ DEMO_STRATEGIES = ("random", "joint", "sgd", "hat")
 @click.option("--seeds", default="0", show_default=True, help="e.g. 0,1,2")
 @click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
 @click.option(
+    "--threads",
+    type=int,
+    help="torch intra-op threads [default: the cores that are free; a busy machine is said on stderr].",
+)
+@click.option(
     "--download/--no-download",
     default=True,
     show_default=True,
     help="Download MNIST into the data root when it is missing.",
 )
-def demo(store, scenario, max_train_per_task, epochs, seeds, data_root, download):
+def demo(store, scenario, max_train_per_task, epochs, seeds, data_root, threads, download):
     """A few-minute, reduced-scale demo: SGD and HAT against the Joint and Random references,
     then the rho table. Reduced scale (capped samples, few epochs): not the paper's numbers."""
     with user_errors(StoreError):
+        set_run_threads(threads)  # beside busy processes, torch's one thread per core is many times slower
         seed_list = [int(x) for x in seeds.split(",")]
         protocol = PRESETS["quick"].replace(epochs=epochs)
         configs = [
@@ -56,7 +65,13 @@ def demo(store, scenario, max_train_per_task, epochs, seeds, data_root, download
     )
     for config in configs:
         console.start_run(
-            {"run_id": config.run_id(), "strategy": config.strategy, "scenario": config.scenario, "seed": config.seed}
+            {
+                "run_id": config.run_id(),
+                "strategy": config.strategy,
+                "scenario": config.scenario,
+                "seed": config.seed,
+                "protocol": dataclasses.asdict(config.protocol),  # the epoch cap in each epoch line
+            }
         )
         with user_errors():
             rec = execute(

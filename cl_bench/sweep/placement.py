@@ -2,7 +2,8 @@
 torch threads. Pure (no process is started here), so the placement is tested with fake devices.
 
 Without ``devices`` it is the CPU split of before: ``workers`` slots on ``device`` (cpu by default),
-``threads`` torch threads each (default: the cores shared out). With ``devices`` (``--devices
+``threads`` torch threads each (default: the free cores shared out, so workers x threads <= free
+cores). With ``devices`` (``--devices
 cuda:0,cuda:1``) every device gets ``workers_per_device`` slots (default 1), in round-robin order
 (cuda:0, cuda:1, cuda:0, ...) so that the first runs spread over the devices before any device gets a
 second; one small-net run uses a fraction of a modern GPU, so several workers per GPU raise runs/hour.
@@ -13,12 +14,12 @@ runs every one of its runs on its slot's device (cl_bench.sweep.local). Devices 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from cl_bench.threads import free_cores
 from cl_bench.trainer import resolve_device
 
 
@@ -70,10 +71,12 @@ def place_workers(
     cores: int | None = None,
 ) -> list[Slot]:
     """The worker slots, in the order work is handed out. ``workers=0`` (run in the calling process)
-    gives one slot, with every core's thread unless ``threads``. ``cores`` defaults to os.cpu_count().
+    gives one slot, with every core's thread unless ``threads``. ``cores`` defaults to the cores free
+    now (cl_bench.threads.free_cores: usable cores less the load average's busy ones), so that by
+    default workers x threads never oversubscribe a shared machine.
     Raises PlacementError (a ValueError) for options that conflict, ValueError for a device that does
     not exist (resolve_device)."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or free_cores()
     if workers is not None and workers < 0:
         raise PlacementError(f"--workers must be >= 0, got {workers}")
     if threads is not None and threads < 1:

@@ -215,3 +215,12 @@ def test_a_worker_that_cannot_start_on_its_device_stops_the_sweep_and_frees_its_
     with pytest.raises(WorkerStartError, match="gpu #1 died 3 times while starting"):
         run_local(scheduler, [Slot(0, "cuda:0", 1, "gpu")], None, checkpoints=False, progress=False)
     assert live_claims(scheduler.store) == []
+
+
+def test_the_default_split_uses_the_free_cores_only(monkeypatch):
+    import cl_bench.sweep.placement as placement
+
+    monkeypatch.setattr(placement, "free_cores", lambda: 1)  # 2 cores, one kept busy by another process
+    assert [(s.device, s.threads) for s in place_workers()] == [("cpu", 1)]  # workers x threads <= free
+    assert [s.threads for s in place_workers(workers=0)] == [1]
+    assert [s.threads for s in place_workers(workers=2, threads=2)] == [2, 2]  # what the user asks wins

@@ -77,6 +77,17 @@ class Paused(Strategy):
 '''
 
 
+@pytest.fixture(autouse=True)
+def cancel_leftovers(tmp_path):
+    """A failing test must not leave its jobs holding the cluster's CPUs for the next ones."""
+    yield
+    for store in tmp_path.glob("*.db"):
+        jobs = sorted({entry["job"] for entry in book(store).values()})
+        if jobs:
+            subprocess.run(["scancel", *jobs], check=False)
+    (tmp_path / "go").touch()  # a paused job still starting goes on and ends
+
+
 def write_sweep(tmp_path: Path, body: str) -> Path:
     (tmp_path / "paused.py").write_text(PAUSED)
     file = tmp_path / "sweep.yaml"
