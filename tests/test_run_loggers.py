@@ -128,10 +128,10 @@ def test_cli_run_writes_jsonl_and_csv_that_read_back_as_the_run(tmp_path):
     assert events[0]["run"]["run_id"] == record.run_id and events[-1]["status"] == "finished"
     epochs = [e for e in events if e["event"] == "epoch"]
     assert [(e["task"], e["epoch"], e["valid_loss"]) for e in epochs] == [
-        (h["task"], h["epoch"], h["valid_loss"]) for h in record.history
+        (h["task"] + 1, h["epoch"], h["valid_loss"]) for h in record.history  # files count tasks from 1
     ]
     tasks = [e for e in events if e["event"] == "task"]
-    assert [e["task"] for e in tasks] == [0, 1, 2]
+    assert [e["task"] for e in tasks] == [1, 2, 3]
     assert [e["test_acc"] for e in tasks] == [list(record.accuracy[t, : t + 1]) for t in range(3)]
 
     with open(directory / f"{record.run_id}.csv", newline="") as f:
@@ -141,13 +141,13 @@ def test_cli_run_writes_jsonl_and_csv_that_read_back_as_the_run(tmp_path):
         for r in rows
         if r["event"] == "epoch" and r["name"] == "valid_loss"
     ]
-    assert losses == [(h["task"], h["epoch"], h["valid_loss"]) for h in record.history]
+    assert losses == [(h["task"] + 1, h["epoch"], h["valid_loss"]) for h in record.history]
     acc = {
         (int(r["task"]), int(r["tau"])): float(r["value"])
         for r in rows
         if r["event"] == "task" and r["name"] == "test_acc"
     }
-    assert acc == {(t, tau): record.accuracy[t, tau] for t in range(3) for tau in range(t + 1)}
+    assert acc == {(t + 1, tau + 1): record.accuracy[t, tau] for t in range(3) for tau in range(t + 1)}
     assert [r["value"] for r in rows if r["event"] == "end" and r["name"] == "status"] == ["finished"]
 
 

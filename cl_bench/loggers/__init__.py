@@ -8,8 +8,10 @@ everything, also mid-run after an error (a logger is a context manager that clos
 ``run_info`` holds at least ``run_id`` (the file loggers name their output by it); ``strategy``,
 ``scenario`` and ``seed`` are shown by the console when present; the whole dict is stored as the run's
 configuration. ``accuracy_row`` is A[t, 0..t], the test accuracies after task t (fractions); ``metrics``
-the metrics after task t (``cl_bench.metrics.step_metrics``). Task numbers: the JSONL and CSV files keep
-the 0-based ``task`` of EpochLog and the store; what a person reads (console, dashboards) counts from 1.
+the metrics after task t (``cl_bench.metrics.step_metrics``). Task numbers: every output counts tasks
+from 1 (console, JSONL, CSV, TensorBoard, W&B), as the accuracy matrices in reports do; only EpochLog,
+the hooks' ``t`` and the store count from 0. Dashboards name a run ``strategy-key=value-...-s<seed>``
+(``run_name``), followed in TensorBoard's folder by the first characters of its run id.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def make_loggers(
     wandb_entity: str | None = None,
 ) -> MultiLogger:
     """Loggers by name (LOGGER_NAMES), in one MultiLogger, writing under ``directory``: ``<run_id>.jsonl``
-    and ``<run_id>.csv`` in it, TensorBoard runs in ``tensorboard/<run_id>/``, W&B runs in ``wandb/``.
+    and ``<run_id>.csv`` in it, TensorBoard runs in ``tensorboard/<run name>-<run_id[:8]>/``, W&B runs in
+    ``wandb/``.
     Every name is checked, and every optional package found, before any logger is made; a name given
     twice counts once. Raises UnknownLoggerError (a ValueError) or MissingExtraError."""
     unknown = [n for n in names if n not in LOGGER_NAMES]

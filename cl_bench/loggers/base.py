@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,24 @@ def run_id_of(run_info: Mapping[str, Any]) -> str:
     if not isinstance(run_id, str) or not run_id or os.sep in run_id or (os.altsep and os.altsep in run_id):
         raise ValueError(f"run_info needs a 'run_id' usable as a file name, got {run_id!r}")
     return run_id
+
+
+def run_name(run_info: Mapping[str, Any], limit: int = 100) -> str:
+    """A run's readable name for dashboards: ``strategy-key=value-...-s<seed>`` (``hat-s_max=400-c=0.75-s0``);
+    a strategy file's class by its name; characters a folder name cannot hold replaced, cut at ``limit``."""
+    strategy = str(run_info.get("strategy", "run"))
+    if ".py:" in strategy:  # path/to/my_method.py:MyMethod -> MyMethod
+        strategy = strategy.rpartition(":")[2]
+    hparams = run_info.get("hparams") or {}
+    parts = [strategy]
+    for key, value in hparams.items():
+        if isinstance(value, float):
+            parts.append(f"{key}={value:g}")
+        elif isinstance(value, (int, str, bool)):
+            parts.append(f"{key}={value}")
+    seed = f"-s{run_info.get('seed', '?')}"
+    name = re.sub(r"[^\w.=+-]", "_", "-".join(parts))
+    return (name if len(name) + len(seed) <= limit else name[: limit - len(seed)]) + seed
 
 
 def is_finite(value: Any) -> bool:

@@ -11,27 +11,33 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cl_bench.loggers.base import Logger, epoch_values, is_finite, plain, require_extra, run_id_of
+from cl_bench.loggers.base import Logger, epoch_values, is_finite, plain, require_extra, run_id_of, run_name
 
 WANDB_MODES = ("online", "offline", "disabled")
 
 
 class TensorBoardLogger(Logger):
-    """Event files in ``<directory>/<run_id>/`` (``tensorboard --logdir <directory>``). Scalars: per epoch
-    ``epoch/<field>`` (train_loss, valid_loss, valid_acc, lr, seconds, ..., and ``epoch/task``) at the
-    run's epoch count; per task ``test_acc/task<n>`` and ``metrics/<name>`` at the task number; at the end
-    ``summary/<name>``. The run's configuration and its final status are text summaries."""
+    """Event files in ``<directory>/<run name>-<run_id[:8]>/`` (``tensorboard --logdir <directory>``; the
+    name is ``run_name``: strategy, hyperparameters, seed). Scalars: per epoch ``epoch/<field>``
+    (train_loss, valid_loss, valid_acc, lr, seconds, ..., and ``epoch/task``) at the run's epoch count; per
+    task ``test_acc/task<n>`` and ``metrics/<name>`` at the task number; at the end ``summary/<name>``. At
+    the end the HParams tab gets the run (``add_hparams``): strategy, scenario, seed, each hyperparameter
+    (``hp/<name>``) and protocol setting (``protocol/<name>``) against ``final/<metric>``. The run's
+    configuration and its final status are also text summaries."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self._SummaryWriter = require_extra("tensorboard", "torch.utils.tensorboard").SummaryWriter
         self.writer = None
         self.step = self.tasks = 0
+        self.run_info: dict[str, Any] = {}
 
     def start_run(self, run_info):
         self.close()
-        self.writer = self._SummaryWriter(log_dir=str(self.directory / run_id_of(run_info)))
+        folder = f"{run_name(run_info)}-{run_id_of(run_info)[:8]}"  # readable, and unique per run
+        self.writer = self._SummaryWriter(log_dir=str(self.directory / folder))
         self.step = self.tasks = 0
+        self.run_info = dict(run_info)
         config = json.dumps(plain(dict(run_info)), indent=2)
         self.writer.add_text("run", "\n".join("    " + line for line in config.splitlines()))  # markdown code
 
@@ -54,6 +60,9 @@ class TensorBoardLogger(Logger):
         if self.writer is not None:
             self._scalars("summary", summary, self.tasks)
             self.writer.add_text("status", str(status) + (f": {summary['error']}" if summary.get("error") else ""))
+            metrics = {f"final/{k}": v for k, v in summary.items() if k != "wall_s" and is_finite(v)}
+            metrics = metrics or {"final/acc": float("nan")}  # a failed run is still in the HParams table
+            self.writer.add_hparams(hparams_of(self.run_info, status), metrics, run_name=".")  # in this run's folder
         self.close()
 
     def close(self):
@@ -62,8 +71,30 @@ class TensorBoardLogger(Logger):
             self.writer = None
 
 
+def hparams_of(run_info: dict[str, Any], status: str) -> dict[str, Any]:
+    """The run's settings as TensorBoard HParams values (numbers, texts, booleans)."""
+    out: dict[str, Any] = {k: run_info[k] for k in ("strategy", "scenario", "seed") if k in run_info}
+    for group in ("hparams", "protocol"):
+        prefix = "hp" if group == "hparams" else group
+        for key, value in (run_info.get(group) or {}).items():
+            out[f"{prefix}/{key}"] = value if isinstance(value, (int, float, str, bool)) else json.dumps(plain(value))
+    out["tags"] = ",".join(map(str, run_info.get("tags") or []))
+    out["status"] = status
+    return out
+
+
+def wandb_group(run_info: dict[str, Any]) -> str:
+    """The sweep a run belongs to (its ``sweep:<name>`` tag), else its strategy on its scenario."""
+    for tag in run_info.get("tags") or []:
+        if str(tag).startswith("sweep:"):
+            return str(tag)[len("sweep:") :]
+    return f"{run_info.get('strategy', 'run')}/{run_info.get('scenario', '?')}"
+
+
 class WandbLogger(Logger):
-    """One Weights & Biases run per cl-bench run, named by run id, its configuration = run_info; files
+    """One Weights & Biases run per cl-bench run, named ``run_name`` (strategy-key=value-s<seed>), in the
+    group of its sweep (else strategy/scenario), tagged with its tags, strategy and scenario; the run id is
+    in its configuration (= run_info); files
     under ``<directory>/wandb/``. ``mode="offline"`` needs no network or account (``wandb sync`` uploads
     later); None leaves it to wandb (WANDB_MODE, login). Logged: ``epoch/<field>`` against ``epochs`` (the
     run's epoch count), ``test_acc/task<n>`` and ``metrics/<name>`` against ``task``; the summary and
@@ -88,13 +119,20 @@ class WandbLogger(Logger):
     def start_run(self, run_info):
         self.close()
         self.directory.mkdir(parents=True, exist_ok=True)
-        kwargs = {"settings": self.wandb.Settings(console="off"), **self.init_kwargs}  # leave our stdout alone
+        tags = [*(run_info.get("tags") or []), *(str(run_info[k]) for k in ("strategy", "scenario") if k in run_info)]
+        kwargs = {
+            "name": run_name(run_info),
+            "group": wandb_group(run_info),
+            "tags": [str(t)[:64] for t in dict.fromkeys(tags)],  # W&B refuses tags over 64 characters
+            "settings": self.wandb.Settings(console="off"),  # leave our stdout alone
+            **self.init_kwargs,
+        }
+        run_id_of(run_info)  # a run without a usable id is refused, as by the file loggers
         self.run = self.wandb.init(
             project=self.project,
             entity=self.entity,
             mode=self.mode,
             dir=str(self.directory),
-            name=run_id_of(run_info),
             config=plain(dict(run_info)),
             **kwargs,
         )

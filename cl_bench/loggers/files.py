@@ -16,7 +16,8 @@ from cl_bench.loggers.base import Logger, is_finite, plain, run_id_of
 class _FileLogger(Logger):
     """``<directory>/<run_id>.<suffix>``, appended to: a re-run or a resumed run adds its own start
     record after the earlier attempt's. Flushed after every record, so ``tail -f`` follows it and a killed
-    run keeps what it logged. Task numbers are 0-based, as in EpochLog and the store."""
+    run keeps what it logged. Tasks are numbered from 1, as in every output a person reads (the
+    console, the dashboards, the accuracy matrices of reports); EpochLog and the store count from 0."""
 
     suffix = ""
 
@@ -63,10 +64,10 @@ class JsonlLogger(_FileLogger):
 
     def log_epoch(self, log):
         self.step += 1
-        self._write("epoch", step=self.step, **dataclasses.asdict(log))
+        self._write("epoch", step=self.step, **{**dataclasses.asdict(log), "task": log.task + 1})
 
     def log_task(self, t, accuracy_row, metrics):
-        self._write("task", task=t, test_acc=list(accuracy_row), metrics=dict(metrics))
+        self._write("task", task=t + 1, test_acc=list(accuracy_row), metrics=dict(metrics))
 
     def end_run(self, status, summary):
         if self.file is not None:
@@ -109,7 +110,7 @@ class CsvLogger(_FileLogger):
         self._rows(
             "epoch",
             [
-                (log.task, log.epoch, None, k, v)
+                (log.task + 1, log.epoch, None, k, v)
                 for k, v in dataclasses.asdict(log).items()
                 if k not in ("task", "epoch") and v is not None
             ],
@@ -118,8 +119,8 @@ class CsvLogger(_FileLogger):
     def log_task(self, t, accuracy_row, metrics):
         self._rows(
             "task",
-            [(t, None, tau, "test_acc", a) for tau, a in enumerate(accuracy_row)]
-            + [(t, None, None, k, v) for k, v in metrics.items()],
+            [(t + 1, None, tau + 1, "test_acc", a) for tau, a in enumerate(accuracy_row)]
+            + [(t + 1, None, None, k, v) for k, v in metrics.items()],
         )
 
     def end_run(self, status, summary):

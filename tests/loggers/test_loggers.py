@@ -63,14 +63,14 @@ def test_jsonl_reads_back(tmp_path):
     assert [r["event"] for r in lines] == ["start", "epoch", "epoch", "task", "epoch", "epoch", "task", "end"]
     assert lines[0]["run"] == RUN
     epochs = [r for r in lines if r["event"] == "epoch"]
-    assert [(r["task"], r["epoch"], r["step"]) for r in epochs] == [(0, 1, 1), (0, 2, 2), (1, 1, 3), (1, 2, 4)]
+    assert [(r["task"], r["epoch"], r["step"]) for r in epochs] == [(1, 1, 1), (1, 2, 2), (2, 1, 3), (2, 2, 4)]
     assert epochs[1]["train_loss"] == 0.8 and epochs[1]["train_eval_acc"] == 0.65 and epochs[3]["lr"] == 0.025
     assert epochs[0]["train_eval_acc"] is None
     tasks = [r for r in lines if r["event"] == "task"]
     assert tasks[0] == {
         "event": "task",
         "time": tasks[0]["time"],
-        "task": 0,
+        "task": 1,
         "test_acc": [0.9],
         "metrics": {"acc": 0.9, "bwt": None, "forgetting": None},
     }  # NaN -> null: strict JSON
@@ -108,14 +108,14 @@ def test_csv_reads_back(tmp_path):
             r["name"]: r["value"] for r in rows if r["event"] == event and all(r[k] == str(v) for k, v in where.items())
         }
 
-    first = values("epoch", task=0, epoch=1)
+    first = values("epoch", task=1, epoch=1)  # tasks numbered from 1, as everywhere a person reads them
     assert first == {"lr": "0.05", "train_loss": "1.0", "valid_loss": "0.9", "valid_acc": "0.5", "seconds": "0.1"}
-    assert values("epoch", task=0, epoch=2)["train_eval_acc"] == "0.65"
-    assert values("epoch", task=1, epoch=2)["lr"] == "0.025"
+    assert values("epoch", task=1, epoch=2)["train_eval_acc"] == "0.65"
+    assert values("epoch", task=2, epoch=2)["lr"] == "0.025"
     accs = [(r["task"], r["tau"], float(r["value"])) for r in rows if r["name"] == "test_acc"]
-    assert accs == [("0", "0", 0.9), ("1", "0", 0.8), ("1", "1", 0.7)]
-    assert values("task", task=0, tau="") == {"acc": "0.9", "bwt": "", "forgetting": ""}  # NaN left empty
-    assert values("task", task=1, tau="") == {"acc": "0.75", "bwt": "-0.1", "forgetting": "0.1"}
+    assert accs == [("1", "1", 0.9), ("2", "1", 0.8), ("2", "2", 0.7)]
+    assert values("task", task=1, tau="") == {"acc": "0.9", "bwt": "", "forgetting": ""}  # NaN left empty
+    assert values("task", task=2, tau="") == {"acc": "0.75", "bwt": "-0.1", "forgetting": "0.1"}
     assert values("end") == {"status": "finished", "acc": "0.75", "bwt": "-0.1", "forgetting": "0.1", "wall_s": "3.5"}
 
 
@@ -191,7 +191,8 @@ def test_tensorboard_scalars_read_back(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     drive(TensorBoardLogger(tmp_path))
-    events = EventAccumulator(str(tmp_path / "abc123"))
+    assert [p.name for p in tmp_path.iterdir()] == ["sgd-lr=0.05-s3-abc123"]  # readable, then the run id
+    events = EventAccumulator(str(tmp_path / "sgd-lr=0.05-s3-abc123"))
     events.Reload()
 
     def scalars(tag):
@@ -207,6 +208,23 @@ def test_tensorboard_scalars_read_back(tmp_path):
     assert scalars("metrics/bwt") == [(2, -0.1)]  # NaN after task 1 skipped
     assert scalars("summary/acc") == [(2, 0.75)] and scalars("summary/wall_s") == [(2, 3.5)]
     assert {"run/text_summary", "status/text_summary"} <= set(events.Tags()["tensors"])
+    plugins = {e.summary.value[0].metadata.plugin_data.plugin_name for e in _events(tmp_path) if e.summary.value}
+    assert "hparams" in plugins  # the run is in TensorBoard's HParams tab
+    start = "_hparams_/session_start_info"
+    hp = next(e for e in _events(tmp_path) if e.summary.value and e.summary.value[0].tag == start)
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    info = plugin_data_pb2.HParamsPluginData.FromString(hp.summary.value[0].metadata.plugin_data.content)
+    values = {k: v.string_value or v.number_value for k, v in info.session_start_info.hparams.items()}
+    assert values["strategy"] == "sgd" and values["seed"] == 3 and values["hp/lr"] == 0.05
+    assert values["status"] == "finished"
+
+
+def _events(folder):
+    """Every event of the event files under ``folder``."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return [e for f in sorted(folder.rglob("events.out.tfevents.*")) for e in EventFileLoader(str(f)).Load()]
 
 
 def wandb_records(path):
@@ -246,7 +264,8 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
     (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     records = wandb_records(log)
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    assert run.display_name == "abc123" and run.project == "cl-bench"
+    assert run.display_name == "sgd-lr=0.05-s3" and run.project == "cl-bench"  # readable, not the id
+    assert run.run_group == "sgd/pmnist" and list(run.tags) == ["sgd", "pmnist"]  # no sweep tag: strategy/scenario
     config = items(run.config.update)
     assert config["run_id"] == "abc123" and config["hparams"] == {"lr": 0.05}
     history = [items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
@@ -352,3 +371,13 @@ def test_multi_logger_fans_out_and_closes_every_logger():
 
 def test_log_dir_is_beside_the_store(tmp_path):
     assert log_dir(tmp_path / "cl-bench.db") == tmp_path / "cl-bench.db.logs"
+
+
+def test_dashboard_names_groups_and_tags_are_readable():
+    from cl_bench.loggers.base import run_name
+    from cl_bench.loggers.dashboards import wandb_group
+
+    info = {**RUN, "hparams": {"s_max": 400.0, "c": 0.75}, "strategy": "hat", "tags": ["r1", "sweep:mini"]}
+    assert run_name(info) == "hat-s_max=400-c=0.75-s3"
+    assert run_name({**info, "strategy": "/x/my_method.py:MyMethod", "hparams": {}}) == "MyMethod-s3"
+    assert wandb_group(info) == "mini" and wandb_group(RUN) == "sgd/pmnist"
