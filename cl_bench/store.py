@@ -12,8 +12,13 @@ result's accuracy matrix and monitoring stay in its attempt's ``result``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sqlite3
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +43,9 @@ __all__ = [
     "StoredIdentity",
     "UnknownRunError",
     "config_hash",
+    "read_spilled",
+    "save_or_spill",
+    "spill",
 ]
 
 
@@ -309,3 +317,75 @@ def _keep_replaced(conn: sqlite3.Connection, run_id: str, old: tuple) -> None:
     if row is None:  # not recorded as an attempt (cannot happen after migration; kept safe anyway)
         row = (_add_attempt(conn, run_id, "finished", None, started, finished, wall_s, version),)
     conn.execute("UPDATE attempts SET result = ? WHERE run_id = ? AND attempt = ?", (result, run_id, row[0]))
+
+
+# ---- a finished run that cannot be saved is never lost ---------------------------------------------------
+SPILL_FORMAT = "cl-bench unsaved run"
+
+
+def save_or_spill(store: Store, rec: RunRecord) -> Saved:
+    """``store.save(rec)``; if that fails, the record is written beside the store as a JSON file
+    (``spill``) and the StoreError raised names it and the command that stores it later
+    (``cl-bench runs import FILE``): a run computed is never thrown away."""
+    try:
+        return store.save(rec)
+    except (StoreError, sqlite3.Error, OSError) as e:
+        try:
+            path = spill(store.path, rec)
+        except OSError as again:
+            raise StoreError(
+                f"{e}; and the {rec.status} run {rec.run_id} could not be written to a file ({again})"
+            ) from e
+        raise StoreError(
+            f"{e}. The {rec.status} run {rec.run_id} was written to {path}: once the store can be written, "
+            f"`cl-bench runs import {path} --store {store.path}` stores it"
+        ) from e
+
+
+def spill(store_path: str | Path, rec: RunRecord) -> Path:
+    """The record as ``<store>.unsaved/<run_id>-<time>.json`` (NaN kept), else in the working folder or
+    the temporary folder when the store's folder cannot be written; returns the file written."""
+    store_path = Path(store_path)
+    name = f"{rec.run_id}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+    text = json.dumps({"format": SPILL_FORMAT, "store": str(store_path), "record": _record_object(rec)}, default=str)
+    errors = []
+    for folder in (Path(f"{store_path}.unsaved"), Path.cwd(), Path(tempfile.gettempdir())):
+        path = folder / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)  # whole or absent
+            return path
+        except OSError as e:
+            errors.append(f"{folder}: {e.strerror or e}")
+    raise OSError("; ".join(errors))
+
+
+def read_spilled(path: str | Path) -> RunRecord:
+    """The record of a file ``spill`` wrote; ValueError naming the file if it is not one."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a run cl-bench wrote when a save failed: not JSON ({e})") from None
+    if not isinstance(obj, dict) or obj.get("format") != SPILL_FORMAT or not isinstance(obj.get("record"), dict):
+        raise ValueError(f"{path} is not a run cl-bench wrote when a save failed (no {SPILL_FORMAT!r} record)")
+    fields = dict(obj["record"])
+    matrix = fields.pop("accuracy", None)
+    try:
+        fields["accuracy"] = (
+            None
+            if matrix is None
+            else np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+        )
+        return RunRecord(**fields)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its run record is damaged ({e})") from None
+
+
+def _record_object(rec: RunRecord) -> dict:
+    out = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+    if rec.accuracy is not None:
+        out["accuracy"] = [[None if np.isnan(v) else float(v) for v in row] for row in rec.accuracy]
+    return json.loads(dump_json(out))

@@ -17,12 +17,21 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from cl_bench.store_schema import SCHEMA_VERSION, StoreError, check_version, create, migrate, version_of
+from cl_bench.store_schema import (
+    SCHEMA_VERSION,
+    StoreError,
+    check_tables,
+    check_version,
+    create,
+    migrate,
+    version_of,
+)
 
 DEFAULT_STORE = "cl-bench.db"
 TIMEOUT_S = 60  # how long a write waits for another process's transaction
@@ -62,6 +71,12 @@ class StoreFile:
             conn.execute("BEGIN IMMEDIATE")  # write access to the file and its folder, checked now
             if version == 0:
                 create(conn)  # a new store: at the current version at once
+            else:  # its tables as its version has them: refused or repaired now, not at the first save
+                repaired = check_tables(conn, version, self.path, repair=True)
+                if repaired:
+                    warnings.warn(
+                        f"results store {self.path}: repaired ({'; '.join(repaired)}: added, empty)", stacklevel=4
+                    )
             conn.execute("COMMIT")
         return version or SCHEMA_VERSION
 
@@ -77,6 +92,7 @@ class StoreFile:
         if version == 0:
             raise NoStoreError(f"no store at {self.path}: the file is an empty database, not a cl-bench results store")
         check_version(version, self.path)
+        self.read(lambda conn: check_tables(conn, version, self.path, repair=False))
         return version
 
     # ---- connections ---------------------------------------------------------------------------------

@@ -78,6 +78,87 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 
+# The columns each version's tables hold (RUNS, ATTEMPTS_AND_CLAIMS). What the open-time check compares
+# with the file, so that a store another tool or a half-finished edit left is refused (or repaired)
+# before any training, not at the save after it.
+RUN_COLUMNS_V1 = (
+    "run_id strategy scenario seed hparams protocol scenario_options tags status error code_version data "
+    "started finished wall_s n_tasks monitoring history"
+).split()
+ACCURACY_COLUMNS = ("run_id", "t", "tau", "acc")
+ATTEMPT_COLUMNS = ("run_id", "attempt", "status", "error", "started", "finished", "wall_s", "code_version", "result")
+CLAIM_COLUMNS = ("run_id", "owner", "host", "pid", "claimed", "expires")
+EXPECTED = {
+    1: {"runs": (*RUN_COLUMNS_V1,), "accuracy": ACCURACY_COLUMNS},
+    2: {
+        "runs": (*RUN_COLUMNS_V1, "identity"),
+        "accuracy": ACCURACY_COLUMNS,
+        "attempts": ATTEMPT_COLUMNS,
+        "claims": CLAIM_COLUMNS,
+    },
+}
+# What may be added to a store that lacks it without losing or inventing anything: the identity column
+# (NULL reads as "stored before identities were recorded"), the claims table (no claims), the attempts
+# table (each stored run's one attempt, as the version-1 migration writes).
+REPAIRABLE_COLUMNS = {("runs", "identity")}
+REPAIRABLE_TABLES = ("attempts", "claims")
+
+
+def columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, bool, bool]]:
+    """(name, NOT NULL, has a default) of each column of ``table``."""
+    return [(r[1], bool(r[3]), r[4] is not None) for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def schema_problems(conn: sqlite3.Connection, version: int) -> tuple[list[str], list[str]]:
+    """(what cannot be repaired, what can) where the file's tables differ from ``version``'s schema."""
+    expected = EXPECTED.get(version)
+    if expected is None:
+        return [], []
+    found = tables(conn)
+    fatal, repairable = [], []
+    for table, wanted in expected.items():
+        if table not in found:
+            (repairable if table in REPAIRABLE_TABLES else fatal).append(f"table {table} is missing")
+            continue
+        have = columns(conn, table)
+        names = {c[0] for c in have}
+        for col in wanted:
+            if col not in names:
+                (repairable if (table, col) in REPAIRABLE_COLUMNS else fatal).append(f"{table}.{col} is missing")
+        for name, not_null, has_default in have:
+            if name not in wanted and not_null and not has_default:  # every insert of cl-bench would fail
+                fatal.append(f"{table}.{name} is an unknown NOT NULL column")
+    return fatal, repairable
+
+
+def check_tables(conn: sqlite3.Connection, version: int, path, repair: bool) -> list[str]:
+    """Refuse (SchemaError) a store whose tables do not match its version's schema, naming what differs;
+    with ``repair`` (a write transaction is open) add what REPAIRABLE_* allows and return what was done."""
+    fatal, repairable = schema_problems(conn, version)
+    if fatal:  # what is repairable, readers do without (a run without identity, no attempts or claims)
+        problems = "; ".join(fatal + repairable)
+        raise SchemaError(
+            f"results store {path} (schema version {version}) does not have the tables cl-bench expects: "
+            f"{problems}. It was not made by cl-bench, or was edited by hand: nothing was run or written "
+            f"(use --store to choose another file)"
+        )
+    if not repair or not repairable:
+        return []
+    if "runs.identity is missing" in repairable:
+        conn.execute("ALTER TABLE runs ADD COLUMN identity TEXT")
+    found = tables(conn)
+    for statement in ATTEMPTS_AND_CLAIMS.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    if "attempts" not in found:
+        conn.execute(
+            "INSERT INTO attempts (run_id, attempt, status, error, started, finished, wall_s, "
+            "code_version) SELECT run_id, 1, status, error, started, finished, wall_s, code_version "
+            "FROM runs"
+        )
+    return repairable
+
+
 def tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
@@ -90,9 +171,17 @@ def version_of(conn: sqlite3.Connection, path) -> int:
     if not found and version == 0:
         return 0
     if not {"runs", "accuracy"} <= found:
+        lacking = " and ".join(t for t in ("runs", "accuracy") if t not in found)
         raise SchemaError(
-            f"{path} is an SQLite database but not a cl-bench results store (it has no runs "
+            f"{path} is an SQLite database but not a cl-bench results store (it has no {lacking} "
             f"table); use --store to choose another file"
+        )
+    names = {c[0] for c in columns(conn, "runs")}
+    if not {"run_id", "strategy"} <= names:
+        raise SchemaError(
+            f"{path} is an SQLite database but not a cl-bench results store: its runs table has the "
+            f"columns {', '.join(sorted(names))}, not cl-bench's (run_id, strategy, scenario, ...); use "
+            f"--store to choose another file"
         )
     return version or LEGACY_VERSION
 

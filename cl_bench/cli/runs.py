@@ -1,4 +1,5 @@
-"""``cl-bench runs``: the runs of a results store: list (filtered), show one, tag, remove, export, merge.
+"""``cl-bench runs``: the runs of a results store: list (filtered), show one, tag, remove, export, merge,
+import (runs a failed save wrote to files: cl_bench.store.save_or_spill).
 
 ``list``, ``show`` and ``export`` only read the store (``Store.open_read``); ``tag``, ``remove`` and
 ``merge`` write it (cl_bench.store_admin). A run is named by its id or a prefix of exactly one id. Every
@@ -11,6 +12,7 @@ import json
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import click
 import numpy as np
@@ -19,7 +21,7 @@ from cl_bench.cli.common import key_values, user_errors
 from cl_bench.metrics import mean_upto
 from cl_bench.report import format_accuracy_matrix, run_health
 from cl_bench.report.grouping import check_where_names, matches_where
-from cl_bench.store import DEFAULT_STORE, Attempt, RunRecord, Store, StoreError
+from cl_bench.store import DEFAULT_STORE, Attempt, RunRecord, Store, StoreError, read_spilled
 from cl_bench.store_admin import FORMATS, delete, export, merge_from, resolve_run_ids
 
 STATUSES = ("finished", "failed")
@@ -162,7 +164,7 @@ def merge(other, store):
     both hold is skipped when identical; when they differ, this store's run is kept (a failed one gives
     way to OTHER's finished one) and the conflict is listed. OTHER is only read."""
     with user_errors(StoreError):
-        Store.open_read(store)  # a missing store is an error, not a new one
+        _existing(store, "merge into")
         added, skipped, conflicts = merge_from(Store(store), other)
     click.echo(
         f"merged {other} into {store}: {len(added)} run(s) added, {len(skipped)} already here, "
@@ -170,6 +172,30 @@ def merge(other, store):
     )
     for conflict in conflicts:
         click.echo(f"  conflict {conflict.describe()}")
+
+
+@runs.command("import", short_help="Store runs that a failed save wrote to files.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@store_option
+def import_command(files, store):
+    """Store each FILE, a run cl-bench wrote beside the store when saving it failed (the error named
+    the file), as ``cl-bench run`` would have; each file is removed once its run is stored."""
+    with user_errors(StoreError):
+        records = [(path, read_spilled(path)) for path in files]  # every file checked before writing
+        _existing(store, "import into")
+        db = Store(store)
+        for path, rec in records:
+            saved = db.save(rec)
+            kept = " (a finished result of this run was already stored and stays)" if saved.kept else ""
+            Path(path).unlink()
+            click.echo(f"stored {rec.status} run {rec.run_id} from {path} in {store}{kept}; removed {path}")
+
+
+def _existing(store: str, doing: str) -> None:
+    """A missing store is an error here, not a new empty store."""
+    if not Path(store).exists():
+        raise StoreError(f"no store at {store} to {doing} (a mistyped --store?); it must exist already")
+    Store.open_read(store)
 
 
 # ---- selecting ---------------------------------------------------------------------------------------
