@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cl_bench.loggers import Logger
 from cl_bench.registry import parse_scenario_options
 from cl_bench.results import load
-from cl_bench.runner import RunConfig, execute
+from cl_bench.runner import ResolvedRun, RunConfig, execute
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store
 from cl_bench.sweep import Outcome, Sweep, load_sweep, parse_sweep, sweep_file
 from cl_bench.sweep import run_sweep as _run_sweep
-from cl_bench.trainer import EpochLog, Protocol, protocol_from_dict
+from cl_bench.trainer import Callbacks, EpochLog, Protocol, protocol_from_dict
 
 __all__ = ["load_results", "run", "run_sweep"]
 
@@ -57,6 +58,8 @@ def run(
     device: str = "cpu",
     force: bool = False,
     checkpoints: bool = True,
+    threads: int | None = None,
+    logger: Logger | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
     on_task: Callable[[int, np.ndarray], None] | None = None,
 ) -> RunRecord:
@@ -87,6 +90,9 @@ def run(
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         force: Run again even if the configuration already finished in the store.
         checkpoints: Checkpoint the run after each task beside the store, so a killed run resumes.
+        threads: torch's intra-op threads for this run; None picks them from the cores that are free
+            (cl_bench.threads).
+        logger: A ``cl_bench.loggers`` logger (console, files, dashboards) told of the run as it trains.
         on_epoch: Called with each epoch's ``EpochLog`` (task, epoch, lr, losses, validation accuracy).
         on_task: Called after each task ``t`` with the accuracy matrix so far.
 
@@ -114,18 +120,21 @@ def run(
     options = parse_scenario_options(scenario, dict(scenario_options or {}))
     tags = [tags] if isinstance(tags, str) else list(tags)
     config = RunConfig(strategy, scenario, seed, dict(hparams or {}), protocol, options, tags)
-    config.resolved_hparams()  # a bad strategy name or hyperparameter fails before the store is opened
+    run = ResolvedRun.of(config)  # the one lookup: a bad strategy or hyperparameter fails before the store opens
+    from cl_bench.threads import set_run_threads  # noqa: PLC0415
+
+    set_run_threads(threads)
     db = store if isinstance(store, Store) or store is None else Store(store)
     return execute(
-        config,
+        run,
         db,
         data_root=data_root,
         download=download,
         device=device,
         force=force,
-        on_epoch=on_epoch,
-        on_task=on_task,
         checkpoints=checkpoints,
+        logger=logger,
+        listeners=[Callbacks(on_epoch, on_task)] if on_epoch or on_task else [],
     )
 
 

@@ -75,6 +75,19 @@ def current_identity(strategy: str, data_info: dict[str, Any] | None) -> dict[st
     return {k: v for k, v in parts.items() if v is not None}
 
 
+def check_name_claim(store: Store, name: str, strategy_class: str) -> None:
+    """A user file's class stores its runs under its ``name``: refuse when the store already holds runs of
+    that name made by another class (``file.py:Class``, or a registered strategy, which has none). An
+    edited version of the same class is no conflict: its runs are told apart by ``strategy_source``."""
+    for r in store.query("strategy = ?", (name,)):
+        other = (r.identity or {}).get("strategy_class")
+        if other != strategy_class:
+            raise ValueError(
+                f"strategy name {name!r} of {strategy_class} is already taken in {store.path} by "
+                f"{other or 'a registered strategy'} (run {r.run_id}): give the class another `name`"
+            )
+
+
 def stored_identity(stored: StoredIdentity | RunRecord) -> dict[str, Any]:
     """A stored run's identity; for a run stored before identities were recorded, its data's."""
     if stored.identity:
@@ -133,12 +146,13 @@ class CurrentView:
         self.store = store
         self.path = Path(path) if path is not None else store.path
         self.data_root, self.check_data = data_root, check_data
+        self.strategy_files: dict[str, str] = {}  # a file strategy's name -> its file (the planner knows it)
         self.effective: dict[str, str] = {}  # run_id -> the run_id it resolves to, where they differ
         self.changed: dict[str, tuple[str, ...]] = {}
         self._data: dict[tuple[str, str], str | None] = {}
 
     def identity_of(self, strategy: str, scenario: str, options: dict[str, Any]) -> dict[str, Any]:
-        identity = current_identity(strategy, None)
+        identity = current_identity(self.strategy_files.get(strategy, strategy), None)
         if self.check_data:
             key = (scenario, json.dumps(options, sort_keys=True, default=str))
             if key not in self._data:

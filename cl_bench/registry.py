@@ -100,14 +100,33 @@ def strategy_file(spec: str) -> tuple[Path, str]:
     """``path/to/file.py:ClassName`` -> (the existing file, the class name), or FileNotFoundError."""
     path, _, cls_name = spec.rpartition(":")
     file = Path(path)
+    if file.is_dir():
+        raise FileNotFoundError(f"strategy file {file} is a folder (expected path/to/file.py:ClassName)")
     if not file.is_file():
         raise FileNotFoundError(f"strategy file {file} does not exist (expected path/to/file.py:ClassName)")
     return file, cls_name
 
 
+# (resolved path, mtime, size) -> the module: a file is executed once per process however often it is named
+_FILE_MODULES: dict[tuple[str, int, int], Any] = {}
+
+
 def load_from_file(spec: str) -> type[Strategy]:
-    """``path/to/file.py:ClassName`` -> the class (a third-party strategy not installed as a package)."""
+    """``path/to/file.py:ClassName`` -> the class (a third-party strategy not installed as a package). The
+    file runs once per process (again only if it changed on disk): every lookup returns the same class."""
     file, cls_name = strategy_file(spec)
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    module = _FILE_MODULES.get(key)
+    if module is None:
+        module = _FILE_MODULES[key] = _import_file(file)
+    cls = getattr(module, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")
+    return cls
+
+
+def _import_file(file: Path) -> Any:
     mod_name = f"cl_bench_user_{file.stem}"
     module_spec = importlib.util.spec_from_file_location(mod_name, file)
     if module_spec is None:
@@ -132,10 +151,7 @@ def load_from_file(spec: str) -> type[Strategy]:
         raise StrategyFileError(
             f"{file}{f', line {line}' if line else ''}: {type(e).__name__} while importing it: {e}"
         ) from None
-    cls = getattr(module, cls_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")
-    return cls
+    return module
 
 
 def get_strategy(name: str) -> type[Strategy]:

@@ -25,14 +25,15 @@ import torch
 from cl_bench import checkpoint as ckpt
 from cl_bench import claims
 from cl_bench.claims import Heartbeat, Owner, RunBusy
-from cl_bench.identity import current_identity, resolve
+from cl_bench.identity import check_name_claim, current_identity, resolve
 from cl_bench.loggers import Logger
 from cl_bench.metrics import step_metrics
 from cl_bench.ranges import Range
 from cl_bench.records import VALIDATION, validation_monitoring
-from cl_bench.registry import build_scenario, get_strategy
+from cl_bench.registry import all_strategies, build_scenario, get_strategy, is_strategy_file
 from cl_bench.store import RunRecord, Saved, Store, config_hash
 from cl_bench.strategy import Strategy
+from cl_bench.strategy_files import static_name
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Listener, Protocol, Trainer, resolve_device
 from cl_bench.version import __version__
 
@@ -53,6 +54,12 @@ class RunConfig:
         # The seed also seeds numpy's RandomState (task orders, splits), which takes 0 <= seed < 2**32.
         Range(at_least=0, at_most=MAX_SEED).check(self.seed, "seed", int)
 
+    @property
+    def strategy_name(self) -> str:
+        """What the run is stored and reported as: a file's class by its ``name``, read from the file
+        without running it (so the same class is one strategy wherever it is run from)."""
+        return static_name(self.strategy) if is_strategy_file(self.strategy) else self.strategy
+
     def resolved_hparams(self) -> dict[str, Any]:
         """Every hyperparameter with its value (defaults filled in), validated."""
         return dataclasses.asdict(get_strategy(self.strategy).parse_hparams(self.hparams))
@@ -67,7 +74,7 @@ class RunConfig:
         }  # earlier runs keep their ids
         return config_hash(
             {
-                "strategy": self.strategy,
+                "strategy": self.strategy_name,
                 "scenario": self.scenario,
                 "seed": self.seed,
                 "hparams": self.resolved_hparams() if resolved_hparams is None else resolved_hparams,
@@ -111,17 +118,43 @@ class ResolvedRun:
     """A configuration resolved once per run: its strategy class (a user file imported once), the parsed
     hyperparameters and the configuration's id. Everything downstream takes this, never the names."""
 
-    config: RunConfig
+    config: RunConfig  # a file strategy's config names it by its class's ``name``
     strategy_cls: type[Strategy]
     hparams: Any
     config_id: str
+    source: str | None = None  # a user file's ``path/file.py:Class`` (hashed into the identity)
 
     @classmethod
     def of(cls, config: RunConfig) -> ResolvedRun:
         """Bad strategy names and hyperparameters fail here, before any work."""
-        strategy_cls = get_strategy(config.strategy)
+        strategy_cls = get_strategy(config.strategy)  # a user file runs here, once per process
+        source = config.strategy if is_strategy_file(config.strategy) else None
+        if source is not None:
+            config = dataclasses.replace(config, strategy=_file_strategy_name(source, strategy_cls))
         hparams = strategy_cls.parse_hparams(config.hparams)
-        return cls(config, strategy_cls, hparams, config.run_id(dataclasses.asdict(hparams)))
+        return cls(config, strategy_cls, hparams, config.run_id(dataclasses.asdict(hparams)), source)
+
+    @property
+    def strategy_class(self) -> str | None:
+        """``file.py:Class`` of a user file (no folder: the same file anywhere is the same class)."""
+        if self.source is None:
+            return None
+        path, _, name = self.source.rpartition(":")
+        return f"{Path(path).name}:{name}"
+
+
+def _file_strategy_name(source: str, strategy_cls: type[Strategy]) -> str:
+    """The name a file's class is stored under; it must be readable without running the file (reading
+    commands plan and report by it) and must not be a registered strategy's."""
+    name = strategy_cls.name or strategy_cls.__name__
+    if name != static_name(source):
+        raise ValueError(
+            f'{source}: the class\'s name {name!r} is not written as `name = "..."` in the class or a base '
+            f"of the same file (read without running it: {static_name(source)!r}); write it there"
+        )
+    if name in all_strategies():
+        raise ValueError(f"{source}: name {name!r} is a registered strategy's; give the class another `name`")
+    return name
 
 
 @dataclass
@@ -180,35 +213,79 @@ def _execute(run: ResolvedRun, opts: RunOptions) -> RunRecord:
     scenario = build_scenario(
         config.scenario, seed=config.seed, data_root=opts.data_root, download=opts.download, **config.scenario_options
     ).to(opts.device)
-    identity = current_identity(config.strategy, scenario.info)
-    run_id = opts.run_id
+    identity = _identity(run, scenario.info, store)
+    run_id, served = _where(run, opts, identity)
+    if served is not None:
+        return served
+    record = _new_record(run, run_id, identity, scenario.info)
+    if opts.logger is not None:
+        opts.logger.start_run(_run_info(record))
+    ckpt_path = None
+    if store is not None and opts.checkpoints and ckpt.resume_refusal(run.strategy_cls) is None:
+        ckpt_path = ckpt.checkpoint_path(store.path, run_id)
+    training = _Training()
+    try:
+        training.run(run, opts, scenario, record, ckpt_path)
+        record.status = "finished"
+    except DivergedError as e:
+        record.status, record.error = "failed", f"diverged: {e}"
+    except Exception as e:  # stored with its traceback, then re-raised below
+        record.status = "failed"
+        record.error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        if store is None:
+            raise
+    finally:
+        saved = _close_record(record, training.trainer, training.valid_acc, store, ckpt_path, opts.logger)
+    if record.status == "failed":
+        kept = store.get(run_id) if isinstance(saved, Saved) and saved.kept and store is not None else None
+        raise RunFailed(record, kept, saved.attempt if isinstance(saved, Saved) else None)
+    return record
+
+
+def _identity(run: ResolvedRun, data_info: dict[str, Any], store: Store | None) -> dict[str, Any]:
+    """What decides the result beyond the configuration (cl_bench.identity); a user file's class also
+    records where its name came from and its defaults (what reading commands show without running it)."""
+    identity = current_identity(run.source or run.config.strategy, data_info)
+    if run.source is not None:
+        identity["strategy_class"] = run.strategy_class
+        identity["hparam_defaults"] = dataclasses.asdict(run.strategy_cls.Hparams())
+        if store is not None:
+            check_name_claim(store, run.config.strategy, run.strategy_class)
+    return identity
+
+
+def _where(run: ResolvedRun, opts: RunOptions, identity: dict[str, Any]) -> tuple[str, RunRecord | None]:
+    """(the id to store the run under, the finished run to serve instead of training, if any)."""
+    config, store, run_id = run.config, opts.store, opts.run_id
     if run_id is None and store is not None:
         resolution = resolve(store, run.config_id, identity)
         run_id = resolution.run_id
         if resolution.status == "finished" and not opts.force:
             if config.tags:  # a new tag on a finished configuration is added to the stored run
                 store.add_tags([run_id], config.tags)
-            return store.get(run_id)
+            return run_id, store.get(run_id)
     run_id = run_id or run.config_id
     if run_id != run.config_id:  # stored beside the configuration's run made with another strategy file or data
         identity["base_run_id"] = run.config_id
-    record = _new_record(run, run_id, identity, scenario.info)
-    version = record.code_version  # this code's; a resumed run's record also names the earlier one
-    if opts.logger is not None:
-        opts.logger.start_run(_run_info(record))
-    trainer = None
-    valid_acc = None
-    ckpt_path = None
-    if store is not None and opts.checkpoints and ckpt.resume_refusal(run.strategy_cls) is None:
-        ckpt_path = ckpt.checkpoint_path(store.path, run_id)
-    try:
+    return run_id, None
+
+
+class _Training:
+    """The training part of a run; what it made so far stays readable when it fails part-way."""
+
+    trainer: Trainer | None = None
+    valid_acc: np.ndarray | None = None
+
+    def run(self, run: ResolvedRun, opts: RunOptions, scenario, record: RunRecord, ckpt_path: Path | None) -> None:
+        config = run.config
+        version = record.code_version  # this code's; a resumed run's record also names the earlier one
         seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
         strategy = run.strategy_cls(scenario, run.hparams, device=opts.device)
-        trainer = Trainer(scenario, config.protocol, seed=config.seed)
+        trainer = self.trainer = Trainer(scenario, config.protocol, seed=config.seed)
         trainer.prepare(strategy)
         T = len(scenario.tasks)
         acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
-        valid_acc = np.full((T, T), np.nan)  # the same on validation splits: what selection reads
+        valid_acc = self.valid_acc = np.full((T, T), np.nan)  # the same on validation splits: what selection reads
         first = _resume(record, ckpt_path if not opts.force else None, strategy, trainer, acc, valid_acc)
         if first and opts.logger is not None and callable(getattr(opts.logger, "resumed", None)):
             opts.logger.resumed(first, T)
@@ -225,20 +302,6 @@ def _execute(run: ResolvedRun, opts: RunOptions) -> RunRecord:
                 f"{type(strategy).__name__}.monitoring() uses the key {VALIDATION!r}, which the runner keeps "
                 f"for the validation accuracy matrix: rename it"
             )
-        record.status = "finished"
-    except DivergedError as e:
-        record.status, record.error = "failed", f"diverged: {e}"
-    except Exception as e:  # stored with its traceback, then re-raised below
-        record.status = "failed"
-        record.error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-        if store is None:
-            raise
-    finally:
-        saved = _close_record(record, trainer, valid_acc, store, ckpt_path, opts.logger)
-    if record.status == "failed":
-        kept = store.get(run_id) if isinstance(saved, Saved) and saved.kept and store is not None else None
-        raise RunFailed(record, kept, saved.attempt if isinstance(saved, Saved) else None)
-    return record
 
 
 def _new_record(run: ResolvedRun, run_id: str, identity: dict[str, Any], data_info: dict[str, Any]) -> RunRecord:

@@ -6,8 +6,10 @@ builds a stand-in class from the file's syntax tree (``ast``; nothing in the fil
 and an ``Hparams`` dataclass with the same fields, defaults and declarations (``hparam(...)``), so it
 expands grids and checks values exactly as the real class. It reads:
 
-- ``class Hparams`` nested in the class (decorated ``@dataclass``), whose fields are ``name: type =
+- the hyperparameters: ``class C(Strategy[XHparams])`` with ``XHparams`` a dataclass of the file, or
+  ``class Hparams`` nested in the class (decorated ``@dataclass``), whose fields are ``name: type =
   literal``, ``= hparam(literal, ...)`` or ``= field(default=literal)``; a base ``X.Hparams``;
+- the strategy's ``name = "..."``, in the class or a base of the same file (else the class's name);
 - a class with no ``Hparams`` of its own takes its bases' (classes of the same file, or classes the file
   imports from ``cl_bench``, which are the installed package's code and may be imported).
 
@@ -47,6 +49,31 @@ def static_strategy(spec: str) -> type[Strategy]:
     return type(cls_name, (Strategy,), {"name": name, "Hparams": reader.hparams_of(node), "__module__": __name__})
 
 
+_NAMES: dict[tuple[str, int, int, str], str] = {}  # (resolved path, mtime, size, class) -> its name
+
+
+def static_name(spec: str) -> str:
+    """The ``name`` a strategy file's class declares, read without running the file (or the class name)."""
+    file, cls_name = strategy_file(spec)
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size, cls_name)
+    if key not in _NAMES:
+        _NAMES[key] = _read_name(file, cls_name)
+    return _NAMES[key]
+
+
+def _read_name(file: Path, cls_name: str) -> str:
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except SyntaxError as e:
+        raise StaticReadError(f"{file}, line {e.lineno}: SyntaxError: {e.msg}") from None
+    reader = _Reader(file, tree)
+    node = reader.classes.get(cls_name)
+    if node is None:
+        raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")
+    return reader.name_of(node) or cls_name
+
+
 class _Reader:
     def __init__(self, file: Path, tree: ast.Module):
         self.file = file
@@ -66,6 +93,7 @@ class _Reader:
         )
 
     def name_of(self, node: ast.ClassDef) -> str | None:
+        """``name = "..."`` of the class, else of its bases in this file (first found)."""
         for item in node.body:
             if (
                 isinstance(item, (ast.Assign, ast.AnnAssign))
@@ -74,6 +102,11 @@ class _Reader:
                 and isinstance(item.value.value, str)
             ):
                 return item.value.value
+        for base in node.bases:
+            if isinstance(base, ast.Name) and base.id in self.classes:
+                found = self.name_of(self.classes[base.id])
+                if found:
+                    return found
         return None
 
     def resolve(self, expr: ast.expr) -> Any:
@@ -92,6 +125,14 @@ class _Reader:
             if isinstance(item, (ast.Assign, ast.AnnAssign)) and _targets(item) == ["Hparams"]:
                 return self.hparams_ref(item.value)
         for base in node.bases:
+            if isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Name):  # Strategy[XHparams]
+                declared = base.slice.id
+                if declared in self.classes:
+                    return self.dataclass(self.classes[declared])
+                if declared in self.imported:
+                    module, attr = self.imported[declared]
+                    return getattr(importlib.import_module(module), attr)
+                raise self.fail(base, f"{declared} is neither a dataclass of this file nor one from cl_bench")
             found = self.resolve(base)
             hp = self.hparams_of(found) if isinstance(found, ast.ClassDef) else getattr(found, "Hparams", None)
             if hp is not None and hp is not NoHparams:
@@ -99,13 +140,23 @@ class _Reader:
         return NoHparams
 
     def hparams_ref(self, expr: ast.expr | None) -> type:
+        if isinstance(expr, ast.Name) and expr.id in self.classes:  # Hparams = a dataclass of this file
+            return self.dataclass(self.classes[expr.id])
+        if isinstance(expr, ast.Name) and expr.id in self.imported:
+            module, attr = self.imported[expr.id]
+            return getattr(importlib.import_module(module), attr)
         if isinstance(expr, ast.Attribute) and expr.attr == "Hparams":
             owner = self.resolve(expr.value)
             return self.hparams_of(owner) if isinstance(owner, ast.ClassDef) else owner.Hparams
         raise self.fail(expr or ast.Module(), "Hparams is not a class nor X.Hparams")
 
     def dataclass(self, node: ast.ClassDef) -> type:
-        bases = tuple(self.hparams_ref(b) for b in node.bases)
+        bases = tuple(
+            self.dataclass(self.classes[b.id])
+            if isinstance(b, ast.Name) and b.id in self.classes
+            else self.hparams_ref(b)
+            for b in node.bases
+        )
         fields = []
         for item in node.body:
             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):

@@ -17,7 +17,7 @@ from cl_bench.registry import register_scenario
 from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.store import Store
 from cl_bench.sweep import SweepError, parse_sweep, run_sweep
-from cl_bench.trainer import Protocol
+from cl_bench.trainer import Callbacks, Protocol
 
 
 @register_scenario("tiny_loggers", "3 synthetic tasks (tests only)")
@@ -53,7 +53,7 @@ def same(a, b):
 # ---- execute ----------------------------------------------------------------------------------------------
 def test_execute_logs_each_epoch_and_task_then_the_end(tmp_path):
     logger, epochs = Recorder(), []
-    record = execute(config(), Store(tmp_path / "s.db"), logger=logger, on_epoch=epochs.append)
+    record = execute(config(), Store(tmp_path / "s.db"), logger=logger, listeners=[Callbacks(on_epoch=epochs.append)])
     kinds = [c[0] for c in logger.calls]
     assert kinds[0] == "start" and kinds[-1] == "end"
     start = logger.calls[0][1]
@@ -128,7 +128,8 @@ def test_cli_run_writes_jsonl_and_csv_that_read_back_as_the_run(tmp_path):
     assert events[0]["run"]["run_id"] == record.run_id and events[-1]["status"] == "finished"
     epochs = [e for e in events if e["event"] == "epoch"]
     assert [(e["task"], e["epoch"], e["valid_loss"]) for e in epochs] == [
-        (h["task"] + 1, h["epoch"], h["valid_loss"]) for h in record.history  # files count tasks from 1
+        (h["task"] + 1, h["epoch"], h["valid_loss"])
+        for h in record.history  # files count tasks from 1
     ]
     tasks = [e for e in events if e["event"] == "task"]
     assert [e["task"] for e in tasks] == [1, 2, 3]

@@ -9,14 +9,14 @@ import dataclasses
 import time
 
 import click
-import torch
 
+from cl_bench import api
 from cl_bench.cli.common import key_values, user_errors
+from cl_bench.cli.options import data_root_option, device_option, store_option
 from cl_bench.loggers import LOGGER_NAMES, log_dir, make_loggers
-from cl_bench.registry import parse_scenario_options
 from cl_bench.report import format_accuracy_matrix
-from cl_bench.runner import RunConfig, RunFailed, execute
-from cl_bench.store import DEFAULT_STORE, Store, StoreError
+from cl_bench.runner import RunFailed
+from cl_bench.store import StoreError
 from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 
 
@@ -44,11 +44,11 @@ from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 @click.option("--tasks", help="Keep only these task positions, e.g. 0,1,2.")
 @click.option("--option", "-o", "options", multiple=True, metavar="NAME=VALUE", help="Scenario option.")
 @click.option("--tag", "tags", multiple=True)
-@click.option("--data-root", envvar="CL_BENCH_DATA", help="Dataset folder [env CL_BENCH_DATA].")
+@data_root_option()
 @click.option("--download/--no-download", default=False, show_default=True)
-@click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-@click.option("--threads", type=int, help="torch intra-op threads (default: torch's).")
+@store_option()
+@device_option()
+@click.option("--threads", type=int, help="torch intra-op threads [default: the cores that are free].")
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -94,8 +94,6 @@ def run(
     force,
 ):
     """Run one strategy on one scenario and seed; store the accuracy matrix."""
-    if threads:
-        torch.set_num_threads(threads)
     sets = key_values(protocol_sets, "--set")
     if epochs is not None:
         sets["epochs"] = epochs
@@ -110,27 +108,33 @@ def run(
         opts["tasks"] = tasks
     with user_errors(StoreError):
         protocol = protocol_from_dict(sets, preset, where="--set")
-        opts = parse_scenario_options(scenario, opts)
-        config = RunConfig(strategy, scenario, seed, key_values(hparams, "--hp"), protocol, opts, list(tags))
-        config.resolved_hparams()  # a bad strategy name or hyperparameter fails before the store is opened
         names = [n for n in ("console", *loggers) if not (quiet and n == "console")]
+        since = time.time()
         with make_loggers(names, log_dir(store)) as logger:  # an unknown or uninstalled one fails here
             try:
-                record = execute(
-                    config,
-                    Store(store),
+                record = api.run(
+                    strategy,
+                    scenario,
+                    seed,
+                    hparams=key_values(hparams, "--hp"),
+                    protocol=protocol,
+                    scenario_options=opts,
+                    tags=tags,
+                    store=store,
                     data_root=data_root,
                     download=download,
                     device=device,
                     force=force,
+                    threads=threads,
                     logger=logger,
                 )
             except RunFailed as e:
                 raise click.ClickException(_failure(e)) from None
-    click.echo(
-        f"run {record.run_id} ({record.strategy} on {record.scenario}, seed {record.seed}): "
-        f"{record.status} in {record.wall_s:.1f} s"
-    )
+    what = f"run {record.run_id} ({record.strategy} on {record.scenario}, seed {record.seed})"
+    if record.finished is not None and record.finished < since:  # served, not trained
+        click.echo(f"{what}: already in the store" + (" (tag added)" if tags else "") + "; nothing trained")
+    else:
+        click.echo(f"{what}: {record.status} in {record.wall_s:.1f} s")
     click.echo(format_accuracy_matrix(record.accuracy))
 
 

@@ -100,7 +100,7 @@ def describe(strategy: str, hparams: dict, protocol: dict) -> str:
         hp = (
             "hyperparameters "
             + (", ".join(f"{k}={_fmt(v)}" for k, v in sorted(hparams.items())) or "none")
-            + f" (defaults unknown: {problem or 'not importable here'})"
+            + f" (defaults unknown: {problem or 'not readable here'})"
         )
     exe = execution_changes(protocol)
     return hp + ", " + (", ".join(exe) + " (opt-in)" if exe else "fp32")

@@ -1,6 +1,7 @@
-"""A report never crashes on a store: runs of a user strategy file given by a relative path, read from
-another folder (the whole report, --html and --figures), are one strategy whatever path string named the
-file; a strategy that cannot be imported here is reported under its stored name."""
+"""A report never crashes on a store: runs of a user strategy file stored by 0.1 under the relative path
+they were launched with, read from another folder (the whole report, --html and --figures), are one
+strategy under the name the class declares, whatever path string named the file; a strategy whose file
+cannot be read here is reported under its class's name, a plugin under its stored name."""
 
 from __future__ import annotations
 
@@ -108,16 +109,17 @@ def test_one_file_named_three_ways_is_one_strategy_from_another_folder(project):
     res = CliRunner().invoke(main, ["report", "--store", store, "--csv"])
     assert res.exit_code == 0, res.output
     rows = {r["strategy"]: r for r in csv.DictReader(io.StringIO(res.stdout))}
-    key = f"{(project / 'plugins' / 'anchor.py').resolve()}:Anchor"
-    assert set(rows) == {key, "gone/missing.py:Nope", "someplugin:Thing"}
+    key = "anchor"  # the name the class declares, read from the file without running it
+    assert set(rows) == {key, "Nope", "someplugin:Thing"}
     assert rows[key]["seed list"] == "0,1,2" and rows[key]["configuration"] == "default hyperparameters, fp32"
-    assert strategy_label(key) == "anchor.py:Anchor"
-    for name in ("gone/missing.py:Nope", "someplugin:Thing"):  # not importable: reported as stored
-        assert "defaults unknown: not importable here" in rows[name]["configuration"]
+    assert strategy_label(key) == "anchor"
+    assert "defaults unknown: its file is not found here" in rows["Nope"]["configuration"]
+    assert "defaults unknown: not readable here" in rows["someplugin:Thing"]["configuration"]
+    for name in ("Nope", "someplugin:Thing"):  # not readable: reported under their names
         assert rows[name]["configuration"].endswith("its only configuration")
     md = CliRunner().invoke(main, ["report", "--store", store]).stdout
-    assert "| anchor.py:Anchor | 3 |" in md and "| gone/missing.py:Nope | 1 |" not in md  # file names, short
-    assert "| missing.py:Nope | 1 |" in md and "| someplugin:Thing | 1 |" in md
+    assert "| anchor | 3 |" in md and "| gone/missing.py:Nope | 1 |" not in md  # names, never paths
+    assert "| Nope | 1 |" in md and "| someplugin:Thing | 1 |" in md
 
 
 def test_html_and_figures_do_not_crash_either(project, tmp_path):
@@ -127,15 +129,15 @@ def test_html_and_figures_do_not_crash_either(project, tmp_path):
     )
     assert res.exit_code == 0, res.output
     html = (tmp_path / "r.html").read_text()
-    assert "anchor.py:Anchor</td>" in html and "missing.py:Nope</td>" in html
+    assert "anchor</td>" in html and "Nope</td>" in html
     assert (tmp_path / "figs" / f"fig3_acc_{SCENARIO}__max_train_per_task-50__epochs-2.png").exists()
 
 
 def test_strategy_keys(tmp_path):
     (tmp_path / "s.py").write_text(PLUGIN)
     assert strategy_key("sgd") == "sgd" and strategy_key("avalanche:EWC") == "avalanche:EWC"
-    resolved = f"{(tmp_path / 's.py').resolve()}:Anchor"
+    resolved = "anchor"  # the name its class declares, read without running the file
     assert strategy_key("s.py:Anchor", [tmp_path]) == strategy_key(f"{tmp_path}/./s.py:Anchor") == resolved
-    assert strategy_key("nowhere/../x.py:A", [tmp_path]) == "x.py:A"  # not found: the normalised path
+    assert strategy_key("nowhere/../x.py:A", [tmp_path]) == "A"  # not found: the class's name
     (rec,) = normalise_records([RunRecord("r", "s.py:Anchor", "toy", 0, {}, {}, {}, "finished")], tmp_path / "runs.db")
     assert rec.strategy == resolved
