@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 class UndefinedRatioError(ValueError):
@@ -212,5 +211,19 @@ def summarize(values: Sequence[float]) -> Summary:
     v = np.asarray(values, dtype=float)
     n = len(v)
     std = float(v.std()) if n else math.nan
+    from scipy import stats  # here, not at the top: a run imports this module, and scipy costs ~1 s
+
     ci = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
     return Summary(float(v.mean()) if n else math.nan, std, ci, n)
+
+
+def format_accuracy_matrix(acc: np.ndarray, names: list[str] | None = None) -> str:
+    """A markdown accuracy matrix (%, rows: after task t, columns: task tau). Here, not in
+    cl_bench.report, so that a run prints it without importing the report's pandas and matplotlib."""
+    T = acc.shape[0]
+    names = names or [str(i + 1) for i in range(T)]
+    lines = ["| after \\ on | " + " | ".join(names) + " |", "|---|" + "---:|" * T]
+    for t in range(T):
+        cells = ["" if np.isnan(acc[t, tau]) else f"{100 * acc[t, tau]:.1f}" for tau in range(T)]
+        lines.append(f"| {names[t]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

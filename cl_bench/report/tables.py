@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cl_bench.metrics import FWT_UNDEFINED, final_metrics, summarize
+from cl_bench.metrics import format_accuracy_matrix as format_accuracy_matrix  # its home before 0.2.0
 from cl_bench.registry import is_strategy_file
 from cl_bench.report.grouping import runnable, section_title, task_names, variants
 from cl_bench.report.provenance import section_scale
@@ -243,14 +244,3 @@ def _cell(r, key: str, scale: float = 1.0) -> str:
         return f"{r[key] * scale:.2f}"
     ci = "" if np.isnan(r[f"{key} ci95"]) else f" [+-{r[f'{key} ci95'] * scale:.2f}]"
     return f"{r[key] * scale:.2f} ({r[f'{key} std'] * scale:.2f}){ci}"
-
-
-def format_accuracy_matrix(acc: np.ndarray, names: list[str] | None = None) -> str:
-    """A markdown accuracy matrix (%, rows: after task t, columns: task tau)."""
-    T = acc.shape[0]
-    names = names or [str(i + 1) for i in range(T)]
-    lines = ["| after \\ on | " + " | ".join(names) + " |", "|---|" + "---:|" * T]
-    for t in range(T):
-        cells = ["" if np.isnan(acc[t, tau]) else f"{100 * acc[t, tau]:.1f}" for tau in range(T)]
-        lines.append(f"| {names[t]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
