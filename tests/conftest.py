@@ -71,3 +71,40 @@ def tiny_scenario():
 requires_mnist = pytest.mark.skipif(
     not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason=f"MNIST not found under {SHARED_DATA}"
 )
+
+
+# ---- the data root as cl-bench reads it, and what the suite skipped -------------------------------------
+# CL_BENCH_DATA first (set above to ../shared/data only when it was unset), as cl_bench.data.data_root does:
+# `CL_BENCH_DATA=/path python -m pytest` then runs the data tests against /path, wherever the checkout is.
+from cl_bench.data import data_root  # noqa: E402
+
+SHARED_DATA = data_root()
+requires_mnist = pytest.mark.skipif(
+    not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason=f"MNIST not found under {SHARED_DATA} (CL_BENCH_DATA)"
+)
+
+
+def _skip_kind(reason: str) -> str:
+    if str(SHARED_DATA) in reason or "CL_BENCH_DATA" in reason:
+        return "missing data"
+    if "not installed" in reason or "could not import" in reason or "pip install" in reason:
+        return "missing extras or tools"
+    return "other"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One closing line: how many tests skipped for missing data, for missing extras, for other reasons."""
+    counts: dict[str, dict[str, int]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        kind = counts.setdefault(_skip_kind(reason), {})
+        kind[reason] = kind.get(reason, 0) + 1
+    if not counts:
+        return
+    parts = []
+    for kind in ("missing data", "missing extras or tools", "other"):
+        if kind in counts:
+            top = max(counts[kind], key=counts[kind].get)
+            parts.append(f"{sum(counts[kind].values())} for {kind} (e.g. {top[:90]})")
+    terminalreporter.write_line(f"skipped: {'; '.join(parts)}; data root {SHARED_DATA}")
