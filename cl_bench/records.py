@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,33 @@ VALIDATION = "validation"
 def validation_monitoring(valid_accuracy: np.ndarray) -> dict[str, Any]:
     """``monitoring[VALIDATION]`` for a (T, T) matrix: rows as lists, None where not measured."""
     return {"accuracy": [[None if np.isnan(v) else float(v) for v in row] for row in valid_accuracy]}
+
+
+MAX_TAG_LENGTH = 100  # a label, not a note: `runs list` prints tags in one column
+
+
+def check_tags(tags: Iterable[Any], where: str = "tag") -> list[str]:
+    """The tags as texts, or ValueError naming the first that is empty, longer than MAX_TAG_LENGTH or
+    holds a newline, an escape code or another control character (they would break `runs list` and
+    terminals). Every way in (cl-bench run --tag, sweep files, cl-bench runs tag) checks here."""
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise ValueError(f"{where}: expected a list of texts, got {tags!r}")
+    out = []
+    for tag in tags:
+        if not isinstance(tag, (str, int, float)) or isinstance(tag, bool):
+            raise ValueError(f"{where}: a tag is a text, got {tag!r}")
+        text = str(tag)
+        if not text.strip():
+            raise ValueError(f"{where}: a tag cannot be empty")
+        if len(text) > MAX_TAG_LENGTH:
+            raise ValueError(
+                f"{where}: a tag has at most {MAX_TAG_LENGTH} characters, got {len(text)} ({text[:30]!r}...)"
+            )
+        bad = next((c for c in text if unicodedata.category(c)[0] == "C"), None)
+        if bad is not None:
+            raise ValueError(f"{where}: tag {text!r} holds the control character {bad!r}; use printable text")
+        out.append(text)
+    return out
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ def load(store: str | Path | Store = DEFAULT_STORE) -> tuple[pd.DataFrame, pd.Da
     field's metrics after the last task (``cl_bench.metrics``): acc (ACC, mean accuracy), bwt (backward
     transfer), forgetting (Chaudhry et al.'s), all in [0, 1] units and NaN where undefined, and fwt,
     always NaN (``metrics.FWT_UNDEFINED``: runs do not measure a task before training it)."""
+    if not isinstance(store, (str, os.PathLike, Store)):
+        raise TypeError(f"store must be a results file's path (str or os.PathLike) or a Store, got {store!r}")
     store = store if isinstance(store, Store) else Store.open_read(store)
     records = store.query()
     rows = []

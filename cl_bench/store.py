@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.records import Attempt, RunRecord, Saved, StoredIdentity, config_hash, dump_json
+from cl_bench.records import Attempt, RunRecord, Saved, StoredIdentity, check_tags, config_hash, dump_json
 from cl_bench.store_file import DEFAULT_STORE, TIMEOUT_S, NoStoreError, StoreFile
 from cl_bench.store_schema import SCHEMA_VERSION, SchemaError, StoreError, tables
 
@@ -133,9 +133,7 @@ class Store(StoreFile):
         """Add ``tags`` to each stored run among ``run_ids`` (its tags first, then the new ones it lacks, in
         the order given), in one transaction; returns how many runs changed. Tags never enter a run id.
         An id the store lacks is UnknownRunError and nothing is written; an empty tag is a ValueError."""
-        tags = list(dict.fromkeys(str(t) for t in tags))
-        if any(not t.strip() for t in tags):
-            raise ValueError("a tag cannot be empty")
+        tags = list(dict.fromkeys(check_tags(tags, "tag")))
 
         def read(conn):
             return dict(_rows_in(conn, "SELECT run_id, tags FROM runs WHERE run_id IN ({})", list(run_ids)))
@@ -213,7 +211,10 @@ class Store(StoreFile):
 
         out: dict[str, list[Attempt]] = {}
         for r in self.read(read):
-            out.setdefault(r[0], []).append(Attempt(*r[:8], replaced=bool(r[8])))
+            run_id, attempt, status, error, started, finished, wall_s, code_version, replaced = r[:9]
+            out.setdefault(run_id, []).append(
+                Attempt(run_id, attempt, status, error, started, finished, wall_s, code_version, bool(replaced))
+            )
         return out
 
     def get(self, run_id: str) -> RunRecord | None:

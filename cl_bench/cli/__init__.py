@@ -43,6 +43,18 @@ class LazyGroup(click.Group):
             reject_repeated_options(command, rest)
         return name, command, rest
 
+    def invoke(self, ctx: click.Context):
+        """The one handler of OSError at the command line's boundary: a file or folder that cannot be
+        read or written (permissions, a read-only file system, a name too long) is one line naming it."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # `cl-bench ... | head`: not the user's error
+        except OSError as e:
+            from cl_bench.cli.common import os_error_message
+
+            raise click.ClickException(os_error_message(e)) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The summaries written above, without importing every command's module."""
         with formatter.section("Commands"):

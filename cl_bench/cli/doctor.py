@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 import torch
 
-from cl_bench.cli.common import user_errors
+from cl_bench.cli.common import check_output, user_errors
 from cl_bench.doctor import SCALES, run_doctor
 
 
@@ -35,6 +35,7 @@ from cl_bench.doctor import SCALES, run_doctor
 @click.option("--threads", type=int, help="torch intra-op threads (default: torch's).")
 def doctor(device, scale, out, data_root, no_tests, threads):
     """Check that the device computes what the CPU computes, time it, and write a dated report."""
+    check_output(out, "--out", folder=True)  # before minutes of checks
     if threads:
         torch.set_num_threads(threads)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

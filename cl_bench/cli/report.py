@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from cl_bench.cli.common import key_values, user_errors
+from cl_bench.cli.common import check_output, key_values, user_errors
 from cl_bench.report.build import build_report, render_figures, write_tables
 from cl_bench.report.figures import mean_matrices
 from cl_bench.report.grouping import select_records
@@ -112,6 +112,8 @@ def report_command(
     """Table 1 (rho<=2, rho<=T per strategy, mean (std) [95% CI] over seeds), one table per scale
     (scenario, options, training protocol), each stating its scale and which configuration each row is;
     with --figures/--html also Figs. 3-7 and the accuracy matrices."""
+    check_output(figures_dir, "--figures", folder=True)  # before the report is built
+    check_output(html_path, "--html")
     with user_errors(StoreError):
         db = Store.open_read(store)
         records = normalise_records(db.query(), store)

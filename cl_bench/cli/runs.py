@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cl_bench.cli.common import key_values, user_errors
+from cl_bench.cli.common import check_output, key_values, user_errors
 from cl_bench.metrics import mean_upto
 from cl_bench.report import format_accuracy_matrix, run_health
 from cl_bench.report.grouping import check_where_names, matches_where
@@ -149,6 +149,7 @@ def remove(run_ids, yes, store):
 def export_command(fmt, out, store, strategies, scenarios, seeds, tags, statuses, where_pairs):
     """Write the runs (filtered) to a CSV or JSON file."""
     where = key_values(where_pairs, "--where")
+    check_output(out, "--out")
     with user_errors(StoreError):
         db = Store.open_read(store)
         keep = select(db.query(), strategies, scenarios, seeds, tags, statuses, where)

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from cl_bench.loggers import LOGGER_NAMES
+from cl_bench.records import check_tags
 from cl_bench.registry import all_scenarios, get_strategy, is_strategy_file, parse_scenario_options
 from cl_bench.runner import MAX_SEED
 from cl_bench.scenario import check_task_positions
@@ -166,7 +167,10 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool, max_runs: 
     tags = [tags] if isinstance(tags, str) else tags
     if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
         raise SweepError(f"{source}: tags must be a text or a list of texts, got {data.get('tags')!r}")
-    tags = [str(t) for t in tags]
+    try:
+        tags = check_tags(tags, f"{source}: tags")
+    except ValueError as e:
+        raise SweepError(str(e)) from None
     loggers = sweep_loggers(data.get("loggers") or [], f"{source}: loggers")
     order = data.get("order", "cells")
     if order not in ORDERS:
