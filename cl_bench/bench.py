@@ -188,34 +188,10 @@ def run_bench(
     if samples < 1 or reps < 1 or warmup < 0 or batch_size < 1 or task < 0 or eval_batch_size < 1:
         raise ValueError("samples, reps and batch sizes must be >= 1; warmup and task >= 0")
     strategies = tuple(dict.fromkeys(strategies))  # once each, in the given order
-    foreign = [s for s in strategies if s.startswith("avalanche:")]
-    if foreign:  # their training runs in Avalanche's loop, not Trainer.train_epoch: nothing to time here
-        raise ValueError(
-            f"{', '.join(foreign)}: Avalanche strategies train in Avalanche's own loop; "
-            f"examples/avalanche_crosscheck.py times them against cl-bench's"
-        )
     dev = resolve_device(device)
-    classes = {name: get_strategy(name) for name in strategies}
-    hparams = dict(hparams or {})
-    declared = {f.name for cls in classes.values() for f in cls.hparam_fields()}
-    unknown = sorted(set(hparams) - declared)
-    if unknown:
-        raise HparamError(f"no benchmarked strategy has hyperparameter(s) {', '.join(unknown)}")
-    hps = {
-        name: cls.parse_hparams({k: v for k, v in hparams.items() if k in {f.name for f in cls.hparam_fields()}})
-        for name, cls in classes.items()
-    }
-
+    classes, hps = _strategies_and_hparams(strategies, hparams or {})
     started = time.perf_counter()
-    if scenario in SYNTHETIC:
-        sc = synthetic_scenario(scenario, samples, n_tasks=max(2, task + 1), seed=seed)
-    else:
-        sc = build_scenario(
-            scenario, seed=seed, data_root=data_root, max_train_per_task=samples, tasks=list(range(task + 1))
-        )
-    if task >= len(sc.tasks):
-        raise ValueError(f"--task {task}: scenario {scenario!r} has {len(sc.tasks)} tasks")
-    sc = sc.to(dev)
+    sc = _scenario(scenario, samples, task, seed, data_root).to(dev)
     prepare_s = time.perf_counter() - started
 
     protocol = Protocol(
@@ -248,19 +224,7 @@ def run_bench(
         trainer.prepare(algo)
         if compile:
             (net or algo.model).compile()
-        try:
-            for u in range(task):  # earlier tasks "finished" on the initial weights (HAT: masks exist)
-                algo.before_task(trainer.task(u))
-                algo.after_task(trainer.task(u))
-            algo.before_task(trainer.task(task))
-            trainable = algo.trainable_parameters(task)
-        except (KeyError, IndexError, RuntimeError) as e:  # e.g. PathNet: its GA picks the paths
-            raise ValueError(
-                f"strategy {name!r} cannot be timed per epoch: marking tasks 0..{task - 1} finished without "
-                f"training failed ({type(e).__name__}: {e}); try --task 0"
-            ) from None
-        if not any(p.requires_grad for p in trainable):
-            raise ValueError(f"strategy {name!r} has nothing to train: no throughput to measure")
+        _ready_for(algo, name, trainer, task)
         algos[name] = algo
     for net in bare_nets.values():
         if channels_last:
@@ -289,22 +253,7 @@ def run_bench(
     }
     evaluate |= {name: (lambda algo=algo: trainer.accuracy(algo, data)) for name, algo in algos.items()}
 
-    if warmup:  # untimed: first-call costs (allocations, oneDNN primitives, compilation)
-        for loop in train.values():
-            loop(min(warmup, n), 0)
-        for loop in evaluate.values():
-            loop()
-    seconds: dict[str, list[float]] = {name: [] for name in train}
-    eval_seconds: dict[str, list[float]] = {name: [] for name in evaluate}
-    names = list(train)
-    for r in range(reps):
-        order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
-        for name in order:
-            s = _timed(lambda name=name, r=r: train[name](n, r + 1), dev)
-            seconds[name].append(s)
-            echo(f"  rep {r + 1}: train {name:<24} {s:8.3f} s")
-        for name in order:
-            eval_seconds[name].append(_timed(evaluate[name], dev))
+    seconds, eval_seconds = _time_loops(train, evaluate, reps, warmup, n, dev, echo)
 
     result: dict[str, Any] = {
         "config": {
@@ -324,15 +273,7 @@ def run_bench(
             "compile": compile,
         },
         "prepare_s": prepare_s,
-        "networks": {f"bare {key}": key for key in bare_nets}
-        | {
-            name: (
-                f"{_network_key(base_network(a))} ({nets.count_parameters(a.model):,} with the strategy's)"
-                if base_network(a) is not None
-                else f"own, {nets.count_parameters(a.model):,} parameters"
-            )
-            for name, a in algos.items()
-        },
+        "networks": {f"bare {key}": key for key in bare_nets} | {name: _network_of(a) for name, a in algos.items()},
         "bare_of": {name: f"bare {key}" for name, key in bare_of.items()},
         "train": {name: _summary(s, n) for name, s in seconds.items()},
         "eval": {name: _summary(s, n) for name, s in eval_seconds.items()},
@@ -343,6 +284,87 @@ def run_bench(
             for name, bare in result["bare_of"].items()
         }
     return result
+
+
+def _time_loops(train, evaluate, reps: int, warmup: int, n: int, dev: torch.device, echo):
+    """Seconds of each training loop (``reps`` epochs of ``n`` samples) and evaluation pass, the loops
+    taking turns to go first; a warm-up pass of each first, untimed (allocations, oneDNN primitives,
+    compilation)."""
+    if warmup:
+        for loop in train.values():
+            loop(min(warmup, n), 0)
+        for loop in evaluate.values():
+            loop()
+    seconds: dict[str, list[float]] = {name: [] for name in train}
+    eval_seconds: dict[str, list[float]] = {name: [] for name in evaluate}
+    names = list(train)
+    for r in range(reps):
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
+        for name in order:
+            s = _timed(lambda name=name, r=r: train[name](n, r + 1), dev)
+            seconds[name].append(s)
+            echo(f"  rep {r + 1}: train {name:<24} {s:8.3f} s")
+        for name in order:
+            eval_seconds[name].append(_timed(evaluate[name], dev))
+    return seconds, eval_seconds
+
+
+def _network_of(algo: Strategy) -> str:
+    base = base_network(algo)
+    if base is None:
+        return f"own, {nets.count_parameters(algo.model):,} parameters"
+    return f"{_network_key(base)} ({nets.count_parameters(algo.model):,} with the strategy's)"
+
+
+def _strategies_and_hparams(
+    strategies: tuple[str, ...], hparams: dict[str, str]
+) -> tuple[dict[str, type[Strategy]], dict[str, Any]]:
+    """The classes, and each one's hyperparameters: ``hparams`` go to every strategy that declares them."""
+    foreign = [s for s in strategies if s.startswith("avalanche:")]
+    if foreign:  # their training runs in Avalanche's loop, not Trainer.train_epoch: nothing to time here
+        raise ValueError(
+            f"{', '.join(foreign)}: Avalanche strategies train in Avalanche's own loop; "
+            f"examples/avalanche_crosscheck.py times them against cl-bench's"
+        )
+    classes = {name: get_strategy(name) for name in strategies}
+    declared = {f.name for cls in classes.values() for f in cls.hparam_fields()}
+    unknown = sorted(set(hparams) - declared)
+    if unknown:
+        raise HparamError(f"no benchmarked strategy has hyperparameter(s) {', '.join(unknown)}")
+    hps = {
+        name: cls.parse_hparams({k: v for k, v in hparams.items() if k in {f.name for f in cls.hparam_fields()}})
+        for name, cls in classes.items()
+    }
+    return classes, hps
+
+
+def _scenario(scenario: str, samples: int, task: int, seed: int, data_root) -> Scenario:
+    if scenario in SYNTHETIC:
+        sc = synthetic_scenario(scenario, samples, n_tasks=max(2, task + 1), seed=seed)
+    else:
+        sc = build_scenario(
+            scenario, seed=seed, data_root=data_root, max_train_per_task=samples, tasks=list(range(task + 1))
+        )
+    if task >= len(sc.tasks):
+        raise ValueError(f"--task {task}: scenario {scenario!r} has {len(sc.tasks)} tasks")
+    return sc
+
+
+def _ready_for(algo: Strategy, name: str, trainer: Trainer, task: int) -> None:
+    """Earlier tasks "finished" on the initial weights (HAT: their masks exist), then task ``task`` begun."""
+    try:
+        for u in range(task):
+            algo.before_task(trainer.task(u))
+            algo.after_task(trainer.task(u))
+        algo.before_task(trainer.task(task))
+        trainable = algo.trainable_parameters(task)
+    except (KeyError, IndexError, RuntimeError) as e:  # e.g. PathNet: its GA picks the paths
+        raise ValueError(
+            f"strategy {name!r} cannot be timed per epoch: marking tasks 0..{task - 1} finished without "
+            f"training failed ({type(e).__name__}: {e}); try --task 0"
+        ) from None
+    if not any(p.requires_grad for p in trainable):
+        raise ValueError(f"strategy {name!r} has nothing to train: no throughput to measure")
 
 
 def _head(data: Data, m: int) -> Data:

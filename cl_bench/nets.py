@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ class MultiHeadNet(nn.Module):
     @property
     def units(self) -> list[int]:
         """Number of output units (neurons or conv filters) of each masked layer."""
-        return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in self.layers]
+        return [m.out_channels if isinstance(m, nn.Conv2d) else cast(nn.Linear, m).out_features for m in self.layers]
 
     def body_parameters(self) -> list[nn.Parameter]:
         head_params = {id(p) for p in self.heads.parameters()}
@@ -135,7 +136,8 @@ def xavier_init_(net: nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def build_network(scenario, variant: str = "base", **kwargs) -> MultiHeadNet:

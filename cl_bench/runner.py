@@ -31,7 +31,7 @@ from cl_bench.metrics import step_metrics
 from cl_bench.ranges import Range
 from cl_bench.records import VALIDATION, validation_monitoring
 from cl_bench.registry import all_strategies, build_scenario, get_strategy, is_strategy_file
-from cl_bench.store import RunRecord, Saved, Store, config_hash
+from cl_bench.store import RunRecord, Saved, Store, config_hash, save_or_spill
 from cl_bench.strategy import Strategy
 from cl_bench.strategy_files import static_name
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Listener, Protocol, Trainer, resolve_device
@@ -250,7 +250,7 @@ def _identity(run: ResolvedRun, data_info: dict[str, Any], store: Store | None) 
         identity["strategy_class"] = run.strategy_class
         identity["hparam_defaults"] = dataclasses.asdict(run.strategy_cls.Hparams())
         if store is not None:
-            check_name_claim(store, run.config.strategy, run.strategy_class)
+            check_name_claim(store, run.config.strategy, identity["strategy_class"])
     return identity
 
 
@@ -278,7 +278,7 @@ class _Training:
 
     def run(self, run: ResolvedRun, opts: RunOptions, scenario, record: RunRecord, ckpt_path: Path | None) -> None:
         config = run.config
-        version = record.code_version  # this code's; a resumed run's record also names the earlier one
+        version = record.code_version or ""  # this code's; a resumed run's record also names the earlier one
         seed_everything(config.seed)  # weights init independent of how much RNG the loaders used
         strategy = run.strategy_cls(scenario, run.hparams, device=opts.device)
         trainer = self.trainer = Trainer(scenario, config.protocol, seed=config.seed)
@@ -345,12 +345,12 @@ def _close_record(record: RunRecord, trainer, valid_acc, store, ckpt_path, logge
     if valid_acc is not None:  # a failed run keeps the validation rows it finished, as the test rows
         record.monitoring = {**(record.monitoring or {}), VALIDATION: validation_monitoring(valid_acc)}
     record.finished = time.time()
-    record.wall_s = record.finished - record.started
+    record.wall_s = record.finished - (record.started or record.finished)
     if trainer is not None:
         record.history = [dataclasses.asdict(h) for h in trainer.history]
     saved = None
     if store is not None and record.status in ("finished", "failed"):
-        saved = store.save(record)
+        saved = save_or_spill(store, record)  # a save that fails writes the run to a file, never loses it
         ckpt.remove(ckpt_path)
     if logger is not None:
         _end_run(logger, record)
@@ -388,12 +388,12 @@ class LoggerListener(Listener):
         self.logger.log_epoch(log)
 
     def task_end(self, t: int, accuracy: np.ndarray, valid_accuracy: np.ndarray) -> None:
-        self.logger.log_task(t, accuracy[t, : t + 1], step_metrics(accuracy, t))
+        self.logger.log_task(t, accuracy[t, : t + 1].tolist(), step_metrics(accuracy, t))
 
 
 def _end_run(logger: Logger, record: RunRecord) -> None:
     """The end of the run for its logger, after the record is stored (a logger error never loses it)."""
-    if record.status == "finished":
+    if record.status == "finished" and record.accuracy is not None:
         T = record.accuracy.shape[0]
         logger.end_run("finished", {**step_metrics(record.accuracy, T - 1), "wall_s": record.wall_s})
         return

@@ -143,7 +143,10 @@ TASK_COUNTS: dict[str, Callable[[Mapping[str, Any]], int]] = {}
 
 
 def declare_task_count(name: str, count: int | Callable[[Mapping[str, Any]], int]) -> None:
-    TASK_COUNTS[name] = count if callable(count) else (lambda _options, n=count: n)
+    if callable(count):
+        TASK_COUNTS[name] = count
+    else:
+        TASK_COUNTS[name] = lambda _options: count
 
 
 def check_task_positions(name: str, options: Mapping[str, Any], where: str = "") -> None:

@@ -115,7 +115,8 @@ def schema_problems(conn: sqlite3.Connection, version: int) -> tuple[list[str], 
     if expected is None:
         return [], []
     found = tables(conn)
-    fatal, repairable = [], []
+    fatal: list[str] = []
+    repairable: list[str] = []
     for table, wanted in expected.items():
         if table not in found:
             (repairable if table in REPAIRABLE_TABLES else fatal).append(f"table {table} is missing")

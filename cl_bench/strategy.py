@@ -155,7 +155,7 @@ class Strategy(Generic[H]):
         self.hp = hparams if hparams is not None else self.Hparams()
         self.check_hparams(self.hp)  # also for Hparams built in Python, not parsed
         self.device = torch.device(device)
-        self.model = self.build_model().to(self.device)
+        self.model = self.build_model().to(self.device)  # type: ignore[assignment]  # a subclass's own net
         self._trainer: Any = None  # set by Trainer.learn: turns a task index into its TaskData
         self.setup()
 
@@ -179,16 +179,17 @@ class Strategy(Generic[H]):
         pass
 
     # ---- per step ----------------------------------------------------------------------------------
-    def forward(self, x: Tensor, t: int) -> Tensor:
+    def forward(self, x: Tensor, t: int | Tensor) -> Tensor:
         """Logits of head t."""
         return self.model(x, t)
 
-    def loss(self, x: Tensor, y: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        """(training criterion, logits of head t). Also the (regularised) validation loss."""
+    def loss(self, x: Tensor, y: Tensor, t: int | Tensor) -> tuple[Tensor, Tensor]:
+        """(training criterion, logits of head t; ``t`` is a tensor of task ids for Joint's mixed-task
+        batches). Also the (regularised) validation loss."""
         logits = self.forward(x, t)
         return F.cross_entropy(logits, y), logits
 
-    def predict(self, x: Tensor, t: int) -> Tensor:
+    def predict(self, x: Tensor, t: int | Tensor) -> Tensor:
         return self.forward(x, t).argmax(1)
 
     def before_batch(self, info: BatchInfo) -> None:
@@ -220,13 +221,13 @@ class Strategy(Generic[H]):
     def save_state(self) -> dict[str, Any]:
         """The state kept outside ``self.model``, as plain values: by default the ``keeps`` attributes."""
         if self.keeps is None and _overrides(type(self), "state_dict"):
-            return self.state_dict()  # a 0.1 strategy
+            return self.state_dict()  # type: ignore[attr-defined]  # a 0.1 strategy
         return {name: getattr(self, name) for name in self.keeps or ()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Put back what ``save_state`` returned (loaded on the CPU): tensors go to ``self.device``."""
         if self.keeps is None and _overrides(type(self), "load_state_dict"):
-            self.load_state_dict(state)  # a 0.1 strategy
+            self.load_state_dict(state)  # type: ignore[attr-defined]  # a 0.1 strategy
             return
         for name in self.keeps or ():
             setattr(self, name, to_device(state[name], self.device))

@@ -423,9 +423,9 @@ def clip_and_step(params: Sequence[torch.nn.Parameter], lr: float, max_norm: flo
     params = [p for p in params if p.grad is not None]
     if not params:
         return
-    grads = [p.grad for p in params]
+    grads: list[Tensor] = [p.grad for p in params if p.grad is not None]
     if grads[0].device.type == "cpu":
-        squares = sum(
+        squares: float = sum(
             float(torch.dot(g.view(-1), g.view(-1))) if g.is_contiguous() else float(torch.linalg.vector_norm(g)) ** 2
             for g in grads
         )
@@ -434,7 +434,7 @@ def clip_and_step(params: Sequence[torch.nn.Parameter], lr: float, max_norm: flo
             torch._foreach_mul_(grads, coefficient)
     else:
         torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    torch._foreach_add_(params, grads, alpha=-lr)  # what SGD(lr).step() does without momentum
+    torch._foreach_add_(list(params), grads, alpha=-lr)  # what SGD(lr).step() does without momentum
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
