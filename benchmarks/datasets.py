@@ -280,16 +280,27 @@ def _source_record(
 
 
 def load_prepared(
-    name: str, root: Path | str | None = None, download: bool = False, facescrub_true_rgb: bool = False
+    name: str,
+    root: Path | str | None = None,
+    download: bool = False,
+    facescrub_true_rgb: bool = False,
+    views: bool = False,
 ) -> RawDataset:
     """One mixture data set as (N, 3, 32, 32) uint8 tensors adapted as the reference adapts it.
 
+    ``views``: the images as views of the memory-mapped cache, grey ones expanded with stride 0 (no
+    copy), for a builder that copies only what it keeps (``take``/``own``); else tensors of their own.
     Warns (``SubsetWarning``) when it is a subset of the official set; ``source["complete"]`` says so.
     """
     root = data_root(root)
     arrays, source = _prepared(name, root, download)
     x_train, x_test = arrays["x_train"], arrays["x_test"]
-    if name in GRAY:  # reference: image.expand(1, 3, H, W), 3 equal channels
+    if views:
+        if name in GRAY:
+            x_train, x_test = (x.expand(-1, 3, -1, -1) for x in (x_train, x_test))
+        elif name == "facescrub" and facescrub_true_rgb:
+            x_train, x_test = (x.reshape(len(x), 32, 32, 3).permute(0, 3, 1, 2) for x in (x_train, x_test))
+    elif name in GRAY:  # reference: image.expand(1, 3, H, W), 3 equal channels
         x_train, x_test = (x.expand(-1, 3, -1, -1).contiguous() for x in (x_train, x_test))
     elif name == "facescrub" and facescrub_true_rgb:
         # the stored layout is HAT's reshape((3,32,32)) of HWC bytes: undo it, then a real transpose
@@ -392,3 +403,18 @@ def format_availability(rows: list[dict[str, Any]]) -> str:
             '"Data" section describes every accepted layout'
         )
     return "\n".join(lines)
+
+
+def take(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` of its own; a grey set expanded with stride 0 stays so (1 channel copied, not 3):
+    the same values, a third of the memory, until a cap copies the samples it keeps."""
+    if x.dim() == 4 and x.shape[1] == 3 and x.stride(1) == 0:
+        return x[:, :1][index].expand(-1, 3, -1, -1)
+    return x[index]
+
+
+def own(x: Tensor) -> Tensor:
+    """A copy of ``x`` detached from the memory-mapped cache (see ``take``)."""
+    if x.dim() == 4 and x.shape[1] == 3 and x.stride(1) == 0:
+        return x[:, :1].clone().expand(-1, 3, -1, -1)
+    return x.clone()

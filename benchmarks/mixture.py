@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cl_bench.benchmarks.datasets import SPECS, RawDataset, load_prepared, normalisation, require
+from cl_bench.benchmarks.datasets import SPECS, RawDataset, load_prepared, normalisation, own, require, take
 from cl_bench.data import data_root
 from cl_bench.ranges import Range
 from cl_bench.registry import option_ranges, register_scenario
@@ -72,10 +72,10 @@ def split_task(
     """A task whose validation set is held out of its training set (``valid_fraction=0``: validate on
     the training set itself, as the authors' MNIST setups do)."""
     if valid_fraction == 0:
-        train = Split(x, y)
+        train = Split(own(x), y)
         return Task(name, n_classes, train, train, test, mean, std)
     tr, va = holdout(y, seed, valid_fraction, valid_split)
-    return Task(name, n_classes, Split(x[tr], y[tr]), Split(x[va], y[va]), test, mean, std)
+    return Task(name, n_classes, Split(take(x, tr), y[tr]), Split(take(x, va), y[va]), test, mean, std)
 
 
 def data_record(loaded: dict[str, RawDataset], missing: list[str], allow_missing: bool) -> dict[str, Any]:
@@ -120,7 +120,8 @@ def mixture(
         name = MIXTURE_DATASETS[idx]
         if name in missing:
             continue
-        raw = loaded[name] = load_prepared(name, root, download, facescrub_true_rgb=facescrub_true_rgb)
+        # views of the cache: only the samples each split keeps are copied, grey ones in 1 channel
+        raw = loaded[name] = load_prepared(name, root, download, facescrub_true_rgb=facescrub_true_rgb, views=True)
         mean, std = normalisation(name, raw)
         tasks.append(
             split_task(
@@ -128,7 +129,7 @@ def mixture(
                 SPECS[name].n_classes,
                 raw.x_train,
                 raw.y_train,
-                Split(raw.x_test, raw.y_test),
+                Split(own(raw.x_test), raw.y_test),
                 seed,
                 valid_fraction,
                 valid_split,
