@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -42,6 +44,7 @@ from cl_bench.store import RunRecord, Store
 from cl_bench.sweep.placement import Slot, place_workers
 from cl_bench.sweep.plan import PlanItem, Sweep
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
+from cl_bench.sweep.slurm_backend import job_imports
 
 _EVENTS = None  # in a worker: the queue of progress events to the driver
 _IN_WORKER = False  # True in the processes of the local pool
@@ -67,8 +70,11 @@ def _pin(slot: Slot) -> None:
         torch.cuda.set_device(slot.cuda_index)
 
 
-def _worker_init(slot: Slot, events, driver: int) -> None:
+def _worker_init(slot: Slot, events, driver: int, modules: Sequence[str] = (), paths: Sequence[str] = ()) -> None:
     global _EVENTS, _IN_WORKER, _SLOT
+    sys.path[:0] = [p for p in paths if p not in sys.path]
+    for module in modules:  # scenarios and strategies the driver registered outside cl-bench (scripts, tests)
+        importlib.import_module(module)
     _pin(slot)
     _EVENTS, _IN_WORKER, _SLOT = events, True, slot
 
@@ -184,9 +190,11 @@ def run_local(
     running: dict[int, str] = {}  # slot -> run_id, from the workers' events
     worker_pids: set[int] = set()
     driver = os.getpid()  # read before any worker exists (its watchdog compares its parent with it)
+    modules, paths = job_imports(scheduler.sweep, main_ok=True), [os.path.abspath(p or ".") for p in sys.path]
 
     def new_pool(slot: Slot) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(slot, events, driver))
+        init = (slot, events, driver, modules, paths)
+        return ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=init)
 
     def drain():
         while True:

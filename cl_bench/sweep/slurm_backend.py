@@ -89,9 +89,10 @@ class SlurmRun:
         return DelayedSubmission(self, *args, **kwargs)
 
 
-def job_imports(sweep: Sweep) -> list[str]:
+def job_imports(sweep: Sweep, main_ok: bool = False) -> list[str]:
     """Modules the jobs must import so that the sweep's scenarios and registered strategies exist there
-    (those registered outside cl-bench, e.g. by the script or test that runs the sweep)."""
+    (those registered outside cl-bench, e.g. by the script or test that runs the sweep). One defined in
+    ``__main__`` is an error unless ``main_ok`` (spawned local workers import the main script themselves)."""
     modules = set()
     for cell in sweep.cells:
         found = [get_scenario(cell.scenario).build]
@@ -99,6 +100,8 @@ def job_imports(sweep: Sweep) -> list[str]:
             found.append(get_strategy(cell.strategy))
         for obj in found:
             module = getattr(obj, "__module__", "") or ""
+            if module == "__main__" and main_ok:
+                continue
             if module == "__main__":
                 raise SweepError(
                     f"{cell.scenario if obj is found[0] else cell.strategy} is defined in the script being run "
