@@ -275,8 +275,9 @@ def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
     store = view.store
     ids = {view.run_id_for(i.run_id): i for i in plan.items}
     running = {c.run_id: c for c in live_claims(store)}
+    in_slurm = JobBook(slurm_dir(store.path)).read()  # shown with their job ids below, not their driver's pid
     for item in plan.items:
-        if item.run_id in running:
+        if item.run_id in running and item.run_id not in in_slurm:
             click.echo(f"running now: {run_label(item.config)} ({item.run_id}): {running[item.run_id].describe()}")
     _echo_slurm_jobs(plan, store.path)
     for run_id, attempts in store.attempts_of(list(ids)).items():
