@@ -77,3 +77,25 @@ def test_after_backward_projects_against_the_memory_s_gradient_on_its_own_heads(
     for got, want in zip(projected, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     assert sum((a * b).sum() for a, b in zip(projected, g_ref)).item() >= -1e-5
+
+
+def test_a_projected_step_reads_no_tensor_value_on_the_host(monkeypatch):
+    from test_er import no_host_reads
+
+    torch.manual_seed(0)
+    scenario = make_scenario(n_tasks=2)
+    cls = get_strategy("agem")
+    s = cls(scenario, cls.Hparams(per_task=10, sample_size=4))
+    trainer = Trainer(scenario, Protocol(epochs=1))
+    s.before_task(0)
+    s.train_task(0, trainer)
+    s.after_task(0)
+    s.before_task(1)
+    x, y, _ = trainer.data(1, "train").batch(torch.arange(8))
+    with monkeypatch.context() as m:
+        no_host_reads(m)
+        for _ in range(4):  # past a reshuffle of the 10-sample memory (batches of 4)
+            for p in s.model.parameters():
+                p.grad = None
+            F.cross_entropy(s.model(x, 1), y).backward()
+            s.after_backward(1)

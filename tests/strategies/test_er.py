@@ -103,3 +103,46 @@ def test_replay_batches_cover_the_memory_once_per_pass():
         seen.append(s._replay[1])
     labels = torch.cat(seen).sort().values
     assert torch.equal(labels, s.memory["y"].sort().values)  # one pass = every stored sample once
+
+
+class HostSync(AssertionError):
+    pass
+
+
+def no_host_reads(monkeypatch):
+    """Make every Python-level read of a tensor's value (what waits for a GPU) an error."""
+
+    def refuse(*args, **kwargs):
+        raise HostSync("a tensor's value was read on the host")
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+def test_a_replay_step_reads_no_tensor_value_on_the_host(monkeypatch):
+    torch.manual_seed(0)
+    scenario = make_scenario(n_tasks=3)
+    cls = get_strategy("er")
+    s = cls(scenario, cls.Hparams(mem_size=12, batch_mem=5))
+    trainer = Trainer(scenario, Protocol(epochs=1))
+    for task in range(2):
+        s.before_task(task)
+        s.train_task(task, trainer)
+        s.after_task(task)
+    s.before_task(2)
+    data = trainer.data(2, "train")
+    with monkeypatch.context() as m:
+        no_host_reads(m)
+        for b in range(4):  # past a reshuffle of the 12-sample memory (batches of 5)
+            x, y, _ = data.batch(torch.arange(8 * b, 8 * b + 8))
+            s.before_batch(BatchInfo(0, b, 4, 8 * b, 32))
+            loss, _ = s.loss(x, y, 2)
+            loss.backward()
+    with monkeypatch.context() as m:  # the guard itself works
+        no_host_reads(m)
+        try:
+            bool(loss > 0)
+        except HostSync:
+            pass
+        else:
+            raise AssertionError("the guard did not catch a host read")
