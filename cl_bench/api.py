@@ -35,6 +35,7 @@ from cl_bench.runner import ResolvedRun, RunConfig, execute
 from cl_bench.store import DEFAULT_STORE, RunRecord, Store
 from cl_bench.sweep import Outcome, Sweep, load_sweep, parse_sweep, sweep_file
 from cl_bench.sweep import run_sweep as _run_sweep
+from cl_bench.threads import set_run_threads
 from cl_bench.trainer import Callbacks, EpochLog, Protocol, protocol_from_dict
 
 __all__ = ["load_results", "run", "run_sweep"]
@@ -121,8 +122,6 @@ def run(
     tags = [tags] if isinstance(tags, str) else list(tags)
     config = RunConfig(strategy, scenario, seed, dict(hparams or {}), protocol, options, tags)
     run = ResolvedRun.of(config)  # the one lookup: a bad strategy or hyperparameter fails before the store opens
-    from cl_bench.threads import set_run_threads  # noqa: PLC0415
-
     set_run_threads(threads)
     db = store if isinstance(store, Store) or store is None else Store(store)
     return execute(

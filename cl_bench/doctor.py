@@ -43,7 +43,8 @@ import torch
 
 import cl_bench
 from cl_bench import device_checks as dc
-from cl_bench.bench import environment, format_load, load_average, run_bench
+from cl_bench.bench import environment, load_average, run_bench
+from cl_bench.bench_report import format_load
 from cl_bench.checkpoint import resume_refusal
 from cl_bench.data import DataAccessError, DatasetMissingError
 from cl_bench.doctor_report import SECTIONS, DoctorReport, Outcome, format_report, report_stem, write_report

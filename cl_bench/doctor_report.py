@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cl_bench import device_checks as dc
-from cl_bench.bench import write_result
+from cl_bench.bench_report import write_result
 
 SECTIONS = {  # the report's sections after the facts, in the order they run
     "checks": "Cross-device checks (the device against the CPU)",

@@ -47,20 +47,17 @@ import inspect
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_bench import nets
+from cl_bench.protocol import Protocol
 from cl_bench.ranges import Range
-from cl_bench.scenario import Data
+from cl_bench.scenario import Data, Scenario
 from cl_bench.values import BadValue, parse_like
-
-if TYPE_CHECKING:
-    from cl_bench.scenario import Scenario
-    from cl_bench.trainer import Protocol
 
 
 def hparam(
@@ -118,19 +115,29 @@ LIFE_CYCLE_HOOKS = ("before_task", "train_task", "after_task")  # the hooks hand
 class TaskData:
     """What a strategy may read of the task being learned: its position ``index`` (0-based) of
     ``n_tasks``, its ``train`` and ``valid`` splits, the training ``protocol``; ``seen(split)``: the
-    split of tasks 0..index in mixed-task batches (each sample keeps its task id)."""
+    split of tasks 0..index in mixed-task batches (each sample keeps its task id). Never a test split."""
 
     index: int
     n_tasks: int
-    train: Data
-    valid: Data
     protocol: Protocol
-    _seen: Callable[[str], Data] = field(repr=False, compare=False)
+    scenario: Scenario = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, scenario: Scenario, t: int, protocol: Protocol | None = None) -> TaskData:
+        return cls(t, len(scenario.tasks), protocol if protocol is not None else Protocol(), scenario)
+
+    @property
+    def train(self) -> Data:
+        return Data.of(self.scenario.tasks[self.index], "train", self.index)
+
+    @property
+    def valid(self) -> Data:
+        return Data.of(self.scenario.tasks[self.index], "valid", self.index)
 
     def seen(self, split: str) -> Data:
         if split not in ("train", "valid"):
             raise ValueError(f"TaskData.seen: split must be 'train' or 'valid', got {split!r}")
-        return self._seen(split)
+        return Data.union(self.scenario.tasks[: self.index + 1], split, list(range(self.index + 1)))
 
 
 class Strategy(Generic[H]):
@@ -239,9 +246,7 @@ class Strategy(Generic[H]):
             return task
         if self._trainer is not None:
             return self._trainer.task(task)
-        from cl_bench.trainer import Trainer  # outside a run (a test driving hooks by hand): the default protocol
-
-        return Trainer(self.scenario).task(task)
+        return TaskData.of(self.scenario, task)  # outside a run (hooks driven by hand): the default protocol
 
     # ---- hyperparameters -----------------------------------------------------------------------
     @classmethod

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 import torch
 
-from cl_bench.bench import SYNTHETIC, environment, format_load, load_average, run_bench, write_result
+from cl_bench.bench import SYNTHETIC, environment, load_average, run_bench
+from cl_bench.bench_report import format_load, write_result
 from cl_bench.cli.common import key_values, user_errors
 from cl_bench.trainer import PRECISIONS, Protocol, resolve_device
 

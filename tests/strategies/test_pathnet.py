@@ -84,6 +84,10 @@ def test_next_generation_keeps_winner_and_copies_it_into_the_others():
         assert set(diff.flatten().tolist()) <= {0, 1, 2, 14, 15}  # within +-2 of the winner, mod M
 
 
+class NamedSplits(TaskData):
+    train, valid = "train", "valid"
+
+
 class ScriptedTrainer(Trainer):
     """Trainer with scripted validation losses (its own epoch bookkeeping inherited); each epoch stamps its
     number into head t's bias."""
@@ -94,7 +98,7 @@ class ScriptedTrainer(Trainer):
         self.listeners = []
 
     def task(self, t):  # the splits by name: which one each step reads
-        return TaskData(t, 1, "train", "valid", self.protocol, lambda split: split)
+        return NamedSplits(t, 1, self.protocol, None)
 
     def train_epoch(self, strategy, t, data, lr, epoch=0):
         self.splits.append(data)
