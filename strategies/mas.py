@@ -43,24 +43,59 @@ class MASHparams:
     )
 
 
-def output_sensitivity(model: nn.Module, data: Data, t: int) -> dict[str, Tensor]:
-    """Ω_t = (1/N) Σ_k |∂‖F_t(x_k)‖²/∂θ| over the samples of ``data`` (Eqs. 4 and 2), in eval mode."""
+def output_sensitivity(model: nn.Module, data: Data, t: int, shortcut: bool = True) -> dict[str, Tensor]:
+    """Ω_t = (1/N) Σ_k |∂‖F_t(x_k)‖²/∂θ| over the samples of ``data`` (Eqs. 4 and 2), in eval mode.
+
+    Linear layers take a shortcut: in eval mode the samples of a batch are independent, so sample k's
+    weight gradient is δ_k a_kᵀ (δ_k: the gradient of its ‖F‖² at the layer's output, a_k: the layer's
+    input), and Σ_k |δ_k a_kᵀ| = |Δ|ᵀ|A|, one matrix product per batch. Every other parameter (convolutions)
+    takes per-sample gradients (vmap), as all do with ``shortcut=False``."""
     params = {name: p.detach() for name, p in model.named_parameters()}
+    linear = {n: m for n, m in model.named_modules() if type(m) is nn.Linear} if shortcut else {}
+    fast = {f"{n}.{k}" for n, m in linear.items() for k, _ in m.named_parameters(recurse=False)}
+    rest = {n: p for n, p in params.items() if n not in fast}
+    omega = {name: torch.zeros_like(p) for name, p in params.items()}
+    seen: dict[str, list[Tensor]] = {}  # Linear module -> [its input, the gradient at its output]
+
+    def keep(name: str):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            if name in seen:
+                raise RuntimeError(f"MAS: {name} ran twice in one forward pass; use shortcut=False")
+            seen[name] = [inputs[0].detach()]
+            out.register_hook(lambda g: seen[name].append(g.detach()))
+
+        return hook
 
     def squared_norm(ps: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(model, ps, (x[None], t)).pow(2).sum()  # ℓ2² of head t's output
+        return functional_call(model, {**params, **ps}, (x[None], t)).pow(2).sum()  # ℓ2² of head t's output
 
     per_sample = vmap(grad(squared_norm), in_dims=(None, 0))
-    omega = {name: torch.zeros_like(p) for name, p in params.items()}
     n = len(data)
-    chunk = max(1, _CHUNK_FLOATS // sum(p.numel() for p in params.values()))
+    chunk = min(1024, max(1, _CHUNK_FLOATS // max(1, sum(p.numel() for p in rest.values()))))
     was_training = model.training
     model.eval()
     try:
         for start in range(0, n, chunk):
             x, _, _ = data.batch(torch.arange(start, min(start + chunk, n), device=data.y.device))
-            for name, g in per_sample(params, x).items():
-                omega[name] += g.abs().sum(0)
+            if linear:
+                hooks = [m.register_forward_hook(keep(name)) for name, m in linear.items()]
+                try:
+                    with torch.enable_grad():
+                        norms = model(x, t).pow(2).sum()  # Σ_k ‖F(x_k)‖²: sample k's part reaches δ_k only
+                        torch.autograd.grad(
+                            norms, [p for p in model.parameters() if p.requires_grad], allow_unused=True
+                        )
+                finally:
+                    for h in hooks:
+                        h.remove()
+                for name, (a, d) in seen.items():
+                    omega[f"{name}.weight"] += d.abs().T @ a.abs()  # Σ_k |δ_k| |a_k|ᵀ
+                    if linear[name].bias is not None:
+                        omega[f"{name}.bias"] += d.abs().sum(0)
+                seen.clear()
+            if rest:
+                for name, g in per_sample(rest, x).items():
+                    omega[name] += g.abs().sum(0)
     finally:
         model.train(was_training)
     return {name: o / n for name, o in omega.items()}

@@ -36,13 +36,14 @@ def data_of(x, t):
     return Data(x, torch.zeros(len(x), dtype=torch.long), t, torch.ones(1), torch.zeros(1))
 
 
-def test_importance_is_the_mean_absolute_gradient_of_the_squared_output_norm():
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_importance_is_the_mean_absolute_gradient_of_the_squared_output_norm(shortcut):
     from cl_bench.strategies.mas import output_sensitivity
 
     torch.manual_seed(0)
     model = LinearHeads(5, 3, 2)
     x = torch.randn(37, 1, 5)  # per-sample |g| differs from |mean g| when signs differ across samples
-    omega = output_sensitivity(model, data_of(x, 1), 1)
+    omega = output_sensitivity(model, data_of(x, 1), 1, shortcut=shortcut)
     w, b = analytic_importance(model, x, 1)
     torch.testing.assert_close(omega["heads.1.weight"], w)
     torch.testing.assert_close(omega["heads.1.bias"], b)
@@ -92,3 +93,22 @@ def test_importance_is_measured_in_eval_mode_and_leaves_the_mode_as_it_was():
     assert s.model.training
     for name in first:  # dropout would make two measurements differ
         torch.testing.assert_close(first[name], second[name])
+
+
+@pytest.mark.parametrize("arch,shape", [("mlp", (1, 6, 6)), ("alexnet", (3, 32, 32))])
+def test_the_linear_shortcut_equals_per_sample_gradients_on_the_real_networks(arch, shape):
+    """Linear layers by |Δ|ᵀ|A|, the rest (AlexNet's convolutions) by per-sample gradients: the same Ω as
+    per-sample gradients everywhere, on cl-bench's networks (dropout, ReLU, max-pooling between layers)."""
+    from conftest import synthetic
+
+    from cl_bench.strategies.mas import output_sensitivity
+
+    torch.manual_seed(0)
+    scenario = synthetic(arch, shape, [3, 4], n=12)
+    s = get_strategy("mas")(scenario)
+    data = Trainer(scenario).data(1, "train")
+    fast, slow = output_sensitivity(s.model, data, 1), output_sensitivity(s.model, data, 1, shortcut=False)
+    assert set(fast) == set(slow)
+    for name in slow:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-4, atol=1e-7)
+    assert any(slow[n].abs().sum() > 0 for n in slow if "heads" not in n)  # the body is reached
