@@ -49,15 +49,20 @@ def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data, batch:
     n_params = sum(p.numel() for p in params.values())
     chunk = max(1, _FISHER_CHUNK_FLOATS // n_params) * batch  # samples per vmap call
     was_training = model.training
+    calls = _dropout_calls(model, data, batch) if n >= batch else None
     model.train()  # as the authors' code: dropout on
     try:
         n_full = (n // batch) * batch
         for start in range(0, n_full, chunk):
             stop = min(start + chunk, n_full)
             x, y, _ = data.batch(torch.arange(start, stop, device=data.y.device))
-            grads = per_batch_grads(params, x.reshape(-1, batch, *x.shape[1:]), y.reshape(-1, batch))
-            for name, g in grads.items():
-                fisher[name] += batch * g.pow(2).sum(0)
+            x, y = x.reshape(-1, batch, *x.shape[1:]), y.reshape(-1, batch)
+            if calls is None:
+                grads = per_batch_grads(params, x, y)
+                for name, g in grads.items():
+                    fisher[name] += batch * g.pow(2).sum(0)
+            else:
+                _batch_loop(model, param_loss, params, x, y, calls, fisher, batch)
         if n_full < n:  # the smaller last batch, still scaled by `batch` as the reference does
             x, y, _ = data.batch(torch.arange(n_full, n, device=data.y.device))
             for name, g in grad(param_loss)(params, x, y).items():
@@ -65,6 +70,73 @@ def empirical_fisher(model: nn.Module, param_loss: ParamLoss, data: Data, batch:
     finally:
         model.train(was_training)
     return {name: f / n for name, f in fisher.items()}
+
+
+# Leaf modules whose forward is deterministic: with only these and nn.Dropout, the per-batch loop below
+# draws exactly vmap's dropout masks (what a model with other random modules would not guarantee).
+_DETERMINISTIC = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def _dropout_calls(model: nn.Module, data: Data, batch: int) -> list[tuple[nn.Dropout, tuple[int, ...]]] | None:
+    """Each call of a Dropout module in one forward, in order, with its input's shape per sample; None
+    where the per-batch loop cannot reproduce vmap's masks (other modules, not on the CPU)."""
+    if data.y.device.type != "cpu" or any(
+        type(m) not in _DETERMINISTIC for m in model.modules() if not list(m.children())
+    ):
+        return None
+    calls: list[tuple[nn.Dropout, tuple[int, ...]]] = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: calls.append((m, tuple(i[0].shape[1:]))))
+        for m in model.modules()
+        if isinstance(m, nn.Dropout)
+    ]
+    was_training = model.training
+    model.eval()  # no random draw, no state change
+    try:
+        with torch.no_grad():
+            x, _, t = data.batch(torch.arange(batch, device=data.y.device))
+            model(x, t)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return calls
+
+
+def _batch_loop(model, param_loss, params, x, y, calls, fisher, batch) -> None:
+    """``fisher += batch · g_b²`` for each batch b of ``x`` (B, batch, ...) by a plain backward per batch
+    (2-3x faster than vmap on a CPU), with the dropout masks vmap(randomness="different") draws: for
+    each Dropout call in forward order, one Bernoulli(1 - p) tensor over (B, batch, *shape), p = 0
+    drawing nothing. So the Fisher, and the random stream after it, are vmap's to the last bit."""
+    masks = [
+        None if m.p == 0 else torch.empty(len(x), batch, *shape, device=x.device).bernoulli_(1 - m.p)
+        for m, shape in calls
+    ]
+    state = {"call": 0, "b": 0}
+
+    def apply(m, inputs, _output):
+        mask = masks[state["call"]]
+        state["call"] += 1
+        return inputs[0] if mask is None else inputs[0] * mask[state["b"]] / (1 - m.p)
+
+    dropouts = {m for m, _ in calls}
+    for m in dropouts:
+        m.eval()  # identity: the hook applies the drawn mask
+    hooks = [m.register_forward_hook(apply) for m in dropouts]
+    leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+    try:
+        for b in range(len(x)):
+            state["call"], state["b"] = 0, b
+            loss = param_loss(leaves, x[b], y[b])
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            for name, g in zip(leaves, grads):
+                if g is not None:
+                    fisher[name].add_(g.pow(2), alpha=batch)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m in dropouts:
+            m.train()
 
 
 def cross_entropy_of(model: nn.Module, t: int) -> ParamLoss:
