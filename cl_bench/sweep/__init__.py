@@ -46,7 +46,7 @@ from cl_bench.sweep.plan import (
 )
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
 from cl_bench.sweep.ray_backend import run_ray  # imports Ray only when it runs
-from cl_bench.sweep.slurm_backend import run_slurm  # imports submitit only when it runs
+from cl_bench.sweep.slurm_driver import run_slurm  # imports submitit only when it runs
 from cl_bench.sweep.slurm_options import SlurmOptions, parse_slurm_options
 from cl_bench.sweep.spec import (
     BUNDLED_SWEEPS,
