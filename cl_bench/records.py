@@ -45,7 +45,7 @@ def check_tags(tags: Iterable[Any], where: str = "tag") -> list[str]:
             )
         bad = next((c for c in text if unicodedata.category(c)[0] == "C"), None)
         if bad is not None:
-            raise ValueError(f"{where}: tag {text!r} holds the control character {bad!r}; use printable text")
+            raise ValueError(f"{where}: {text!r} holds the control character {bad!r}; a tag is printable text")
         out.append(text)
     return out
 
