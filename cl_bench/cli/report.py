@@ -118,18 +118,9 @@ def report_command(
         db = Store.open_read(store)
         records = normalise_records(db.query(), store)
         selected = sweep_selections(sweeps, db)
-    try:
-        seed_set = {int(s) for s in seeds.split(",")} if seeds else None
-    except ValueError:
-        raise click.BadParameter(f"--seeds takes integers separated by commas, got {seeds!r}") from None
+    seed_set = _seeds(seeds)
     where = key_values(where_pairs, "--where")
-    wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
-    unknown = sorted(set(wanted) - {"rho", *CL_METRICS})
-    if unknown or not wanted:
-        raise click.BadParameter(
-            f"unknown metric(s) {', '.join(unknown) or '(none given)'}; valid: rho, {', '.join(CL_METRICS)}",
-            param_hint="--metrics",
-        )
+    wanted = _metrics(metrics)
     field_metrics = [m for m in CL_METRICS if m in wanted]
     folders = search_folders(store)
     with user_errors():
@@ -150,19 +141,7 @@ def report_command(
     for sec in rep.sections:
         for note in sec.remarks(all_variants):
             _say(f"{sec.title}: {note}")
-    if as_csv:
-        click.echo(rep.table.to_csv(index=False), nl=False)
-    elif as_latex:
-        click.echo(rep.latex())
-        if paper and not rep.table.empty:
-            click.echo("\n" + format_comparison_latex(rep.table))
-    else:
-        if "rho" in wanted:
-            click.echo(rep.markdown())
-        if field_metrics and not rep.table.empty:
-            click.echo(("\n" if "rho" in wanted else "") + format_cl_metrics(rep.table, field_metrics))
-        if paper and not rep.table.empty:
-            click.echo("\n" + format_comparison(rep.table))
+    _print_tables(rep, as_csv, as_latex, paper, wanted, field_metrics)
     if matrices and (as_csv or as_latex):
         _say(
             "--matrices: the accuracy matrices are printed with the markdown output only (--figures writes "
@@ -181,3 +160,38 @@ def report_command(
         if html_path:
             write_html(rep, items, html_path, paper)
             _say(f"wrote {html_path}")
+
+
+def _seeds(seeds: str | None) -> set[int] | None:
+    try:
+        return {int(s) for s in seeds.split(",")} if seeds else None
+    except ValueError:
+        raise click.BadParameter(f"--seeds takes integers separated by commas, got {seeds!r}") from None
+
+
+def _metrics(metrics: str) -> list[str]:
+    wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {"rho", *CL_METRICS})
+    if unknown or not wanted:
+        raise click.BadParameter(
+            f"unknown metric(s) {', '.join(unknown) or '(none given)'}; valid: rho, {', '.join(CL_METRICS)}",
+            param_hint="--metrics",
+        )
+    return wanted
+
+
+def _print_tables(rep, as_csv: bool, as_latex: bool, paper: bool, wanted: list[str], field_metrics: list[str]) -> None:
+    """Table 1 (and the field's metrics, the paper's numbers) to stdout in the format asked."""
+    if as_csv:
+        click.echo(rep.table.to_csv(index=False), nl=False)
+    elif as_latex:
+        click.echo(rep.latex())
+        if paper and not rep.table.empty:
+            click.echo("\n" + format_comparison_latex(rep.table))
+    else:
+        if "rho" in wanted:
+            click.echo(rep.markdown())
+        if field_metrics and not rep.table.empty:
+            click.echo(("\n" if "rho" in wanted else "") + format_cl_metrics(rep.table, field_metrics))
+        if paper and not rep.table.empty:
+            click.echo("\n" + format_comparison(rep.table))

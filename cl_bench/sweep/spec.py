@@ -163,14 +163,7 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool, max_runs: 
     check_size(sweep_size(len(scenarios), n_points, n_protocols, len(seeds), select, refs), max_runs, source)
     protocols = _protocols(data.get("protocol"), source)
     strategies = _strategies(data["strategies"], source, run_code)
-    tags = data.get("tags") or []
-    tags = [tags] if isinstance(tags, str) else tags
-    if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
-        raise SweepError(f"{source}: tags must be a text or a list of texts, got {data.get('tags')!r}")
-    try:
-        tags = check_tags(tags, f"{source}: tags")
-    except ValueError as e:
-        raise SweepError(str(e)) from None
+    tags = _tags(data.get("tags"), source)
     loggers = sweep_loggers(data.get("loggers") or [], f"{source}: loggers")
     order = data.get("order", "cells")
     if order not in ORDERS:
@@ -199,6 +192,18 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool, max_runs: 
     )
     sweep.slurm = slurm  # read by run_sweep --backend slurm; not part of any run's identity
     return sweep
+
+
+def _tags(value: Any, source: str) -> list[str]:
+    """The sweep's tags: a text or a list of texts, each checked (cl_bench.records.check_tags)."""
+    tags = value or []
+    tags = [tags] if isinstance(tags, str) else tags
+    if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
+        raise SweepError(f"{source}: tags must be a text or a list of texts, got {value!r}")
+    try:
+        return check_tags(tags, f"{source}: tags")
+    except ValueError as e:
+        raise SweepError(str(e)) from None
 
 
 def sweep_loggers(value: Any, where: str = "loggers") -> tuple[str, ...]:
