@@ -197,17 +197,7 @@ def run_local(
         return ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=init)
 
     def drain():
-        while True:
-            try:
-                slot, pid, kind, *args = events.get_nowait()
-            except queue.Empty:
-                return
-            worker_pids.add(pid)
-            if kind == "start":
-                running[slot] = args[0]
-            elif kind == "end":
-                running.pop(slot, None)
-            ui.event(slot, kind, *args)
+        _drain(events, worker_pids, running, ui)
 
     def finish(item: PlanItem, outcome: Outcome) -> None:
         scheduler.release(item)
@@ -224,10 +214,7 @@ def run_local(
             free = [s.index for s in slots if s.index not in busy]
             while queue_ and free:
                 item = queue_.pop(0)
-                refused = scheduler.claim(item)
-                if refused is not None:
-                    outcomes.append(refused)
-                    ui.done(refused, scheduler.expected_total())
+                if not _claimed(scheduler, item, outcomes, ui):
                     continue
                 k = free.pop(0)
                 busy[k] = claimed[item.run_id] = item
@@ -247,9 +234,8 @@ def run_local(
             for fut in done:
                 k = futures.pop(fut)
                 item = busy.pop(k)
-                try:
-                    outcome = dataclasses.replace(fut.result(), worker=slots[k].name)
-                except BrokenProcessPool:  # this slot's worker was killed (out of memory, ...): replace it
+                outcome = _result(fut, item, slots[k])
+                if outcome is None:  # this slot's worker was killed (out of memory, ...): replace it
                     died = True
                     retry = _worker_died(
                         scheduler, slots[k], item, pools, k, new_pool, drain, running, kills, dead_starts, ui
@@ -259,34 +245,65 @@ def run_local(
                     else:
                         finish(item, _store_killed(scheduler, item))
                     continue
-                except Exception as e:  # noqa: BLE001 not a run failure: e.g. the store could not be written
-                    outcome = Outcome(
-                        item.run_id, run_label(item.config), "error", f"{type(e).__name__}: {e}", worker=slots[k].name
-                    )
                 finish(item, outcome)
             if done and not died:
                 queue_ += scheduler.next_runs()  # selections decided by these runs release their seeds
-    except KeyboardInterrupt:
-        ui.write(
-            "interrupted: runs in flight stop; finished runs are in the store and each run in flight "
-            "resumes from its last checkpointed task next time",
-            always=True,
-        )
-        # A Ctrl-C in a terminal reached the workers already; `kill -INT <driver>` did not.
-        for pid in {p.pid for p in mp.active_children()} | worker_pids:
-            try:
-                os.kill(pid, signal.SIGINT)
-            except OSError:
-                pass
-        _stop(pools, claimed.values(), scheduler, ui)
-        raise
-    except BaseException:
-        _stop(pools, claimed.values(), scheduler, ui)
+    except BaseException as e:  # Ctrl-C, SIGTERM (cl_bench.sweep.Terminated) or an error: stop the workers
+        _stop(pools, claimed.values(), scheduler, ui, worker_pids if isinstance(e, KeyboardInterrupt) else None)
         raise
     for pool in pools:
         pool.shutdown(wait=True)
     ui.close()
     return outcomes
+
+
+def _claimed(scheduler: Scheduler, item: PlanItem, outcomes: list[Outcome], ui: Progress) -> bool:
+    """Claim ``item`` for this sweep; False (and its Outcome reported) when another process has it."""
+    refused = scheduler.claim(item)
+    if refused is not None:
+        outcomes.append(refused)
+        ui.done(refused, scheduler.expected_total())
+    return refused is None
+
+
+def _drain(events, worker_pids: set[int], running: dict[int, str], ui: Progress) -> None:
+    """The workers' progress events so far: to the display, and which slot runs what."""
+    while True:
+        try:
+            slot, pid, kind, *args = events.get_nowait()
+        except queue.Empty:
+            return
+        worker_pids.add(pid)
+        if kind == "start":
+            running[slot] = args[0]
+        elif kind == "end":
+            running.pop(slot, None)
+        ui.event(slot, kind, *args)
+
+
+def _result(fut: Future, item: PlanItem, slot: Slot) -> Outcome | None:
+    """A finished call's Outcome; None when the slot's worker process died."""
+    try:
+        return dataclasses.replace(fut.result(), worker=slot.name)
+    except BrokenProcessPool:
+        return None
+    except Exception as e:  # noqa: BLE001 not a run failure: e.g. the store could not be written
+        return Outcome(item.run_id, run_label(item.config), "error", f"{type(e).__name__}: {e}", worker=slot.name)
+
+
+def _interrupt_workers(worker_pids: set[int], ui: Progress) -> None:
+    """Stop the runs in flight: a Ctrl-C in a terminal reached the workers already; `kill -INT <driver>`
+    or SIGTERM did not."""
+    ui.write(
+        "interrupted: runs in flight stop; finished runs are in the store and each run in flight "
+        "resumes from its last checkpointed task next time",
+        always=True,
+    )
+    for pid in {p.pid for p in mp.active_children()} | worker_pids:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:
+            pass
 
 
 def _worker_died(
@@ -327,8 +344,17 @@ def _worker_died(
     return True
 
 
-def _stop(pools: list[ProcessPoolExecutor], claimed: Iterable[PlanItem], scheduler: Scheduler, ui: Progress) -> None:
-    """The sweep stops early: workers shut down, the claims of its unfinished runs released."""
+def _stop(
+    pools: list[ProcessPoolExecutor],
+    claimed: Iterable[PlanItem],
+    scheduler: Scheduler,
+    ui: Progress,
+    interrupt: set[int] | None = None,
+) -> None:
+    """The sweep stops early: workers shut down (``interrupt``: the worker pids to interrupt first, on
+    Ctrl-C or SIGTERM), the claims of its unfinished runs released."""
+    if interrupt is not None:
+        _interrupt_workers(interrupt, ui)
     for pool in pools:
         pool.shutdown(wait=True, cancel_futures=True)
     for item in claimed:

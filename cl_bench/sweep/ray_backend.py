@@ -113,8 +113,8 @@ def run_ray(
     task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=1)(_ray_run)
     store = scheduler.store
     store_path = str(store.path.resolve())
-    if data_root is not None:
-        data_root = str(Path(data_root).resolve())
+    data_root = None if data_root is None else str(Path(data_root).resolve())
+    loggers = tuple(loggers)
     ui = Progress(progress, 0, 0)
     outcomes: list[Outcome] = []
     in_flight: dict[Any, Any] = {}  # ObjectRef -> PlanItem
@@ -133,16 +133,8 @@ def run_ray(
                     outcomes.append(refused)
                     ui.done(refused, scheduler.expected_total())
                     continue
-                ref = task.remote(
-                    item.config,
-                    store_path,
-                    device,
-                    data_root,
-                    threads,
-                    checkpoints,
-                    scheduler.run_id_for(item),
-                    tuple(loggers),
-                )
+                run_id = scheduler.run_id_for(item)
+                ref = task.remote(item.config, store_path, device, data_root, threads, checkpoints, run_id, loggers)
                 in_flight[ref], started[ref] = item, time.perf_counter()
             if not in_flight:
                 todo = scheduler.next_runs()
@@ -154,19 +146,7 @@ def run_ray(
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
             for ref in ready:
                 item = in_flight.pop(ref)
-                label = run_label(item.config)
-                wall = time.perf_counter() - started.pop(ref)
-                try:
-                    record: RunRecord = ray.get(ref)
-                except Exception as e:  # noqa: BLE001 the worker died twice, or Ray lost the task
-                    outcome = Outcome(item.run_id, label, "error", f"{type(e).__name__}: {e}".splitlines()[0])
-                else:
-                    saved = store.save(record)  # one transaction per run, on the driver
-                    checkpoint_path(store.path, record.run_id).unlink(missing_ok=True)
-                    message = "" if record.status == "finished" else (record.error or "").splitlines()[0]
-                    if saved.kept:
-                        message += " (an earlier finished result of this run is kept)"
-                    outcome = Outcome(record.run_id, label, record.status, message, wall)
+                outcome = _store_result(ray, ref, item, store, time.perf_counter() - started.pop(ref))
                 scheduler.release(item)
                 outcomes.append(outcome)
                 ui.done(outcome, scheduler.expected_total())
@@ -182,3 +162,18 @@ def run_ray(
         if own_session:
             ray.shutdown()
     return outcomes
+
+
+def _store_result(ray, ref, item, store, wall: float) -> Outcome:
+    """Write a finished Ray task's record to the store (one transaction, on the driver); its Outcome."""
+    label = run_label(item.config)
+    try:
+        record: RunRecord = ray.get(ref)
+    except Exception as e:  # noqa: BLE001 the worker died twice, or Ray lost the task
+        return Outcome(item.run_id, label, "error", f"{type(e).__name__}: {e}".splitlines()[0])
+    saved = store.save(record)
+    checkpoint_path(store.path, record.run_id).unlink(missing_ok=True)
+    message = "" if record.status == "finished" else (record.error or "").splitlines()[0]
+    if saved.kept:
+        message += " (an earlier finished result of this run is kept)"
+    return Outcome(record.run_id, label, record.status, message, wall)
