@@ -1,4 +1,4 @@
-"""``cl-bench bench``: the command over ``cl_bench.bench`` (flags, the printed lines, the reproducing
+"""``cl-bench bench``: the command over ``cl_bench.tools.bench`` (flags, the printed lines, the reproducing
 command line stored with the result, writing ``--out``)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import torch
 
-from cl_bench.bench import SYNTHETIC, environment, load_average, run_bench
-from cl_bench.bench_report import format_load, write_result
 from cl_bench.cli.common import key_values, user_errors
+from cl_bench.tools.bench import SYNTHETIC, environment, load_average, run_bench
+from cl_bench.tools.bench_report import format_load, write_result
 from cl_bench.trainer import PRECISIONS, Protocol, resolve_device
 
 

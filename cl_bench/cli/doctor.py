@@ -1,4 +1,4 @@
-"""``cl-bench doctor``: the command over ``cl_bench.doctor`` (options, progress lines, exit status).
+"""``cl-bench doctor``: the command over ``cl_bench.tools.doctor`` (options, progress lines, exit status).
 
 Also runnable as ``python -m cl_bench.cli.doctor`` (scripts/gpu_check.sh does, so it works before the
 command is listed)."""
@@ -9,7 +9,7 @@ import click
 import torch
 
 from cl_bench.cli.common import check_output, user_errors
-from cl_bench.doctor import SCALES, run_doctor
+from cl_bench.tools.doctor import SCALES, run_doctor
 
 
 @click.command("doctor", context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from cl_bench import nets
-from cl_bench.bench import bare_epoch, base_network, synthetic_scenario
 from cl_bench.cli.bench import bench_command
 from cl_bench.registry import get_strategy
+from cl_bench.tools.bench import bare_epoch, base_network, synthetic_scenario
 
 
 @pytest.fixture(autouse=True)

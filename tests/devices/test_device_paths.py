@@ -1,6 +1,6 @@
 """Every path of training and evaluation on each device (tests/devices/device_params.py): the CPU
 always, the GPU where torch sees one. On the GPU the results must be the CPU's within the tolerances
-of cl_bench.device_checks (FP32, BF16); on the CPU against the CPU they must be identical (the same
+of cl_bench.tools.device_checks (FP32, BF16); on the CPU against the CPU they must be identical (the same
 seed twice gives the same numbers).
 
 Runs compared across devices have dropout off (its masks come from each device's own generator).
@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from conftest import make_scenario
 from device_params import DEVICES
 
-from cl_bench import device_checks as dc
 from cl_bench.registry import all_strategies
 from cl_bench.strategies.hat import compensate_embedding_grad
 from cl_bench.strategies.shared import cross_entropy_of, empirical_fisher
 from cl_bench.strategy import BatchInfo
+from cl_bench.tools import device_checks as dc
 from cl_bench.trainer import Trainer
 
 

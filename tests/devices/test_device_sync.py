@@ -18,7 +18,7 @@ import pytest
 import torch
 from device_params import GPU, needs_cuda
 
-from cl_bench import device_checks as dc
+from cl_bench.tools import device_checks as dc
 from cl_bench.trainer import Trainer
 
 pytestmark = needs_cuda

@@ -8,10 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cl_bench import doctor as doc
 from cl_bench import registry
 from cl_bench.cli.doctor import doctor as doctor_command
 from cl_bench.registry import all_strategies
+from cl_bench.tools import doctor as doc
 
 
 @pytest.fixture

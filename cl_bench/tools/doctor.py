@@ -5,19 +5,19 @@ In order, each step timed, every outcome written to one dated markdown report (a
 
 1. facts: torch, CUDA, cuDNN, the device (name, memory, capability, TF32 and bf16 support), the
    CPU (model, instruction set, threads) and how busy the machine is;
-2. cross-device checks (``cl_bench.device_checks``): every registered strategy's tiny run on the
+2. cross-device checks (``cl_bench.tools.device_checks``): every registered strategy's tiny run on the
    device against the CPU's; checkpoints written on one device and resumed on the other; the
    AlexNet (convolutions); bf16 autocast. On the CPU these are determinism checks;
 3. the device tests of a source checkout (tests/devices, in a child pytest process, so that their
    global settings and a crashed CUDA context stay out of this process); skipped when the package
    is installed without its tests;
-4. throughput (``cl_bench.bench.run_bench``) of strategies against the bare loop on the MLP and the
+4. throughput (``cl_bench.tools.bench.run_bench``) of strategies against the bare loop on the MLP and the
    AlexNet, on the device;
 5. one short ``runner.execute`` per strategy (split MNIST if the data root has MNIST, else a
    synthetic scenario), with checkpoints on.
 
 ``--scale tiny`` is sized for a CPU and CI (well under a minute); ``full`` for a data-centre GPU
-(under 8 minutes). The report's records and its writing are in ``cl_bench.doctor_report`` (re-exported
+(under 8 minutes). The report's records and its writing are in ``cl_bench.tools.doctor_report`` (re-exported
 here).
 """
 
@@ -42,15 +42,15 @@ import numpy as np
 import torch
 
 import cl_bench
-from cl_bench import device_checks as dc
-from cl_bench.bench import environment, load_average, run_bench
-from cl_bench.bench_report import format_load
 from cl_bench.checkpoint import resume_refusal
 from cl_bench.data import DataAccessError, DatasetMissingError
-from cl_bench.doctor_report import SECTIONS, DoctorReport, Outcome, format_report, report_stem, write_report
 from cl_bench.registry import all_scenarios, all_strategies, build_scenario, register_scenario
 from cl_bench.runner import RunConfig, RunFailed, code_version, execute
 from cl_bench.store import Store
+from cl_bench.tools import device_checks as dc
+from cl_bench.tools.bench import environment, load_average, run_bench
+from cl_bench.tools.bench_report import format_load
+from cl_bench.tools.doctor_report import SECTIONS, DoctorReport, Outcome, format_report, report_stem, write_report
 from cl_bench.trainer import PRESETS, resolve_device
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The ``cl-bench doctor`` report: its records (``Outcome``, ``DoctorReport``), its sections, and writing
 it out: the dated markdown file, its JSON twin and each throughput result (``cl-bench bench``'s files).
-Running the checks is ``cl_bench.doctor``'s job; this module only records and formats what they found."""
+Running the checks is ``cl_bench.tools.doctor``'s job; this module only records and formats what they found."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cl_bench import device_checks as dc
-from cl_bench.bench_report import write_result
+from cl_bench.tools import device_checks as dc
+from cl_bench.tools.bench_report import write_result
 
 SECTIONS = {  # the report's sections after the facts, in the order they run
     "checks": "Cross-device checks (the device against the CPU)",
