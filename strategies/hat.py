@@ -40,7 +40,7 @@ training (Fig. 5), weight reuse between tasks (Fig. 6) and per-epoch compression
 by ``monitoring()`` and stored with the run; the functions that compute them are pure functions of
 the masks, in strategies/hat_monitoring.py. Also, after each task, whether its masks learned: the share of
 units per layer whose binarised mask left the on/off state of their random initial embedding
-(cl_bench.mask_learning), and the capacity then used (``monitoring()["hat"]["mask_learning"]``).
+(cl_bench.strategies.hat_mask_learning), and the capacity then used (``monitoring()["hat"]["mask_learning"]``).
 """
 
 from __future__ import annotations

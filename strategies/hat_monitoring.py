@@ -1,7 +1,7 @@
 """HAT's monitoring (paper Sec. 4.4): capacity usage along training (Fig. 5), weight reuse between
 tasks (Fig. 6), each task's compression against its validation accuracy (Fig. 7), and whether the masks
 learned at all (the share of units whose binarised mask left its random initial state,
-cl_bench.mask_learning). Pure functions of unit masks, and ``HATMonitor``, what a HAT run records.
+cl_bench.strategies.hat_mask_learning). Pure functions of unit masks, and ``HATMonitor``, what a HAT run records.
 The authors' code does not compute these; they are measured as the paper describes them.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cl_bench.mask_learning import mask_learning_share
+from cl_bench.strategies.hat_mask_learning import mask_learning_share
 
 # A unit (and so a weight) is "active" for monitoring if its mask exceeds this. The paper says
 # "binarize" without a threshold and the authors' code has none; at s_max = 400 masks are almost binary, so any

@@ -291,7 +291,7 @@ def describe(r: RunRecord, attempts: Sequence[Attempt]) -> list[str]:
 
 def _mask_learning(r: RunRecord) -> list[str]:
     """HAT's masks per task: the share of each layer's units whose on/off state left that of the random
-    initial embedding, and the capacity held after the task (cl_bench.mask_learning)."""
+    initial embedding, and the capacity held after the task (cl_bench.strategies.hat_mask_learning)."""
     mon = (r.monitoring or {}).get("hat") or {}
     learning = mon.get("mask_learning") or {}
     moved, layers = learning.get("moved"), mon.get("layers")

@@ -8,7 +8,7 @@ other directly (never through this file), so the package has no import circles:
   settings sweeps selected (``sweep_selections``).
 - grouping.py: which runs (``select_records``), sections (one scale each), rho per run (``analyse``).
 - provenance.py: each section's scale in words, the verdict on the paper's protocol, the footer.
-- hat_health.py: whether HAT's masks learned (cl_bench.mask_learning) and its capacity, in words.
+- hat_health.py: whether HAT's masks learned (cl_bench.strategies.hat_mask_learning) and its capacity, in words.
 - tables.py / latex.py: Table 1 (``rho_table``) as markdown / LaTeX; the accuracy matrices.
 - figures.py: the figures' data (``curves``, ``mean_matrices``) and ``build_figures``.
 - hat_figures.py: the data of HAT's Figs. 4-7 (``hat_grids``, ``hat_compression_run``, ...).

@@ -2,7 +2,7 @@
 
 HAT (0.2.0 on) records after each task the share of units per layer whose binarised mask differs from
 their random initial state (``monitoring["hat"]["mask_learning"]["moved"]``, computed with
-cl_bench.mask_learning) and the capacity used (``...["capacity"]``). Where the masks barely moved
+cl_bench.strategies.hat_mask_learning) and the capacity used (``...["capacity"]``). Where the masks barely moved
 (< ``NOT_LEARNED_BELOW`` of the units on average), HAT's row measures close-to-random fixed masks rather
 than learned ones, and the report says so beside the row, in plain words. Runs made before 0.2.0 have
 no such record: the report says "not measured" and gives what the older monitoring shows (the share of
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cl_bench.mask_learning import NOT_LEARNED_BELOW, units_weighted
 from cl_bench.report.grouping import Section
 from cl_bench.store import RunRecord
+from cl_bench.strategies.hat_mask_learning import NOT_LEARNED_BELOW, units_weighted
 
 HAT = "hat"
 

@@ -1,4 +1,4 @@
-"""HAT's mask learning: the measure (cl_bench.mask_learning) against a hand-computed example, and the
+"""HAT's mask learning: the measure (cl_bench.strategies.hat_mask_learning) against a hand-computed example, and the
 report's plain-words line beside HAT's row for runs whose masks did not learn, did learn, or were made
 before the measure existed."""
 
@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from test_report import synthetic_records
 
 from cl_bench.cli import main
-from cl_bench.mask_learning import NOT_LEARNED_BELOW, mask_learning_share, moved_units, units_weighted
 from cl_bench.report import analyse, health_note, run_health, section_health
 from cl_bench.store import Store
+from cl_bench.strategies.hat_mask_learning import NOT_LEARNED_BELOW, mask_learning_share, moved_units, units_weighted
 
 # Two layers. Initial state = embedding > 0 (sigmoid(s e) > 0.5 for any s > 0); final state = mask > 0.5.
 INITIAL = [[0.3, -0.2, 0.1, -0.5], [1.0, -1.0]]  # on, off, on, off | on, off
