@@ -213,7 +213,7 @@ def _execute(run: ResolvedRun, opts: RunOptions) -> RunRecord:
     scenario = build_scenario(
         config.scenario, seed=config.seed, data_root=opts.data_root, download=opts.download, **config.scenario_options
     ).to(opts.device)
-    identity = _identity(run, scenario.info, store)
+    identity = _identity(run, scenario.info, store, claimed_by_driver=opts.run_id is not None)
     run_id, served = _where(run, opts, identity)
     if served is not None:
         return served
@@ -242,14 +242,16 @@ def _execute(run: ResolvedRun, opts: RunOptions) -> RunRecord:
     return record
 
 
-def _identity(run: ResolvedRun, data_info: dict[str, Any], store: Store | None) -> dict[str, Any]:
+def _identity(
+    run: ResolvedRun, data_info: dict[str, Any], store: Store | None, claimed_by_driver: bool = False
+) -> dict[str, Any]:
     """What decides the result beyond the configuration (cl_bench.identity); a user file's class also
     records where its name came from and its defaults (what reading commands show without running it)."""
     identity = current_identity(run.source or run.config.strategy, data_info)
     if run.source is not None:
         identity["strategy_class"] = run.strategy_class
         identity["hparam_defaults"] = dataclasses.asdict(run.strategy_cls.Hparams())
-        if store is not None:
+        if store is not None and not claimed_by_driver:  # a sweep's driver checked it (cl_bench.sweep.progress)
             check_name_claim(store, run.config.strategy, identity["strategy_class"])
     return identity
 
@@ -287,7 +289,7 @@ class _Training:
         acc = record.accuracy = np.full((T, T), np.nan)  # a failed run keeps the rows it finished
         valid_acc = self.valid_acc = np.full((T, T), np.nan)  # the same on validation splits: what selection reads
         first = _resume(record, ckpt_path if not opts.force else None, strategy, trainer, acc, valid_acc)
-        if first and opts.logger is not None and callable(getattr(opts.logger, "resumed", None)):
+        if first and opts.logger is not None:
             opts.logger.resumed(first, T)
         listeners: list[Listener] = []
         if ckpt_path is not None:

@@ -136,7 +136,7 @@ def comparison_cells(r, paper: dict[str, dict[str, float]], cols: list[str]) -> 
     cells = []
     for c in cols:
         scale = 100 if c.startswith("A") else 1
-        theirs = paper[r["strategy"]].get(c)
+        theirs = paper.get(r["strategy"], {}).get(c)
         cells.append(
             ("n/a" if math.isnan(r[c]) else f"{r[c] * scale:.2f}", "" if theirs is None else f"{theirs * scale:.2f}")
         )
@@ -161,11 +161,10 @@ def format_comparison(table: pd.DataFrame) -> str:
         if "scale" in part:
             lines += [str(part["scale"].iloc[0]), ""]
         lines += [f"| strategy | {head} |", "|---|" + "---:|---:|" * len(cols)]
-        for _, r in part.iterrows():
-            if r["strategy"] not in paper:
-                continue
-            cells = [f"{mine} | {theirs}" for mine, theirs in comparison_cells(r, paper, cols)]
-            lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
+        for _, r in part.iterrows():  # strategies beyond the paper are shown, marked, and never correlated
+            mark = "" if r["strategy"] in paper else " (not in the paper)"
+            cells = [f"{mine} | {theirs or '-'}" for mine, theirs in comparison_cells(r, paper, cols)]
+            lines.append(f"| {r['strategy']}{mark} | " + " | ".join(cells) + " |")
         if scenario == "mixture":
             text = correlation_text(part, scenario, T)
             lines += ["", f"Spearman rank correlation of rho<={T} (ours) with Table 1's rho<=8, {text}"]

@@ -6,13 +6,15 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
 
 from cl_bench import claims
 from cl_bench.claims import Owner
-from cl_bench.identity import CurrentView
+from cl_bench.identity import CurrentView, check_name_claim
+from cl_bench.registry import is_strategy_file
 from cl_bench.runner import RunConfig
 from cl_bench.store import Store
 from cl_bench.sweep.plan import Plan, PlanItem, Sweep
@@ -54,6 +56,10 @@ class Scheduler:
     def __post_init__(self):
         if self.view is None:
             self.view = CurrentView(self.store, data_root=self.data_root)
+        for strategy in {c.strategy for c in self.sweep.cells if is_strategy_file(c.strategy)}:
+            if self.store.path.exists():  # a file's class may not take a name another class has in the store
+                name, (path, _, cls) = RunConfig(strategy, "").strategy_name, strategy.rpartition(":")
+                check_name_claim(self.store, name, f"{Path(path).name}:{cls}")
 
     def next_runs(self) -> list[PlanItem]:
         """Runs not handed out yet; call after each finished run (selections may have been decided). A

@@ -48,11 +48,6 @@ class _Capture:
     def save(self, record: RunRecord) -> None:
         self.record = record
 
-    def query(self, *args, **kwargs) -> list[RunRecord]:
-        """Nothing stored is visible from a job (a Ray task, a SLURM array task): the store is the
-        driver's. (The runner's strategy-name check then finds no conflict here.)"""
-        return []
-
 
 def _ray_run(
     config: RunConfig,

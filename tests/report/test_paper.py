@@ -47,6 +47,14 @@ def test_comparison_puts_the_paper_beside_ours():
     assert "no number" in format_comparison(_table({"hat": 0.0}, scenario="elsewhere"))
 
 
+def test_strategies_beyond_the_paper_are_shown_marked_and_left_out_of_the_correlation():
+    ours = {"lfl": -0.5, "sgd": -0.6, "hat": 0.0, "si": 0.9}  # si would top the ranking if it counted
+    text = format_comparison(_table(ours, T=6))
+    assert "| si (not in the paper) | n/a | - | 0.90 | - |" in text
+    assert "| hat | n/a | -0.02 | 0.00 | -0.06 |" in text  # the paper's own rows unmarked
+    assert "over 3 strategies: 0.50" in text  # lfl, sgd, hat only: the Spearman of the test above
+
+
 def _seeded_table(per_seed: dict[str, dict[int, float]]) -> pd.DataFrame:
     rows = []
     for s, by_seed in per_seed.items():

@@ -434,9 +434,11 @@ def test_bundled_presets_resolve_by_name_and_cover_table_1():
 
     assert {"mini", "smoke"} <= set(bundled_sweeps())
     table_1 = {"sgd", "sgd_frozen", "ewc", "imm_mean", "imm_mode", "lwf", "lfl", "pathnet", "pnn", "hat"}
+    beyond = {"si": 3, "mas": 3, "er": 1, "agem": 1, "packnet": 2, "wsn": 3, "gpm": 3}  # not in the paper
     mini, smoke = load_sweep(sweep_file("mini")), load_sweep(sweep_file("smoke"))
+    assert {c.strategy for c in mini.cells} == table_1 | set(beyond) | {"joint", "random"}
+    assert {c.strategy for c in smoke.cells} == table_1 | {"joint", "random"}
     for sweep in (mini, smoke):
-        assert {c.strategy for c in sweep.cells} == table_1 | {"joint", "random"}
         assert {c.scenario for c in sweep.cells} == {"mixture"}
         assert all(c.options["allow_missing"] for c in sweep.cells)
     # mini: the paper's protocol untouched (200 epochs, its early stop), selection on seed 0 by the final
@@ -447,7 +449,7 @@ def test_bundled_presets_resolve_by_name_and_cover_table_1():
     grids = {c.strategy: len(c.points) for c in mini.cells if c.role != "reference"}
     assert grids == {s: 3 for s in ("ewc", "imm_mean", "imm_mode", "lwf", "lfl", "hat")} | {
         s: 1 for s in ("sgd", "sgd_frozen", "pathnet", "pnn")
-    }
+    } | beyond
     # smoke: the old 15-epoch check
     assert {c.options["max_train_per_task"] for c in smoke.cells} == {1000}
     assert {p.protocol.epochs for c in smoke.cells for p in c.points} == {15}
