@@ -2,7 +2,8 @@
 marker each.
 
 The colours are Paul Tol's colour-blind-safe "muted" palette for the nine baselines, his "vibrant"
-orange for HAT, black and grey for the Joint and Random bounds; each strategy also has its own marker,
+orange for HAT, his medium-contrast colours (and light pear) for the strategies beyond the paper, black and
+grey for the Joint and Random bounds; each strategy also has its own marker,
 so lines stay apart in greyscale print. Kept apart from the drawing (plots.py) so the tables and the
 HTML page name and colour strategies without importing matplotlib.
 """
@@ -26,6 +27,14 @@ KNOWN_COLORS = {
     "pathnet": "#882255",
     "pnn": "#cc6677",
     "hat": "#ee7733",
+    # beyond the paper: Tol's "medium-contrast" palette and his light pear, apart from the muted one
+    "si": "#004488",
+    "mas": "#997700",
+    "er": "#994455",
+    "agem": "#6699cc",
+    "packnet": "#eecc66",
+    "wsn": "#ee99aa",
+    "gpm": "#bbcc33",
     "joint": "#000000",
     "random": "#777777",
 }
@@ -53,6 +62,13 @@ MARKERS = {
     "pathnet": "X",
     "pnn": "D",
     "hat": "*",
+    "si": "h",
+    "mas": "p",
+    "er": "d",
+    "agem": "H",
+    "packnet": "8",
+    "wsn": "+",
+    "gpm": "x",
     "joint": "o",
     "random": ".",
 }

@@ -106,4 +106,6 @@ def test_each_strategy_has_its_own_colour_and_marker():
     assert len({MARKERS[k] for k in strategies}) == len(strategies)
     # Paul Tol's colour-blind-safe "muted" palette for the nine baselines
     muted = {"#cc6677", "#332288", "#ddcc77", "#117733", "#88ccee", "#882255", "#44aa99", "#999933", "#aa4499"}
-    assert {KNOWN_COLORS[k] for k in strategies if k != "hat"} == muted
+    paper = {"sgd", "sgd_frozen", "ewc", "imm_mean", "imm_mode", "lwf", "lfl", "pathnet", "pnn"}
+    assert {KNOWN_COLORS[k] for k in paper} == muted
+    assert not {KNOWN_COLORS[k] for k in strategies if k not in paper} & muted  # beyond the paper: apart

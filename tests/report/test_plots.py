@@ -165,6 +165,13 @@ def test_strategy_colours_fixed_for_known_names_and_deterministic_for_others():
         "pathnet",
         "pnn",
         "hat",
+        "si",
+        "mas",
+        "er",
+        "agem",
+        "packnet",
+        "wsn",
+        "gpm",
         "joint",
         "random",
     }
