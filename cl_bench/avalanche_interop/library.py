@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import warnings
 
+from cl_bench.loggers import install_command
+
 PREFIX = "avalanche:"  # strategy names ``avalanche:NAME`` (the registry's prefix hook)
-INSTALL_HINT = "pip install cl-bench[avalanche]"
+INSTALL_HINT = install_command("avalanche")  # for how this cl-bench was installed (a checkout or a wheel)
 
 
 class AvalancheNotInstalled(ImportError, ValueError):

@@ -48,10 +48,10 @@ AVALANCHE_STRATEGIES: dict[str, AvalancheSpec] = {
     "EWC": AvalancheSpec("EWC", "ewc"),
     "LwF": AvalancheSpec("LwF", "lwf"),
     "LFL": AvalancheSpec("LFL", "lfl", net="lfl"),  # cl-bench's LFL net: no dropout on the features
-    "SynapticIntelligence": AvalancheSpec("SynapticIntelligence"),
-    "MAS": AvalancheSpec("MAS"),
-    "AGEM": AvalancheSpec("AGEM"),
-    "Replay": AvalancheSpec("Replay"),
+    "SynapticIntelligence": AvalancheSpec("SynapticIntelligence", "si"),
+    "MAS": AvalancheSpec("MAS", "mas"),
+    "AGEM": AvalancheSpec("AGEM", "agem"),
+    "Replay": AvalancheSpec("Replay", "er"),
     "Cumulative": AvalancheSpec("Cumulative"),
 }
 

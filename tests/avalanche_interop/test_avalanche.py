@@ -230,4 +230,5 @@ def test_missing_avalanche_says_how_to_install_it():
         "try:\n    get_strategy('avalanche:EWC')\n"
         "except ValueError as e:\n    print(type(e).__name__, e)"
     )
-    assert out.startswith("AvalancheNotInstalled") and "pip install cl-bench[avalanche]" in out
+    # the command for how this cl-bench is installed: this checkout, editable
+    assert out.startswith("AvalancheNotInstalled") and "pip install -e '" in out and "[avalanche]'" in out
