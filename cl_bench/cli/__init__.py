@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from cl_bench.cli.common import os_error_message  # light: click and the value parser, no torch
+
 # name -> (module:attribute, one-line summary shown by `cl-bench --help`)
 COMMANDS = {
     "run": ("cl_bench.cli.run:run", "Run one strategy on one scenario and seed; store the accuracy matrix."),
@@ -51,8 +53,6 @@ class LazyGroup(click.Group):
         except BrokenPipeError:
             raise  # `cl-bench ... | head`: not the user's error
         except OSError as e:
-            from cl_bench.cli.common import os_error_message
-
             raise click.ClickException(os_error_message(e)) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

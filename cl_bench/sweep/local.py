@@ -39,8 +39,9 @@ import torch
 
 from cl_bench.loggers import Logger, MultiLogger, log_dir, make_loggers
 from cl_bench.registry import build_scenario
-from cl_bench.runner import RunConfig, RunFailed, code_version, execute
-from cl_bench.store import RunRecord, Store
+from cl_bench.runner import RunConfig, RunFailed, execute
+from cl_bench.store import Store
+from cl_bench.sweep.killed import record_killed, store_killed
 from cl_bench.sweep.placement import Slot, place_workers
 from cl_bench.sweep.plan import PlanItem, Sweep
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
@@ -243,7 +244,7 @@ def run_local(
                     if retry:
                         queue_.insert(0, item)  # still claimed by this sweep
                     else:
-                        finish(item, _store_killed(scheduler, item))
+                        finish(item, store_killed(scheduler, item))
                     continue
                 finish(item, outcome)
             if done and not died:
@@ -337,7 +338,7 @@ def _worker_died(
         return True
     dead_starts[k] = 0
     kills[item.run_id] = kills.get(item.run_id, 0) + 1
-    _record_killed(scheduler, item)
+    record_killed(scheduler, item)
     if kills[item.run_id] >= 2:  # retried once already
         return False
     ui.write(f"worker {slot.name} died while running {run_label(item.config)}; retrying once", always=True)
@@ -398,49 +399,6 @@ def run_inline(
         torch.set_num_threads(previous)
         ui.close()
     return outcomes
-
-
-def _record_killed(scheduler: Scheduler, item: PlanItem) -> None:
-    """A worker died while running ``item``: kept as an attempt, so `cl-bench status` shows it."""
-    with contextlib.suppress(Exception):  # the record of a death must not stop the sweep
-        scheduler.store.record_attempt(
-            scheduler.run_id_for(item),
-            "killed",
-            "its worker process died (killed by the OS: out of memory?)",
-            finished=time.time(),
-            code_version=code_version(),
-        )
-
-
-def _store_killed(scheduler: Scheduler, item: PlanItem) -> Outcome:
-    """A run that killed its worker twice is stored as failed, so later sweeps skip it (a finished
-    result of the same run, made with other data or strategy file, stays: Store.save)."""
-    c = item.config
-    run_id = scheduler.run_id_for(item)
-    msg = (
-        "worker process died twice while running this configuration (killed by the OS: out of "
-        "memory?); run it alone with `cl-bench run` to see why, or `cl-bench sweep --retry-failed`"
-    )
-    now = time.time()
-    scheduler.store.save(
-        RunRecord(
-            run_id,
-            c.strategy,
-            c.scenario,
-            c.seed,
-            item.point.resolved or c.resolved_hparams(),
-            dataclasses.asdict(c.protocol),
-            c.scenario_options,
-            "failed",
-            tags=list(c.tags),
-            error=msg,
-            code_version=code_version(),
-            started=now,
-            finished=now,
-            wall_s=0.0,
-        )
-    )
-    return Outcome(run_id, run_label(c), "failed", msg)
 
 
 # ---- choosing the split --------------------------------------------------------------------------------
