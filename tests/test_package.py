@@ -55,5 +55,5 @@ def test_wheel_maps_the_folders_into_cl_bench(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "cl_bench/strategies/sgd.py" in names and "cl_bench/benchmarks/mnist.py" in names
     # `cl-bench sweep mini` (and smoke) work from an installed wheel
-    assert {"cl_bench/sweeps/mini.yaml", "cl_bench/sweeps/smoke.yaml"} <= set(names)
+    assert {"cl_bench/presets/mini.yaml", "cl_bench/presets/smoke.yaml"} <= set(names)
     assert not [n for n in names if n.startswith(("strategies/", "benchmarks/", "tests/"))]

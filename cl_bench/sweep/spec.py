@@ -22,7 +22,7 @@ A sweep file (every key optional but the scenario(s) and ``strategies``)::
 Without ``select`` every grid point runs on every seed; with it, see cl_bench.sweep.plan. Values are
 typed by the one parser (cl_bench.values) through the owners of each schema: strategies' Hparams,
 ``protocol_from_dict``, ``parse_scenario_options``. Bundled presets (``cl-bench sweep mini``) are the
-YAML files of cl_bench/sweeps/.
+YAML files of cl_bench/presets/.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ SWEEP_KEYS = (
 )
 # The console logger is left out: a sweep shows its own progress display.
 SWEEP_LOGGERS = tuple(n for n in LOGGER_NAMES if n != "console")
-BUNDLED_SWEEPS = Path(__file__).parents[1] / "sweeps"  # presets shipped with the package, e.g. `mini`
+BUNDLED_SWEEPS = Path(__file__).parents[1] / "presets"  # presets shipped with the package, e.g. `mini`
 
 
 # ---- files and presets ---------------------------------------------------------------------------------
