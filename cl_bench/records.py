@@ -75,7 +75,7 @@ class RunRecord:
     wall_s: float | None = None
     monitoring: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-    identity: dict[str, Any] = field(default_factory=dict)  # cl_bench.identity; {} for runs stored before it
+    identity: dict[str, Any] = field(default_factory=dict)  # cl_bench.runner.identity; {} for runs stored before it
 
     @property
     def n_tasks(self) -> int | None:
@@ -115,7 +115,7 @@ class Attempt:
 
 @dataclass(frozen=True)
 class StoredIdentity:
-    """What decides whether a stored run may be served for a configuration (cl_bench.identity)."""
+    """What decides whether a stored run may be served for a configuration (cl_bench.runner.identity)."""
 
     status: str
     strategy: str

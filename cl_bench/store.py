@@ -174,7 +174,7 @@ class Store(StoreFile):
         return self.read(read)
 
     def identities(self, run_ids: list[str]) -> dict[str, StoredIdentity]:
-        """What cl_bench.identity compares before serving each stored run among ``run_ids``."""
+        """What cl_bench.runner.identity compares before serving each stored run among ``run_ids``."""
 
         def read(conn):
             has = "identity" in _columns(conn, "runs")

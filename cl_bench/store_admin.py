@@ -109,7 +109,7 @@ def delete(store: Store, run_ids: Sequence[str]) -> list[str]:
             if not is_dead(c, now)
         ]
         for run_id in ids:
-            # a run stored beside its configuration's (cl_bench.identity) is claimed under the configuration's id
+            # a run stored beside its configuration's (cl_bench.runner.identity) is claimed under the configuration's id
             names = {run_id, json.loads(stored[run_id] or "{}").get("base_run_id")}
             holder = next((c for c in live if c.run_id in names), None)
             if holder is not None:

@@ -3,7 +3,7 @@
 Versions:
 
 - 1: ``runs`` and ``accuracy`` (cl-bench <= 0.2.0, which left ``user_version`` at 0).
-- 2: ``runs.identity`` (the strategy file's and the data's fingerprints, cl_bench.identity), ``attempts``
+- 2: ``runs.identity`` (the strategy file's and the data's fingerprints, cl_bench.runner.identity), ``attempts``
   (every time a run ended: finished, failed or its worker killed) and ``claims`` (which process is
   running which configuration now, cl_bench.claims).
 
@@ -29,7 +29,7 @@ class SchemaError(StoreError):
 
 RUNS = """
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,      -- hash of the configuration (cl_bench.identity: + a salt if needed)
+    run_id TEXT PRIMARY KEY,      -- hash of the configuration (cl_bench.runner.identity: + a salt if needed)
     strategy TEXT NOT NULL,
     scenario TEXT NOT NULL,
     seed INTEGER NOT NULL,

@@ -22,7 +22,7 @@ Hooks are handed what they read: a strategy never reaches into the scenario's ot
 splits, or the trainer's settings. ``TaskData.seen(split)`` is tasks 0..t of a split in mixed-task
 batches (Joint's data); ``task.protocol`` is the training protocol (read only).
 
-State kept between tasks (for per-task checkpoints, cl_bench.checkpoint): name the attributes in
+State kept between tasks (for per-task checkpoints, cl_bench.runner.checkpoint): name the attributes in
 ``keeps`` (``keeps = ("anchor", "fisher")``): tensors, numbers, lists, dicts and None, saved after each
 task and restored, tensors back on the run's device. A strategy with state of another shape overrides
 ``save_state()`` / ``load_state(state)`` instead. A strategy that declares neither is never resumed from
@@ -219,7 +219,7 @@ class Strategy(Generic[H]):
         "validation" is the runner's (the validation accuracy matrix): a strategy must not use it."""
         return {}
 
-    # ---- state between tasks (cl_bench.checkpoint) -----------------------------------------------
+    # ---- state between tasks (cl_bench.runner.checkpoint) -----------------------------------------------
     @classmethod
     def resumable(cls) -> bool:
         """Runs can be checkpointed and resumed exactly: the strategy says what it keeps."""

@@ -360,7 +360,7 @@ class HAT(Strategy[HATHparams]):
         }
         return {"hat": self.monitor.record(self.task_masks, layers, parameters, self.hp.embedding_init)}
 
-    # ---- checkpointing (cl_bench.checkpoint): the state kept outside the model ---------------------
+    # ---- checkpointing (cl_bench.runner.checkpoint): the state kept outside the model ---------------------
     def save_state(self) -> dict[str, Any]:
         return {
             "task_masks": [[a.cpu() for a in masks] for masks in self.task_masks],

@@ -294,7 +294,7 @@ class PathNet(Strategy[PathNetHparams]):
         self.use_path(t, paths[winner])
         self.best_paths[t] = self.paths[t]
 
-    # ---- state a resumed run needs beyond the model (cl_bench.checkpoint) ---------------------------
+    # ---- state a resumed run needs beyond the model (cl_bench.runner.checkpoint) ---------------------------
     def save_state(self) -> dict:
         return {
             "best_paths": {t: torch.tensor(path) for t, path in self.best_paths.items()},

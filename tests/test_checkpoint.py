@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import make_scenario
 
-from cl_bench import checkpoint as ckpt
 from cl_bench.registry import all_strategies, get_strategy, register_scenario
 from cl_bench.runner import RunConfig, RunFailed, execute
+from cl_bench.runner import checkpoint as ckpt
 from cl_bench.store import Store
 from cl_bench.strategy import Strategy
 from cl_bench.trainer import PRESETS, Callbacks

@@ -144,7 +144,7 @@ def test_delete_refuses_a_run_a_live_process_claims(made, tmp_path):
 def test_delete_refuses_a_run_stored_beside_a_claimed_configuration(tmp_path):
     store = Store(tmp_path / "s.db")
     salted = failed("salted")
-    salted.identity = {"base_run_id": "config"}  # claims name the configuration's id (cl_bench.identity)
+    salted.identity = {"base_run_id": "config"}  # claims name the configuration's id (cl_bench.runner.identity)
     store.save(salted)
     owner = Owner.here()
     claims.claim(store, "config", owner)

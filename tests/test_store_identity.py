@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import SHARED_DATA, make_scenario, requires_mnist
 
-from cl_bench import checkpoint as ckpt
 from cl_bench.cli import main
-from cl_bench.identity import CurrentView, data_fingerprint, salted_id
 from cl_bench.registry import get_strategy, register_scenario
 from cl_bench.runner import RunConfig, execute
+from cl_bench.runner import checkpoint as ckpt
+from cl_bench.runner.identity import CurrentView, data_fingerprint, salted_id
 from cl_bench.store import Store
 from cl_bench.sweep import load_sweep, run_sweep
 from cl_bench.trainer import Protocol, Trainer

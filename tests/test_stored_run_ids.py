@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cl_bench.identity import salted_id
 from cl_bench.runner import RunConfig
+from cl_bench.runner.identity import salted_id
 from cl_bench.store import Store
 from cl_bench.trainer import Protocol
 

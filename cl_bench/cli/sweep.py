@@ -19,7 +19,7 @@ import click
 
 from cl_bench.claims import live_claims
 from cl_bench.cli.common import user_errors
-from cl_bench.identity import CurrentView
+from cl_bench.runner.identity import CurrentView
 from cl_bench.store import DEFAULT_STORE, FAILED, Store, StoreError
 from cl_bench.sweep import (
     SWEEP_LOGGERS,
@@ -49,11 +49,18 @@ def _load_or_fail(file: str, run_code: bool = True) -> Sweep:
     """The sweep of FILE; ``run_code=False`` (status, --dry-run): user strategy files are read, not run."""
     path = sweep_file(file)
     with user_errors():  # SweepError, HparamError: a bad sweep file
-        return load_sweep(path, run_code=run_code)
+        return load_sweep(path, run_code=run_code, max_runs=click.get_current_context().meta.get("max_runs"))
 
 
 @click.command("sweep")
 @click.argument("file")
+@click.option(
+    "--max-runs",
+    type=click.IntRange(min=1),
+    expose_value=False,  # read by _load_or_fail through the context
+    callback=lambda ctx, _param, n: ctx.meta.update(max_runs=n),
+    help="Refuse a sweep that plans more runs than this [default: 100,000].",
+)
 @click.option("--store", default=DEFAULT_STORE, show_default=True, help="SQLite results file.")
 @click.option("--backend", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True)
 @click.option(

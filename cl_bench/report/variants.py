@@ -21,10 +21,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cl_bench.identity import CurrentView
 from cl_bench.report.naming import default_hparams, import_problem
 from cl_bench.report.style import strategy_label
 from cl_bench.results import protocol_of
+from cl_bench.runner.identity import CurrentView
 from cl_bench.store import RunRecord
 from cl_bench.sweep.plan import SELECTED_TAG
 from cl_bench.sweep.spec import load_sweep, sweep_file

@@ -5,11 +5,11 @@ every run already in the store (same ``run_id``: finished ones, and failed ones 
 ``--retry-failed``), and runs the rest on a pool of worker processes (cl_bench.sweep.local) or on Ray
 (``--backend ray``, cl_bench.sweep.ray_backend) or as SLURM job arrays (``--backend slurm``,
 cl_bench.sweep.slurm_backend). Each run is written to the store in its own
-transaction as it ends and checkpointed after each task (cl_bench.checkpoint), so Ctrl-C or
+transaction as it ends and checkpointed after each task (cl_bench.runner.checkpoint), so Ctrl-C or
 ``kill -9`` loses at most the unfinished tasks of the runs in flight, and running the same command
 again finishes exactly what is missing. Each run is claimed before it starts (cl_bench.claims), so two
 sweeps on one store share the work and never both run a configuration; a finished run made with
-another version of its strategy file or other data is run again beside it (cl_bench.identity).
+another version of its strategy file or other data is run again beside it (cl_bench.runner.identity).
 ``cl-bench status FILE`` shows what is done (``status_rows``). Workers are placed on devices by
 cl_bench.sweep.placement (``--devices cuda:0,cuda:1 --workers-per-device N``); the file and dashboard
 loggers of the sweep file's ``loggers`` (and ``--logger``) log each run in its worker (cl_bench.loggers).

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from cl_bench.checkpoint import checkpoint_path
-from cl_bench.identity import CurrentView
 from cl_bench.registry import is_strategy_file
 from cl_bench.runner import RunConfig
+from cl_bench.runner.checkpoint import checkpoint_path
+from cl_bench.runner.identity import CurrentView
 from cl_bench.store import RunRecord, Store
 from cl_bench.trainer import Protocol
 

@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from cl_bench import claims
 from cl_bench.claims import Owner
-from cl_bench.identity import CurrentView, check_name_claim
 from cl_bench.registry import is_strategy_file
 from cl_bench.runner import RunConfig
+from cl_bench.runner.identity import CurrentView, check_name_claim
 from cl_bench.store import Store
 from cl_bench.sweep.plan import Plan, PlanItem, Sweep
 
@@ -40,7 +40,7 @@ class Scheduler:
     """Hands out the runs a sweep still needs, re-planning when selections get decided, and claims each
     run before it starts (cl_bench.claims) so that concurrent sweeps on one store never both run it.
 
-    Plans are made against a ``CurrentView`` of the store (cl_bench.identity): a finished run made with
+    Plans are made against a ``CurrentView`` of the store (cl_bench.runner.identity): a finished run made with
     another version of its strategy file or other data counts as missing."""
 
     sweep: Sweep
@@ -105,7 +105,7 @@ class Scheduler:
         claims.release(self.store, item.run_id, self.owner)
 
     def run_id_for(self, item: PlanItem) -> str:
-        """Where ``item``'s result is stored (its run_id, or its salted id: cl_bench.identity)."""
+        """Where ``item``'s result is stored (its run_id, or its salted id: cl_bench.runner.identity)."""
         return self.view.run_id_for(item.run_id)
 
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from cl_bench.checkpoint import checkpoint_path
 from cl_bench.loggers import log_dir, make_loggers, require_extra
 from cl_bench.runner import RunConfig, RunFailed, execute
+from cl_bench.runner.checkpoint import checkpoint_path
 from cl_bench.store import RunRecord
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
 
@@ -60,7 +60,7 @@ def _ray_run(
     loggers: tuple[str, ...] = (),
 ) -> RunRecord:
     """The Ray task: run one configuration, return its record (finished or failed). The driver holds
-    its claim and chose ``run_id`` (cl_bench.identity)."""
+    its claim and chose ``run_id`` (cl_bench.runner.identity)."""
     torch.set_num_threads(threads)
     capture = _Capture(store_path)
     with make_loggers(loggers, log_dir(store_path)) as logger:

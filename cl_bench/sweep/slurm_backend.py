@@ -5,7 +5,7 @@ by submitit (imported only here: ``pip install 'cl-bench[slurm]'``) into ``<stor
 array task's log is named by its job id (``<jobid>_<task>_0_log.out`` / ``.err``). A job runs its run
 with a capturing store, as a Ray task does, and returns the record in submitit's result file; this driver
 writes it to the one SQLite store, so compute nodes never lock SQLite over a network file system. The
-per-task checkpoints (cl_bench.checkpoint) are written by the jobs beside the store, so the store's
+per-task checkpoints (cl_bench.runner.checkpoint) are written by the jobs beside the store, so the store's
 folder, the data root and the Python environment must be on a file system every node sees.
 
 Requeue: jobs are submitted with ``--requeue`` (SLURM requeues a preempted job) and submitit's

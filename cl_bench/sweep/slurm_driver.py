@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cl_bench.checkpoint import checkpoint_path
 from cl_bench.loggers import require_extra
 from cl_bench.runner import code_version
+from cl_bench.runner.checkpoint import checkpoint_path
 from cl_bench.store import RunRecord
 from cl_bench.sweep.plan import PlanItem, SweepError
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label

@@ -6,7 +6,7 @@ A check runs one tiny continual-learning sequence (every task: ``before_task``, 
 weights (built on the CPU, then moved), the same batches (the trainer's CPU generator) and the same
 strategy draws (PathNet's and Random's CPU generators), and compares the accuracy matrices, every
 epoch's losses and the final test logits within a ``Tolerance``. Optionally the run is checkpointed
-after a task and resumed on another device (cl_bench.checkpoint), as a killed GPU run resumed on a CPU.
+after a task and resumed on another device (cl_bench.runner.checkpoint), as a killed GPU run resumed on a CPU.
 
 Dropout is switched off in these runs (``without_dropout``): its masks come from the device's own
 generator, so CPU and CUDA runs with dropout agree only in distribution, never within rounding.
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cl_bench import checkpoint as ckpt
 from cl_bench.registry import get_strategy
+from cl_bench.runner import checkpoint as ckpt
 from cl_bench.runner import seed_everything
 from cl_bench.scenario import Scenario, Split, Task
 from cl_bench.strategy import Strategy

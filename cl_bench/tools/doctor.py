@@ -42,10 +42,10 @@ import numpy as np
 import torch
 
 import cl_bench
-from cl_bench.checkpoint import resume_refusal
 from cl_bench.data import DataAccessError, DatasetMissingError
 from cl_bench.registry import all_scenarios, all_strategies, build_scenario, register_scenario
 from cl_bench.runner import RunConfig, RunFailed, code_version, execute
+from cl_bench.runner.checkpoint import resume_refusal
 from cl_bench.store import Store
 from cl_bench.tools import device_checks as dc
 from cl_bench.tools.bench import environment, load_average, run_bench

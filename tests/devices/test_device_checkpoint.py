@@ -11,9 +11,9 @@ import pytest
 import torch
 from device_params import DEVICE_PAIRS
 
-from cl_bench import checkpoint as ckpt
 from cl_bench import registry
 from cl_bench.runner import RunConfig, execute
+from cl_bench.runner import checkpoint as ckpt
 from cl_bench.store import Store
 from cl_bench.tools import device_checks as dc
 from cl_bench.trainer import Callbacks

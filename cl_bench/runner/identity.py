@@ -144,7 +144,9 @@ class CurrentView:
         self, store: Store | None, path: str | os.PathLike | None = None, data_root=None, check_data: bool = True
     ):
         self.store = store
-        self.path = Path(path) if path is not None else store.path
+        if path is None and store is None:
+            raise ValueError("CurrentView needs a store or the path one would have")
+        self.path = Path(path) if path is not None else store.path  # type: ignore[union-attr]
         self.data_root, self.check_data = data_root, check_data
         self.strategy_files: dict[str, str] = {}  # a file strategy's name -> its file (the planner knows it)
         self.effective: dict[str, str] = {}  # run_id -> the run_id it resolves to, where they differ

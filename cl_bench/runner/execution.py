@@ -1,7 +1,7 @@
 """One run: a strategy x scenario x seed under a protocol, from configuration to stored record.
 
 ``execute`` claims the configuration (cl_bench.claims), builds the scenario, serves a finished run of
-the same identity (cl_bench.identity) or trains, checkpointing after each task (cl_bench.checkpoint).
+the same identity (cl_bench.runner.identity) or trains, checkpointing after each task (cl_bench.runner.checkpoint).
 After each task it measures every task so far on its test split (the accuracy matrix) and on its
 validation split (``monitoring["validation"]``, what hyperparameter selection reads), and stores the
 run as one attempt (cl_bench.store: a failure never replaces a finished result). A ``Logger``
@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl_bench import checkpoint as ckpt
 from cl_bench import claims
 from cl_bench.claims import Heartbeat, Owner, RunBusy
-from cl_bench.identity import check_name_claim, current_identity, resolve
 from cl_bench.loggers import Logger
 from cl_bench.metrics import step_metrics
 from cl_bench.ranges import Range
 from cl_bench.records import VALIDATION, validation_monitoring
 from cl_bench.registry import all_strategies, build_scenario, get_strategy, is_strategy_file
+from cl_bench.runner import checkpoint as ckpt
+from cl_bench.runner.identity import check_name_claim, current_identity, resolve
 from cl_bench.store import RunRecord, Saved, Store, config_hash, save_or_spill
 from cl_bench.strategy import Strategy
 from cl_bench.strategy_files import static_name
@@ -180,7 +180,7 @@ class RunOptions:
 
 def execute(run: RunConfig | ResolvedRun, store: Store | None = None, **options: Any) -> RunRecord:
     """Run one configuration and store it; ``options`` are RunOptions' fields. A finished run of this
-    configuration made with the same strategy file and data (cl_bench.identity) is returned from the
+    configuration made with the same strategy file and data (cl_bench.runner.identity) is returned from the
     store unless ``force``; one made with others stays, and this run is stored beside it. Divergence or
     any error is stored as a failed attempt, then raised as RunFailed (a finished result of the same run
     is kept: ``RunFailed.kept``).
@@ -245,7 +245,7 @@ def _execute(run: ResolvedRun, opts: RunOptions) -> RunRecord:
 def _identity(
     run: ResolvedRun, data_info: dict[str, Any], store: Store | None, claimed_by_driver: bool = False
 ) -> dict[str, Any]:
-    """What decides the result beyond the configuration (cl_bench.identity); a user file's class also
+    """What decides the result beyond the configuration (cl_bench.runner.identity); a user file's class also
     records where its name came from and its defaults (what reading commands show without running it)."""
     identity = current_identity(run.source or run.config.strategy, data_info)
     if run.source is not None:
@@ -360,7 +360,7 @@ def _close_record(record: RunRecord, trainer, valid_acc, store, ckpt_path, logge
 
 
 class CheckpointAfterTask(Listener):
-    """Checkpoints the run after each task but the last (cl_bench.checkpoint)."""
+    """Checkpoints the run after each task but the last (cl_bench.runner.checkpoint)."""
 
     def __init__(self, path: Path, record: RunRecord, version: str, strategy: Strategy, trainer: Trainer):
         self.path, self.record, self.version, self.strategy, self.trainer = path, record, version, strategy, trainer

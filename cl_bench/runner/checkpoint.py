@@ -12,7 +12,7 @@ Never a pickled strategy object: files load with ``torch.load(weights_only=True)
 readable across library versions. Restoring all of the above makes a resumed run's accuracy matrix
 equal to an uninterrupted run's on CPU.
 
-A checkpoint also records the run's identity (cl_bench.identity): one made with another version of the
+A checkpoint also records the run's identity (cl_bench.runner.identity): one made with another version of the
 strategy file or other data is ignored, never resumed.
 
 Checkpoints live beside the results store, ``<store>.checkpoints/<run_id>.pt``, and are deleted when
@@ -72,13 +72,13 @@ def resume_refusal(strategy_cls: type[Strategy]) -> str | None:
 
 # ---- random states as plain values ---------------------------------------------------------------
 def _rng_state(device: torch.device) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {
             "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "gauss": float(gauss),
@@ -122,7 +122,7 @@ def save(
     payload = {
         "format": FORMAT_VERSION,
         "run_id": run_id,
-        "identity": dict(identity or {}),  # cl_bench.identity: the strategy file's and the data's fingerprints
+        "identity": dict(identity or {}),  # cl_bench.runner.identity: the strategy file's and the data's fingerprints
         "code_version": code_version,
         "next_task": next_task,
         "model": {k: v.detach().cpu() for k, v in strategy.model.state_dict().items()},
@@ -178,12 +178,11 @@ def load(path: Path, run_id: str, identity: dict[str, Any] | None = None) -> dic
             stacklevel=2,
         )
         return None
+    stored, current = payload.get("identity") or {}, identity or {}
     changed = [
         k
         for k in ("strategy_source", "data")
-        if (payload.get("identity") or {}).get(k) is not None
-        and (identity or {}).get(k) is not None
-        and payload["identity"][k] != identity[k]
+        if stored.get(k) is not None and current.get(k) is not None and stored[k] != current[k]
     ]
     if changed:
         warnings.warn(
