@@ -142,16 +142,8 @@ def report_command(
         for note in sec.remarks(all_variants):
             _say(f"{sec.title}: {note}")
     _print_tables(rep, as_csv, as_latex, paper, wanted, field_metrics)
-    if matrices and (as_csv or as_latex):
-        _say(
-            "--matrices: the accuracy matrices are printed with the markdown output only (--figures writes "
-            "them to accuracy_matrices.md)"
-        )
-    elif matrices:
-        for sec in rep.sections:
-            for label, _strategy, mean, n in mean_matrices(sec, all_variants):
-                click.echo(f"\n{label} on {sec.title}, mean accuracy (%) over {n} seed(s):")
-                click.echo(format_accuracy_matrix(mean, sec.task_names()))
+    if matrices:
+        _print_matrices(rep, all_variants, markdown=not (as_csv or as_latex))
     if figures_dir or html_path:
         items = render_figures(rep, all_variants, figures_dir, keep_png=bool(html_path), say=_say, band=band)
         if figures_dir:
@@ -160,6 +152,20 @@ def report_command(
         if html_path:
             write_html(rep, items, html_path, paper)
             _say(f"wrote {html_path}")
+
+
+def _print_matrices(rep, all_variants: bool, markdown: bool) -> None:
+    """--matrices: each row's mean accuracy matrix over seeds, with the markdown output only."""
+    if not markdown:
+        _say(
+            "--matrices: the accuracy matrices are printed with the markdown output only (--figures writes "
+            "them to accuracy_matrices.md)"
+        )
+        return
+    for sec in rep.sections:
+        for label, _strategy, mean, n in mean_matrices(sec, all_variants):
+            click.echo(f"\n{label} on {sec.title}, mean accuracy (%) over {n} seed(s):")
+            click.echo(format_accuracy_matrix(mean, sec.task_names()))
 
 
 def _seeds(seeds: str | None) -> set[int] | None:

@@ -135,19 +135,7 @@ def parse_sweep(
 
 
 def _parse(data: Any, default_name: str, source: str, run_code: bool, max_runs: int = MAX_RUNS) -> Sweep:
-    if not isinstance(data, dict):
-        raise SweepError(f"{source}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
-    unknown = sorted(str(k) for k in set(data) - set(SWEEP_KEYS))
-    if unknown:
-        raise SweepError(f"{source}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(SWEEP_KEYS)}")
-    if "strategies" not in data:
-        raise SweepError(f"{source}: `strategies` is required")
-    if "scenario" in data and "scenarios" in data:
-        raise SweepError(f"{source}: give `scenario` or `scenarios`, not both")
-    name = data.get("name") or default_name
-    if not isinstance(name, (str, int)) or isinstance(name, bool):
-        raise SweepError(f"{source}: name must be a text, got {name!r}")
-    name = str(name)
+    name = _check_keys(data, default_name, source)
     scenarios = _scenarios(data.get("scenarios", data.get("scenario")), source)
     select = _select(data.get("select"), source)
     if select is not None and "seeds" in data:
@@ -192,6 +180,23 @@ def _parse(data: Any, default_name: str, source: str, run_code: bool, max_runs: 
     )
     sweep.slurm = slurm  # read by run_sweep --backend slurm; not part of any run's identity
     return sweep
+
+
+def _check_keys(data: Any, default_name: str, source: str) -> str:
+    """The sweep's name, once the file is a mapping of known keys with its required ones."""
+    if not isinstance(data, dict):
+        raise SweepError(f"{source}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = sorted(str(k) for k in set(data) - set(SWEEP_KEYS))
+    if unknown:
+        raise SweepError(f"{source}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(SWEEP_KEYS)}")
+    if "strategies" not in data:
+        raise SweepError(f"{source}: `strategies` is required")
+    if "scenario" in data and "scenarios" in data:
+        raise SweepError(f"{source}: give `scenario` or `scenarios`, not both")
+    name = data.get("name") or default_name
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise SweepError(f"{source}: name must be a text, got {name!r}")
+    return str(name)
 
 
 def _tags(value: Any, source: str) -> list[str]:

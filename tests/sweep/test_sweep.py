@@ -447,9 +447,12 @@ def test_bundled_presets_resolve_by_name_and_cover_table_1():
     assert {c.options["max_train_per_task"] for c in mini.cells} == {300}
     assert (mini.select.seed, mini.select.metric, tuple(mini.select.then_seeds)) == (0, "final_valid_acc", (0, 1, 2))
     grids = {c.strategy: len(c.points) for c in mini.cells if c.role != "reference"}
-    assert grids == {s: 3 for s in ("ewc", "imm_mean", "imm_mode", "lwf", "lfl", "hat")} | {
-        s: 1 for s in ("sgd", "sgd_frozen", "pathnet", "pnn")
-    } | beyond
+    assert (
+        grids
+        == {s: 3 for s in ("ewc", "imm_mean", "imm_mode", "lwf", "lfl", "hat")}
+        | {s: 1 for s in ("sgd", "sgd_frozen", "pathnet", "pnn")}
+        | beyond
+    )
     # smoke: the old 15-epoch check
     assert {c.options["max_train_per_task"] for c in smoke.cells} == {1000}
     assert {p.protocol.epochs for c in smoke.cells for p in c.points} == {15}
