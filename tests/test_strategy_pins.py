@@ -1,6 +1,7 @@
 """Every built-in strategy's results, bit for bit, as the code before the strategy interface v1 made
-them (tests/pins/strategy_matrices.json, written by tests/pins/strategy_matrices.py at commit 68c933b):
-the accuracy matrix and every epoch's training and validation loss on an MLP and a conv-net scenario."""
+them (tests/pins/strategy_matrices.json, written by tests/pins/strategy_matrices.py at commit 68c933b;
+its docstring says which rows were written again, and why): the accuracy matrix and every epoch's
+training and validation loss on an MLP and a conv-net scenario."""
 
 import json
 from pathlib import Path

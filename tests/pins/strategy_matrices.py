@@ -1,9 +1,11 @@
 """Accuracy matrices and per-epoch losses of every built-in strategy on small synthetic scenarios
-(MLP and AlexNet-like conv net, 3 tasks, a few epochs), as ``python tests/pins/strategy_matrices.py OUT.json``
-writes them. The
-committed ``strategy_matrices.json`` was written by the code before the strategy interface v1
-(commit 68c933b); tests/test_strategy_pins.py recomputes them with today's code: a refactoring of the
-interface must leave every result bit for bit equal on CPU."""
+(MLP and AlexNet-like conv net, 3 tasks, a few epochs), as ``python tests/pins/strategy_matrices.py
+OUT.json`` writes them. The committed ``strategy_matrices.json`` was written by the code before the
+strategy interface v1 (commit 68c933b), except the MLP rows of EWC and IMM-mode (``faithful=False``,
+the two that compute an empirical Fisher): those were written again after the Fisher's faster CPU
+path (commit 468ec01), which sums the same terms in another order (losses moved by at most 8.5e-8,
+accuracies unchanged). tests/test_strategy_pins.py recomputes them all with today's code: a
+refactoring must leave every result bit for bit equal on CPU."""
 
 from __future__ import annotations
 
