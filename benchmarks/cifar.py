@@ -12,7 +12,7 @@ from cl_bench.benchmarks.datasets import SPECS, load_prepared, require
 from cl_bench.benchmarks.mixture import OPTION_RANGES, data_record, split_task, task_order
 from cl_bench.data import data_root
 from cl_bench.registry import option_ranges, register_scenario
-from cl_bench.scenario import Scenario, Split, declare_task_count
+from cl_bench.scenario import Scenario, Split, check_samples, declare_task_count
 
 N_CIFAR10_TASKS, N_CIFAR100_TASKS = 5, 5
 
@@ -80,7 +80,7 @@ def cifar(
         "valid_fraction": valid_fraction,
         **data_record(loaded, missing, allow_missing),
     }
-    return Scenario("cifar", tasks, (3, 32, 32), "alexnet", seed, info)
+    return check_samples(Scenario("cifar", tasks, (3, 32, 32), "alexnet", seed, info))
 
 
 declare_task_count("cifar", N_CIFAR10_TASKS + N_CIFAR100_TASKS)  # fewer with allow_missing: checked when built

@@ -18,7 +18,7 @@ from cl_bench.benchmarks.datasets import SPECS, RawDataset, load_prepared, norma
 from cl_bench.data import data_root
 from cl_bench.ranges import Range
 from cl_bench.registry import option_ranges, register_scenario
-from cl_bench.scenario import Scenario, Split, Task, declare_task_count, stratified_subset
+from cl_bench.scenario import Scenario, Split, Task, check_samples, declare_task_count, stratified_subset
 
 # The reference's data-set indices 0..7 (mixture.py): its task order is a permutation of these.
 MIXTURE_DATASETS = ("cifar10", "cifar100", "mnist", "svhn", "fashion_mnist", "gtsrb", "facescrub", "notmnist")
@@ -147,7 +147,7 @@ def mixture(
         "valid_fraction": valid_fraction,
         **data_record(loaded, missing, allow_missing),
     }
-    return Scenario("mixture", tasks, (3, 32, 32), "alexnet", seed, info)
+    return check_samples(Scenario("mixture", tasks, (3, 32, 32), "alexnet", seed, info))
 
 
 declare_task_count("mixture", len(MIXTURE_DATASETS))  # fewer with allow_missing: checked when built

@@ -9,7 +9,7 @@ from cl_bench.benchmarks.datasets import load_idx_dataset
 from cl_bench.data import data_root
 from cl_bench.ranges import Range
 from cl_bench.registry import option_ranges, register_scenario
-from cl_bench.scenario import Scenario, Split, Task, declare_task_count
+from cl_bench.scenario import Scenario, Split, Task, check_samples, declare_task_count
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 VALID_FRACTION = Range(at_least=0, below=1)  # 0: validate on the training set itself (the reference)
@@ -42,7 +42,7 @@ def split_mnist(seed: int = 0, data_root_path=None, download: bool = False, vali
         train, valid = _train_valid(x, y, seed, valid_fraction)
         test = Split(raw.x_test[te].unsqueeze(1), raw.y_test[te] - lo)
         tasks.append(Task(f"mnist-{lo}-{digits[-1]}", 5, train, valid, test, MNIST_MEAN, MNIST_STD))
-    return Scenario("split_mnist", tasks, (1, 28, 28), "mlp", seed, _source_info(raw))
+    return check_samples(Scenario("split_mnist", tasks, (1, 28, 28), "mlp", seed, _source_info(raw)))
 
 
 declare_task_count("split_mnist", 2)
@@ -74,7 +74,7 @@ def permuted_mnist(
         test = Split(x_test[:, perm], raw.y_test)
         tasks.append(Task(f"pmnist-{perm_id}", 10, train, valid, test, MNIST_MEAN, MNIST_STD))
     info = _source_info(raw) | {"permutation_ids": order.tolist()}
-    return Scenario("permuted_mnist", tasks, (784,), "mlp", seed, info)
+    return check_samples(Scenario("permuted_mnist", tasks, (784,), "mlp", seed, info))
 
 
 declare_task_count("permuted_mnist", lambda options: options.get("n_tasks") or N_PERMUTATIONS)

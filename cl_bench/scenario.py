@@ -81,9 +81,6 @@ class Scenario:
     seed: int
     info: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
-        check_samples(self)  # every builder's scenario: an empty split fails here, not in training
-
     def __len__(self) -> int:
         return len(self.tasks)
 
@@ -164,9 +161,9 @@ def check_task_positions(name: str, options: Mapping[str, Any], where: str = "")
         )
 
 
-def check_samples(scenario: Scenario) -> None:
-    """ValueError naming the first task split without samples (an empty data file, or a cap or subset
-    that leaves nothing): training and evaluation would divide by zero."""
+def check_samples(scenario: Scenario) -> Scenario:
+    """``scenario``, or ValueError naming the first task split without samples (an empty data file, or a
+    subset that leaves nothing): training and evaluation would divide by zero. The builders call it."""
     if not scenario.tasks:
         raise ValueError(f"scenario {scenario.name!r} has no tasks")
     for t, task in enumerate(scenario.tasks):
@@ -176,6 +173,7 @@ def check_samples(scenario: Scenario) -> None:
                     f"scenario {scenario.name!r}: task {t + 1} ({task.name}) has no {split} samples; "
                     f"check its data files (and max_train_per_task / tasks)"
                 )
+    return scenario
 
 
 # ----------------------------------------------------------------------------------------------

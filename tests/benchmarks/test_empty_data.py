@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cl_bench.registry import build_scenario
-from cl_bench.scenario import Scenario, Split, Task
+from cl_bench.scenario import Scenario, Split, Task, check_samples
 
 
 def idx(path, dims):
@@ -28,9 +28,11 @@ def task(n_train, n_valid=3, n_test=3):
 def test_a_task_split_without_samples_is_refused_naming_it(which):
     sizes = {"n_train": 3, "n_valid": 3, "n_test": 3} | {f"n_{which}": 0}
     with pytest.raises(ValueError, match=rf"task 2 \(t\) has no {which} samples"):
-        Scenario("s", [task(3), task(**sizes)], (4,), "mlp", 0)
+        check_samples(Scenario("s", [task(3), task(**sizes)], (4,), "mlp", 0))
     with pytest.raises(ValueError, match="has no tasks"):
-        Scenario("s", [], (4,), "mlp", 0)
+        check_samples(Scenario("s", [], (4,), "mlp", 0))
+    ok = Scenario("s", [task(3)], (4,), "mlp", 0)
+    assert check_samples(ok) is ok
 
 
 def test_mnist_files_with_zero_images_are_refused_before_training(tmp_path, monkeypatch):
