@@ -10,12 +10,12 @@ import time
 
 import click
 
-from cl_bench import api
 from cl_bench.cli.common import key_values, user_errors
 from cl_bench.cli.options import data_root_option, device_option, store_option
 from cl_bench.loggers import LOGGER_NAMES, log_dir, make_loggers
-from cl_bench.report import format_accuracy_matrix
+from cl_bench.metrics import format_accuracy_matrix
 from cl_bench.runner import RunFailed
+from cl_bench.runner.front import run as run_api
 from cl_bench.store import StoreError
 from cl_bench.trainer import PRECISIONS, PRESETS, Protocol, protocol_from_dict
 
@@ -112,7 +112,7 @@ def run(
         since = time.time()
         with make_loggers(names, log_dir(store)) as logger:  # an unknown or uninstalled one fails here
             try:
-                record = api.run(
+                record = run_api(
                     strategy,
                     scenario,
                     seed,

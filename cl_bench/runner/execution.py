@@ -27,7 +27,7 @@ from cl_bench.claims import Heartbeat, Owner, RunBusy
 from cl_bench.loggers import Logger
 from cl_bench.metrics import step_metrics
 from cl_bench.ranges import Range
-from cl_bench.records import VALIDATION, validation_monitoring
+from cl_bench.records import VALIDATION, check_tags, validation_monitoring
 from cl_bench.registry import all_strategies, build_scenario, get_strategy, is_strategy_file
 from cl_bench.runner import checkpoint as ckpt
 from cl_bench.runner.identity import check_name_claim, current_identity, resolve
@@ -53,6 +53,7 @@ class RunConfig:
     def __post_init__(self):
         # The seed also seeds numpy's RandomState (task orders, splits), which takes 0 <= seed < 2**32.
         Range(at_least=0, at_most=MAX_SEED).check(self.seed, "seed", int)
+        self.tags = check_tags(self.tags, "tag")  # every way in: cl-bench run --tag, the API, sweep files
 
     @property
     def strategy_name(self) -> str:

@@ -28,7 +28,7 @@ import torch
 from cl_bench.loggers import log_dir, make_loggers, require_extra
 from cl_bench.runner import RunConfig, RunFailed, execute
 from cl_bench.runner.checkpoint import checkpoint_path
-from cl_bench.store import RunRecord
+from cl_bench.store import RunRecord, save_or_spill
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
 
 
@@ -166,7 +166,7 @@ def _store_result(ray, ref, item, store, wall: float) -> Outcome:
         record: RunRecord = ray.get(ref)
     except Exception as e:  # noqa: BLE001 the worker died twice, or Ray lost the task
         return Outcome(item.run_id, label, "error", f"{type(e).__name__}: {e}".splitlines()[0])
-    saved = store.save(record)
+    saved = save_or_spill(store, record)  # a save that fails writes the run to a file, never loses it
     checkpoint_path(store.path, record.run_id).unlink(missing_ok=True)
     message = "" if record.status == "finished" else (record.error or "").splitlines()[0]
     if saved.kept:

@@ -23,7 +23,7 @@ from typing import Any
 from cl_bench.loggers import require_extra
 from cl_bench.runner import code_version
 from cl_bench.runner.checkpoint import checkpoint_path
-from cl_bench.store import RunRecord
+from cl_bench.store import RunRecord, save_or_spill
 from cl_bench.sweep.plan import PlanItem, SweepError
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
 from cl_bench.sweep.slurm_backend import (
@@ -245,7 +245,7 @@ class _Driver:
             msg = f"job {w.job}: {last[0] if last else 'failed'} (log: {log_files(self.folder, w.job)})"
             return self.end(w, Outcome(w.run_id, label, "error", msg, time.perf_counter() - w.since))
         record: RunRecord = value
-        saved = self.store.save(record)  # one transaction per run, here on the driver
+        saved = save_or_spill(self.store, record)  # one transaction per run, here on the driver (else a file)
         checkpoint_path(self.store.path, record.run_id).unlink(missing_ok=True)
         message = "" if record.status == "finished" else (record.error or "").splitlines()[0]
         if getattr(saved, "kept", None):

@@ -19,10 +19,8 @@ A sweep file (every key optional but the scenario(s) and ``strategies``)::
     order: seeds                       # run every cell's first seed before any second seed (default: cells)
     slurm: {partition: gpu, time: "12:00:00", gpus: 1}   # --backend slurm: what each array task asks for
 
-Without ``select`` every grid point runs on every seed; with it, see cl_bench.sweep.plan. Values are
-typed by the one parser (cl_bench.values) through the owners of each schema: strategies' Hparams,
-``protocol_from_dict``, ``parse_scenario_options``. Bundled presets (``cl-bench sweep mini``) are the
-YAML files of cl_bench/presets/.
+Without ``select`` every grid point runs on every seed (with it: cl_bench.sweep.plan). Values are typed by
+the one parser (cl_bench.values) through each schema's owner. Presets: the YAML files of cl_bench/presets/.
 """
 
 from __future__ import annotations
