@@ -84,7 +84,7 @@ def make_templates(path: Path, cwd: Path) -> None:
 
 def run_id(row: sqlite3.Row, seed: int) -> str:
     """``RunConfig.run_id`` of the stored configuration under ``seed``."""
-    from cl_bench.records import config_hash
+    from cl_bench.store.records import config_hash
     from cl_bench.trainer import LATER_SETTINGS
 
     protocol = {

@@ -84,7 +84,7 @@ def test_config_hash_is_order_independent():
 
 def test_error_inside_the_transaction_writes_nothing(tmp_path, monkeypatch):
     """The runs row is inserted first; a failure while writing the matrix must roll it back."""
-    import cl_bench.store as store_mod
+    import cl_bench.store.runs as store_mod
 
     store = Store(tmp_path / "s.db")
 
@@ -140,7 +140,7 @@ def test_locked_store_gives_a_clear_message(tmp_path, monkeypatch):
     Store(path)
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")
-    import cl_bench.store as store_mod
+    import cl_bench.store.runs as store_mod
 
     real_connect = sqlite3.connect
     monkeypatch.setattr(store_mod.sqlite3, "connect", lambda p, timeout=60: real_connect(p, timeout=0.2))

@@ -1,4 +1,4 @@
-"""Store housekeeping (cl_bench.store_admin, Store.add_tags): tags added to stored runs, runs deleted
+"""Store housekeeping (cl_bench.store.admin, Store.add_tags): tags added to stored runs, runs deleted
 (never one a live process is running), stores merged without duplicates and with conflicts reported,
 runs exported to CSV and JSON that read back."""
 
@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from conftest import make_scenario
 
-from cl_bench import claims
-from cl_bench.claims import Owner, RunBusy
 from cl_bench.registry import register_scenario
 from cl_bench.runner import RunConfig, execute
-from cl_bench.store import RunRecord, SchemaError, Store, UnknownRunError
-from cl_bench.store_admin import delete, export, merge_from, resolve_run_ids
+from cl_bench.store import RunRecord, SchemaError, Store, UnknownRunError, claims
+from cl_bench.store.admin import delete, export, merge_from, resolve_run_ids
+from cl_bench.store.claims import Owner, RunBusy
 from cl_bench.trainer import PRESETS
 
 

@@ -13,12 +13,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_scenario, requires_mnist
 
-from cl_bench import claims
-from cl_bench.claims import Owner, RunBusy
 from cl_bench.cli import main
 from cl_bench.registry import register_scenario
 from cl_bench.runner import RunConfig, execute
-from cl_bench.store import Store
+from cl_bench.store import Store, claims
+from cl_bench.store.claims import Owner, RunBusy
 from cl_bench.trainer import Protocol
 
 ROOT = Path(__file__).resolve().parents[1]

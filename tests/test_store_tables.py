@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cl_bench.cli import main
 from cl_bench.store import RunRecord, Store, StoreError, read_spilled, save_or_spill
-from cl_bench.store_schema import EXPECTED, RUNS, SCHEMA_VERSION
+from cl_bench.store.schema import EXPECTED, RUNS, SCHEMA_VERSION
 
 
 def record(run_id="r1", status="finished", loss=float("nan")):
@@ -41,7 +41,7 @@ def run_cli(*args):
 def test_the_expected_columns_are_the_schema_cl_bench_creates(tmp_path):
     conn = sqlite3.connect(tmp_path / "x.db")
     conn.executescript(RUNS)
-    from cl_bench.store_schema import ATTEMPTS_AND_CLAIMS
+    from cl_bench.store.schema import ATTEMPTS_AND_CLAIMS
 
     conn.executescript(ATTEMPTS_AND_CLAIMS)
     for table, cols in EXPECTED[SCHEMA_VERSION].items():

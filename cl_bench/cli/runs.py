@@ -2,7 +2,7 @@
 import (runs a failed save wrote to files: cl_bench.store.save_or_spill).
 
 ``list``, ``show`` and ``export`` only read the store (``Store.open_read``); ``tag``, ``remove`` and
-``merge`` write it (cl_bench.store_admin). A run is named by its id or a prefix of exactly one id. Every
+``merge`` write it (cl_bench.store.admin). A run is named by its id or a prefix of exactly one id. Every
 subcommand needs an existing store: a missing one is an error, never a new empty store.
 """
 
@@ -22,7 +22,7 @@ from cl_bench.metrics import mean_upto
 from cl_bench.report import format_accuracy_matrix, run_health
 from cl_bench.report.grouping import check_where_names, matches_where
 from cl_bench.store import DEFAULT_STORE, Attempt, RunRecord, Store, StoreError, read_spilled
-from cl_bench.store_admin import FORMATS, delete, export, merge_from, resolve_run_ids
+from cl_bench.store.admin import FORMATS, delete, export, merge_from, resolve_run_ids
 
 STATUSES = ("finished", "failed")
 

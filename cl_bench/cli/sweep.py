@@ -17,10 +17,10 @@ from pathlib import Path
 
 import click
 
-from cl_bench.claims import live_claims
 from cl_bench.cli.common import user_errors
 from cl_bench.runner.identity import CurrentView
 from cl_bench.store import DEFAULT_STORE, FAILED, Store, StoreError
+from cl_bench.store.claims import live_claims
 from cl_bench.sweep import (
     SWEEP_LOGGERS,
     Outcome,

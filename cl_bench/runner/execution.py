@@ -1,6 +1,6 @@
 """One run: a strategy x scenario x seed under a protocol, from configuration to stored record.
 
-``execute`` claims the configuration (cl_bench.claims), builds the scenario, serves a finished run of
+``execute`` claims the configuration (cl_bench.store.claims), builds the scenario, serves a finished run of
 the same identity (cl_bench.runner.identity) or trains, checkpointing after each task (cl_bench.runner.checkpoint).
 After each task it measures every task so far on its test split (the accuracy matrix) and on its
 validation split (``monitoring["validation"]``, what hyperparameter selection reads), and stores the
@@ -22,16 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl_bench import claims
-from cl_bench.claims import Heartbeat, Owner, RunBusy
 from cl_bench.loggers import Logger
 from cl_bench.metrics import step_metrics
 from cl_bench.ranges import Range
-from cl_bench.records import VALIDATION, check_tags, validation_monitoring
 from cl_bench.registry import all_strategies, build_scenario, get_strategy, is_strategy_file
 from cl_bench.runner import checkpoint as ckpt
 from cl_bench.runner.identity import check_name_claim, current_identity, resolve
-from cl_bench.store import RunRecord, Saved, Store, config_hash, save_or_spill
+from cl_bench.store import RunRecord, Saved, Store, claims, config_hash, save_or_spill
+from cl_bench.store.claims import Heartbeat, Owner, RunBusy
+from cl_bench.store.records import VALIDATION, check_tags, validation_monitoring
 from cl_bench.strategy import Strategy
 from cl_bench.strategy_files import static_name
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Listener, Protocol, Trainer, resolve_device
@@ -186,7 +185,7 @@ def execute(run: RunConfig | ResolvedRun, store: Store | None = None, **options:
     any error is stored as a failed attempt, then raised as RunFailed (a finished result of the same run
     is kept: ``RunFailed.kept``).
 
-    With a store, the configuration is claimed first (cl_bench.claims) and RunBusy raised if another
+    With a store, the configuration is claimed first (cl_bench.store.claims) and RunBusy raised if another
     live process runs it. With checkpoints, a run killed before it was stored resumes from its last
     finished task (``force`` starts afresh); strategies that cannot be resumed exactly are not
     checkpointed. The logger hears of a run it trains (not of one served from the store): ``start_run``,

@@ -7,7 +7,7 @@ every run already in the store (same ``run_id``: finished ones, and failed ones 
 cl_bench.sweep.slurm_backend). Each run is written to the store in its own
 transaction as it ends and checkpointed after each task (cl_bench.runner.checkpoint), so Ctrl-C or
 ``kill -9`` loses at most the unfinished tasks of the runs in flight, and running the same command
-again finishes exactly what is missing. Each run is claimed before it starts (cl_bench.claims), so two
+again finishes exactly what is missing. Each run is claimed before it starts (cl_bench.store.claims), so two
 sweeps on one store share the work and never both run a configuration; a finished run made with
 another version of its strategy file or other data is run again beside it (cl_bench.runner.identity).
 ``cl-bench status FILE`` shows what is done (``status_rows``). Workers are placed on devices by
@@ -25,9 +25,9 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 
-from cl_bench.claims import Heartbeat
 from cl_bench.loggers import log_dir, make_loggers
 from cl_bench.store import DEFAULT_STORE, Store
+from cl_bench.store.claims import Heartbeat
 from cl_bench.sweep.local import WorkerStartError, measure_split, run_inline, run_local, worker_slot
 from cl_bench.sweep.placement import PlacementError, Slot, parse_devices, place_workers
 from cl_bench.sweep.plan import (

@@ -12,7 +12,7 @@ itself, and makes the sweep's file and dashboard loggers (cl_bench.loggers) in i
 worker killed by the OS is replaced (the other workers go on) and its run retried once; a second death
 stores the run as failed. A worker whose driver was killed (``kill -9``) exits by itself (watchdog),
 even when the driver died while the worker was starting. The driver claims each run before handing it
-to a worker (cl_bench.claims).
+to a worker (cl_bench.store.claims).
 """
 
 from __future__ import annotations

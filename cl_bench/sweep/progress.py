@@ -11,12 +11,11 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from cl_bench import claims
-from cl_bench.claims import Owner
 from cl_bench.registry import is_strategy_file
 from cl_bench.runner import RunConfig
 from cl_bench.runner.identity import CurrentView, check_name_claim
-from cl_bench.store import Store
+from cl_bench.store import Store, claims
+from cl_bench.store.claims import Owner
 from cl_bench.sweep.plan import Plan, PlanItem, Sweep
 
 
@@ -38,7 +37,7 @@ class Outcome:
 @dataclass
 class Scheduler:
     """Hands out the runs a sweep still needs, re-planning when selections get decided, and claims each
-    run before it starts (cl_bench.claims) so that concurrent sweeps on one store never both run it.
+    run before it starts (cl_bench.store.claims) so that concurrent sweeps on one store never both run it.
 
     Plans are made against a ``CurrentView`` of the store (cl_bench.runner.identity): a finished run made with
     another version of its strategy file or other data counts as missing."""

@@ -8,7 +8,7 @@ and the driver writes it to the one store, so workers need no access to the stor
 the package and the data (``--data-root`` must exist at the same path on every node, or set
 CL_BENCH_DATA in the cluster's runtime environment). A task whose worker process dies is retried once
 by Ray (``max_retries=1``); a run that raises or diverges comes back as a failed record and is stored
-as such. The driver claims each run before submitting it (cl_bench.claims), at most as many as the
+as such. The driver claims each run before submitting it (cl_bench.store.claims), at most as many as the
 cluster's CPUs (and GPUs) can run at once.
 
 Workers checkpoint after each task beside the store path when that path is writable on their node

@@ -36,10 +36,10 @@ from typing import Any
 import yaml
 
 from cl_bench.loggers import LOGGER_NAMES
-from cl_bench.records import check_tags
 from cl_bench.registry import all_scenarios, get_strategy, is_strategy_file, parse_scenario_options
 from cl_bench.runner import MAX_SEED
 from cl_bench.scenario import check_task_positions
+from cl_bench.store.records import check_tags
 from cl_bench.strategy import HparamError, Strategy, describe_hparams
 from cl_bench.strategy_files import static_strategy
 from cl_bench.sweep.plan import (
@@ -198,7 +198,7 @@ def _check_keys(data: Any, default_name: str, source: str) -> str:
 
 
 def _tags(value: Any, source: str) -> list[str]:
-    """The sweep's tags: a text or a list of texts, each checked (cl_bench.records.check_tags)."""
+    """The sweep's tags: a text or a list of texts, each checked (cl_bench.store.records.check_tags)."""
     tags = value or []
     tags = [tags] if isinstance(tags, str) else tags
     if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):

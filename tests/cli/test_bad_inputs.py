@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from cl_bench.cli import main
-from cl_bench.records import MAX_TAG_LENGTH, check_tags
 from cl_bench.results import load
 from cl_bench.store import RunRecord, Store
+from cl_bench.store.records import MAX_TAG_LENGTH, check_tags
 from cl_bench.sweep import SweepError, load_sweep, parse_sweep
 
 LONG = "s" * 300

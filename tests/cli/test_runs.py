@@ -8,12 +8,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_scenario
 
-from cl_bench import claims
-from cl_bench.claims import Owner
 from cl_bench.cli.runs import runs
 from cl_bench.registry import register_scenario
 from cl_bench.runner import RunConfig, execute
-from cl_bench.store import RunRecord, Store
+from cl_bench.store import RunRecord, Store, claims
+from cl_bench.store.claims import Owner
 from cl_bench.trainer import PRESETS
 
 

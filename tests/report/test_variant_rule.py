@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from test_report import DATA, OPTIONS, PROTOCOL, SCENARIO, SEEDS, hand_acc_upto, matrix, synthetic_records
 
 from cl_bench.cli import main
-from cl_bench.records import validation_monitoring
 from cl_bench.registry import get_strategy, register_scenario
 from cl_bench.report import analyse, sweep_selections, variants
 from cl_bench.store import RunRecord, Store
+from cl_bench.store.records import validation_monitoring
 from cl_bench.sweep import load_sweep
 
 BF16 = dict(PROTOCOL, precision="bf16", channels_last=False)

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from conftest import requires_mnist
 
 import cl_bench.sweep.placement as placement
-from cl_bench.claims import live_claims
 from cl_bench.cli import main
 from cl_bench.loggers import log_dir
 from cl_bench.store import Store
+from cl_bench.store.claims import live_claims
 from cl_bench.sweep import (
     PlacementError,
     Scheduler,

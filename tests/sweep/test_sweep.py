@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from conftest import make_scenario, requires_mnist
 
 from cl_bench.cli.sweep import status_command
-from cl_bench.records import validation_monitoring
 from cl_bench.registry import get_strategy, register_scenario
 from cl_bench.runner import RunConfig
 from cl_bench.store import RunRecord, Store
+from cl_bench.store.records import validation_monitoring
 from cl_bench.sweep import SweepError, load_sweep, parse_sweep, run_sweep, status_rows, validation_score
 from cl_bench.trainer import PRESETS, Protocol
 

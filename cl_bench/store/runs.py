@@ -1,7 +1,7 @@
 """The results store: one SQLite file (WAL mode) per project folder, its runs written and read.
 
 Opening it (``Store(path)`` to write, ``Store.open_read(path)`` to read only), its connections and
-transactions are cl_bench.store_file's job; ``Store`` adds what is written and read.
+transactions are cl_bench.store.file's job; ``Store`` adds what is written and read.
 
 A run is written in one transaction when it ends (finished or failed), so a crash or a kill never
 leaves half a run. Every end is also kept as an *attempt* (``attempts``); a failed attempt never
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.records import Attempt, RunRecord, Saved, StoredIdentity, check_tags, config_hash, dump_json
-from cl_bench.store_file import DEFAULT_STORE, TIMEOUT_S, NoStoreError, StoreFile
-from cl_bench.store_schema import SCHEMA_VERSION, SchemaError, StoreError, tables
+from cl_bench.store.file import DEFAULT_STORE, TIMEOUT_S, NoStoreError, StoreFile
+from cl_bench.store.records import Attempt, RunRecord, Saved, StoredIdentity, check_tags, config_hash, dump_json
+from cl_bench.store.schema import SCHEMA_VERSION, SchemaError, StoreError, tables
 
 FAILED = ("failed", "killed")  # attempt statuses that are failures
 

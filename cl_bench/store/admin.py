@@ -2,7 +2,7 @@
 store into one, export runs to CSV or JSON. Tagging is ``Store.add_tags``.
 
 - ``delete``: runs with their accuracy and attempts, in one transaction; a run a live process is running
-  now (cl_bench.claims) is refused, and then nothing is deleted.
+  now (cl_bench.store.claims) is refused, and then nothing is deleted.
 - ``merge_from``: the other store is opened read-only (its schema checked: an older one is read as it
   is, a newer one refused). A run it holds that this store lacks is copied with its accuracy and
   attempts. A run both hold is skipped when identical (tags aside: they are united), else it is a
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cl_bench.claims import Claim, RunBusy, is_dead
-from cl_bench.records import dump_json
 from cl_bench.results import protocol_of
-from cl_bench.store import RunRecord, Store, UnknownRunError, _rows_in
-from cl_bench.store_schema import tables
+from cl_bench.store.claims import Claim, RunBusy, is_dead
+from cl_bench.store.records import dump_json
+from cl_bench.store.runs import RunRecord, Store, UnknownRunError, _rows_in
+from cl_bench.store.schema import tables
 
 FORMATS = ("csv", "json")
 # what a run is, beside its id and tags: two stores' runs are identical when all of these are

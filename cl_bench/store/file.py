@@ -5,7 +5,7 @@ adds what is written and read.
 Two ways to open it:
 
 - ``Store(path)``, for writing (``run``, ``sweep``, ``demo``): the file is created if missing; it must
-  be a cl-bench store of this or an older schema version (cl_bench.store_schema: an older one is
+  be a cl-bench store of this or an older schema version (cl_bench.store.schema: an older one is
   migrated in place by its first write, a newer one refused) and writable, all checked here, before
   any training.
 - ``Store.open_read(path)`` (or ``Store(path, read_only=True)``), for reading (``report``, ``status``,
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from cl_bench.store_schema import (
+from cl_bench.store.schema import (
     SCHEMA_VERSION,
     StoreError,
     check_tables,

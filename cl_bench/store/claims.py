@@ -25,8 +25,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from cl_bench.store import Store, StoreError
-from cl_bench.store_schema import tables
+from cl_bench.store.runs import Store, StoreError
+from cl_bench.store.schema import tables
 
 CLAIM_TTL_S = 300.0
 HEARTBEAT_S = 30.0

@@ -5,7 +5,7 @@ Versions:
 - 1: ``runs`` and ``accuracy`` (cl-bench <= 0.2.0, which left ``user_version`` at 0).
 - 2: ``runs.identity`` (the strategy file's and the data's fingerprints, cl_bench.runner.identity), ``attempts``
   (every time a run ended: finished, failed or its worker killed) and ``claims`` (which process is
-  running which configuration now, cl_bench.claims).
+  running which configuration now, cl_bench.store.claims).
 
 A store of an older version is migrated in place by its first write (one transaction: a crash leaves
 the old version); a store of a newer version is refused (this cl-bench would not know its columns).
