@@ -17,6 +17,7 @@ command.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -107,16 +108,15 @@ def strategy_file(spec: str) -> tuple[Path, str]:
     return file, cls_name
 
 
-# (resolved path, mtime, size) -> the module: a file is executed once per process however often it is named
-_FILE_MODULES: dict[tuple[str, int, int], Any] = {}
+# (resolved path, sha256 of its bytes) -> the module: a file runs once per process however often it is named
+_FILE_MODULES: dict[tuple[str, str], Any] = {}
 
 
 def load_from_file(spec: str) -> type[Strategy]:
     """``path/to/file.py:ClassName`` -> the class (a third-party strategy not installed as a package). The
-    file runs once per process (again only if it changed on disk): every lookup returns the same class."""
+    file runs once per process (again only if its bytes changed): every lookup returns the same class."""
     file, cls_name = strategy_file(spec)
-    stat = file.stat()
-    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    key = (str(file.resolve()), hashlib.sha256(file.read_bytes()).hexdigest())
     module = _FILE_MODULES.get(key)
     if module is None:
         module = _FILE_MODULES[key] = _import_file(file)

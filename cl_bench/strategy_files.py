@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import importlib
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,13 @@ def static_strategy(spec: str) -> type[Strategy]:
     return type(cls_name, (Strategy,), {"name": name, "Hparams": reader.hparams_of(node), "__module__": __name__})
 
 
-_NAMES: dict[tuple[str, int, int, str], str] = {}  # (resolved path, mtime, size, class) -> its name
+_NAMES: dict[tuple[str, str, str], str] = {}  # (resolved path, sha256 of its bytes, class) -> its name
 
 
 def static_name(spec: str) -> str:
     """The ``name`` a strategy file's class declares, read without running the file (or the class name)."""
     file, cls_name = strategy_file(spec)
-    stat = file.stat()
-    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size, cls_name)
+    key = (str(file.resolve()), hashlib.sha256(file.read_bytes()).hexdigest(), cls_name)
     if key not in _NAMES:
         _NAMES[key] = _read_name(file, cls_name)
     return _NAMES[key]

@@ -44,7 +44,7 @@ STRATEGY = textwrap.dedent("""
 """)
 
 
-@register_scenario("tiny_files", "2 synthetic tasks (tests only)")
+@register_scenario("tiny_user_files", "2 synthetic tasks (tests only)")
 def _tiny(seed=0, data_root_path=None, download=False):
     return make_scenario(n_tasks=2, seed=seed)
 
@@ -66,7 +66,7 @@ def imports(project) -> int:
 
 def run(spec, store, *extra):
     return CliRunner().invoke(
-        main, ["run", "-s", spec, "-c", "tiny_files", "--epochs", "1", "--store", str(store), "--quiet", *extra]
+        main, ["run", "-s", spec, "-c", "tiny_user_files", "--epochs", "1", "--store", str(store), "--quiet", *extra]
     )
 
 
