@@ -37,17 +37,9 @@ class StaticReadError(ValueError):
 
 def static_strategy(spec: str) -> type[Strategy]:
     """A stand-in for the class ``spec`` (``path/file.py:Class``) with its name and Hparams."""
-    file, cls_name = strategy_file(spec)
-    try:
-        tree = ast.parse(file.read_bytes(), filename=str(file))
-    except SyntaxError as e:
-        raise StaticReadError(f"{file}, line {e.lineno}: SyntaxError: {e.msg}") from None
-    reader = _Reader(file, tree)
-    node = reader.classes.get(cls_name)
-    if node is None:
-        raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")
-    name = reader.name_of(node) or cls_name
-    return type(cls_name, (Strategy,), {"name": name, "Hparams": reader.hparams_of(node), "__module__": __name__})
+    reader, node = _class_of(spec)
+    name = reader.name_of(node) or node.name
+    return type(node.name, (Strategy,), {"name": name, "Hparams": reader.hparams_of(node), "__module__": __name__})
 
 
 _NAMES: dict[tuple[str, str, str], str] = {}  # (resolved path, sha256 of its bytes, class) -> its name
@@ -58,11 +50,14 @@ def static_name(spec: str) -> str:
     file, cls_name = strategy_file(spec)
     key = (str(file.resolve()), hashlib.sha256(file.read_bytes()).hexdigest(), cls_name)
     if key not in _NAMES:
-        _NAMES[key] = _read_name(file, cls_name)
+        reader, node = _class_of(spec)
+        _NAMES[key] = reader.name_of(node) or cls_name
     return _NAMES[key]
 
 
-def _read_name(file: Path, cls_name: str) -> str:
+def _class_of(spec: str) -> tuple[_Reader, ast.ClassDef]:
+    """The file's syntax tree, read, and the class ``spec`` names in it."""
+    file, cls_name = strategy_file(spec)
     try:
         tree = ast.parse(file.read_bytes(), filename=str(file))
     except SyntaxError as e:
@@ -71,7 +66,7 @@ def _read_name(file: Path, cls_name: str) -> str:
     node = reader.classes.get(cls_name)
     if node is None:
         raise ValueError(f"{file} has no Strategy subclass named {cls_name!r}")
-    return reader.name_of(node) or cls_name
+    return reader, node
 
 
 class _Reader:

@@ -5,42 +5,7 @@ a save that fails), ``claims`` (which process runs which configuration) and ``ad
 runs``: find, tag, remove, export, merge, import). ``from cl_bench.store import Store, RunRecord, ...``
 is the room's face, as before it was a package."""
 
-from cl_bench.store.runs import (
-    DEFAULT_STORE,
-    FAILED,
-    SCHEMA_VERSION,
-    TIMEOUT_S,
-    Attempt,
-    NoStoreError,
-    RunRecord,
-    Saved,
-    SchemaError,
-    Store,
-    StoredIdentity,
-    StoreError,
-    UnknownRunError,
-    config_hash,
-    read_spilled,
-    save_or_spill,
-    spill,
-)
+from cl_bench.store import runs as _runs
+from cl_bench.store.runs import *  # noqa: F403 (the names of runs.__all__ are the room's face)
 
-__all__ = [
-    "DEFAULT_STORE",
-    "FAILED",
-    "SCHEMA_VERSION",
-    "TIMEOUT_S",
-    "Attempt",
-    "NoStoreError",
-    "RunRecord",
-    "Saved",
-    "SchemaError",
-    "Store",
-    "StoreError",
-    "StoredIdentity",
-    "UnknownRunError",
-    "config_hash",
-    "read_spilled",
-    "save_or_spill",
-    "spill",
-]
+__all__ = _runs.__all__
