@@ -120,7 +120,7 @@ class TaskData:
     index: int
     n_tasks: int
     protocol: Protocol
-    scenario: Scenario = field(repr=False, compare=False)
+    _scenario: Scenario = field(repr=False, compare=False)  # read only through train, valid and seen()
 
     @classmethod
     def of(cls, scenario: Scenario, t: int, protocol: Protocol | None = None) -> TaskData:
@@ -128,16 +128,16 @@ class TaskData:
 
     @property
     def train(self) -> Data:
-        return Data.of(self.scenario.tasks[self.index], "train", self.index)
+        return Data.of(self._scenario.tasks[self.index], "train", self.index)
 
     @property
     def valid(self) -> Data:
-        return Data.of(self.scenario.tasks[self.index], "valid", self.index)
+        return Data.of(self._scenario.tasks[self.index], "valid", self.index)
 
     def seen(self, split: str) -> Data:
         if split not in ("train", "valid"):
             raise ValueError(f"TaskData.seen: split must be 'train' or 'valid', got {split!r}")
-        return Data.union(self.scenario.tasks[: self.index + 1], split, list(range(self.index + 1)))
+        return Data.union(self._scenario.tasks[: self.index + 1], split, list(range(self.index + 1)))
 
 
 class Strategy(Generic[H]):
