@@ -55,6 +55,13 @@ def static_name(spec: str) -> str:
     return _NAMES[key]
 
 
+def class_label(spec: str) -> str:
+    """``file.py:Class`` of ``path/to/file.py:Class``: the class, named without a folder of this machine
+    (the same file anywhere is the same class)."""
+    path, _, cls_name = spec.rpartition(":")
+    return f"{Path(path).name}:{cls_name}"
+
+
 def _class_of(spec: str) -> tuple[_Reader, ast.ClassDef]:
     """The file's syntax tree, read, and the class ``spec`` names in it."""
     file, cls_name = strategy_file(spec)

@@ -32,7 +32,7 @@ from cl_bench.store import RunRecord, Saved, Store, claims, config_hash, save_or
 from cl_bench.store.claims import Heartbeat, Owner, RunBusy
 from cl_bench.store.records import VALIDATION, check_tags, validation_monitoring
 from cl_bench.strategy import Strategy
-from cl_bench.strategy_files import static_name
+from cl_bench.strategy_files import class_label, static_name
 from cl_bench.trainer import LATER_SETTINGS, DivergedError, EpochLog, Listener, Protocol, Trainer, resolve_device
 from cl_bench.version import __version__
 
@@ -137,10 +137,7 @@ class ResolvedRun:
     @property
     def strategy_class(self) -> str | None:
         """``file.py:Class`` of a user file (no folder: the same file anywhere is the same class)."""
-        if self.source is None:
-            return None
-        path, _, name = self.source.rpartition(":")
-        return f"{Path(path).name}:{name}"
+        return None if self.source is None else class_label(self.source)
 
 
 def _file_strategy_name(source: str, strategy_cls: type[Strategy]) -> str:

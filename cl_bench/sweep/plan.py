@@ -29,6 +29,7 @@ from cl_bench.runner import RunConfig
 from cl_bench.runner.checkpoint import checkpoint_path
 from cl_bench.runner.identity import CurrentView
 from cl_bench.store import RunRecord, Store
+from cl_bench.strategy_files import static_name
 from cl_bench.trainer import Protocol
 
 ORDERS = ("cells", "seeds")  # the order runs are handed out in (Sweep.order)
@@ -168,7 +169,7 @@ class Sweep:
         if isinstance(store, CurrentView):  # a file strategy is stored under its name: say which file that is
             for cell in self.cells:
                 if is_strategy_file(cell.strategy):
-                    store.strategy_files[RunConfig(cell.strategy, cell.scenario).strategy_name] = cell.strategy
+                    store.strategy_files[static_name(cell.strategy)] = cell.strategy
         for cell in self.cells:
             if cell.role == "reference" or self.select is None:
                 seeds = self.final_seeds() if cell.role == "reference" else self.seeds

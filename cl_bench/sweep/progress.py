@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
@@ -16,6 +15,7 @@ from cl_bench.runner import RunConfig
 from cl_bench.runner.identity import CurrentView, check_name_claim
 from cl_bench.store import Store, claims
 from cl_bench.store.claims import Owner
+from cl_bench.strategy_files import class_label, static_name
 from cl_bench.sweep.plan import Plan, PlanItem, Sweep
 
 
@@ -57,8 +57,7 @@ class Scheduler:
             self.view = CurrentView(self.store, data_root=self.data_root)
         for strategy in {c.strategy for c in self.sweep.cells if is_strategy_file(c.strategy)}:
             if self.store.path.exists():  # a file's class may not take a name another class has in the store
-                name, (path, _, cls) = RunConfig(strategy, "").strategy_name, strategy.rpartition(":")
-                check_name_claim(self.store, name, f"{Path(path).name}:{cls}")
+                check_name_claim(self.store, static_name(strategy), class_label(strategy))
 
     def next_runs(self) -> list[PlanItem]:
         """Runs not handed out yet; call after each finished run (selections may have been decided). A
