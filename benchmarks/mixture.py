@@ -18,7 +18,7 @@ from cl_bench.benchmarks.datasets import SPECS, RawDataset, load_prepared, norma
 from cl_bench.data import data_root
 from cl_bench.ranges import Range
 from cl_bench.registry import option_ranges, register_scenario
-from cl_bench.scenario import Scenario, Split, Task, check_samples, declare_task_count, stratified_subset
+from cl_bench.scenario import Scenario, Split, Task, TrainCap, check_samples, declare_task_count, stratified_subset
 
 # The reference's data-set indices 0..7 (mixture.py): its task order is a permutation of these.
 MIXTURE_DATASETS = ("cifar10", "cifar100", "mnist", "svhn", "fashion_mnist", "gtsrb", "facescrub", "notmnist")
@@ -68,13 +68,22 @@ def split_task(
     valid_split: str,
     mean,
     std,
+    train_cap: TrainCap | None = None,
 ) -> Task:
     """A task whose validation set is held out of its training set (``valid_fraction=0``: validate on
-    the training set itself, as the authors' MNIST setups do)."""
+    the training set itself, as the authors' MNIST setups do). ``train_cap`` cuts the index lists
+    before any sample is copied."""
     if valid_fraction == 0:
-        train = Split(own(x), y)
+        if train_cap is not None:
+            keep, _ = train_cap.select(y, None)
+            train = Split(take(x, keep), y[keep])
+        else:
+            train = Split(own(x), y)
         return Task(name, n_classes, train, train, test, mean, std)
     tr, va = holdout(y, seed, valid_fraction, valid_split)
+    if train_cap is not None:
+        keep, keep_valid = train_cap.select(y[tr], y[va])
+        tr, va = tr[keep], va[keep_valid]
     return Task(name, n_classes, Split(take(x, tr), y[tr]), Split(take(x, va), y[va]), test, mean, std)
 
 
@@ -107,6 +116,7 @@ def mixture(
     fixed_order: bool = False,
     allow_missing: bool = False,
     facescrub_true_rgb: bool = False,
+    train_cap: TrainCap | None = None,
 ) -> Scenario:
     """``valid_split="reference"`` (default) reproduces the reference's split index for index, so a
     run sees the same training samples as the published ones; ``"stratified"`` keeps each class's
@@ -135,6 +145,7 @@ def mixture(
                 valid_split,
                 mean,
                 std,
+                train_cap,
             )
         )
         raw.x_train = raw.x_test = None  # the task holds its own copies; free the full arrays

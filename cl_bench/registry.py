@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import math
 import sys
 import traceback
 import warnings
@@ -31,10 +30,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cl_bench.ranges import Range
-from cl_bench.scenario import Scenario, Split, stratified_subset
+from cl_bench.scenario import Scenario, TrainCap
 from cl_bench.strategy import Strategy
 from cl_bench.values import parse_like, parse_value
 
@@ -188,7 +185,8 @@ def all_strategies() -> dict[str, type[Strategy]]:
 
 # ---- scenarios -------------------------------------------------------------------------------------
 ScenarioBuilder = Callable[..., Scenario]
-BUILDER_ARGUMENTS = ("seed", "data_root_path", "download")  # what build_scenario passes to every builder
+# What build_scenario passes to builders (train_cap only to those that take it: scenario.TrainCap); not options.
+BUILDER_ARGUMENTS = ("seed", "data_root_path", "download", "train_cap")
 
 
 @dataclass
@@ -336,25 +334,20 @@ def build_scenario(
             f"{', '.join(f'{k}={v!r}' for k, v in accepted.items()) or 'none'}"
         )
     check_common_options(max_train_per_task, tasks, f"scenario {name!r}")  # before any data is loaded
+    cap = None if max_train_per_task is None else TrainCap.seeded(max_train_per_task, seed)
+    cap_while_building = cap is not None and tasks is None and "train_cap" in inspect.signature(spec.build).parameters
+    if cap_while_building:  # cut before the builder copies any split (the same samples, less memory)
+        options["train_cap"] = cap
     scenario = spec.build(seed=seed, data_root_path=data_root, download=download, **options)
+    options.pop("train_cap", None)
     if tasks is not None:
         bad = [i for i in tasks if not 0 <= i < len(scenario.tasks)]
         if bad:
             raise ValueError(f"task positions {bad} out of range 0..{len(scenario.tasks) - 1}")
         scenario.tasks = [scenario.tasks[i] for i in tasks]
-    if max_train_per_task is not None:
-        generator = torch.Generator().manual_seed(seed)
+    if cap is not None and not cap_while_building:
         for task in scenario.tasks:
-            n_train = len(task.train)
-            keep = stratified_subset(task.train.y, max_train_per_task, generator)
-            valid_is_train = task.valid.x is task.train.x
-            task.train = Split(task.train.x[keep], task.train.y[keep])
-            if valid_is_train:  # the MNIST setups validate on the training set itself
-                task.valid = task.train
-            else:  # keep the validation/train ratio: a full validation split would dominate the epoch
-                n_valid = math.ceil(len(task.valid) * len(keep) / n_train)
-                keep = stratified_subset(task.valid.y, n_valid, generator)
-                task.valid = Split(task.valid.x[keep], task.valid.y[keep])
+            cap.apply(task)
     scenario.info["options"] = {
         "max_train_per_task": max_train_per_task,
         "tasks": list(tasks) if tasks is not None else None,

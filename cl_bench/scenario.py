@@ -7,6 +7,7 @@ batch by a fused multiply-add with the task's constants, so a batch is one index
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,3 +194,40 @@ def stratified_subset(y: Tensor, max_n: int, generator: torch.Generator) -> Tens
         idx = (y.cpu() == c).nonzero().flatten()
         chosen.append(idx[torch.randperm(len(idx), generator=generator)[:k]])
     return torch.cat(chosen).sort().values
+
+
+@dataclass
+class TrainCap:
+    """``max_train_per_task``: each task's training split cut to at most ``max_n`` samples (stratified,
+    drawn from ``generator``), a held-out validation split cut in the same proportion (a full one would
+    dominate the epoch). One generator serves the tasks in order, train before valid.
+
+    ``build_scenario`` applies it to built tasks (``apply``); a builder that takes a ``train_cap``
+    argument gets it instead and cuts each task's index lists (``select``) before copying any sample:
+    the same samples, without a full copy of every split on the way (the mixture)."""
+
+    max_n: int
+    generator: torch.Generator
+
+    @classmethod
+    def seeded(cls, max_n: int, seed: int) -> TrainCap:
+        return cls(max_n, torch.Generator().manual_seed(seed))
+
+    def select(self, y_train: Tensor, y_valid: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(kept train positions, kept valid positions) of a task's labels; ``y_valid`` None when the
+        task validates on its training split (then it is cut with it)."""
+        keep = stratified_subset(y_train, self.max_n, self.generator)
+        if y_valid is None:
+            return keep, None
+        n_valid = math.ceil(len(y_valid) * len(keep) / len(y_train))
+        return keep, stratified_subset(y_valid, n_valid, self.generator)
+
+    def apply(self, task: Task) -> None:
+        """Cut a built task's splits in place."""
+        valid_is_train = task.valid.x is task.train.x  # the MNIST setups validate on the training set
+        keep, keep_valid = self.select(task.train.y, None if valid_is_train else task.valid.y)
+        task.train = Split(task.train.x[keep], task.train.y[keep])
+        if keep_valid is None:
+            task.valid = task.train
+        else:
+            task.valid = Split(task.valid.x[keep_valid], task.valid.y[keep_valid])

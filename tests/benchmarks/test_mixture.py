@@ -144,6 +144,22 @@ def test_reduced_scale_knobs_apply_after_the_builder(small_root):
     assert sc.info["options"]["allow_missing"] is True
 
 
+@pytest.mark.parametrize("valid_fraction", [0.15, 0])
+def test_a_cap_applied_while_building_keeps_the_samples_a_cap_after_building_keeps(small_root, valid_fraction):
+    """The mixture cuts index lists before copying (build_scenario hands it the cap); ``tasks`` in the
+    same order takes the other path, the cap applied to built tasks: the same samples, split by split."""
+    kw = dict(seed=3, data_root=small_root, allow_missing=True, max_train_per_task=50, valid_fraction=valid_fraction)
+    while_building = build_scenario("mixture", **kw)
+    after = build_scenario("mixture", tasks=list(range(len(while_building.tasks))), **kw)
+    assert len(while_building.tasks) == 3
+    for a, b in zip(while_building.tasks, after.tasks):
+        assert a.name == b.name and len(a.train) == 50
+        assert (a.valid is a.train) == (b.valid is b.train) == (valid_fraction == 0)
+        for split in ("train", "valid", "test"):
+            assert torch.equal(getattr(a, split).x, getattr(b, split).x)
+            assert torch.equal(getattr(a, split).y, getattr(b, split).y)
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "gtsrb").is_dir(), reason="shared data missing")
 def test_whole_shared_root():
     sc = build_scenario("mixture", seed=0, data_root=SHARED_DATA, allow_missing=True)
