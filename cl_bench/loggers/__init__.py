@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import IO
 
 from cl_bench.loggers.base import (
+    LogDirError,
     Logger,
     MissingExtraError,
     MultiLogger,
     UnknownLoggerError,
+    check_log_dir,
     install_command,
     log_dir,
     require_extra,
@@ -40,6 +42,7 @@ __all__ = [
     "ConsoleLogger",
     "CsvLogger",
     "JsonlLogger",
+    "LogDirError",
     "Logger",
     "MissingExtraError",
     "MultiLogger",
@@ -69,7 +72,8 @@ def make_loggers(
     and ``<run_id>.csv`` in it, TensorBoard runs in ``tensorboard/<run name>-<run_id[:8]>/``, W&B runs in
     ``wandb/``.
     Every name is checked, and every optional package found, before any logger is made; a name given
-    twice counts once. Raises UnknownLoggerError (a ValueError) or MissingExtraError."""
+    twice counts once, and ``directory`` is checked when a logger writes there. Raises UnknownLoggerError,
+    LogDirError (ValueErrors) or MissingExtraError."""
     unknown = [n for n in names if n not in LOGGER_NAMES]
     if unknown:
         raise UnknownLoggerError(f"unknown logger {unknown[0]!r}; valid names: {', '.join(LOGGER_NAMES)}")
@@ -78,6 +82,8 @@ def make_loggers(
         if name in ("tensorboard", "wandb"):
             require_extra(name)
     directory = Path(directory)
+    if any(name != "console" for name in names):
+        check_log_dir(directory)
     make = {
         "console": lambda: ConsoleLogger(stream, progress),
         "jsonl": lambda: JsonlLogger(directory),

@@ -20,6 +20,10 @@ class UnknownLoggerError(ValueError):
     pass
 
 
+class LogDirError(ValueError):
+    """The loggers' folder (``<store>.logs``) cannot be written: said before any run starts."""
+
+
 class MissingExtraError(ImportError, ValueError):
     """An optional logger's package is not installed (an ImportError, and a ValueError for the CLI)."""
 
@@ -94,6 +98,26 @@ def log_dir(store_path: str | os.PathLike) -> Path:
     """``<store>.logs``: beside the store, as its checkpoints are."""
     path = Path(store_path)
     return path.with_name(path.name + ".logs")
+
+
+def check_log_dir(directory: str | os.PathLike) -> None:
+    """Raise LogDirError when ``directory`` (made on a run's first log) could not be made or written:
+    a file in its place, a read-only folder, a name too long. Checked before any run, not after the
+    data are loaded."""
+    directory = Path(directory)
+    if len(directory.name.encode()) > 255:
+        raise LogDirError(f"cannot log to {directory}: the name is too long for the file system")
+    nearest = directory
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if nearest == directory and not directory.is_dir():
+        raise LogDirError(f"cannot log to {directory}: it is a file, not a folder (move it, or use another --store)")
+    if not nearest.is_dir():
+        raise LogDirError(f"cannot log to {directory}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise LogDirError(
+            f"cannot log to {directory}: {nearest} is read-only (use a --store in a folder you can write)"
+        )
 
 
 def install_command(extra: str) -> str:

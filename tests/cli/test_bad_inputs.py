@@ -148,3 +148,21 @@ def test_load_sweep_given_a_wrong_type_names_the_argument():
         load_sweep(42)
     with pytest.raises(SweepError, match="expected a mapping"):
         parse_sweep(42)
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize("problem", ["a file", "read-only"])
+def test_a_log_folder_that_cannot_be_written_is_refused_before_any_data_is_read(
+    tmp_path, monkeypatch, command, problem
+):
+    """``<store>.logs`` is checked when the loggers are made: the missing data root is never reached."""
+    store = tmp_path / "s.db"
+    if problem == "a file":
+        (tmp_path / "s.db.logs").write_text("not a folder")
+    else:
+        read_only(monkeypatch, tmp_path)
+    sweep = tmp_path / "sw.yaml"
+    sweep.write_text("name: sw\nscenario: split_mnist\nstrategies: [sgd]\nprotocol: {epochs: 1}\n")
+    args = ["run", "--strategy", "sgd", "--scenario", "split_mnist"] if command == "run" else ["sweep", sweep]
+    res = invoke(*args, "--store", store, "--logger", "jsonl", "--data-root", tmp_path / "no-data")
+    one_line_error(res, "cannot log to", "s.db.logs", "a file, not a folder" if problem == "a file" else "read-only")
