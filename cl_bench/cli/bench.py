@@ -171,6 +171,11 @@ def bench_command(
         ratios = ""
         if name in result["train_ratio"]:
             ratios = f" | x{result['train_ratio'][name]:.3f} train, x{result['eval_ratio'][name]:.3f} eval vs bare"
+            if "train_cpu_ratio" in result:
+                ratios += (
+                    f" (CPU time: x{result['train_cpu_ratio'][name]:.3f} train, "
+                    f"x{result['eval_cpu_ratio'][name]:.3f} eval)"
+                )
         click.echo(
             f"{name:<28} train {r['s_per_10k']:7.2f} s/10k ({r['samples_per_s']:7.0f}/s) | "
             f"eval {e['s_per_10k']:6.3f} s/10k{ratios}"

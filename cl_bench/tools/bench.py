@@ -22,8 +22,10 @@ the training samples (what the accuracy matrix runs) against a no-grad bare loop
 Each loop first makes one untimed warm-up pass; then the repetitions rotate which loop runs first,
 since a process gets slower as it ages (the speed note measured the bare loop 11% slower after other
 runs in the same process). Reported: every repetition, the median, samples/s, seconds per 10,000
-samples, and ratios of medians. Timings mean something only on an idle machine: the load average is
-printed before and after.
+samples, and ratios of medians, of wall time and (on the CPU) of the process's CPU time. Wall times
+mean something only on an idle machine: the load average is printed before and after. On a busy,
+shared machine the CPU-time ratios are the steadier ones (time spent waiting for a core does not
+count; a busy memory bus still slows every loop).
 
 Tasks before ``--task`` are marked finished without training (``before_task``/``after_task`` on the
 initial weights), as the speed note did with ``nepochs=0``: with ``--task 1`` HAT's gradient masks
@@ -132,19 +134,29 @@ def bare_epoch(
         optimizer.step()
 
 
-def _timed(fn, device: torch.device) -> float:
+def _timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn()``. On a shared machine the CPU time is the
+    steadier measure: time spent waiting for a core another process holds does not count."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def _summary(seconds: list[float], n: int) -> dict[str, Any]:
+def _summary(timings: list[tuple[float, float]], n: int) -> dict[str, Any]:
+    seconds, cpu_seconds = [w for w, _ in timings], [c for _, c in timings]
     median = statistics.median(seconds)
-    return {"seconds": seconds, "median_s": median, "samples_per_s": n / median, "s_per_10k": 1e4 * median / n}
+    return {
+        "seconds": seconds,
+        "median_s": median,
+        "samples_per_s": n / median,
+        "s_per_10k": 1e4 * median / n,
+        "cpu_seconds": cpu_seconds,
+        "median_cpu_s": statistics.median(cpu_seconds),
+    }
 
 
 def _bare_eval(net: torch.nn.Module, x: torch.Tensor, t: int, batch_size: int, autocast) -> None:
@@ -281,6 +293,11 @@ def run_bench(
             name: result[what][name]["median_s"] / result[what][bare]["median_s"]
             for name, bare in result["bare_of"].items()
         }
+        if dev.type == "cpu":  # on a GPU the host's CPU time measures launches and waits, not the work
+            result[f"{what}_cpu_ratio"] = {
+                name: result[what][name]["median_cpu_s"] / max(result[what][bare]["median_cpu_s"], 1e-9)
+                for name, bare in result["bare_of"].items()
+            }
     return result
 
 
@@ -293,15 +310,15 @@ def _time_loops(train, evaluate, reps: int, warmup: int, n: int, dev: torch.devi
             loop(min(warmup, n), 0)
         for loop in evaluate.values():
             loop()
-    seconds: dict[str, list[float]] = {name: [] for name in train}
-    eval_seconds: dict[str, list[float]] = {name: [] for name in evaluate}
+    seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in train}
+    eval_seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in evaluate}
     names = list(train)
     for r in range(reps):
         order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
         for name in order:
-            s = _timed(lambda name=name, r=r: train[name](n, r + 1), dev)
-            seconds[name].append(s)
-            echo(f"  rep {r + 1}: train {name:<24} {s:8.3f} s")
+            wall, cpu = _timed(lambda name=name, r=r: train[name](n, r + 1), dev)
+            seconds[name].append((wall, cpu))
+            echo(f"  rep {r + 1}: train {name:<24} {wall:8.3f} s ({cpu:.3f} CPU s)")
         for name in order:
             eval_seconds[name].append(_timed(evaluate[name], dev))
     return seconds, eval_seconds

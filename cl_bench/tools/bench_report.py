@@ -37,30 +37,39 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"- scenario prepared in {result['prepare_s']:.2f} s",
         "",
         (
-            "| loop | network | train s/10k | train samples/s | vs bare | eval s/10k | eval samples/s | vs bare |"
-            " train reps (s) |"
+            "| loop | network | train s/10k | train samples/s | vs bare | vs bare (CPU time) | eval s/10k "
+            "| eval samples/s | vs bare | vs bare (CPU time) | train reps (s) |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result["train"].items():
         e = result["eval"][name]
-        ratio = result["train_ratio"].get(name)
-        eratio = result["eval_ratio"].get(name)
+        ratios = [
+            _ratio(result, key, name) for key in ("train_ratio", "train_cpu_ratio", "eval_ratio", "eval_cpu_ratio")
+        ]
         lines.append(
             f"| {name if name.startswith('bare') else f'{name} `train_epoch`'} | {result['networks'][name]} "
-            f"| {r['s_per_10k']:.2f} | {r['samples_per_s']:.0f} | {'' if ratio is None else f'{ratio:.3f}'} "
-            f"| {e['s_per_10k']:.3f} | {e['samples_per_s']:.0f} | {'' if eratio is None else f'{eratio:.3f}'} "
+            f"| {r['s_per_10k']:.2f} | {r['samples_per_s']:.0f} | {ratios[0]} | {ratios[1]} "
+            f"| {e['s_per_10k']:.3f} | {e['samples_per_s']:.0f} | {ratios[2]} | {ratios[3]} "
             f"| {', '.join(f'{s:.3f}' for s in r['seconds'])} |"
         )
     lines += [
         "",
         (
             "Ratios are of medians, strategy / the bare loop on the same network (1.0 = the floor; "
-            "throughput as a fraction of the bare loop's is 1 / ratio)."
+            "throughput as a fraction of the bare loop's is 1 / ratio); 'CPU time' ratios are of the "
+            "process's CPU seconds (CPU runs only), steadier than wall time on a busy machine."
         ),
         "",
     ]
     return "\n".join(lines)
+
+
+def _ratio(result: dict[str, Any], key: str, name: str) -> str:
+    """A ratio of ``result[key]`` to 3 decimals; blank for a bare loop, or where it was not measured
+    (CPU time on a GPU; files written before CPU time was recorded)."""
+    value = result.get(key, {}).get(name)
+    return "" if value is None else f"{value:.3f}"
 
 
 def format_load(values) -> str:

@@ -72,9 +72,13 @@ def test_bench_several_strategies_write_repetitions_medians_and_ratios(tmp_path)
             assert r["median_s"] == pytest.approx(sum(r["seconds"]) / 2)
             assert r["samples_per_s"] == pytest.approx(96 / r["median_s"])
             assert r["s_per_10k"] == pytest.approx(1e4 * r["median_s"] / 96)
+            assert len(r["cpu_seconds"]) == 2 and r["median_cpu_s"] == pytest.approx(sum(r["cpu_seconds"]) / 2)
         for name, bare in data["bare_of"].items():
             assert data[f"{what}_ratio"][name] == pytest.approx(
                 data[what][name]["median_s"] / data[what][bare]["median_s"]
+            )
+            assert data[f"{what}_cpu_ratio"][name] == pytest.approx(
+                data[what][name]["median_cpu_s"] / data[what][bare]["median_cpu_s"]
             )
     assert data["prepare_s"] >= 0
     assert data["command"].startswith(
@@ -82,7 +86,7 @@ def test_bench_several_strategies_write_repetitions_medians_and_ratios(tmp_path)
     )
     assert "--channels-last" not in data["command"] and "--precision fp32" in data["command"]
     md = out.with_suffix(".md").read_text()
-    assert "| hat `train_epoch` | MLP 5,612,020" in md and "eval s/10k" in md and "vs bare" in md
+    assert "| hat `train_epoch` | MLP 5,612,020" in md and "eval s/10k" in md and "vs bare (CPU time)" in md
 
 
 def test_bench_sgd_on_the_alexnet_options_and_bad_input(tmp_path, monkeypatch):
