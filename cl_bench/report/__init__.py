@@ -11,8 +11,10 @@ other directly (never through this file), so the package has no import circles:
 - hat_health.py: whether HAT's masks learned (cl_bench.strategies.hat_mask_learning) and its capacity, in words.
 - tables.py / latex.py: Table 1 (``rho_table``) as markdown / LaTeX; the accuracy matrices.
 - figures.py: the figures' data (``curves``, ``mean_matrices``) and ``build_figures``.
-- hat_figures.py: the data of HAT's Figs. 4-7 (``hat_grids``, ``hat_compression_run``, ...).
+- hat_figures.py: the data of HAT's Figs. 4-7 (``hat_grids``, ``hat_compression_run``, ...) and of its
+  peers' Figs. 5-6 (``isolation_series``).
 - style.py / plots.py: the strategies' names, colours, markers / the drawing (300 dpi, Type 42 fonts).
+- peer_plots.py: the drawing of PackNet's and WSN's Figs. 5-6 beside HAT's.
 - build.py: ``build_report``, ``write_tables``, ``render_figures``.
 - html_page.py: one self-contained HTML page (``write_html``).
 - paper.py: the paper's published numbers beside ours (``format_comparison``).

@@ -3,7 +3,9 @@
 says in one line why it cannot (``FigureItem.note``).
 
 Fig. 3 (rho^{<=t} and A^{<=t} curves) and the accuracy matrices show each strategy's main variant (all
-with ``all_variants``); Figs. 4-7 are HAT's (their data in hat_figures.py). Every title carries the
+with ``all_variants``); Figs. 4-7 are HAT's (their data in hat_figures.py), and where the section has
+PackNet or WSN runs with monitoring, two companion figures draw their Figs. 5-6 quantities beside HAT's
+(``fig5_capacity_peers``, ``fig6_reuse_peers``). Every title carries the
 section (scenario, options, epoch cap) and a line with its scale; every caption ends with the scale in
 words and whether it is the paper's protocol (provenance.Scale).
 """
@@ -21,12 +23,16 @@ from cl_bench.metrics import summarize
 from cl_bench.report.grouping import Section, Variant
 from cl_bench.report.hat_figures import (
     HAT,
+    ISOLATION_PEERS,
+    IsolationSeries,
     hat_compression_run,
     hat_grids,
     hat_label,
     hat_monitored,
+    isolation_series,
     sgd_single_task_accuracy,
 )
+from cl_bench.report.peer_plots import capacity_by_task_figure, reuse_panels_figure
 from cl_bench.report.plots import (
     BANDS,
     Curve,
@@ -38,7 +44,7 @@ from cl_bench.report.plots import (
     reuse_figure,
 )
 from cl_bench.report.provenance import run_task_names
-from cl_bench.report.style import strategy_colors
+from cl_bench.report.style import strategy_colors, strategy_label
 from cl_bench.results import REFERENCES, RunMetrics
 
 
@@ -196,6 +202,12 @@ def _grid_items(sec: Section) -> Iterator[FigureItem]:
 
 
 def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
+    """Figs. 5-7 of HAT, then its peers' Figs. 5-6 beside HAT's (drawn even where HAT is not)."""
+    yield from _hat_monitoring_items(sec)
+    yield from _peer_items(sec)
+
+
+def _hat_monitoring_items(sec: Section) -> Iterator[FigureItem]:
     """Figs. 5-6: HAT's monitoring (main variant, lowest seed); Fig. 7 prefers the compression setting."""
     slug, title = sec.slug, sec.title
     monitored = hat_monitored(sec)
@@ -272,5 +284,110 @@ def _monitoring_items(sec: Section) -> Iterator[FigureItem]:
             run_task_names(mc.record),
             _titled(f"Accuracy vs compression, {label}, seed {seed}", sec),
             sgd,
+        ),
+    )
+
+
+# What each peer's capacity and reuse count, for the captions (strategies/packnet.py, strategies/wsn.py).
+_PEER_CAPACITY = {
+    "packnet": "the weights owned by tasks ≤ t",
+    "wsn": "the union of the subnetworks of tasks ≤ t",
+}
+_PEER_REUSE = {
+    "packnet": "task t_j uses every weight of the tasks before it, so PackNet's reuse is 100% by construction",
+    "wsn": "the share of task t_i's subnetwork inside task t_j's",
+}
+
+
+def _series_label(s: IsolationSeries) -> str:
+    """'HAT (s_max=400, c=0.75), seed 0' or 'PackNet (not in the paper), seed 0'."""
+    name = hat_label(s.record) if s.strategy == HAT else f"{strategy_label(s.strategy)} (not in the paper)"
+    return f"{name}, seed {s.record.seed}"
+
+
+def _capacity_words(s: IsolationSeries) -> str:
+    """What one series of the per-task capacity figure is, for its caption."""
+    if s.strategy != HAT:
+        extra = ""
+        if s.strategy == "packnet" and not s.record.hparams.get("prune_last", False):
+            extra = " (the last task is not pruned: it keeps every free weight)"
+        return f"{_series_label(s)}: {_PEER_CAPACITY.get(s.strategy, 'the weights in use')}{extra}"
+    thr = s.record.monitoring["hat"].get("threshold", 0.5)
+    if s.capacity_exact:
+        return f"{_series_label(s)}: weights whose cumulative mask a≤t is above {thr:g} once task t is learned"
+    return (
+        f"{_series_label(s)}: the last sample of task t in its Fig. 5 trace (cumulative mask above {thr:g} "
+        "during training; the run predates the stored post-task value)"
+    )
+
+
+def _task_order_words(series: Sequence[IsolationSeries]) -> str:
+    """The tasks behind t = 1..T: once when every run has the same order, else per run (the mixture's
+    order depends on the seed, and the series may be of different seeds)."""
+    orders = {_series_label(s): run_task_names(s.record) for s in series}
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(f"{i + 1} = {n}" for i, n in enumerate(names))
+
+    if len({tuple(o) for o in orders.values()}) == 1:
+        return f"Tasks: {listed(next(iter(orders.values())))}."
+    return "Tasks in each run's order: " + "; ".join(f"{who}: {listed(o)}" for who, o in orders.items()) + "."
+
+
+def _peer_items(sec: Section) -> Iterator[FigureItem]:
+    """Figs. 5-6 of HAT's weight-mask peers (PackNet, WSN) beside HAT's: capacity after each task and
+    weight reuse, one run each (lowest seed); nothing when the section has no peer run."""
+    slug, title = sec.slug, sec.title
+    series = isolation_series(sec)
+    if not series:
+        if any(sec.runs(name) for name in ISOLATION_PEERS):
+            for fig, what in [("fig5_capacity_peers", "Fig. 5"), ("fig6_reuse_peers", "Fig. 6")]:
+                yield FigureItem(
+                    f"{fig}_{slug}",
+                    f"{what} beside HAT's peers",
+                    sec.key,
+                    note="the PackNet/WSN runs stored no monitoring",
+                )
+        return
+    has_hat = series[0].strategy == HAT
+    names = " and ".join(strategy_label(s.strategy) for s in series if s.strategy != HAT)
+    names += " beside HAT" if has_hat else ""
+    absent = "" if has_hat else " No HAT run of this section stored its monitoring."
+    usage = [s for s in series if s.capacity]
+    yield FigureItem(
+        f"fig5_capacity_peers_{slug}",
+        "Fig. 5 beside HAT's peers: capacity usage, the share (%, 0-100) of the masked layers' weights (the "
+        "base net's conv and fc layers; not the heads, not the biases) in use after learning task t, "
+        f"one marker per task, {title}. "
+        + "; ".join(_capacity_words(s) for s in usage)
+        + f". {_task_order_words(usage)}{absent}",
+        sec.key,
+        capacity_by_task_figure(
+            [(s.strategy, _series_label(s), s.capacity) for s in usage],
+            _titled(f"Capacity after each task, {names}", sec),
+        ),
+    )
+    reused = [s for s in series if len(s.reuse) > 1]
+    if not reused:
+        yield FigureItem(f"fig6_reuse_peers_{slug}", "Fig. 6", sec.key, note="weight reuse needs >= 2 tasks")
+        return
+    words = "; ".join(
+        f"{_series_label(s)}: "
+        + (
+            f"mask above {s.record.monitoring['hat'].get('threshold', 0.5):g}"
+            if s.strategy == HAT
+            else _PEER_REUSE.get(s.strategy, "weights of both tasks")
+        )
+        for s in reused
+    )
+    yield FigureItem(
+        f"fig6_reuse_peers_{slug}",
+        "Fig. 6 beside HAT's peers: percentage (0-100%, one colour scale for every panel) of task t_i's weights "
+        f"also used by the later task t_j, a panel per strategy, {title}. {words}. {_task_order_words(reused)}"
+        f"{absent}",
+        sec.key,
+        reuse_panels_figure(
+            [(_series_label(s), s.reuse) for s in reused],
+            _titled(f"Weight reuse, {names}", sec),
         ),
     )

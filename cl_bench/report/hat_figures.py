@@ -2,7 +2,9 @@
 
 - Fig. 4: ``hat_grids``: HAT's rho^{<=T} (or A^{<=T}) over its s_max x c sweep.
 - Figs. 5-6: ``hat_monitored``: the HAT runs that stored their monitoring (capacity usage, weight reuse);
-  ``isolation_monitored``: the same records of HAT's weight-mask peers (PackNet, WSN), to draw beside HAT.
+  ``isolation_monitored``: the same records of HAT's weight-mask peers (PackNet, WSN), and
+  ``isolation_series``: per strategy, HAT's and the peers' capacity after each task and reuse, drawn
+  side by side.
 - Fig. 7: ``hat_compression_run`` (the run whose compression log is drawn) and
   ``sgd_single_task_accuracy`` (SGD's uncompressed accuracy beside it).
 """
@@ -100,6 +102,49 @@ def isolation_monitored(section: Section) -> dict[str, list[RunMetrics]]:
         if runs:
             found[name] = sorted(runs, key=lambda m: m.record.seed)
     return found
+
+
+@dataclass
+class IsolationSeries:
+    """One strategy's Figs. 5-6 values as drawn beside its peers': a single run, its lowest seed."""
+
+    strategy: str
+    record: RunRecord
+    capacity: list[float]  # per task t: share of the masked layers' weights in use after learning t
+    reuse: list[list[float | None]]  # reuse[i][j], j > i: share of task i's weights that task j uses too
+    capacity_exact: bool  # False: HAT's run predates its post-task value; its trace's last point per task
+
+
+def hat_capacity_after_tasks(mon: dict) -> tuple[list[float], bool]:
+    """HAT's capacity after each task: the stored post-task value (``mask_learning``, from 0.2.0) with
+    True, else the last point of each task in its Fig. 5 trace (sampled during training) with False."""
+    stored = (mon.get("mask_learning") or {}).get("capacity")
+    if stored is not None:
+        return [float(v) for v in stored], True
+    last: dict[int, float] = {}
+    for p in mon.get("capacity") or []:
+        last[int(p["task"])] = float(p["usage"])
+    return [last[t] for t in sorted(last)], False
+
+
+def isolation_series(section: Section) -> list[IsolationSeries]:
+    """HAT (if a main-variant run stored its monitoring) then PackNet and WSN, each its lowest seed; empty
+    when the section has no peer with monitoring (HAT alone is Figs. 5-6 themselves)."""
+    peers = isolation_monitored(section)
+    if not peers:
+        return []
+    out = []
+    hat = hat_monitored(section)
+    if hat:
+        r = hat[0].record
+        capacity, exact = hat_capacity_after_tasks(r.monitoring["hat"])
+        out.append(IsolationSeries(HAT, r, capacity, r.monitoring["hat"].get("reuse") or [], exact))
+    for name, runs in peers.items():
+        r = runs[0].record
+        iso = r.monitoring["isolation"]
+        capacity = [float(p["usage"]) for p in sorted(iso.get("capacity") or [], key=lambda p: int(p["task"]))]
+        out.append(IsolationSeries(name, r, capacity, iso.get("reuse") or [], True))
+    return out
 
 
 def hat_compression_run(section: Section) -> RunMetrics | None:

@@ -12,6 +12,7 @@ figure's data can be checked on its Axes before it is saved:
 - Fig. 4: ``hat_grid_figure``: HAT's rho^{<=T} over s_max x c.
 - Fig. 5: ``capacity_figure``: HAT's capacity usage over training steps, dashed task switches.
 - Fig. 6: ``reuse_figure``: HAT's weight reuse from task t_i to t_j (j > i).
+- Figs. 5-6 beside HAT's peers (PackNet, WSN): peer_plots.py, in this style.
 - Fig. 7: ``compression_figure``: HAT's validation accuracy against compression, a dot per epoch.
 
 One style for all (``RC``: seaborn's "ticks" look at print sizes); heatmaps are seaborn's. A strategy
@@ -58,6 +59,7 @@ __all__ = [
     "compression_figure",
     "curves_figure",
     "hat_grid_figure",
+    "heatmap",
     "plt",
     "png_bytes",
     "reuse_figure",
@@ -167,7 +169,7 @@ def _zoom_past_chance(ax, curves: Sequence[Curve], scale: float) -> None:
         line.set_label(f"{line.get_label()}: {values}, below")
 
 
-def _heatmap(
+def heatmap(
     ax,
     values: np.ndarray,
     fmt: str,
@@ -227,7 +229,7 @@ def accuracy_matrices_figure(
         )
         mesh = None
         for k, (ax, (label, _strategy, acc, seeds)) in enumerate(zip(axes.flat, matrices)):
-            mesh = _heatmap(
+            mesh = heatmap(
                 ax,
                 100 * np.asarray(acc, dtype=float),
                 ".0f" if T > 4 else ".1f",
@@ -268,7 +270,7 @@ def hat_grid_figure(
         )
         finite = values[np.isfinite(values)]
         spread = float(finite.max() - finite.min()) if finite.size else 1.0
-        im = _heatmap(
+        im = heatmap(
             ax,
             values,
             ".2f" if spread >= 0.05 else ".3f",
@@ -339,7 +341,7 @@ def reuse_figure(reuse: Sequence[Sequence[float | None]], task_names: Sequence[s
     with plt.rc_context(RC):
         side = max(2.6, 0.5 * (T - 1) + 1.6)
         fig, ax = plt.subplots(figsize=(side + 1.6, side), layout="constrained")
-        im = _heatmap(ax, values[:-1, 1:], ".0f", "Blues", 0, 100, xticklabels=names[1:], yticklabels=names[:-1])
+        im = heatmap(ax, values[:-1, 1:], ".0f", "Blues", 0, 100, xticklabels=names[1:], yticklabels=names[:-1])
         _slant(ax, 30 if T > 4 else 0)
         ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("later task $t_j$")
