@@ -217,6 +217,8 @@ TOC_NAMES = {
     "fig3_acc": "Fig. 3: mean accuracy",
     "accuracy_matrices": "Accuracy matrices (heatmaps)",
     "fig4_hat_grid": "Fig. 4: HAT over s_max × c",
+    "fig5_capacity_peers": "Fig. 5 beside HAT's peers: capacity after each task",  # before fig5_capacity:
+    "fig6_reuse_peers": "Fig. 6 beside HAT's peers: weight reuse",  # the first matching prefix names it
     "fig5_capacity": "Fig. 5: capacity usage",
     "fig6_reuse": "Fig. 6: weight reuse",
     "fig7_compression": "Fig. 7: accuracy vs compression",

@@ -126,3 +126,13 @@ def test_chromium_renders_every_figure(report, tmp_path):
     shot = tmp_path / "shot.png"
     run("--window-size=1200,1600", f"--screenshot={shot}", report.as_uri())
     assert _png_size(shot.read_bytes()) == (1200, 1600) and shot.stat().st_size > 30_000  # not blank
+
+
+def test_every_figure_kind_has_its_own_name_in_the_contents():
+    """Names are matched by prefix: the peers' Figs. 5-6 must not be listed under HAT's names."""
+    from cl_bench.report.figures import FigureItem
+    from cl_bench.report.html_page import _toc_name
+
+    names = ["fig5_capacity_s", "fig5_capacity_peers_s", "fig6_reuse_s", "fig6_reuse_peers_s"]
+    shown = [_toc_name(FigureItem(name, "", ("s", ""))) for name in names]
+    assert len(set(shown)) == 4 and "peers" in shown[1] and "peers" in shown[3], shown
