@@ -7,17 +7,26 @@ with a = sqrt(5), biases U(+-1/sqrt(fan_in))). While task t trains, its subnetwo
 layer by |score|: with sparsity 1 - c, k = 1 + round(0.01 x (100 sparsity) x (n - 1)) and the mask is
 |s| >= the k-th smallest |s| (``percentile`` and ``GetSubnetFaster``); the layer computes with
 ``mask x weight``. The mask's gradient passes straight through to the scores (the straight-through
-estimator: d mask / d |s| = 1). After each backward pass, the gradients of the weights and biases that
-an earlier task's mask holds are zeroed (``consolidated_masks``), so they never move; the scores keep
-training. After the task (best weights restored, scores included), its mask is stored, bit-packed
-(``numpy.packbits``, 1 bit per weight), and ORed into the consolidated mask. Task tau is evaluated with
-its stored mask, whose weights no later task changed: its outputs are bitwise those it had.
+estimator: d mask / d |s| = 1), so d loss / d s = sign(s) x weight x d loss / d(mask x weight). Scores
+are never re-initialised and the top-c may pick weights that earlier tasks hold (they are reused, not
+excluded). After each backward pass, the gradients of the weights and biases that an earlier task's
+mask holds are zeroed (``consolidated_masks``), so they never move; the scores keep training. After the
+task (best weights restored, scores included), its mask is stored, bit-packed (``numpy.packbits``, 1
+bit per weight), and ORed into the consolidated mask. Task tau is evaluated with its stored mask, whose
+weights no later task changed: its outputs are bitwise those it had.
 
 Biases: the authors' nets have none (``bias=False``); the base nets here have them, so they get scores
 and masks as the code's ``bias=True`` path does. Heads: one per task, unmasked, trained with its task
 (the code's ``last``). Not the code: the protocol's plain SGD at lr 0.05 and its Plateau schedule (the
-code: lr 0.3 on PMNIST, its own patience and factor); docs/faithfulness.md. Monitoring: capacity per
-task and layer and weight reuse (HAT's Figs. 5-6), ``isolation_record`` shared with PackNet.
+code's PMNIST script: Adam at lr 1e-3 for weights, scores and heads alike, a fresh Adam per task);
+docs/faithfulness.md. Under plain SGD the subnetwork does not grow: a score's step is its weight's step
+times |weight| (~1/sqrt(fan_in), ~0.035 here), so at lr 0.05 the scores move < 0.1% of their size per
+task and every task keeps the first task's (initial) top-c, training little but its head; Adam's
+normalised step moves them by 40-50% (issue 33: permuted MNIST, 4 tasks, capacity 50 -> 50.03% at SGD
+lr 0.05, 50.8% at the code's unused SGD default lr 0.3, 50 -> 73% under Adam at 1e-3). The stored
+mask is the top-c of the restored best scores (the one validation measured); the code stores the mask
+of the last training batch. Monitoring: capacity per task and layer and weight reuse (HAT's Figs. 5-6),
+``isolation_record`` shared with PackNet.
 """
 
 from __future__ import annotations

@@ -39,6 +39,25 @@ def test_straight_through_gradient_reaches_the_scores():
     torch.testing.assert_close(s.grad, up * w * SCORES.sign())
 
 
+def test_a_score_steps_by_its_weights_step_times_the_weight():
+    """In the strategy's forward, as the code's layers (mask x weight, straight-through top-c of |s|):
+    d loss / d s = sign(s) x w x d loss / d(m w), and d loss / d w = m x d loss / d(m w). So where the
+    mask holds a weight, the score's gradient is the weight's times the weight: under plain SGD the scores
+    move ~|w| times slower than the weights (why the subnetworks do not grow under SGD, issue 33)."""
+    sc = synthetic("mlp", (1, 6, 6), [3, 3])
+    s = wsn(sc)
+    trainer = Trainer(sc, Protocol(epochs=1), seed=0)
+    s.model.train()
+    torch.manual_seed(1)
+    loss, _ = s.loss(*trainer.data(0, "train").batch(torch.arange(16))[:2], 0)
+    loss.backward()
+    for m, score, mask in zip(s.model.layers, s.model.weight_scores, s.current_masks()):
+        held = mask.bool()
+        expected = score.detach().sign() * m.weight.detach() * m.weight.grad
+        torch.testing.assert_close(score.grad[held], expected[held])
+        assert (m.weight.grad[~held] == 0).all() and (score.grad[~held] != 0).any()
+
+
 def test_pack_is_one_bit_per_weight_and_round_trips():
     m = torch.rand(7, 5, 3) > 0.5
     bits = pack(m)
