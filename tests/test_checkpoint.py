@@ -239,3 +239,25 @@ def test_a_failed_run_keeps_its_finished_validation_rows(tmp_path, monkeypatch):
     valid = failed.valid_accuracy
     assert not np.isnan(np.tril(valid[:2])).any() and np.isnan(valid[2]).all()  # rows of tasks 1-2 kept
     np.testing.assert_array_equal(np.isnan(valid), np.isnan(failed.accuracy))
+
+
+def test_a_resumed_run_s_wall_time_counts_every_sitting(tmp_path, monkeypatch):
+    """The first sitting's wall time travels in the checkpoint; the stored run adds its own sitting's.
+    Time is faked: the first sitting takes 1000 s, the second starts a day later."""
+    import cl_bench.runner.execution as execution
+
+    clock = {"now": 1_000_000.0}
+    monkeypatch.setattr(execution.time, "time", lambda: clock["now"])
+
+    def tick(log):  # each epoch takes 100 s
+        clock["now"] += 100.0
+
+    config = RunConfig("sgd", "tiny_checkpoint", 3, {}, PROTOCOL)
+    store = Store(tmp_path / "runs.db")
+    with pytest.raises(Interrupt):  # tasks 1-2, 2 epochs each: 400 s, checkpointed after task 2
+        execute(config, store, listeners=[Callbacks(on_epoch=tick, on_task=kill_after(1))])
+    assert ckpt.load(ckpt.checkpoint_path(store.path, config.run_id()), config.run_id())["wall_s"] == 400.0
+    clock["now"] += 86_400.0
+    record = execute(config, store, listeners=[Callbacks(on_epoch=tick)])  # task 3: 200 s
+    assert record.wall_s == 600.0 and store.get(config.run_id()).wall_s == 600.0
+    assert record.finished - record.started == 200.0  # this sitting's span

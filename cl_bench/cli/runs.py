@@ -265,7 +265,8 @@ def describe(r: RunRecord, attempts: Sequence[Attempt]) -> list[str]:
     lines = [
         f"run {r.run_id}: {r.strategy} on {r.scenario}, seed {r.seed}: {r.status}",
         f"  tags:             {', '.join(r.tags) or '-'}",
-        f"  started:          {when(r.started)}   finished: {when(r.finished)}   wall: {duration(r.wall_s)}",
+        f"  started:          {when(r.started)}   finished: {when(r.finished)}   wall: {duration(r.wall_s)}"
+        + _sittings(r),
         f"  code version:     {r.code_version or '-'}",
         *_wrapped("hyperparameters:  ", settings(r.hparams)),
         *_wrapped("protocol:         ", settings(r.protocol)),
@@ -306,6 +307,13 @@ def _mask_learning(r: RunRecord) -> list[str]:
     ]
     header = ["task", *layers, "all units"] + (["capacity used"] if capacity else [])
     return ["", "HAT mask learning (% of units that left their initial on/off state):", columns(header, rows)]
+
+
+def _sittings(r) -> str:
+    """A resumed run's wall time is over every sitting, so it can exceed finished - started: say so."""
+    if r.wall_s is None or r.started is None or r.finished is None:
+        return ""
+    return "   (over several sittings: resumed from a checkpoint)" if r.wall_s > r.finished - r.started + 1 else ""
 
 
 def _wrapped(label: str, text: str) -> list[str]:

@@ -112,6 +112,7 @@ def save(
     accuracy: np.ndarray,
     identity: dict[str, Any] | None = None,
     valid_accuracy: np.ndarray | None = None,
+    wall_s: float | None = None,
 ) -> bool:
     """Write the state after task ``next_task - 1`` atomically: a reader sees the old file or the new
     one, never half of one, whatever kills the process. A folder that cannot be written (a full disk,
@@ -133,6 +134,7 @@ def save(
         else torch.from_numpy(np.asarray(valid_accuracy[:next_task], dtype=np.float64)),
         "history": [dataclasses.asdict(h) for h in trainer.history],
         "trainer_rng": trainer.generator.get_state(),
+        "wall_s": wall_s,  # the run's wall time so far, over every sitting: a resumed run adds its own
         "rng": _rng_state(strategy.device),
     }
     try:

@@ -334,6 +334,10 @@ def _resume(record: RunRecord, path: Path | None, strategy: Strategy, trainer: T
     if saved_state is None:
         return 0
     first = ckpt.restore(saved_state, strategy, trainer, acc, valid_acc)  # every RNG as it was then
+    # Until the run closes, wall_s holds the earlier sittings' wall time: a resumed run's wall is the whole
+    # run's, not its last sitting's (checkpoints before 0.2.0 kept none: their epochs' seconds, a lower bound).
+    earlier = saved_state.get("wall_s")
+    record.wall_s = earlier if earlier is not None else sum(h["seconds"] for h in saved_state["history"])
     if saved_state["code_version"] != record.code_version:
         record.code_version = f"{record.code_version} (tasks 1-{first} by {saved_state['code_version']})"
     return first
@@ -344,7 +348,7 @@ def _close_record(record: RunRecord, trainer, valid_acc, store, ckpt_path, logge
     if valid_acc is not None:  # a failed run keeps the validation rows it finished, as the test rows
         record.monitoring = {**(record.monitoring or {}), VALIDATION: validation_monitoring(valid_acc)}
     record.finished = time.time()
-    record.wall_s = record.finished - (record.started or record.finished)
+    record.wall_s = (record.wall_s or 0.0) + record.finished - (record.started or record.finished)  # + earlier sittings
     if trainer is not None:
         record.history = [dataclasses.asdict(h) for h in trainer.history]
     saved = None
@@ -374,6 +378,7 @@ class CheckpointAfterTask(Listener):
                 accuracy=accuracy,
                 identity=self.record.identity,
                 valid_accuracy=valid_accuracy,
+                wall_s=(self.record.wall_s or 0.0) + time.time() - (self.record.started or time.time()),
             )
 
 

@@ -222,3 +222,20 @@ def test_merge_adds_once_and_reports_conflicts(store, made, tmp_path):
     assert sorted(Store.open_read(target).run_ids()) == sorted(Store.open_read(store).run_ids())
     res = CliRunner().invoke(runs, ["merge", str(tmp_path / "none.db"), "--store", str(target)])
     assert res.exit_code == 1 and "no store at" in res.output
+
+
+def test_show_says_when_a_run_s_wall_time_spans_several_sittings(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "s.db"
+    acc = np.array([[0.9, np.nan], [0.8, 0.7]])
+    common = dict(started=1000.0, finished=1200.0)  # the last sitting's span: 200 s
+    Store(path).save(
+        RunRecord("onesitting", "sgd", "tiny_runs_cli", 0, {}, {}, {}, "finished", acc, wall_s=200.0, **common)
+    )
+    Store(path).save(
+        RunRecord("resumed", "sgd", "tiny_runs_cli", 1, {}, {}, {}, "finished", acc, wall_s=600.0, **common)
+    )
+    one, resumed = (invoke("show", run_id, "--store", path).output for run_id in ("onesitting", "resumed"))
+    assert "wall: 3m20s\n" in one and "sittings" not in one
+    assert "wall: 10m00s   (over several sittings: resumed from a checkpoint)" in resumed
