@@ -32,10 +32,9 @@ from cl_bench.sweep import (
     parse_devices,
     run_label,
     run_sweep,
-    status_rows,
 )
 from cl_bench.sweep import sweep_file as find_sweep_file
-from cl_bench.sweep.plan import SweepError
+from cl_bench.sweep.plan import Plan, PlanItem, SweepError, sweep_status
 from cl_bench.sweep.slurm_backend import JobBook, result_file, slurm_dir, squeue_states
 
 
@@ -192,8 +191,7 @@ def sweep_command(
         sys.exit(128 + Terminated.signum if isinstance(e, Terminated) else 130)
     with user_errors(StoreError):
         view = CurrentView(Store.open_read(store), check_data=False)
-        _echo_status(sweep, view, errors=False)
-        stored_failures = sum(1 for i in sweep.plan(view).items if i.status == "failed")
+        stored_failures = _echo_status(sweep, view, errors=False).counts["failed"]
     if not _summary(sweep.name, outcomes, stored_failures):
         sys.exit(1)
 
@@ -239,7 +237,7 @@ def status_command(file, store, errors):
 
 
 def _echo_dry_run(sweep: Sweep, view: CurrentView, retry_failed: bool) -> None:
-    plan = sweep.plan(view)
+    plan = sweep.plan(view, keep_finished=False)  # the finished runs are counted, not kept
     todo = plan.pending(retry_failed)
     for item in todo:
         why = view.changed.get(item.run_id)
@@ -248,14 +246,62 @@ def _echo_dry_run(sweep: Sweep, view: CurrentView, retry_failed: bool) -> None:
             f"{view.run_id_for(item.run_id)}  {item.phase:<9}  {run_label(item.config)}  [{item.point.label}]{note}"
         )
     click.echo(
-        f"{len(todo)} to run, {len(plan.items) - len(todo)} in the store"
+        f"{len(todo)} to run, {plan.size - len(todo)} in the store"
         + (f", {len(plan.waiting)} selection(s) waiting" if plan.waiting else "")
         + ("" if view.store is not None else f" (no store at {view.path} yet)")
     )
 
 
-def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
-    rows = status_rows(sweep, view)
+def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> Plan:
+    """Print the sweep's status table, its runs running now, their failed attempts (and with ``errors``
+    each failed run's error); returns the plan it was read from (without its finished runs)."""
+    store = view.store
+    running = {c.run_id: c for c in live_claims(store)}
+    seen = _StatusNotes(view, running)
+    rows, plan = sweep_status(sweep, view, each_chunk=seen.add)  # one pass over the runs, chunk by chunk
+    _echo_table(sweep, rows)
+    in_slurm = JobBook(slurm_dir(store.path)).read()  # shown with their job ids below, not their driver's pid
+    for item in sweep.in_order(seen.running):
+        if item.run_id not in in_slurm:
+            click.echo(f"running now: {run_label(item.config)} ({item.run_id}): {running[item.run_id].describe()}")
+    _echo_slurm_jobs(plan, store.path)
+    for run_id, (item, attempts) in seen.attempts.items():
+        failed = [a for a in attempts if a.status in FAILED]
+        now = view.status(item.run_id) or "pending"
+        last = (failed[-1].error or "").splitlines()[0] if failed[-1].error else failed[-1].status
+        click.echo(
+            f"attempts: {run_label(item.config)} ({run_id}): {now} now; {len(failed)} of "
+            f"{len(attempts)} attempt(s) failed, the last: {last}"
+        )
+        if errors:
+            for a in failed:
+                click.echo(f"    attempt {a.attempt} ({a.status}, {a.code_version}): {a.error}")
+    if errors:
+        for item in plan.items:
+            if item.status == "failed":
+                rec = view.get(item.run_id)
+                click.echo(f"\n{run_label(item.config)} ({rec.run_id}):\n{rec.error}")
+    return plan
+
+
+class _StatusNotes:
+    """What ``status`` prints beside its table, gathered chunk by chunk while the plan is made (so no list
+    of every run is held): the runs claimed now, and the runs with failed attempts."""
+
+    def __init__(self, view: CurrentView, running: dict):
+        self.view, self.claimed = view, running
+        self.running: list[PlanItem] = []
+        self.attempts: dict[str, tuple[PlanItem, list]] = {}  # stored run id -> (its run, its attempts)
+
+    def add(self, chunk: list[PlanItem]) -> None:
+        self.running += [item for item in chunk if item.run_id in self.claimed]
+        ids = {self.view.run_id_for(i.run_id): i for i in chunk}
+        for run_id, attempts in self.view.store.attempts_of(list(ids)).items():
+            if any(a.status in FAILED for a in attempts):
+                self.attempts[run_id] = (ids[run_id], attempts)
+
+
+def _echo_table(sweep: Sweep, rows: list[dict]) -> None:
     header = ["scenario strategy", "grid point", "phase", "seeds", "done", "failed", "pending"]
     if sweep.select is not None:
         header.append(sweep.select.metric)
@@ -278,32 +324,6 @@ def _echo_status(sweep: Sweep, view: CurrentView, errors: bool) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(t, widths)))
     totals = [sum(r[k] for r in rows) for k in ("finished", "failed", "pending")]
     click.echo(f"total: {totals[0]} finished, {totals[1]} failed, {totals[2]} pending")
-    plan = sweep.plan(view)
-    store = view.store
-    ids = {view.run_id_for(i.run_id): i for i in plan.items}
-    running = {c.run_id: c for c in live_claims(store)}
-    in_slurm = JobBook(slurm_dir(store.path)).read()  # shown with their job ids below, not their driver's pid
-    for item in plan.items:
-        if item.run_id in running and item.run_id not in in_slurm:
-            click.echo(f"running now: {run_label(item.config)} ({item.run_id}): {running[item.run_id].describe()}")
-    _echo_slurm_jobs(plan, store.path)
-    for run_id, attempts in store.attempts_of(list(ids)).items():
-        failed = [a for a in attempts if a.status in FAILED]
-        if failed:
-            now = view.status(ids[run_id].run_id) or "pending"
-            last = (failed[-1].error or "").splitlines()[0] if failed[-1].error else failed[-1].status
-            click.echo(
-                f"attempts: {run_label(ids[run_id].config)} ({run_id}): {now} now; {len(failed)} of "
-                f"{len(attempts)} attempt(s) failed, the last: {last}"
-            )
-            if errors:
-                for a in failed:
-                    click.echo(f"    attempt {a.attempt} ({a.status}, {a.code_version}): {a.error}")
-    if errors:
-        for item in plan.items:
-            if item.status == "failed":
-                rec = view.get(item.run_id)
-                click.echo(f"\n{run_label(item.config)} ({rec.run_id}):\n{rec.error}")
 
 
 def _echo_slurm_jobs(plan, store_path) -> None:

@@ -1,7 +1,9 @@
 """The expanded sweep and what it still needs from the store.
 
 A ``Sweep`` is cells (scenario with options x strategy) of grid points. ``Sweep.plan(store)`` lists
-every run known now with its status in the store. With ``select`` (the paper's protocol, Sec. 4.1,
+every run known now with its status in the store; ``keep_finished=False`` keeps only what is still to
+do and counts the rest, made and looked up chunk by chunk, so a sweep of a million runs that is nearly
+done plans in the memory of what is pending. With ``select`` (the paper's protocol, Sec. 4.1,
 the authors' code) the whole grid runs on ``select.seed``, the point with the best validation score is
 chosen per cell, and only that point runs on ``then_seeds``; test accuracy never takes part. The score
 (``validation_score``), one of ``METRICS``:
@@ -16,9 +18,9 @@ chosen per cell, and only that point runs on ``then_seeds``; test accuracy never
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +45,11 @@ NOTHING_TO_CHOOSE = "every search run failed"
 SELECTED_TAG = "selected:"  # + the sweep's name
 
 
-# A sweep of more runs is refused unless lifted (``cl-bench sweep --max-runs``): its plan is held in
-# memory, and a count this large is more often a typo (seeds: 1000000000) than a plan.
+# What a plan reads runs from: a store, or a store as today's strategy files and data see it (CurrentView).
+Runs = Store | CurrentView
+
+# A sweep of more runs is refused unless lifted (``cl-bench sweep --max-runs``): a count this large is more
+# often a typo (seeds: 1000000000) than a plan, and its runs are made (hashed) one by one at every plan.
 MAX_RUNS = 100_000
 
 
@@ -141,13 +146,25 @@ class PlanItem:
 
 @dataclass
 class Plan:
-    items: list[PlanItem]
+    items: list[PlanItem]  # every run known now, or without the finished ones (Sweep.plan's keep_finished)
     waiting: list[tuple[Cell, str]]  # cells whose selection is not decided yet, and why
     unselectable: list[Cell] = field(default_factory=list)  # every search run failed: nothing to choose
     chosen: dict[str, Point] = field(default_factory=dict)  # cell key -> the point selection chose (grids only)
+    # Runs known now per status ("finished", "failed", "pending"), kept in ``items`` or not.
+    counts: dict[str, int] = field(default_factory=dict)
 
     def pending(self, retry_failed: bool = False) -> list[PlanItem]:
         return [i for i in self.items if i.status is None or (retry_failed and i.status == "failed")]
+
+    @property
+    def size(self) -> int:
+        """Every run known now, the finished ones a plan did not keep included."""
+        return sum(self.counts.values())
+
+
+# Runs made and looked up in the store at once while planning: a plan holds one chunk of finished runs at
+# most. A multiple of the store's reads of 500 ids, so status reads the attempts in the same batches as before.
+CHUNK = 2_000
 
 
 @dataclass
@@ -162,47 +179,60 @@ class Sweep:
     loggers: tuple[str, ...] = ()  # file/dashboard loggers each run writes (cl_bench.loggers)
     order: str = "cells"  # "cells": cell by cell; "seeds": every cell's first seed before any second seed
 
-    def plan(self, store: Store) -> Plan:
+    def plan(
+        self,
+        store: Runs,
+        keep_finished: bool = True,
+        cells: Sequence[Cell] | None = None,
+        each_chunk: Callable[[list[PlanItem]], None] | None = None,
+    ) -> Plan:
         """Every run this sweep needs that is known now, with its status in ``store``. With ``select``,
-        a cell's selected runs appear once its whole search grid is in the store."""
-        items, waiting, unselectable, chosen_points = [], [], [], {}
+        a cell's selected runs appear once its whole search grid is in the store.
+
+        Runs are made and their statuses read chunk by chunk (CHUNK). ``keep_finished=False`` keeps only
+        what is still to do (pending runs, and failed ones for --retry-failed) and counts the finished ones
+        (``Plan.counts``): memory grows with what is pending, not with the grid (plus one run id per grid
+        point). The sweep driver, ``sweep --dry-run`` and ``cl-bench status`` plan so. The full plan (the
+        default) keeps every run: the report's selections (cl_bench.report.variants) read it.
+        ``cells``: plan only these (the driver re-plans the cells whose selection waits). ``each_chunk``:
+        called with each chunk of runs once their statuses are read, finished ones included, in the order
+        of the cells (before ``order: seeds`` sorts what is kept)."""
+        self._name_strategy_files(store)
+        planner = _Planner(self, store, self.cells if cells is None else list(cells))
+        items: list[PlanItem] = []
+        counts = {"finished": 0, "failed": 0, "pending": 0}
+        for chunk in _chunks(planner.runs(), CHUNK):
+            _fill_status(store, chunk)
+            if each_chunk is not None:
+                each_chunk(chunk)
+            for item in chunk:
+                status = item.status or "pending"
+                counts[status] = counts.get(status, 0) + 1
+            items += chunk if keep_finished else [i for i in chunk if i.status != "finished"]
+        found = planner.selections
+        return Plan(self.in_order(items), found.waiting, found.unselectable, found.chosen, counts)
+
+    def _name_strategy_files(self, store: Runs) -> None:
         if isinstance(store, CurrentView):  # a file strategy is stored under its name: say which file that is
             for cell in self.cells:
                 if is_strategy_file(cell.strategy):
                     store.strategy_files[static_name(cell.strategy)] = cell.strategy
-        for cell in self.cells:
-            if cell.role == "reference" or self.select is None:
-                seeds = self.final_seeds() if cell.role == "reference" else self.seeds
-                phase = "reference" if cell.role == "reference" else "all seeds"
-                items += [self._item(cell, p, s, phase) for p in cell.points for s in seeds]
-                continue
-            search = [self._item(cell, p, self.select.seed, "search") for p in cell.points]
-            items += search
-            if len(cell.points) == 1:  # nothing to choose: do not wait for the search run
-                chosen, why = cell.points[0], ""
-            else:
-                _fill_status(store, search)
-                chosen, why = choose(search, store, self.select.metric)
-            if chosen is None and why == NOTHING_TO_CHOOSE:
-                unselectable.append(cell)
-            elif chosen is None:
-                waiting.append((cell, why))
-            else:
-                if len(cell.points) > 1:
-                    chosen_points[cell.key] = chosen
-                items += [self._item(cell, chosen, s, "selected") for s in self.select.then_seeds]
-        unique: dict[str, PlanItem] = {}
-        for item in items:  # the search run of the chosen point on a then_seed is the same run: one item
-            kept = unique.setdefault(item.run_id, item)  # with both items' tags (the selected tag included)
-            if kept is not item and not set(item.config.tags) <= set(kept.config.tags):
-                tags = list(dict.fromkeys([*kept.config.tags, *item.config.tags]))
-                unique[item.run_id] = dataclasses.replace(kept, config=dataclasses.replace(kept.config, tags=tags))
-        items = list(unique.values())
-        if self.order == "seeds":  # a complete table of the first seed before any run of the next one
-            rank = {s: i for i, s in enumerate(dict.fromkeys(self._seed_order()))}
-            items.sort(key=lambda item: rank[item.config.seed])  # stable: cell order within a seed
-        _fill_status(store, items)
-        return Plan(items, waiting, unselectable, chosen_points)
+
+    def in_order(self, items: list[PlanItem]) -> list[PlanItem]:
+        """``items`` (in the order of the cells) in the order runs are handed out. ``order: seeds``: a
+        complete table of the first seed before any run of the next one; a stable sort, so sorting only
+        some of the runs gives the order sorting all of them would, with the others left out."""
+        if self.order != "seeds":
+            return items
+        rank = self.seed_rank()
+        return sorted(items, key=lambda item: rank(item.config.seed))  # stable: cell order within a seed
+
+    def seed_rank(self) -> Callable[[int], int]:
+        """Each seed's place in ``order: seeds``: the selection seed, then ``then_seeds``; or ``seeds``."""
+        if self.select is None and isinstance(self.seeds, range):
+            return self.seeds.index  # O(1) on a range: no table of a million seeds
+        rank = {s: i for i, s in enumerate(dict.fromkeys(self._seed_order()))}
+        return rank.__getitem__
 
     def _seed_order(self) -> list[int]:
         return [self.select.seed, *self.select.then_seeds] if self.select else list(self.seeds)
@@ -210,17 +240,136 @@ class Sweep:
     def final_seeds(self) -> Sequence[int]:
         return self.select.then_seeds if self.select else self.seeds
 
-    def _item(self, cell: Cell, point: Point, seed: int, phase: str) -> PlanItem:
-        tags = [*self.tags, f"sweep:{self.name}"]
-        if phase == "selected" and len(cell.points) > 1:  # chosen on validation (tags do not enter run ids)
-            tags.append(f"{SELECTED_TAG}{self.name}")
+
+@dataclass
+class _Selections:
+    """What ``select`` decided for the cells of a plan, from their search runs in the store."""
+
+    runs: dict[int, int] = field(default_factory=dict)  # id(cell) -> index of the point its selected runs run
+    waiting: list[tuple[Cell, str]] = field(default_factory=list)
+    unselectable: list[Cell] = field(default_factory=list)
+    chosen: dict[str, Point] = field(default_factory=dict)  # cell key -> chosen point (grids of several points)
+
+
+class _Planner:
+    """The making of one plan: the selections first (they need only the search runs), then every run of the
+    cells one by one, in the order of the cells, each run once.
+
+    Two grid points (of one cell or of two cells of the same scenario and strategy) may be one configuration,
+    and the chosen point's search run is one of its selected runs when ``select.seed`` is in ``then_seeds``:
+    such runs are the same run (one run id). The first is kept with the tags of all (the selected tag
+    included); only points whose configuration comes more than once are remembered run by run, so the
+    plan never holds a set of every run id."""
+
+    def __init__(self, sweep: Sweep, store: Runs, cells: list[Cell]):
+        self.sweep, self.store, self.cells = sweep, store, cells
+        # Every point's configuration, as its run id on one seed: the first of `order: seeds` (reused for
+        # that seed's runs, so no run id is hashed twice)
+        self.key_seed = sweep.select.seed if sweep.select else sweep.seeds[0]
+        self.then_seeds = frozenset(sweep.select.then_seeds if sweep.select else ())
+        self.keys: dict[tuple[int, int], str] = {}  # (id(cell), point index) -> run id on key_seed
+        self.selected_keys: set[str] = set()  # configurations of chosen points of grids (the selected tag)
+        self.selections = self._decide()
+        self.selected_keys = {
+            self._key(cell, index)
+            for cell in cells
+            if len(cell.points) > 1 and (index := self.selections.runs.get(id(cell))) is not None
+        }
+        self.repeated = self._repeated_keys()
+        self.seen: set[str] = set()  # run ids of the runs of repeated configurations made so far
+
+    def _decide(self) -> _Selections:
+        """Per cell of a grid under ``select``: its chosen point, or why it waits or has nothing to choose."""
+        out, select = _Selections(), self.sweep.select
+        for cell in self.cells:
+            if select is None or cell.role == "reference":
+                continue
+            if len(cell.points) == 1:  # nothing to choose: do not wait for the search run
+                out.runs[id(cell)] = 0
+                continue
+            search = [self._item(cell, i, select.seed, "search") for i in range(len(cell.points))]
+            _fill_status(self.store, search)
+            chosen, why = choose(search, self.store, select.metric)
+            if chosen is None and why == NOTHING_TO_CHOOSE:
+                out.unselectable.append(cell)
+            elif chosen is None:
+                out.waiting.append((cell, why))
+            else:
+                out.runs[id(cell)] = next(i for i, p in enumerate(cell.points) if p is chosen)
+                out.chosen[cell.key] = chosen
+        return out
+
+    def _repeated_keys(self) -> set[str]:
+        """Configurations that more than one (cell, point, phase) runs: their runs may come twice."""
+        times: dict[str, int] = {}
+        for cell in self.cells:
+            chosen = self.selections.runs.get(id(cell)) if cell.role == "grid" else None
+            for index in [*range(len(cell.points)), *([] if chosen is None else [chosen])]:
+                key = self._key(cell, index)
+                times[key] = times.get(key, 0) + 1
+        return {key for key, n in times.items() if n > 1}
+
+    def runs(self) -> Iterator[PlanItem]:
+        """Every run of the cells once, in the order of the cells (module docstring, Sweep.plan)."""
+        for cell in self.cells:
+            for index, seed, phase in self._cell_runs(cell):
+                item = self._item(cell, index, seed, phase)
+                if self._key(cell, index) in self.repeated:
+                    if item.run_id in self.seen:
+                        continue  # the same run came before: that one is kept, with this one's tags
+                    self.seen.add(item.run_id)
+                yield item
+
+    def _cell_runs(self, cell: Cell) -> Iterable[tuple[int, int, str]]:
+        """(point index, seed, phase) of each run of ``cell``: its grid on every seed, or with ``select``
+        its search grid, then the chosen point on ``then_seeds`` once decided."""
+        select = self.sweep.select
+        if cell.role == "reference" or select is None:
+            seeds = self.sweep.final_seeds() if cell.role == "reference" else self.sweep.seeds
+            phase = "reference" if cell.role == "reference" else "all seeds"
+            return ((i, s, phase) for i in range(len(cell.points)) for s in seeds)
+        search = [(i, select.seed, "search") for i in range(len(cell.points))]
+        chosen = self.selections.runs.get(id(cell))
+        return search if chosen is None else [*search, *((chosen, s, "selected") for s in select.then_seeds)]
+
+    def _key(self, cell: Cell, index: int) -> str:
+        """The configuration of ``cell``'s point ``index``, as its run id on ``key_seed``."""
+        key = (id(cell), index)
+        if key not in self.keys:
+            point = cell.points[index]
+            config = RunConfig(
+                cell.strategy, cell.scenario, self.key_seed, dict(point.hparams), point.protocol, dict(cell.options)
+            )
+            self.keys[key] = config.run_id(point.resolved)
+        return self.keys[key]
+
+    def _item(self, cell: Cell, index: int, seed: int, phase: str) -> PlanItem:
+        point = cell.points[index]
+        tags = self._tags(cell, index, seed, phase)
         config = RunConfig(
             cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol, dict(cell.options), tags
         )
-        return PlanItem(config, cell, point, phase, config.run_id(point.resolved))
+        run_id = self._key(cell, index) if seed == self.key_seed else config.run_id(point.resolved)
+        return PlanItem(config, cell, point, phase, run_id)
+
+    def _tags(self, cell: Cell, index: int, seed: int, phase: str) -> list[str]:
+        """The sweep's tags, and the selected tag on the chosen point's runs on ``then_seeds`` (tags do not
+        enter run ids), also where that run came first as another cell's run or as the search run."""
+        tags = [*self.sweep.tags, f"sweep:{self.sweep.name}"]
+        mark = f"{SELECTED_TAG}{self.sweep.name}"
+        if phase == "selected" and len(cell.points) > 1:  # chosen on validation
+            tags.append(mark)
+        elif seed in self.then_seeds and self._key(cell, index) in self.selected_keys and mark not in tags:
+            tags = list(dict.fromkeys([*tags, mark]))  # as the selected run's tags merged into this one
+        return tags
 
 
-def _fill_status(store: Store, items: list[PlanItem]) -> None:
+def _chunks(items: Iterator[PlanItem], size: int) -> Iterator[list[PlanItem]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _fill_status(store: Runs, items: list[PlanItem]) -> None:
     found = store.statuses([i.run_id for i in items]) if store.path.exists() else {}
     for item in items:
         item.status = found.get(item.run_id)
@@ -244,7 +393,7 @@ def validation_score(record: RunRecord, metric: str = "final_valid_acc") -> floa
     return sum(h[metric] for h in kept) / len(kept)
 
 
-def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | None, str]:
+def choose(search: list[PlanItem], store: Runs, metric: str) -> tuple[Point | None, str]:
     """The point of the best validation score among finished search runs (ties: first in grid
     order), or (None, why) while some are not in the store or if none finished."""
     missing = [i for i in search if i.status is None]
@@ -253,7 +402,7 @@ def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | N
     scored, unscored = [], 0
     for item in search:
         if item.status == "finished":
-            score = validation_score(store.get(item.run_id), metric)
+            score = validation_score(_stored_run(store, item.run_id), metric)
             if math.isnan(score):
                 unscored += 1
             else:
@@ -267,60 +416,90 @@ def choose(search: list[PlanItem], store: Store, metric: str) -> tuple[Point | N
 
 
 # ---- status --------------------------------------------------------------------------------------------
-def status_rows(sweep: Sweep, store: Store) -> list[dict[str, Any]]:
+def status_rows(sweep: Sweep, store: Runs) -> list[dict[str, Any]]:
     """One row per (scenario, strategy, grid point, phase): finished / failed / pending over seeds,
     and pending runs with a checkpoint (resumable), plus one row per selection still waiting. A finished
     search run of a grid has its validation ``score`` (``select.metric``), the chosen point ``chosen``."""
-    plan = sweep.plan(store)
-    rows: dict[tuple, dict[str, Any]] = {}
-    for item in plan.items:
-        key = (item.cell.key, item.point.label, item.phase)
-        row = rows.setdefault(
-            key,
-            {
-                "cell": item.cell.key,
-                "point": item.point.label,
-                "phase": item.phase,
-                "seeds": [],
-                "finished": 0,
-                "failed": 0,
-                "pending": 0,
-                "partial": 0,
-            },
-        )
-        row["seeds"].append(item.config.seed)
-        row[item.status or "pending"] += 1
-        if item.phase == "search" and len(item.cell.points) > 1:
-            row["chosen"] = plan.chosen.get(item.cell.key) == item.point
-            if item.status == "finished":
-                row["score"] = validation_score(store.get(item.run_id), sweep.select.metric)
-        if item.status is None and checkpoint_path(store.path, item.run_id).exists():
-            row["partial"] += 1
-    out = list(rows.values())
-    for cell, why in plan.waiting:
-        out.append(
-            {
-                "cell": cell.key,
-                "point": f"(selection waits: {why})",
-                "phase": "selected",
-                "seeds": list(sweep.final_seeds()),
-                "finished": 0,
-                "failed": 0,
-                "pending": len(sweep.final_seeds()),
-                "partial": 0,
-            }
-        )
-    for cell in plan.unselectable:
-        out.append(
-            {
-                "cell": cell.key,
-                "point": f"(nothing to select: {NOTHING_TO_CHOOSE}, see --errors)",
-                "phase": "selected",
-                "seeds": [],
-                "finished": 0,
-                "failed": 0,
-                "pending": 0,
-                "partial": 0,
-            }
-        )
-    return out
+    return sweep_status(sweep, store)[0]
+
+
+def sweep_status(
+    sweep: Sweep, store: Runs, each_chunk: Callable[[list[PlanItem]], None] | None = None
+) -> tuple[list[dict[str, Any]], Plan]:
+    """``status_rows`` and the plan they were counted from, in one pass over the runs: the rows are
+    counted chunk by chunk and the plan keeps no finished run (Sweep.plan's keep_finished=False).
+    ``each_chunk``: also called with each chunk (Sweep.plan)."""
+    tally = _RowTally(sweep, store)
+
+    def count(chunk: list[PlanItem]) -> None:
+        tally.add(chunk)
+        if each_chunk is not None:
+            each_chunk(chunk)
+
+    plan = sweep.plan(store, keep_finished=False, each_chunk=count)
+    return tally.rows(plan) + _selection_rows(sweep, plan), plan
+
+
+class _RowTally:
+    """status_rows' rows, counted as the runs come (in the order of the cells), put in the order of the
+    plan at the end: with ``order: seeds`` a row comes where its first run comes in the sorted plan."""
+
+    def __init__(self, sweep: Sweep, store: Runs):
+        self.sweep, self.store = sweep, store
+        self.rank = sweep.seed_rank() if sweep.order == "seeds" else None
+        self.by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.first: dict[tuple[str, str, str], tuple[int, int]] = {}  # (seed rank, place) of its first run
+        self.search_points: dict[tuple[str, str, str], tuple[str, Point]] = {}  # row -> (cell key, its point)
+        self.placed = 0  # runs counted so far
+
+    def add(self, chunk: list[PlanItem]) -> None:
+        for item in chunk:
+            key = (item.cell.key, item.point.label, item.phase)
+            row = self.by_key.get(key) or self._new(key, item)
+            row["seeds"].append(item.config.seed)
+            row[item.status or "pending"] += 1
+            if item.phase == "search" and len(item.cell.points) > 1:
+                row["chosen"] = False  # known once the plan is made (rows)
+                self.search_points[key] = (item.cell.key, item.point)
+                if item.status == "finished" and self.sweep.select is not None:
+                    row["score"] = validation_score(_stored_run(self.store, item.run_id), self.sweep.select.metric)
+            if item.status is None and checkpoint_path(self.store.path, item.run_id).exists():
+                row["partial"] += 1
+            if self.rank is not None and self.rank(item.config.seed) < self.first[key][0]:
+                self.first[key] = (self.rank(item.config.seed), self.placed)
+            self.placed += 1
+
+    def _new(self, key: tuple[str, str, str], item: PlanItem) -> dict[str, Any]:
+        row = {"cell": key[0], "point": key[1], "phase": key[2], "seeds": []}
+        self.by_key[key] = row | {"finished": 0, "failed": 0, "pending": 0, "partial": 0}
+        self.first[key] = (self.rank(item.config.seed) if self.rank else 0, self.placed)
+        return self.by_key[key]
+
+    def rows(self, plan: Plan) -> list[dict[str, Any]]:
+        for key, (cell_key, point) in self.search_points.items():
+            self.by_key[key]["chosen"] = plan.chosen.get(cell_key) == point
+        if self.rank is None:
+            return list(self.by_key.values())
+        rank = self.rank
+        for row in self.by_key.values():  # the plan's order within a row: stable by seed rank
+            row["seeds"].sort(key=rank)
+        return [self.by_key[key] for key in sorted(self.by_key, key=self.first.__getitem__)]
+
+
+def _stored_run(store: Runs, run_id: str) -> RunRecord:
+    record = store.get(run_id)
+    if record is None:  # its status was read a moment ago: only a deletion in between gets here
+        raise SweepError(f"run {run_id} left the store while the sweep was planned; plan it again")
+    return record
+
+
+def _selection_rows(sweep: Sweep, plan: Plan) -> list[dict[str, Any]]:
+    """A row per selection still waiting, and per cell with nothing to select."""
+
+    def row(cell: Cell, point: str, seeds: list[int]) -> dict[str, Any]:
+        counts = {"finished": 0, "failed": 0, "pending": len(seeds), "partial": 0}
+        return {"cell": cell.key, "point": point, "phase": "selected", "seeds": seeds, **counts}
+
+    waits = [row(cell, f"(selection waits: {why})", list(sweep.final_seeds())) for cell, why in plan.waiting]
+    nothing = f"(nothing to select: {NOTHING_TO_CHOOSE}, see --errors)"
+    return waits + [row(cell, nothing, []) for cell in plan.unselectable]

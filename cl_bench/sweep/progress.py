@@ -16,7 +16,7 @@ from cl_bench.runner.identity import CurrentView, check_name_claim
 from cl_bench.store import Store, claims
 from cl_bench.store.claims import Owner
 from cl_bench.strategy_files import class_label, static_name
-from cl_bench.sweep.plan import Plan, PlanItem, Sweep
+from cl_bench.sweep.plan import Cell, Plan, PlanItem, Sweep
 
 
 @dataclass
@@ -40,7 +40,9 @@ class Scheduler:
     run before it starts (cl_bench.store.claims) so that concurrent sweeps on one store never both run it.
 
     Plans are made against a ``CurrentView`` of the store (cl_bench.runner.identity): a finished run made with
-    another version of its strategy file or other data counts as missing."""
+    another version of its strategy file or other data counts as missing. The first plan is of the whole
+    sweep and keeps only what is pending (Sweep.plan's keep_finished=False); after it, only a selection can
+    add runs, so only the cells of a grid under ``select`` whose search runs changed are planned again."""
 
     sweep: Sweep
     store: Store
@@ -48,9 +50,23 @@ class Scheduler:
     data_root: Any = None
     owner: Owner = field(default_factory=Owner.here)
     handed: set[str] = field(default_factory=set)
-    plan: Plan | None = None
+    plan: Plan | None = None  # the last plan made: of the whole sweep, then of the cells planned again
     view: CurrentView | None = None
     not_run: int = 0  # handed out, then found busy or done elsewhere
+    waiting: list[tuple[Cell, str]] = field(default_factory=list)  # selections not decided yet, and why
+    # Search runs of grids handed out and not stored yet -> their cell's key: the runs that can change a
+    # selection (cells of one key may share search runs: the same configuration is the same run); failed
+    # ones run again (--retry-failed) apart: a selection does not wait for them
+    searching: dict[str, str] = field(default_factory=dict)
+    searching_again: dict[str, str] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)  # keys of cells a search run of which got stored since
+    # Runs handed out before a selection gave them more tags (the chosen point's run on a then_seed, handed
+    # as a reference run) -> those tags: added once the run is stored finished
+    retag: dict[str, list[str]] = field(default_factory=dict)
+    # Handed out and not ended here yet (queued by the driver, or running): none left is a driver with
+    # nothing to do but ask again
+    outstanding: set[str] = field(default_factory=set)
+    elsewhere: dict[str, PlanItem] = field(default_factory=dict)  # handed out, left to another process
 
     def __post_init__(self):
         if self.view is None:
@@ -59,24 +75,95 @@ class Scheduler:
             if self.store.path.exists():  # a file's class may not take a name another class has in the store
                 check_name_claim(self.store, static_name(strategy), class_label(strategy))
 
+    @property
+    def current(self) -> CurrentView:
+        assert self.view is not None  # made by __post_init__
+        return self.view
+
     def next_runs(self) -> list[PlanItem]:
-        """Runs not handed out yet; call after each finished run (selections may have been decided). A
-        finished run the plan has new tags for gets them: the chosen point's run on ``select.seed`` is
-        tagged selected once the selection is decided (it finished as a search run)."""
-        self.plan = self.sweep.plan(self.view)
+        """Runs not handed out yet; call after each finished run (selections may have been decided). The
+        first call plans the whole sweep and gives its finished runs the tags the plan has for them (the
+        sweep's). Later calls plan nothing unless a selection can have changed (replan_cells): then they plan
+        those cells again, and the finished runs of each selection decided get their tags once (the chosen
+        point's run on ``select.seed`` is tagged selected: it finished as a search run)."""
+        self._collect_elsewhere()
+        if self.plan is None:
+            self.plan = self.sweep.plan(self.current, keep_finished=False, each_chunk=self._tag_finished)
+            self.waiting = list(self.plan.waiting)
+            return self._hand_out(self.plan)
+        cells = self.replan_cells()
+        if not cells:
+            return []
+        self.plan = self.sweep.plan(self.current, cells=cells)  # a few cells: kept whole, to tag
+        # Their finished runs get the tags the decisions give (a run of a waiting cell may be another's choice);
+        # runs handed out before, still to finish, get them once stored
+        self._tag_finished(self.plan.items)
+        self.retag |= {
+            i.run_id: i.config.tags for i in self.plan.items if i.status != "finished" and i.run_id in self.handed
+        }
+        planned = {id(c) for c in cells}
+        self.waiting = [w for w in self.waiting if id(w[0]) not in planned] + self.plan.waiting
+        self.changed -= {c.key for c in cells}
+        return self._hand_out(self.plan)
+
+    def replan_cells(self) -> list[Cell]:
+        """The grids under ``select`` whose selection may have changed since they were planned: once a
+        search run of theirs is stored, a waiting one once every search run this sweep handed out for it is
+        (a decided one has failed search runs run again: at each). Cells of one key share runs: all are
+        planned again at each. With nothing outstanding (the driver idle or done), every waiting cell and
+        every cell with search runs out: another process may have stored them."""
+        grids = [c for c in self.sweep.cells if c.role == "grid" and len(c.points) > 1]
+        busy = set(self.searching.values())  # keys of cells with search runs not stored yet
+        waiting = {id(cell) for cell, _ in self.waiting}
+        due = set()
+        for key in self.changed:
+            group = [c for c in grids if c.key == key]
+            if key not in busy or len(group) > 1 or id(group[0]) not in waiting:
+                due.add(key)  # else its one cell still waits for its other search runs
+        if not self.outstanding:
+            due |= {cell.key for cell, _ in self.waiting} | busy | set(self.searching_again.values())
+        return [cell for cell in grids if cell.key in due]
+
+    def _hand_out(self, plan: Plan) -> list[PlanItem]:
+        new = [i for i in plan.pending(self.retry_failed) if i.run_id not in self.handed]
+        self.handed |= {i.run_id for i in new}
+        self.outstanding |= {i.run_id for i in new}
+        for item in new:
+            if item.phase == "search" and len(item.cell.points) > 1:
+                again = self.searching_again if item.status == "failed" else self.searching
+                again[item.run_id] = item.cell.key
+        return new
+
+    def _tag_finished(self, items: list[PlanItem]) -> None:
+        """Add the plan's tags to the finished runs among ``items`` that lack them."""
         by_tags: dict[tuple[str, ...], list[str]] = {}  # one read of the store per tag set, not per run
-        for item in self.plan.items:
+        for item in items:
             if item.status == "finished" and item.config.tags:
-                by_tags.setdefault(tuple(item.config.tags), []).append(self.view.run_id_for(item.run_id))
+                by_tags.setdefault(tuple(item.config.tags), []).append(self.current.run_id_for(item.run_id))
         for tags, run_ids in by_tags.items():
             self.store.add_tags(run_ids, list(tags))
-        new = [i for i in self.plan.pending(self.retry_failed) if i.run_id not in self.handed]
-        self.handed |= {i.run_id for i in new}
-        return new
+
+    def _stored(self, item: PlanItem, status: str) -> None:
+        """``item``, handed out, is in the store now with ``status`` (stored here or by another process):
+        if it is a search run its selection may change; if it finished elsewhere it gets this sweep's tags,
+        as the next plan used to give them."""
+        key = self.searching.pop(item.run_id, None) or self.searching_again.pop(item.run_id, None)
+        if key is not None:
+            self.changed.add(key)
+        tags = list(dict.fromkeys([*item.config.tags, *self.retag.pop(item.run_id, [])]))
+        if status == "finished" and tags:
+            self.store.add_tags([self.current.run_id_for(item.run_id)], tags)
+
+    def _collect_elsewhere(self) -> None:
+        """Runs left to another process (busy) that it has stored since."""
+        if not self.elsewhere:
+            return
+        for run_id, status in self.current.statuses(list(self.elsewhere)).items():
+            self._stored(self.elsewhere.pop(run_id), status)
 
     def expected_total(self) -> int:
         """Runs this invocation will do, counting undecided selections at their full size."""
-        return len(self.handed) - self.not_run + len(self.plan.waiting) * len(self.sweep.final_seeds())
+        return len(self.handed) - self.not_run + len(self.waiting) * len(self.sweep.final_seeds())
 
     def claim(self, item: PlanItem) -> Outcome | None:
         """Claim ``item`` for this sweep: None when it may start, else the Outcome saying why not (another
@@ -84,15 +171,18 @@ class Scheduler:
         holder = claims.claim(self.store, item.run_id, self.owner)
         if holder is not None:
             self.not_run += 1
+            self.elsewhere[item.run_id] = item
+            self.outstanding.discard(item.run_id)
             return Outcome(
                 item.run_id, run_label(item.config), "busy", f"being run by another process ({holder.describe()})"
             )
-        status = self.view.status(item.run_id)
+        status = self.current.status(item.run_id)
         if status == "finished" or (status == "failed" and not self.retry_failed):
+            self._stored(item, status)
             self.release(item)
             self.not_run += 1
             return Outcome(
-                self.view.run_id_for(item.run_id),
+                self.current.run_id_for(item.run_id),
                 run_label(item.config),
                 "skipped",
                 f"{status} in the store since this sweep planned it",
@@ -101,10 +191,16 @@ class Scheduler:
 
     def release(self, item: PlanItem) -> None:
         claims.release(self.store, item.run_id, self.owner)
+        self.outstanding.discard(item.run_id)
+        if any(item.run_id in d for d in (self.searching, self.searching_again, self.retag)):
+            # stored, it may change a selection, or get tags a selection gave it
+            status = self.current.status(item.run_id)
+            if status is not None:
+                self._stored(item, status)
 
     def run_id_for(self, item: PlanItem) -> str:
         """Where ``item``'s result is stored (its run_id, or its salted id: cl_bench.runner.identity)."""
-        return self.view.run_id_for(item.run_id)
+        return self.current.run_id_for(item.run_id)
 
 
 def run_label(config: RunConfig) -> str:
