@@ -34,8 +34,9 @@ from cl_bench.sweep import (
     run_sweep,
 )
 from cl_bench.sweep import sweep_file as find_sweep_file
-from cl_bench.sweep.plan import Plan, PlanItem, SweepError, sweep_status
+from cl_bench.sweep.plan import Plan, PlanItem, SweepError
 from cl_bench.sweep.slurm_backend import JobBook, result_file, slurm_dir, squeue_states
+from cl_bench.sweep.status import sweep_status
 
 
 def sweep_file(file: str) -> Path:

@@ -41,7 +41,6 @@ from cl_bench.sweep.plan import (
     Sweep,
     SweepError,
     choose,
-    status_rows,
     validation_score,
 )
 from cl_bench.sweep.progress import Outcome, Progress, Scheduler, run_label
@@ -59,6 +58,7 @@ from cl_bench.sweep.spec import (
     sweep_file,
     sweep_loggers,
 )
+from cl_bench.sweep.status import status_rows
 
 BACKENDS = ("local", "ray", "slurm")
 
