@@ -140,6 +140,19 @@ def measure_driver(store: Path, sweep: Path, n: int, finishes: int, timeout: flo
     return m
 
 
+def machine() -> str:
+    """The CPU, its cores and the threads used, in words."""
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
+    return f"{model}, {os.cpu_count()} cores, 1 thread per measured process (bench_scaling.env)"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 # ---- the table -----------------------------------------------------------------------------------------
 def cell(m: dict | None, what: str) -> str:
     if m is None:
@@ -151,15 +164,20 @@ def cell(m: dict | None, what: str) -> str:
     load = f" (load {m['load']:.1f})"
     if what == "dry":
         return f"{m['cpu_s']:.1f} s / {m['rss_mib']:.0f} MiB{load}"
-    per_run = f"{1000 * m['per_finished_run_s']:.2f} ms / run (mean of {m.get('finishes', 20)})"
+    seconds = m["per_finished_run_s"]
+    took = f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.2f} ms"
+    per_run = f"{took} / run (mean of {m.get('finishes', 20)})"
     return f"{m['first_plan_s']:.2f} s; {per_run}; {m['rss_mib']:.0f} MiB{load}"
 
 
 def table(results: dict[str, dict]) -> str:
     labels = sorted(results, key=lambda s: (s != "before", s))
-    keys = sorted(
-        {k for res in results.values() for k in res["cells"]}, key=lambda k: (k.split("|")[0], int(k.split("|")[1]), k)
-    )
+
+    def order(key: str) -> tuple:
+        what, n, state = key.split("|")
+        return ("dry", "driver").index(what), int(n), STATES.index(state) if state in STATES else len(STATES)
+
+    keys = sorted({k for res in results.values() for k in res["cells"]}, key=order)
     lines = ["| measurement | runs | store | " + " | ".join(labels) + " |", "|---|---:|---|" + "---|" * len(labels)]
     for key in keys:
         what, n, state = key.split("|")
@@ -170,7 +188,10 @@ def table(results: dict[str, dict]) -> str:
         )
         cells = [cell(results[label]["cells"].get(key), what) for label in labels]
         lines.append(f"| {name} | {int(n):,} | {state} | " + " | ".join(cells) + " |")
-    trees = "".join(f"\n- {label}: cl-bench {res['tree']}, {res['when']}" for label, res in results.items())
+    trees = "".join(
+        f"\n- {label}: cl-bench {res['tree']}, {res['when']}; {res.get('machine') or machine()}"
+        for label, res in sorted(results.items(), key=lambda kv: labels.index(kv[0]))
+    )
     return "\n".join(lines) + "\n" + trees + "\n"
 
 
@@ -189,6 +210,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/bench/planning.md")
     ap.add_argument("--timeout", type=float, default=1800, help="stop one measurement after this many seconds")
     ap.add_argument("--commit", help="the measured tree's commit, where it is no git checkout (git archive)")
+    ap.add_argument("--table-only", action="store_true", help="measure nothing: write the table of the JSONs")
     args = ap.parse_args()
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
@@ -199,7 +221,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True).stdout
     res = json.loads(json_path.read_text()) if json_path.exists() else {"cells": {}}
     res.update(tree=f"{args.commit or commit.strip() or '?'} ({tree})", when=time.strftime("%Y-%m-%d %H:%M"))
-    for n in (int(s) for s in args.sizes.split(",")):
+    res["machine"] = machine()  # written with the first measurement (--table-only writes no JSON)
+    for n in [] if args.table_only else (int(s) for s in args.sizes.split(",")):
         sweep = work / f"sweep-{n}.yaml"
         sweep_file(sweep, n)
         for state in args.states.split(","):
@@ -220,8 +243,8 @@ def main() -> None:
 
 HEADER = """# Sweep planning at scale
 
-`python scripts/bench_planning.py --label LABEL` (see its docstring), one thread, on this 2-core CPU
-with two long sweeps running beside it (the 1-minute load average is written beside each number). The
+`python scripts/bench_planning.py --label LABEL` (see its docstring), one thread, on a 2-core CPU that
+other jobs may share (the 1-minute load average, `uptime`'s, is written beside each number). The
 sweep is sgd, ewc, hat, joint and random on split MNIST on N/5 seeds; "empty": no store yet (the driver:
 an empty store), "99% done": a store with the real tiny runs of the first 99% of the seeds replicated
 (bench_scaling's honest stores), 1% pending. Dry run: `cl-bench sweep FILE --dry-run --max-runs N`,
