@@ -336,10 +336,9 @@ def build_scenario(
     check_common_options(max_train_per_task, tasks, f"scenario {name!r}")  # before any data is loaded
     cap = None if max_train_per_task is None else TrainCap.seeded(max_train_per_task, seed)
     cap_while_building = cap is not None and tasks is None and "train_cap" in inspect.signature(spec.build).parameters
-    if cap_while_building:  # cut before the builder copies any split (the same samples, less memory)
-        options["train_cap"] = cap
-    scenario = spec.build(seed=seed, data_root_path=data_root, download=download, **options)
-    options.pop("train_cap", None)
+    # cut before the builder copies any split (the same samples, less memory)
+    extra = {"train_cap": cap} if cap_while_building else {}
+    scenario = spec.build(seed=seed, data_root_path=data_root, download=download, **options, **extra)
     if tasks is not None:
         bad = [i for i in tasks if not 0 <= i < len(scenario.tasks)]
         if bad:

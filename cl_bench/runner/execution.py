@@ -343,12 +343,17 @@ def _resume(record: RunRecord, path: Path | None, strategy: Strategy, trainer: T
     return first
 
 
+def _wall_so_far(record: RunRecord, now: float) -> float:
+    """The run's wall time at ``now``: this sitting's, plus the earlier sittings' (``_resume``)."""
+    return (record.wall_s or 0.0) + now - (record.started or now)
+
+
 def _close_record(record: RunRecord, trainer, valid_acc, store, ckpt_path, logger) -> Saved | None:
     """Complete and store a run that ended (finished, failed, or interrupted: then not stored)."""
     if valid_acc is not None:  # a failed run keeps the validation rows it finished, as the test rows
         record.monitoring = {**(record.monitoring or {}), VALIDATION: validation_monitoring(valid_acc)}
     record.finished = time.time()
-    record.wall_s = (record.wall_s or 0.0) + record.finished - (record.started or record.finished)  # + earlier sittings
+    record.wall_s = _wall_so_far(record, record.finished)
     if trainer is not None:
         record.history = [dataclasses.asdict(h) for h in trainer.history]
     saved = None
@@ -378,7 +383,7 @@ class CheckpointAfterTask(Listener):
                 accuracy=accuracy,
                 identity=self.record.identity,
                 valid_accuracy=valid_accuracy,
-                wall_s=(self.record.wall_s or 0.0) + time.time() - (self.record.started or time.time()),
+                wall_s=_wall_so_far(self.record, time.time()),
             )
 
 

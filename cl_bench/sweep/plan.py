@@ -335,19 +335,12 @@ class _Planner:
         """The configuration of ``cell``'s point ``index``, as its run id on ``key_seed``."""
         key = (id(cell), index)
         if key not in self.keys:
-            point = cell.points[index]
-            config = RunConfig(
-                cell.strategy, cell.scenario, self.key_seed, dict(point.hparams), point.protocol, dict(cell.options)
-            )
-            self.keys[key] = config.run_id(point.resolved)
+            self.keys[key] = _config(cell, index, self.key_seed).run_id(cell.points[index].resolved)
         return self.keys[key]
 
     def _item(self, cell: Cell, index: int, seed: int, phase: str) -> PlanItem:
         point = cell.points[index]
-        tags = self._tags(cell, index, seed, phase)
-        config = RunConfig(
-            cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol, dict(cell.options), tags
-        )
+        config = _config(cell, index, seed, self._tags(cell, index, seed, phase))
         run_id = self._key(cell, index) if seed == self.key_seed else config.run_id(point.resolved)
         return PlanItem(config, cell, point, phase, run_id)
 
@@ -361,6 +354,14 @@ class _Planner:
         elif seed in self.then_seeds and self._key(cell, index) in self.selected_keys and mark not in tags:
             tags = list(dict.fromkeys([*tags, mark]))  # as the selected run's tags merged into this one
         return tags
+
+
+def _config(cell: Cell, index: int, seed: int, tags: Sequence[str] = ()) -> RunConfig:
+    """The run of ``cell``'s point ``index`` on ``seed`` (tags do not enter its id)."""
+    point = cell.points[index]
+    return RunConfig(
+        cell.strategy, cell.scenario, seed, dict(point.hparams), point.protocol, dict(cell.options), list(tags)
+    )
 
 
 def _chunks(items: Iterator[PlanItem], size: int) -> Iterator[list[PlanItem]]:
@@ -401,7 +402,7 @@ def choose(search: list[PlanItem], store: Runs, metric: str) -> tuple[Point | No
     scored, unscored = [], 0
     for item in search:
         if item.status == "finished":
-            score = validation_score(_stored_run(store, item.run_id), metric)
+            score = validation_score(stored_run(store, item.run_id), metric)
             if math.isnan(score):
                 unscored += 1
             else:
@@ -414,7 +415,8 @@ def choose(search: list[PlanItem], store: Runs, metric: str) -> tuple[Point | No
     return next(p for s, p in scored if s == best), ""
 
 
-def _stored_run(store: Runs, run_id: str) -> RunRecord:
+def stored_run(store: Runs, run_id: str) -> RunRecord:
+    """The stored record of ``run_id``, whose status the plan just read."""
     record = store.get(run_id)
     if record is None:  # its status was read a moment ago: only a deletion in between gets here
         raise SweepError(f"run {run_id} left the store while the sweep was planned; plan it again")

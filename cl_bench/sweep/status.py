@@ -15,7 +15,7 @@ from cl_bench.sweep.plan import (
     Point,
     Runs,
     Sweep,
-    _stored_run,
+    stored_run,
     validation_score,
 )
 
@@ -67,7 +67,7 @@ class _RowTally:
                 row["chosen"] = False  # known once the plan is made (rows)
                 self.search_points[key] = (item.cell.key, item.point)
                 if item.status == "finished" and self.sweep.select is not None:
-                    row["score"] = validation_score(_stored_run(self.store, item.run_id), self.sweep.select.metric)
+                    row["score"] = validation_score(stored_run(self.store, item.run_id), self.sweep.select.metric)
             if item.status is None and checkpoint_path(self.store.path, item.run_id).exists():
                 row["partial"] += 1
             if self.rank is not None and self.rank(item.config.seed) < self.first[key][0]:
