@@ -33,6 +33,14 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line; empty once it has exited (a short-lived child may go between listing and reading)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -67,7 +75,7 @@ def test_workers_exit_when_the_driver_is_killed_while_they_start(tmp_path):
     try:
         deadline = time.time() + 60
         while time.time() < deadline and driver.poll() is None:
-            workers = [p for p in children(driver.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            workers = [p for p in children(driver.pid) if b"spawn_main" in cmdline(p)]
             if workers:  # a worker exists but is still importing: the driver dies now
                 break
             time.sleep(0.02)
